@@ -1,0 +1,283 @@
+//! Sending to clients from any thread: relay, multicast, unicast.
+
+use crate::codec::NetstringCodec;
+use crate::config::Config;
+use crate::handler::{check_tag, TagError};
+use crate::outbox::{Frame, PendingRelays, Push};
+use crate::registry::{Client, CloseReason, Pick, Registry};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+/// Why a relay was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Empty event data is refused (as in the original).
+    #[error("empty event data")]
+    EmptyData,
+    /// The tag is empty or too long.
+    #[error("bad tag: {0}")]
+    BadTag(TagError),
+    /// `context_mlimit` relays are pending and `send_task_timeout` is 0.
+    #[error("dropping message: {limit} relays already pending (context_mlimit)")]
+    QueueFull {
+        /// The configured `context_mlimit`.
+        limit: usize,
+    },
+    /// `context_mlimit` relays stayed pending for all of `send_task_timeout`.
+    #[error("dropping message: no room among {limit} pending relays within {} µs (send_task_timeout)", .waited.as_micros())]
+    TaskTimeout {
+        /// The configured `context_mlimit`.
+        limit: usize,
+        /// How long the relay waited.
+        waited: Duration,
+    },
+    /// The event socket is shutting down or has shut down.
+    #[error("the event socket is shut down")]
+    Shutdown,
+}
+
+/// Counters of what the event socket has done since it started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Clients connected now.
+    pub connected: u64,
+    /// Clients accepted since start.
+    pub accepted: u64,
+    /// Clients refused because `max_clients` were connected.
+    pub refused: u64,
+    /// Connections ended (connection-closed has run or is about to).
+    pub closed: u64,
+    /// Clients cut for being slow (queue limit or send_data_timeout).
+    pub slow_cut: u64,
+    /// Connections closed for malformed or oversized input.
+    pub protocol_errors: u64,
+    /// Messages received from clients (keep-alives not counted).
+    pub messages_received: u64,
+    /// Relay, multicast and unicast calls that were accepted.
+    pub relays: u64,
+    /// Relay calls refused (empty data, bad tag, queue full, shutdown).
+    pub relays_failed: u64,
+    /// Frames queued to clients (one relay to n clients counts n).
+    pub frames_queued: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub closed: AtomicU64,
+    pub slow_cut: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub relays: AtomicU64,
+    pub relays_failed: AtomicU64,
+    pub frames_queued: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// State shared by the listener, the connections, the threads and handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    registry: RwLock<Registry>,
+    pub pending: Arc<PendingRelays>,
+    pub counters: Counters,
+    pub next_id: AtomicU64,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Self {
+        Shared {
+            config,
+            registry: RwLock::new(Registry::default()),
+            pending: Arc::new(PendingRelays::default()),
+            counters: Counters::default(),
+            next_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn registry(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_tag(&self, client: &Client, tag: Bytes) -> bool {
+        self.registry_mut().set_tag(client.conidx, client.id, tag)
+    }
+}
+
+/// One connected client, as listed by [`EvapiHandle::clients`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Connection index.
+    pub conidx: usize,
+    /// Unique connection number.
+    pub connection_id: u64,
+    /// Address and port of the client.
+    pub peer: SocketAddr,
+    /// Its tag, if set.
+    pub tag: Option<Bytes>,
+    /// Bytes queued for it and not yet written.
+    pub queued_bytes: usize,
+}
+
+/// A cheap, cloneable handle to send to the clients of an event socket from
+/// any thread, async or not.
+///
+/// Sending never waits on a client's socket: the data is framed once, and
+/// the one buffer is queued for every recipient; each connection's writer
+/// does the I/O. The only wait is the one asked for by `send_task_timeout`
+/// when `context_mlimit` relays are already pending.
+#[derive(Debug, Clone)]
+pub struct EvapiHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl EvapiHandle {
+    /// Send `data` to every connected client. Returns how many clients it
+    /// was queued for (0 when none is connected).
+    pub fn relay(&self, data: &[u8]) -> Result<usize, SendError> {
+        self.send(data, None, Pick::All)
+    }
+
+    /// Send `data` to every client whose tag is exactly `tag`.
+    pub fn multicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.send(data, Some(tag), Pick::All)
+    }
+
+    /// Send `data` to the first client (lowest connection index) whose tag
+    /// is `tag`, as the original does. Returns 0 or 1.
+    pub fn unicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.send(data, Some(tag), Pick::First)
+    }
+
+    /// Send `data` to one client of `tag`, taking them in turn, so the load
+    /// is spread over all of them. Returns 0 or 1.
+    pub fn unicast_round_robin(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.send(data, Some(tag), Pick::RoundRobin)
+    }
+
+    fn send(&self, data: &[u8], tag: Option<&[u8]>, pick: Pick) -> Result<usize, SendError> {
+        let result = self.try_send(data, tag, pick);
+        let c = &self.shared.counters;
+        bump(if result.is_ok() { &c.relays } else { &c.relays_failed });
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "relay refused");
+        }
+        result
+    }
+
+    fn try_send(&self, data: &[u8], tag: Option<&[u8]>, pick: Pick) -> Result<usize, SendError> {
+        let shared = &*self.shared;
+        if data.is_empty() {
+            return Err(SendError::EmptyData);
+        }
+        if let Some(tag) = tag {
+            check_tag(tag).map_err(SendError::BadTag)?;
+        }
+        if shared.shutting_down.load(Ordering::Acquire) {
+            return Err(SendError::Shutdown);
+        }
+        let limit = shared.config.context_mlimit;
+        let pending = if limit > 0 {
+            let wait = shared.config.send_task_timeout();
+            let slot = shared.pending.acquire(limit, wait).ok_or(match wait {
+                None => SendError::QueueFull { limit },
+                Some(waited) => SendError::TaskTimeout { limit, waited },
+            })?;
+            Some(Arc::new(slot))
+        } else {
+            None
+        };
+        let bytes = if shared.config.netstring_format == 1 {
+            NetstringCodec::frame(data)
+        } else {
+            Bytes::copy_from_slice(data)
+        };
+        let frame = Frame::new(bytes, pending);
+        let deliver = |client: &Client| match client.outbox.push(&frame) {
+            Push::Queued => true,
+            Push::Closed => false,
+            Push::Overflow => {
+                client.request_close(CloseReason::QueueLimit(shared.config.client_queue_limit));
+                false
+            }
+        };
+        let registry = shared.registry();
+        let sent = match tag {
+            None => registry.all().filter(|c| deliver(c)).count(),
+            Some(tag) => registry.for_tag(tag, pick, |c| deliver(c)),
+        };
+        drop(registry);
+        shared
+            .counters
+            .frames_queued
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(sent)
+    }
+
+    /// Clients connected now.
+    pub fn client_count(&self) -> usize {
+        self.shared.registry().count()
+    }
+
+    /// Clients connected now whose tag is exactly `tag`.
+    pub fn tag_count(&self, tag: &[u8]) -> usize {
+        self.shared.registry().tag_count(tag)
+    }
+
+    /// The connected clients, in connection index order.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.shared
+            .registry()
+            .all_with_tags()
+            .map(|(c, tag)| ClientInfo {
+                conidx: c.conidx,
+                connection_id: c.id,
+                peer: c.peer,
+                tag: tag.cloned(),
+                queued_bytes: c.outbox.queued_bytes(),
+            })
+            .collect()
+    }
+
+    /// Relays pending now: framed, and not yet written to every recipient.
+    /// Tracked only when `context_mlimit` is set; 0 otherwise.
+    pub fn pending_relays(&self) -> usize {
+        self.shared.pending.count()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connected: self.client_count() as u64,
+            accepted: get(&c.accepted),
+            refused: get(&c.refused),
+            closed: get(&c.closed),
+            slow_cut: get(&c.slow_cut),
+            protocol_errors: get(&c.protocol_errors),
+            messages_received: get(&c.messages_received),
+            relays: get(&c.relays),
+            relays_failed: get(&c.relays_failed),
+            frames_queued: get(&c.frames_queued),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+}

@@ -1,0 +1,456 @@
+//! The listener, one task per connection, the dispatcher and the workers.
+//!
+//! Socket I/O runs on the caller's tokio runtime. Event handlers run on
+//! threads of their own: the dispatcher (connection-new, connection-closed,
+//! and messages when `workers` is 0) and the workers (messages). They wait
+//! on channels that wake them when an event is queued; nothing polls.
+
+use crate::codec::{FrameCodec, NetstringCodec, NetstringError, RawCodec};
+use crate::config::{Config, ConfigError};
+use crate::handle::{bump, EvapiHandle, Shared};
+use crate::handler::{Event, EventContext, EventHandler};
+use crate::outbox::{WriteStop, Writer};
+use crate::registry::{Client, CloseReason, InFlight};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::codec::FramedRead;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+/// Events queued for the dispatcher thread, in the order they happened.
+enum Dispatch {
+    New(Arc<Client>, oneshot::Sender<()>),
+    Message(InFlight, Bytes),
+    Closed(Arc<Client>, CloseReason),
+}
+
+/// Most events queued for the dispatcher, and per worker, before readers
+/// wait (so a flood of messages pushes back on its sender over TCP instead
+/// of growing memory).
+const QUEUE_PER_THREAD: usize = 1024;
+
+/// Initial read buffer of a connection; it grows to fit larger frames.
+const READ_BUFFER: usize = 1024;
+
+/// Why the event socket could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A parameter is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr} (bind_addr {bind_addr:?}): {source}")]
+    Bind {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The parameter as given.
+        bind_addr: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(String, std::io::Error),
+}
+
+#[derive(Clone)]
+struct Senders {
+    dispatch: flume::Sender<Dispatch>,
+    work: Option<flume::Sender<(InFlight, Bytes)>>,
+}
+
+/// A running event socket.
+///
+/// Created by [`EventSocket::bind`] inside a tokio runtime; sends go
+/// through [`EventSocket::handle`]. [`EventSocket::shutdown`] stops it
+/// cleanly; dropping it without that stops accepting and closes clients
+/// without waiting.
+pub struct EventSocket {
+    handle: EvapiHandle,
+    local_addr: SocketAddr,
+    stop: Arc<Notify>,
+    accept_task: Option<tokio::task::JoinHandle<()>>,
+    connections: TaskTracker,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl EventSocket {
+    /// Validate `config`, bind the listener, start the dispatcher and the
+    /// workers, and begin accepting clients.
+    pub async fn bind(config: Config, handler: Arc<dyn EventHandler>) -> Result<EventSocket, StartError> {
+        config.validate()?;
+        let mut listener = None;
+        let mut last_err = None;
+        for addr in config.bind_addrs()? {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(e) => last_err = Some((addr, e)),
+            }
+        }
+        let listener = match (listener, last_err) {
+            (Some(l), _) => l,
+            (None, Some((addr, source))) => {
+                return Err(StartError::Bind {
+                    addr,
+                    bind_addr: config.bind_addr.clone(),
+                    source,
+                })
+            }
+            (None, None) => unreachable!("bind_addrs returns at least one address"),
+        };
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: "0.0.0.0:0".parse().expect("valid"),
+            bind_addr: config.bind_addr.clone(),
+            source,
+        })?;
+        if !local_addr.ip().is_loopback() {
+            warn!(
+                %local_addr,
+                "event socket listens beyond loopback: any host that reaches it can connect and steer calls"
+            );
+        }
+
+        let workers = config.workers;
+        let shared = Arc::new(Shared::new(config));
+        let handle = EvapiHandle {
+            shared: shared.clone(),
+        };
+
+        let mut threads = Vec::new();
+        let (dispatch_tx, dispatch_rx) = flume::bounded::<Dispatch>(QUEUE_PER_THREAD);
+        let work_tx = if workers > 0 {
+            let (tx, rx) = flume::bounded::<(InFlight, Bytes)>(QUEUE_PER_THREAD * workers);
+            for n in 0..workers {
+                let rx = rx.clone();
+                let handler = handler.clone();
+                let handle = handle.clone();
+                let name = format!("evapi-worker-{n}");
+                let t = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || {
+                        handler.thread_started(Some(n));
+                        for (client, msg) in rx.iter() {
+                            run_message(&*handler, &handle, &client.0, &msg);
+                        }
+                    })
+                    .map_err(|e| StartError::Thread(name, e))?;
+                threads.push(t);
+            }
+            Some(tx)
+        } else {
+            None
+        };
+        {
+            let handler = handler.clone();
+            let handle = handle.clone();
+            let t = std::thread::Builder::new()
+                .name("evapi-dispatcher".into())
+                .spawn(move || dispatcher(&*handler, &handle, dispatch_rx))
+                .map_err(|e| StartError::Thread("evapi-dispatcher".into(), e))?;
+            threads.push(t);
+        }
+
+        let senders = Senders {
+            dispatch: dispatch_tx,
+            work: work_tx,
+        };
+        let stop = Arc::new(Notify::new());
+        let connections = TaskTracker::new();
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            shared,
+            senders,
+            stop.clone(),
+            connections.clone(),
+        ));
+        info!(%local_addr, workers, "event socket listening");
+        Ok(EventSocket {
+            handle,
+            local_addr,
+            stop,
+            accept_task: Some(accept_task),
+            connections,
+            threads,
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to send to clients and read counts, for any thread.
+    pub fn handle(&self) -> EvapiHandle {
+        self.handle.clone()
+    }
+
+    fn begin_stop(&self) {
+        let shared = &self.handle.shared;
+        shared.shutting_down.store(true, Ordering::Release);
+        self.stop.notify_one();
+    }
+
+    /// Stop accepting, write what is queued to each client (at most
+    /// `shutdown_flush_ms`), close every connection, run connection-closed
+    /// for each, and wait for the dispatcher and workers to finish.
+    pub async fn shutdown(mut self) {
+        self.begin_stop();
+        if let Some(t) = self.accept_task.take() {
+            let _ = t.await;
+        }
+        for client in self.handle.shared.registry().all() {
+            client.request_close(CloseReason::Shutdown);
+        }
+        self.connections.close();
+        self.connections.wait().await;
+        // The last senders went with the accept task and the connections,
+        // so the threads see their channels end once they are drained.
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        info!(local_addr = %self.local_addr, "event socket stopped");
+    }
+}
+
+impl Drop for EventSocket {
+    fn drop(&mut self) {
+        if self.accept_task.is_some() {
+            self.begin_stop();
+            for client in self.handle.shared.registry().all() {
+                client.request_close(CloseReason::Shutdown);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    senders: Senders,
+    stop: Arc<Notify>,
+    connections: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.notified() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather
+                // than spin on an error that will repeat at once.
+                warn!(error = %e, "accept failed");
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let max = shared.config.max_clients;
+        let client = {
+            let mut reg = shared.registry_mut();
+            match reg.next_index(max) {
+                Some(conidx) => {
+                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    let c = Arc::new(Client::new(
+                        id,
+                        conidx,
+                        peer,
+                        shared.config.client_queue_limit,
+                    ));
+                    reg.insert(c.clone());
+                    Some(c)
+                }
+                None => None,
+            }
+        };
+        let Some(client) = client else {
+            bump(&shared.counters.refused);
+            warn!(%peer, max_clients = max, "client refused: max_clients reached");
+            drop(stream);
+            continue;
+        };
+        bump(&shared.counters.accepted);
+        info!(conidx = client.conidx, %peer, "client connected");
+        connections.spawn(connection(shared.clone(), client, stream, senders.clone()));
+    }
+}
+
+async fn connection(shared: Arc<Shared>, client: Arc<Client>, stream: TcpStream, senders: Senders) {
+    let (rd, wr) = stream.into_split();
+    let mut writer = Writer::new(wr);
+
+    // connection-new runs before anything of the client is read.
+    let (done_tx, done_rx) = oneshot::channel();
+    let reason = if senders
+        .dispatch
+        .send_async(Dispatch::New(client.clone(), done_tx))
+        .await
+        .is_err()
+        || done_rx.await.is_err()
+    {
+        CloseReason::Shutdown
+    } else if let Some(reason) = client.close_reason() {
+        reason
+    } else {
+        let codec = if shared.config.netstring_format == 1 {
+            FrameCodec::Netstring(NetstringCodec::new(shared.config.max_frame_size))
+        } else {
+            FrameCodec::Raw(RawCodec::new(shared.config.max_frame_size))
+        };
+        let mut frames = FramedRead::with_capacity(rd, codec, READ_BUFFER);
+        let timeout = shared.config.send_data_timeout();
+        tokio::select! {
+            r = read_loop(&mut frames, &shared, &client, &senders) => r,
+            w = writer.run(&client.outbox, timeout) => match w {
+                WriteStop::Closed => client.close_reason().unwrap_or(CloseReason::Shutdown),
+                WriteStop::Timeout(t) => CloseReason::SendTimeout(t),
+                WriteStop::Io(e) => CloseReason::Io(e.to_string()),
+            },
+            r = client.closed() => r,
+        }
+    };
+    client.request_close(reason.clone());
+
+    // On a clean close, what was queued before it still goes out, within a
+    // bound; a frame cut short by a failed write is never followed by more.
+    let writer_ok = !matches!(reason, CloseReason::Io(_) | CloseReason::SendTimeout(_) | CloseReason::QueueLimit(_));
+    if writer_ok && matches!(reason, CloseReason::Shutdown | CloseReason::Closed) {
+        let bound = Duration::from_millis(shared.config.shutdown_flush_ms);
+        let timeout = shared.config.send_data_timeout();
+        let flushed = tokio::time::timeout(bound, writer.flush(&client.outbox, timeout)).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            debug!(conidx = client.conidx, peer = %client.peer, mid_frame = writer.mid_frame(), "queued frames not all written before close");
+        }
+    }
+    client.outbox.close();
+    let mut wr = writer.into_inner();
+    let _ = tokio::time::timeout(Duration::from_millis(100), wr.shutdown()).await;
+    drop(wr);
+
+    shared.registry_mut().remove(client.conidx, client.id);
+    bump(&shared.counters.closed);
+    match &reason {
+        CloseReason::QueueLimit(_) | CloseReason::SendTimeout(_) => {
+            bump(&shared.counters.slow_cut);
+            warn!(conidx = client.conidx, peer = %client.peer, %reason, "client cut");
+        }
+        CloseReason::Protocol(_) => {
+            bump(&shared.counters.protocol_errors);
+            warn!(conidx = client.conidx, peer = %client.peer, %reason, "client closed");
+        }
+        _ => info!(conidx = client.conidx, peer = %client.peer, %reason, "client disconnected"),
+    }
+    // connection-closed runs once, whatever ended the connection, after the
+    // connection's last message-received. The
+    // dispatcher outlives every connection task, so this send only fails if
+    // its thread died, and then there is nobody left to tell.
+    client.messages_drained().await;
+    let _ = senders
+        .dispatch
+        .send_async(Dispatch::Closed(client, reason))
+        .await;
+}
+
+async fn read_loop(
+    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    shared: &Shared,
+    client: &Arc<Client>,
+    senders: &Senders,
+) -> CloseReason {
+    loop {
+        let msg = match frames.next().await {
+            None => return CloseReason::PeerClosed,
+            Some(Err(NetstringError::Io(e))) => return CloseReason::Io(e.to_string()),
+            Some(Err(e)) => return CloseReason::Protocol(e.to_string()),
+            Some(Ok(msg)) => msg,
+        };
+        if msg.is_empty() {
+            continue; // `0:,` keep-alive
+        }
+        bump(&shared.counters.messages_received);
+        let ticket = InFlight::new(client);
+        let queued = match &senders.work {
+            Some(work) => work.send_async((ticket, msg)).await.is_ok(),
+            None => senders
+                .dispatch
+                .send_async(Dispatch::Message(ticket, msg))
+                .await
+                .is_ok(),
+        };
+        if !queued {
+            return CloseReason::Shutdown;
+        }
+    }
+}
+
+fn dispatcher(handler: &dyn EventHandler, handle: &EvapiHandle, rx: flume::Receiver<Dispatch>) {
+    handler.thread_started(None);
+    for event in rx.iter() {
+        match event {
+            Dispatch::New(client, done) => {
+                let ctx = EventContext {
+                    event: Event::ConnectionNew,
+                    client: &client,
+                    handle,
+                    message: None,
+                    reason: None,
+                };
+                guarded(Event::ConnectionNew, &client, || handler.connection_new(&ctx));
+                let _ = done.send(());
+            }
+            Dispatch::Message(client, msg) => run_message(handler, handle, &client.0, &msg),
+            Dispatch::Closed(client, reason) => {
+                let ctx = EventContext {
+                    event: Event::ConnectionClosed,
+                    client: &client,
+                    handle,
+                    message: None,
+                    reason: Some(&reason),
+                };
+                guarded(Event::ConnectionClosed, &client, || handler.connection_closed(&ctx));
+            }
+        }
+    }
+}
+
+fn run_message(handler: &dyn EventHandler, handle: &EvapiHandle, client: &Arc<Client>, msg: &Bytes) {
+    let ctx = EventContext {
+        event: Event::MessageReceived,
+        client,
+        handle,
+        message: Some(msg),
+        reason: None,
+    };
+    guarded(Event::MessageReceived, client, || handler.message_received(&ctx));
+}
+
+/// Run a handler; a panic is logged and the thread goes on.
+fn guarded(event: Event, client: &Client, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        error!(%event, conidx = client.conidx, peer = %client.peer, panic = %what, "event handler panicked");
+    }
+}

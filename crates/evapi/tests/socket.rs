@@ -1,0 +1,358 @@
+//! The event socket over real loopback TCP clients.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use evapi::{CloseReason, Config, Event, EventSocket, SendError, TagError};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Connect `n` clients and wait until connection-new has run for each.
+async fn connect_n(socket: &EventSocket, rec: &Recorder, n: usize) -> Vec<TestClient> {
+    let before = rec.count(Event::ConnectionNew);
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(TestClient::connect(socket.local_addr()).await);
+    }
+    rec.wait_for(Event::ConnectionNew, before + n).await;
+    clients
+}
+
+/// A handler that tags a client with the text of any message starting with
+/// "tag:", and closes it on "bye".
+fn tagging_recorder() -> Recorder {
+    Recorder::new().on_msg(|ctx| {
+        let msg = ctx.message().unwrap();
+        if let Some(tag) = msg.strip_prefix(b"tag:") {
+            ctx.set_tag(tag).unwrap();
+        } else if &msg[..] == b"bye" {
+            ctx.close();
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_reaches_every_client_once() {
+    let rec = Arc::new(Recorder::new());
+    let socket = start(config(), rec.clone()).await;
+    let mut clients = connect_n(&socket, &rec, 3).await;
+    let h = socket.handle();
+    assert_eq!(h.client_count(), 3);
+    assert_eq!(h.relay(br#"{"event":"one"}"#).unwrap(), 3);
+    assert_eq!(h.relay(b"two, with a comma").unwrap(), 3);
+    for c in &mut clients {
+        assert_eq!(c.recv().await.unwrap(), &br#"{"event":"one"}"#[..]);
+        assert_eq!(c.recv().await.unwrap(), &b"two, with a comma"[..]);
+    }
+    let conidx: Vec<usize> = rec.events().iter().map(|s| s.conidx).collect();
+    assert_eq!(conidx, vec![0, 1, 2]);
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_with_no_client_and_bad_arguments() {
+    let rec = Arc::new(Recorder::new());
+    let socket = start(config(), rec.clone()).await;
+    let h = socket.handle();
+    assert_eq!(h.relay(b"nobody listens").unwrap(), 0);
+    assert_eq!(h.relay(b""), Err(SendError::EmptyData));
+    assert_eq!(h.multicast(b"x", b""), Err(SendError::BadTag(TagError::Empty)));
+    assert_eq!(
+        h.unicast(b"x", &[b'a'; 64]),
+        Err(SendError::BadTag(TagError::TooLong(64)))
+    );
+    assert_eq!(h.multicast(b"x", &[b'a'; 63]).unwrap(), 0);
+    let stats = h.stats();
+    assert_eq!(stats.relays, 2);
+    assert_eq!(stats.relays_failed, 3);
+    socket.shutdown().await;
+    assert_eq!(h.relay(b"late"), Err(SendError::Shutdown));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multicast_and_unicast_by_tags_set_in_message_received() {
+    let rec = Arc::new(tagging_recorder());
+    let socket = start(config(), rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 4).await;
+    // conidx 0,1,2,3; tags: 0 "b", 1 "a", 2 none, 3 "a"
+    c[0].send(b"tag:b").await;
+    c[1].send(b"tag:a").await;
+    c[3].send(b"tag:a").await;
+    rec.wait_for(Event::MessageReceived, 3).await;
+    let h = socket.handle();
+    assert_eq!(h.tag_count(b"a"), 2);
+    assert_eq!(h.tag_count(b"b"), 1);
+    assert_eq!(h.tag_count(b"A"), 0);
+
+    assert_eq!(h.multicast(b"to a", b"a").unwrap(), 2);
+    assert_eq!(h.unicast(b"first a", b"a").unwrap(), 1);
+    assert_eq!(h.multicast(b"to b", b"b").unwrap(), 1);
+    assert_eq!(h.unicast(b"to A", b"A").unwrap(), 0);
+    h.relay(b"end").unwrap();
+
+    assert_eq!(c[0].recv().await.unwrap(), "to b");
+    assert_eq!(c[0].recv().await.unwrap(), "end");
+    assert_eq!(c[1].recv().await.unwrap(), "to a");
+    assert_eq!(c[1].recv().await.unwrap(), "first a");
+    assert_eq!(c[1].recv().await.unwrap(), "end");
+    assert_eq!(c[2].recv().await.unwrap(), "end");
+    assert_eq!(c[3].recv().await.unwrap(), "to a");
+    assert_eq!(c[3].recv().await.unwrap(), "end");
+
+    // Retagging replaces the tag.
+    c[1].send(b"tag:b").await;
+    rec.wait_for(Event::MessageReceived, 4).await;
+    assert_eq!(h.tag_count(b"a"), 1);
+    assert_eq!(h.unicast(b"first a now 3", b"a").unwrap(), 1);
+    assert_eq!(c[3].recv().await.unwrap(), "first a now 3");
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicast_goes_to_lowest_index_and_round_robin_spreads() {
+    let rec = Arc::new(Recorder::new().on_new(|ctx| ctx.set_tag(b"pool").unwrap()));
+    let socket = start(config(), rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 3).await;
+    let h = socket.handle();
+    assert_eq!(h.tag_count(b"pool"), 3);
+    for i in 0..3 {
+        h.unicast(format!("u{i}").as_bytes(), b"pool").unwrap();
+    }
+    for i in 0..6 {
+        h.unicast_round_robin(format!("r{i}").as_bytes(), b"pool").unwrap();
+    }
+    h.relay(b"end").unwrap();
+    let mut got = Vec::new();
+    for client in &mut c {
+        let mut mine = Vec::new();
+        loop {
+            let f = client.recv().await.unwrap();
+            if f == "end" {
+                break;
+            }
+            mine.push(String::from_utf8(f.to_vec()).unwrap());
+        }
+        got.push(mine);
+    }
+    // Every plain unicast went to conidx 0; round robin gave each two.
+    assert_eq!(&got[0][..3], &["u0", "u1", "u2"]);
+    let rr: Vec<usize> = got.iter().map(|m| m.iter().filter(|s| s.starts_with('r')).count()).collect();
+    assert_eq!(rr, vec![2, 2, 2]);
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_set_in_connection_new_is_there_before_messages() {
+    let rec = Arc::new(Recorder::new().on_new(|ctx| {
+        assert_eq!(ctx.set_tag(&[b'x'; 64]), Err(TagError::TooLong(64)));
+        assert_eq!(ctx.set_tag(b""), Err(TagError::Empty));
+        ctx.set_tag(format!("conn-{}", ctx.conidx()).as_bytes()).unwrap();
+        assert_eq!(ctx.tag().unwrap(), format!("conn-{}", ctx.conidx()));
+    }));
+    let socket = start(config(), rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 2).await;
+    let h = socket.handle();
+    assert_eq!(h.multicast(b"hello 1", b"conn-1").unwrap(), 1);
+    assert_eq!(c[1].recv().await.unwrap(), "hello 1");
+    let clients = h.clients();
+    assert_eq!(clients.len(), 2);
+    assert_eq!(clients[0].tag.as_deref(), Some(&b"conn-0"[..]));
+    assert_eq!(clients[1].peer, c[1].stream.local_addr().unwrap());
+    drop(c);
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_clients_refuses_the_next_one() {
+    let rec = Arc::new(Recorder::new());
+    let socket = start(Config { max_clients: 2, ..config() }, rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 2).await;
+    let mut extra = TestClient::connect(socket.local_addr()).await;
+    extra.expect_closed().await;
+    let h = socket.handle();
+    eventually("refusal counted", || h.stats().refused == 1).await;
+    assert_eq!(rec.count(Event::ConnectionNew), 2);
+    // Once one leaves, a new client gets its place (and its index).
+    drop(c.remove(0));
+    rec.wait_for(Event::ConnectionClosed, 1).await;
+    let _again = connect_n(&socket, &rec, 1).await;
+    let last = rec.events().last().unwrap().clone();
+    assert_eq!((last.event, last.conidx), (Event::ConnectionNew, 0));
+    assert_eq!(h.client_count(), 2);
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_in_connection_new_refuses_and_still_runs_closed_once() {
+    // The first connection ever is refused by the handler.
+    let rec = Arc::new(Recorder::new().on_new(|ctx| {
+        if ctx.connection_id() == 1 {
+            ctx.close();
+        }
+    }));
+    let socket = start(config(), rec.clone()).await;
+    let mut first = TestClient::connect(socket.local_addr()).await;
+    first.send(b"never handled").await;
+    first.expect_closed().await;
+    rec.wait_for(Event::ConnectionClosed, 1).await;
+    let ev = rec.events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[1].reason, Some(CloseReason::Closed));
+    assert_eq!(rec.count(Event::MessageReceived), 0);
+    // The index is free again, and the next client there is served.
+    let mut second = connect_n(&socket, &rec, 1).await.remove(0);
+    assert_eq!(rec.events()[2].conidx, 0);
+    second.send(b"handled").await;
+    rec.wait_for(Event::MessageReceived, 1).await;
+    assert_eq!(socket.handle().relay(b"still works").unwrap(), 1);
+    assert_eq!(second.recv().await.unwrap(), "still works");
+    socket.shutdown().await;
+    second.expect_closed().await;
+    let closed: Vec<u64> = rec
+        .events()
+        .iter()
+        .filter(|s| s.event == Event::ConnectionClosed)
+        .map(|s| s.connection_id)
+        .collect();
+    assert_eq!(closed, vec![1, 2], "connection-closed once per connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_in_message_received_ends_that_client_only() {
+    let rec = Arc::new(tagging_recorder());
+    let socket = start(config(), rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 2).await;
+    c[0].send(b"bye").await;
+    c[0].expect_closed().await;
+    rec.wait_for(Event::ConnectionClosed, 1).await;
+    let closed = rec.events().into_iter().find(|s| s.event == Event::ConnectionClosed).unwrap();
+    assert_eq!((closed.conidx, closed.reason), (0, Some(CloseReason::Closed)));
+    assert_eq!(socket.handle().relay(b"for the other").unwrap(), 1);
+    assert_eq!(c[1].recv().await.unwrap(), "for the other");
+    socket.shutdown().await;
+    assert_eq!(rec.count(Event::ConnectionClosed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_split_and_merged_arrive_whole_and_in_order() {
+    // workers = 0: the dispatcher handles messages one at a time in order.
+    let rec = Arc::new(Recorder::new());
+    let socket = start(Config { workers: 0, ..config() }, rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 1).await.remove(0);
+    let mut wire = Vec::new();
+    for i in 0..500 {
+        wire.extend_from_slice(&evapi::codec::NetstringCodec::frame(format!("m{i},{{\"n\":{i}}}").as_bytes()));
+        if i % 7 == 0 {
+            wire.extend_from_slice(b"\r\n");
+        }
+        if i % 11 == 0 {
+            wire.extend_from_slice(b"0:,"); // keep-alive: no event
+        }
+    }
+    // First half one byte per write, the rest in a single write.
+    let half = wire.len() / 2;
+    for b in &wire[..half] {
+        c.stream.write_all(&[*b]).await.unwrap();
+    }
+    c.stream.write_all(&wire[half..]).await.unwrap();
+    rec.wait_for(Event::MessageReceived, 500).await;
+    let msgs = rec.messages();
+    assert_eq!(msgs.len(), 500);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m, &format!("m{i},{{\"n\":{i}}}"));
+    }
+    assert!(rec.events().iter().skip(1).all(|s| s.thread == "evapi-dispatcher"));
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_run_on_worker_threads() {
+    let rec = Arc::new(Recorder::new());
+    let socket = start(Config { workers: 3, ..config() }, rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 1).await.remove(0);
+    for i in 0..60 {
+        c.send(format!("{i}").as_bytes()).await;
+    }
+    rec.wait_for(Event::MessageReceived, 60).await;
+    let ev = rec.events();
+    assert_eq!(ev[0].thread, "evapi-dispatcher");
+    let mut msgs: Vec<usize> = rec
+        .messages()
+        .iter()
+        .map(|m| std::str::from_utf8(m).unwrap().parse().unwrap())
+        .collect();
+    msgs.sort();
+    assert_eq!(msgs, (0..60).collect::<Vec<_>>());
+    assert!(ev
+        .iter()
+        .filter(|s| s.event == Event::MessageReceived)
+        .all(|s| s.thread.starts_with("evapi-worker-")));
+    assert_eq!(socket.handle().stats().messages_received, 60);
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_closes_only_that_client() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"hello", "starts with byte 0x68"),
+        (b"5:hello;", "not closed by ','"),
+        (b"2147483640:A", "over the limit"),
+        (b"12345678901234567890:", "over the limit"),
+        (b"05:hello,", "leading zero"),
+        (b"3x:abc,", "contains byte"),
+        (b"5:hel", "closed inside a netstring"),
+    ];
+    let rec = Arc::new(Recorder::new());
+    let socket = start(config(), rec.clone()).await;
+    let mut healthy = connect_n(&socket, &rec, 1).await.remove(0);
+    let h = socket.handle();
+    for (i, (input, why)) in cases.iter().enumerate() {
+        let mut bad = connect_n(&socket, &rec, 1).await.remove(0);
+        bad.send(b"fine first").await;
+        bad.send_raw(input).await;
+        if why.starts_with("closed inside") {
+            bad.stream.shutdown().await.unwrap();
+        }
+        bad.expect_closed().await;
+        rec.wait_for(Event::ConnectionClosed, i + 1).await;
+        let closed = rec.events().into_iter().rfind(|s| s.event == Event::ConnectionClosed).unwrap();
+        match closed.reason {
+            Some(CloseReason::Protocol(text)) => assert!(text.contains(why), "{text} lacks {why}"),
+            other => panic!("{input:?}: {other:?}"),
+        }
+        h.relay(format!("still here {i}").as_bytes()).unwrap();
+        assert_eq!(healthy.recv().await.unwrap(), format!("still here {i}"));
+    }
+    assert_eq!(h.stats().protocol_errors, cases.len() as u64);
+    assert_eq!(rec.messages().len(), cases.len(), "each 'fine first' was handled");
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_size_limit_applies_to_input() {
+    let rec = Arc::new(Recorder::new());
+    let socket = start(Config { max_frame_size: 16, ..config() }, rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 1).await.remove(0);
+    c.send(&[b'a'; 16]).await;
+    c.send(&[b'b'; 17]).await;
+    c.expect_closed().await;
+    rec.wait_for(Event::ConnectionClosed, 1).await;
+    assert_eq!(rec.messages(), vec![Bytes::from(vec![b'a'; 16])]);
+    socket.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frame_within_limit_arrives_whole() {
+    // 4 MiB in, 4 MiB out: far past the 32 KB the original could buffer.
+    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let rec = Arc::new(Recorder::new().on_msg(|ctx| {
+        ctx.handle().relay(ctx.message().unwrap()).unwrap();
+    }));
+    let socket = start(Config { max_frame_size: 8 << 20, ..config() }, rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 1).await.remove(0);
+    c.send(&big).await;
+    assert_eq!(c.recv().await.unwrap(), &big[..]);
+    assert_eq!(rec.messages()[0], &big[..]);
+    socket.shutdown().await;
+}
