@@ -186,7 +186,8 @@ impl Decoder for NetstringCodec {
                                 digits = digits.saturating_add(1);
                                 // Checked per digit, so a prefix is refused as
                                 // soon as it passes the limit (or u64).
-                                let Some(next) = next.filter(|l| *l <= self.max_frame as u64) else {
+                                let Some(next) = next.filter(|l| *l <= self.max_frame as u64)
+                                else {
                                     return Err(NetstringError::FrameTooLarge {
                                         len: next.unwrap_or(u64::MAX),
                                         max: self.max_frame,
@@ -333,14 +334,23 @@ mod tests {
     #[test]
     fn one_frame() {
         let mut c = NetstringCodec::default();
-        assert_eq!(decode_all(&mut c, b"5:hello,").unwrap(), vec![Bytes::from_static(b"hello")]);
+        assert_eq!(
+            decode_all(&mut c, b"5:hello,").unwrap(),
+            vec![Bytes::from_static(b"hello")]
+        );
     }
 
     #[test]
     fn data_may_contain_commas_and_colons() {
         let mut c = NetstringCodec::default();
         let got = decode_all(&mut c, b"12:{\"a\":1,\"b\":2,3:x,y,").unwrap();
-        assert_eq!(got, vec![Bytes::from_static(b"{\"a\":1,\"b\":2"), Bytes::from_static(b"x,y")]);
+        assert_eq!(
+            got,
+            vec![
+                Bytes::from_static(b"{\"a\":1,\"b\":2"),
+                Bytes::from_static(b"x,y")
+            ]
+        );
     }
 
     #[test]
@@ -396,7 +406,14 @@ mod tests {
         let mut c = NetstringCodec::new(1024 * 1024);
         let err = decode_all(&mut c, b"2147483640:A").unwrap_err();
         assert!(
-            matches!(err, NetstringError::FrameTooLarge { partial: true, max: 1048576, .. }),
+            matches!(
+                err,
+                NetstringError::FrameTooLarge {
+                    partial: true,
+                    max: 1048576,
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -417,7 +434,10 @@ mod tests {
         let mut c = NetstringCodec::new(3);
         assert_eq!(decode_all(&mut c, b"3:abc,").unwrap(), vec!["abc"]);
         let err = decode_all(&mut c, b"4:abcd,").unwrap_err();
-        assert!(matches!(err, NetstringError::FrameTooLarge { len: 4, max: 3, .. }), "{err}");
+        assert!(
+            matches!(err, NetstringError::FrameTooLarge { len: 4, max: 3, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -429,22 +449,51 @@ mod tests {
 
     #[test]
     fn malformed_cases() {
-        let cases: &[(&[u8], fn(&NetstringError) -> bool)] = &[
+        type Check = fn(&NetstringError) -> bool;
+        let cases: &[(&[u8], Check)] = &[
             (b"x", |e| matches!(e, NetstringError::BadLengthByte(b'x'))),
             (b":5,", |e| matches!(e, NetstringError::BadLengthByte(b':'))),
-            (b"-1:a,", |e| matches!(e, NetstringError::BadLengthByte(b'-'))),
-            (b"5x:hello,", |e| matches!(e, NetstringError::BadLengthDigit(b'x'))),
-            (b"5 :hello,", |e| matches!(e, NetstringError::BadLengthDigit(b' '))),
+            (b"-1:a,", |e| {
+                matches!(e, NetstringError::BadLengthByte(b'-'))
+            }),
+            (b"5x:hello,", |e| {
+                matches!(e, NetstringError::BadLengthDigit(b'x'))
+            }),
+            (b"5 :hello,", |e| {
+                matches!(e, NetstringError::BadLengthDigit(b' '))
+            }),
             (b"05:hello,", |e| matches!(e, NetstringError::LeadingZero)),
             (b"00:,", |e| matches!(e, NetstringError::LeadingZero)),
-            (b"5:hello;", |e| matches!(e, NetstringError::MissingComma { len: 5, found: b';' })),
-            (b"3:hello,", |e| matches!(e, NetstringError::MissingComma { len: 3, found: b'l' })),
-            (b"1:a,garbage", |e| matches!(e, NetstringError::BadLengthByte(b'g'))),
+            (b"5:hello;", |e| {
+                matches!(
+                    e,
+                    NetstringError::MissingComma {
+                        len: 5,
+                        found: b';'
+                    }
+                )
+            }),
+            (b"3:hello,", |e| {
+                matches!(
+                    e,
+                    NetstringError::MissingComma {
+                        len: 3,
+                        found: b'l'
+                    }
+                )
+            }),
+            (b"1:a,garbage", |e| {
+                matches!(e, NetstringError::BadLengthByte(b'g'))
+            }),
         ];
         for (input, check) in cases {
             let mut c = NetstringCodec::default();
             let err = decode_all(&mut c, input).expect_err(&String::from_utf8_lossy(input));
-            assert!(check(&err), "{:?} gave {err:?}", String::from_utf8_lossy(input));
+            assert!(
+                check(&err),
+                "{:?} gave {err:?}",
+                String::from_utf8_lossy(input)
+            );
             // Every error can be shown to a user.
             assert!(!err.to_string().is_empty());
         }
@@ -455,7 +504,10 @@ mod tests {
         let mut c = NetstringCodec::default();
         let mut buf = BytesMut::from(&b"5:hel"[..]);
         assert!(c.decode(&mut buf).unwrap().is_none());
-        assert!(matches!(c.decode_eof(&mut buf), Err(NetstringError::Truncated(3))));
+        assert!(matches!(
+            c.decode_eof(&mut buf),
+            Err(NetstringError::Truncated(3))
+        ));
         let mut c = NetstringCodec::default();
         let mut buf = BytesMut::from(&b"1:a,\n "[..]);
         assert_eq!(c.decode_eof(&mut buf).unwrap().unwrap(), "a");
@@ -470,7 +522,10 @@ mod tests {
         c.encode(b"", &mut out).unwrap();
         c.encode("a,b:c", &mut out).unwrap();
         assert_eq!(&out[..], b"5:hello,0:,5:a,b:c,");
-        assert_eq!(decode_all(&mut c, &out).unwrap(), vec!["hello", "", "a,b:c"]);
+        assert_eq!(
+            decode_all(&mut c, &out).unwrap(),
+            vec!["hello", "", "a,b:c"]
+        );
         assert_eq!(NetstringCodec::frame(b"abc"), "3:abc,");
     }
 

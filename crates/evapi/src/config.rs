@@ -103,7 +103,11 @@ impl Config {
     /// Check every parameter; the first bad one is reported by name.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.workers > MAX_WORKERS {
-            return Err(bad("workers", self.workers, format!("at most {MAX_WORKERS}")));
+            return Err(bad(
+                "workers",
+                self.workers,
+                format!("at most {MAX_WORKERS}"),
+            ));
         }
         parse_bind_addr(&self.bind_addr)?;
         if self.netstring_format > 1 {
@@ -121,10 +125,18 @@ impl Config {
             ));
         }
         if self.wait_idle == 0 {
-            return Err(bad("wait_idle", self.wait_idle, "must be at least 1 (microseconds)"));
+            return Err(bad(
+                "wait_idle",
+                self.wait_idle,
+                "must be at least 1 (microseconds)",
+            ));
         }
         if self.wait_increase == 0 {
-            return Err(bad("wait_increase", self.wait_increase, "must be at least 1"));
+            return Err(bad(
+                "wait_increase",
+                self.wait_increase,
+                "must be at least 1",
+            ));
         }
         if self.max_frame_size == 0 || self.max_frame_size > (1 << 30) {
             return Err(bad(
@@ -161,10 +173,20 @@ impl Config {
         }
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
-            .map_err(|e| bad("bind_addr", &self.bind_addr, format!("cannot resolve host: {e}")))?
+            .map_err(|e| {
+                bad(
+                    "bind_addr",
+                    &self.bind_addr,
+                    format!("cannot resolve host: {e}"),
+                )
+            })?
             .collect();
         if addrs.is_empty() {
-            return Err(bad("bind_addr", &self.bind_addr, "host resolves to no address"));
+            return Err(bad(
+                "bind_addr",
+                &self.bind_addr,
+                "host resolves to no address",
+            ));
         }
         Ok(addrs)
     }
@@ -194,7 +216,9 @@ fn parse_bind_addr(s: &str) -> Result<(&str, u16), ConfigError> {
             .rsplit_once(':')
             .ok_or_else(|| err("expected HOST:PORT, e.g. 127.0.0.1:8448 or [::1]:8448"))?;
         if host.contains(':') {
-            return Err(err("an IPv6 address must be written in brackets: [::1]:8448"));
+            return Err(err(
+                "an IPv6 address must be written in brackets: [::1]:8448",
+            ));
         }
         (host, port)
     };
@@ -237,9 +261,18 @@ mod tests {
             }
             .bind_addrs()
         };
-        assert_eq!(addrs("127.0.0.1:8448").unwrap(), vec!["127.0.0.1:8448".parse().unwrap()]);
-        assert_eq!(addrs("[::1]:9000").unwrap(), vec!["[::1]:9000".parse().unwrap()]);
-        assert!(addrs("localhost:8448").unwrap().iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(
+            addrs("127.0.0.1:8448").unwrap(),
+            vec!["127.0.0.1:8448".parse().unwrap()]
+        );
+        assert_eq!(
+            addrs("[::1]:9000").unwrap(),
+            vec!["[::1]:9000".parse().unwrap()]
+        );
+        assert!(addrs("localhost:8448")
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback()));
         for (bad_value, why) in [
             ("127.0.0.1", "HOST:PORT"),
             ("127.0.0.1:", "port"),
@@ -262,13 +295,55 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cases: Vec<(Config, &str)> = vec![
-            (Config { netstring_format: 2, ..Config::default() }, "netstring_format = 2"),
-            (Config { max_clients: 0, ..Config::default() }, "max_clients = 0"),
-            (Config { workers: 5000, ..Config::default() }, "workers = 5000"),
-            (Config { wait_increase: 0, ..Config::default() }, "wait_increase = 0"),
-            (Config { wait_idle: 0, ..Config::default() }, "wait_idle = 0"),
-            (Config { max_frame_size: 0, ..Config::default() }, "max_frame_size = 0"),
-            (Config { client_queue_limit: 10, ..Config::default() }, "client_queue_limit = 10"),
+            (
+                Config {
+                    netstring_format: 2,
+                    ..Config::default()
+                },
+                "netstring_format = 2",
+            ),
+            (
+                Config {
+                    max_clients: 0,
+                    ..Config::default()
+                },
+                "max_clients = 0",
+            ),
+            (
+                Config {
+                    workers: 5000,
+                    ..Config::default()
+                },
+                "workers = 5000",
+            ),
+            (
+                Config {
+                    wait_increase: 0,
+                    ..Config::default()
+                },
+                "wait_increase = 0",
+            ),
+            (
+                Config {
+                    wait_idle: 0,
+                    ..Config::default()
+                },
+                "wait_idle = 0",
+            ),
+            (
+                Config {
+                    max_frame_size: 0,
+                    ..Config::default()
+                },
+                "max_frame_size = 0",
+            ),
+            (
+                Config {
+                    client_queue_limit: 10,
+                    ..Config::default()
+                },
+                "client_queue_limit = 10",
+            ),
         ];
         for (c, expect) in cases {
             let e = c.validate().unwrap_err().to_string();
@@ -278,17 +353,25 @@ mod tests {
 
     #[test]
     fn from_toml_with_unknown_keys_refused() {
-        let c: Config = toml::from_str("workers = 4\nbind_addr = \"[::1]:8448\"\nevent_callback = \"ksr_evapi_event\"").unwrap();
+        let c: Config = toml::from_str(
+            "workers = 4\nbind_addr = \"[::1]:8448\"\nevent_callback = \"ksr_evapi_event\"",
+        )
+        .unwrap();
         assert_eq!(c.workers, 4);
         assert_eq!(c.max_clients, 8);
         assert_eq!(c.event_callback, "ksr_evapi_event");
-        let e = toml::from_str::<Config>("max_client = 4").unwrap_err().to_string();
+        let e = toml::from_str::<Config>("max_client = 4")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_client"), "{e}");
     }
 
     #[test]
     fn timeouts() {
-        let c = Config { send_data_timeout: 1500, ..Config::default() };
+        let c = Config {
+            send_data_timeout: 1500,
+            ..Config::default()
+        };
         assert_eq!(c.send_data_timeout(), Some(Duration::from_micros(1500)));
         assert_eq!(c.send_task_timeout(), None);
     }

@@ -171,7 +171,11 @@ impl EvapiHandle {
     fn send(&self, data: &[u8], tag: Option<&[u8]>, pick: Pick) -> Result<usize, SendError> {
         let result = self.try_send(data, tag, pick);
         let c = &self.shared.counters;
-        bump(if result.is_ok() { &c.relays } else { &c.relays_failed });
+        bump(if result.is_ok() {
+            &c.relays
+        } else {
+            &c.relays_failed
+        });
         if let Err(e) = &result {
             tracing::debug!(error = %e, "relay refused");
         }

@@ -66,10 +66,12 @@ impl PendingRelays {
             if cur >= limit {
                 return None;
             }
-            match self
-                .count
-                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.count.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Some(PendingSlot(self.clone())),
                 Err(now) => cur = now,
             }
@@ -265,7 +267,11 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Write what is queued now, then return (used at shutdown).
-    pub async fn flush(&mut self, out: &Outbox, timeout: Option<Duration>) -> Result<(), WriteStop> {
+    pub async fn flush(
+        &mut self,
+        out: &Outbox,
+        timeout: Option<Duration>,
+    ) -> Result<(), WriteStop> {
         loop {
             if self.batch.is_empty() && !out.take(&mut self.batch) {
                 return Ok(());
@@ -274,7 +280,11 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         }
     }
 
-    async fn write_some(&mut self, out: &Outbox, timeout: Option<Duration>) -> Result<(), WriteStop> {
+    async fn write_some(
+        &mut self,
+        out: &Outbox,
+        timeout: Option<Duration>,
+    ) -> Result<(), WriteStop> {
         let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
         let mut n_slices = 0;
         for (i, frame) in self.batch.iter().take(MAX_IOV).enumerate() {

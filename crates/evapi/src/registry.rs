@@ -42,10 +42,9 @@ impl std::fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("closed by the client"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            CloseReason::QueueLimit(n) => write!(
-                f,
-                "slow consumer: more than {n} bytes queued and not read"
-            ),
+            CloseReason::QueueLimit(n) => {
+                write!(f, "slow consumer: more than {n} bytes queued and not read")
+            }
             CloseReason::SendTimeout(t) => write!(
                 f,
                 "slow consumer: a write waited more than {} µs (send_data_timeout)",
@@ -88,7 +87,6 @@ impl Client {
             drained: Notify::new(),
         }
     }
-
 
     /// Wait until every queued message of this client has been handled.
     pub async fn messages_drained(&self) {
@@ -332,7 +330,12 @@ mod tests {
 
     fn add(r: &mut Registry, id: u64, max: usize) -> Option<usize> {
         let idx = r.next_index(max)?;
-        r.insert(Arc::new(Client::new(id, idx, "127.0.0.1:1".parse().unwrap(), 1024)));
+        r.insert(Arc::new(Client::new(
+            id,
+            idx,
+            "127.0.0.1:1".parse().unwrap(),
+            1024,
+        )));
         Some(idx)
     }
 
@@ -395,7 +398,9 @@ mod tests {
         assert_eq!(tagged(&r, "a", Pick::All), vec![1, 3, 4]);
         assert_eq!(tagged(&r, "a", Pick::First), vec![1]);
         assert_eq!(tagged(&r, "A", Pick::All), Vec::<usize>::new());
-        let rr: Vec<usize> = (0..6).flat_map(|_| tagged(&r, "a", Pick::RoundRobin)).collect();
+        let rr: Vec<usize> = (0..6)
+            .flat_map(|_| tagged(&r, "a", Pick::RoundRobin))
+            .collect();
         assert_eq!(rr, vec![1, 3, 4, 1, 3, 4]);
         assert_eq!(r.tag_count(b"a"), 3);
         // Retagging moves the client; removing it leaves the group.
@@ -405,7 +410,7 @@ mod tests {
         r.remove(3, 3);
         r.remove(4, 4);
         assert_eq!(r.tag_count(b"a"), 0);
-        assert!(r.tags.get(&b"a"[..]).is_none());
+        assert!(!r.tags.contains_key(&b"a"[..]));
     }
 
     #[test]

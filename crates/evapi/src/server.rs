@@ -85,12 +85,15 @@ pub struct EventSocket {
 impl EventSocket {
     /// Validate `config`, bind the listener, start the dispatcher and the
     /// workers, and begin accepting clients.
-    pub async fn bind(config: Config, handler: Arc<dyn EventHandler>) -> Result<EventSocket, StartError> {
+    pub async fn bind(
+        config: Config,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<EventSocket, StartError> {
         config.validate()?;
         let mut listener = None;
         let mut last_err = None;
         for addr in config.bind_addrs()? {
-            match TcpListener::bind(addr).await {
+            match listen(addr) {
                 Ok(l) => {
                     listener = Some(l);
                     break;
@@ -238,6 +241,21 @@ impl Drop for EventSocket {
     }
 }
 
+/// Pending connections the kernel may hold for us (the system default is
+/// often 128, which drops SYNs in a connection storm).
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -332,7 +350,10 @@ async fn connection(shared: Arc<Shared>, client: Arc<Client>, stream: TcpStream,
 
     // On a clean close, what was queued before it still goes out, within a
     // bound; a frame cut short by a failed write is never followed by more.
-    let writer_ok = !matches!(reason, CloseReason::Io(_) | CloseReason::SendTimeout(_) | CloseReason::QueueLimit(_));
+    let writer_ok = !matches!(
+        reason,
+        CloseReason::Io(_) | CloseReason::SendTimeout(_) | CloseReason::QueueLimit(_)
+    );
     if writer_ok && matches!(reason, CloseReason::Shutdown | CloseReason::Closed) {
         let bound = Duration::from_millis(shared.config.shutdown_flush_ms);
         let timeout = shared.config.send_data_timeout();
@@ -414,7 +435,9 @@ fn dispatcher(handler: &dyn EventHandler, handle: &EvapiHandle, rx: flume::Recei
                     message: None,
                     reason: None,
                 };
-                guarded(Event::ConnectionNew, &client, || handler.connection_new(&ctx));
+                guarded(Event::ConnectionNew, &client, || {
+                    handler.connection_new(&ctx)
+                });
                 let _ = done.send(());
             }
             Dispatch::Message(client, msg) => run_message(handler, handle, &client.0, &msg),
@@ -426,13 +449,20 @@ fn dispatcher(handler: &dyn EventHandler, handle: &EvapiHandle, rx: flume::Recei
                     message: None,
                     reason: Some(&reason),
                 };
-                guarded(Event::ConnectionClosed, &client, || handler.connection_closed(&ctx));
+                guarded(Event::ConnectionClosed, &client, || {
+                    handler.connection_closed(&ctx)
+                });
             }
         }
     }
 }
 
-fn run_message(handler: &dyn EventHandler, handle: &EvapiHandle, client: &Arc<Client>, msg: &Bytes) {
+fn run_message(
+    handler: &dyn EventHandler,
+    handle: &EvapiHandle,
+    client: &Arc<Client>,
+    msg: &Bytes,
+) {
     let ctx = EventContext {
         event: Event::MessageReceived,
         client,
@@ -440,7 +470,9 @@ fn run_message(handler: &dyn EventHandler, handle: &EvapiHandle, client: &Arc<Cl
         message: Some(msg),
         reason: None,
     };
-    guarded(Event::MessageReceived, client, || handler.message_received(&ctx));
+    guarded(Event::MessageReceived, client, || {
+        handler.message_received(&ctx)
+    });
 }
 
 /// Run a handler; a panic is logged and the thread goes on.

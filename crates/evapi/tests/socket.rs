@@ -57,7 +57,10 @@ async fn relay_with_no_client_and_bad_arguments() {
     let h = socket.handle();
     assert_eq!(h.relay(b"nobody listens").unwrap(), 0);
     assert_eq!(h.relay(b""), Err(SendError::EmptyData));
-    assert_eq!(h.multicast(b"x", b""), Err(SendError::BadTag(TagError::Empty)));
+    assert_eq!(
+        h.multicast(b"x", b""),
+        Err(SendError::BadTag(TagError::Empty))
+    );
     assert_eq!(
         h.unicast(b"x", &[b'a'; 64]),
         Err(SendError::BadTag(TagError::TooLong(64)))
@@ -120,7 +123,8 @@ async fn unicast_goes_to_lowest_index_and_round_robin_spreads() {
         h.unicast(format!("u{i}").as_bytes(), b"pool").unwrap();
     }
     for i in 0..6 {
-        h.unicast_round_robin(format!("r{i}").as_bytes(), b"pool").unwrap();
+        h.unicast_round_robin(format!("r{i}").as_bytes(), b"pool")
+            .unwrap();
     }
     h.relay(b"end").unwrap();
     let mut got = Vec::new();
@@ -137,7 +141,10 @@ async fn unicast_goes_to_lowest_index_and_round_robin_spreads() {
     }
     // Every plain unicast went to conidx 0; round robin gave each two.
     assert_eq!(&got[0][..3], &["u0", "u1", "u2"]);
-    let rr: Vec<usize> = got.iter().map(|m| m.iter().filter(|s| s.starts_with('r')).count()).collect();
+    let rr: Vec<usize> = got
+        .iter()
+        .map(|m| m.iter().filter(|s| s.starts_with('r')).count())
+        .collect();
     assert_eq!(rr, vec![2, 2, 2]);
     socket.shutdown().await;
 }
@@ -147,7 +154,8 @@ async fn tag_set_in_connection_new_is_there_before_messages() {
     let rec = Arc::new(Recorder::new().on_new(|ctx| {
         assert_eq!(ctx.set_tag(&[b'x'; 64]), Err(TagError::TooLong(64)));
         assert_eq!(ctx.set_tag(b""), Err(TagError::Empty));
-        ctx.set_tag(format!("conn-{}", ctx.conidx()).as_bytes()).unwrap();
+        ctx.set_tag(format!("conn-{}", ctx.conidx()).as_bytes())
+            .unwrap();
         assert_eq!(ctx.tag().unwrap(), format!("conn-{}", ctx.conidx()));
     }));
     let socket = start(config(), rec.clone()).await;
@@ -166,7 +174,14 @@ async fn tag_set_in_connection_new_is_there_before_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_clients_refuses_the_next_one() {
     let rec = Arc::new(Recorder::new());
-    let socket = start(Config { max_clients: 2, ..config() }, rec.clone()).await;
+    let socket = start(
+        Config {
+            max_clients: 2,
+            ..config()
+        },
+        rec.clone(),
+    )
+    .await;
     let mut c = connect_n(&socket, &rec, 2).await;
     let mut extra = TestClient::connect(socket.local_addr()).await;
     extra.expect_closed().await;
@@ -226,8 +241,15 @@ async fn close_in_message_received_ends_that_client_only() {
     c[0].send(b"bye").await;
     c[0].expect_closed().await;
     rec.wait_for(Event::ConnectionClosed, 1).await;
-    let closed = rec.events().into_iter().find(|s| s.event == Event::ConnectionClosed).unwrap();
-    assert_eq!((closed.conidx, closed.reason), (0, Some(CloseReason::Closed)));
+    let closed = rec
+        .events()
+        .into_iter()
+        .find(|s| s.event == Event::ConnectionClosed)
+        .unwrap();
+    assert_eq!(
+        (closed.conidx, closed.reason),
+        (0, Some(CloseReason::Closed))
+    );
     assert_eq!(socket.handle().relay(b"for the other").unwrap(), 1);
     assert_eq!(c[1].recv().await.unwrap(), "for the other");
     socket.shutdown().await;
@@ -238,11 +260,20 @@ async fn close_in_message_received_ends_that_client_only() {
 async fn messages_split_and_merged_arrive_whole_and_in_order() {
     // workers = 0: the dispatcher handles messages one at a time in order.
     let rec = Arc::new(Recorder::new());
-    let socket = start(Config { workers: 0, ..config() }, rec.clone()).await;
+    let socket = start(
+        Config {
+            workers: 0,
+            ..config()
+        },
+        rec.clone(),
+    )
+    .await;
     let mut c = connect_n(&socket, &rec, 1).await.remove(0);
     let mut wire = Vec::new();
     for i in 0..500 {
-        wire.extend_from_slice(&evapi::codec::NetstringCodec::frame(format!("m{i},{{\"n\":{i}}}").as_bytes()));
+        wire.extend_from_slice(&evapi::codec::NetstringCodec::frame(
+            format!("m{i},{{\"n\":{i}}}").as_bytes(),
+        ));
         if i % 7 == 0 {
             wire.extend_from_slice(b"\r\n");
         }
@@ -262,14 +293,25 @@ async fn messages_split_and_merged_arrive_whole_and_in_order() {
     for (i, m) in msgs.iter().enumerate() {
         assert_eq!(m, &format!("m{i},{{\"n\":{i}}}"));
     }
-    assert!(rec.events().iter().skip(1).all(|s| s.thread == "evapi-dispatcher"));
+    assert!(rec
+        .events()
+        .iter()
+        .skip(1)
+        .all(|s| s.thread == "evapi-dispatcher"));
     socket.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_run_on_worker_threads() {
     let rec = Arc::new(Recorder::new());
-    let socket = start(Config { workers: 3, ..config() }, rec.clone()).await;
+    let socket = start(
+        Config {
+            workers: 3,
+            ..config()
+        },
+        rec.clone(),
+    )
+    .await;
     let mut c = connect_n(&socket, &rec, 1).await.remove(0);
     for i in 0..60 {
         c.send(format!("{i}").as_bytes()).await;
@@ -316,7 +358,11 @@ async fn malformed_input_closes_only_that_client() {
         }
         bad.expect_closed().await;
         rec.wait_for(Event::ConnectionClosed, i + 1).await;
-        let closed = rec.events().into_iter().rfind(|s| s.event == Event::ConnectionClosed).unwrap();
+        let closed = rec
+            .events()
+            .into_iter()
+            .rfind(|s| s.event == Event::ConnectionClosed)
+            .unwrap();
         match closed.reason {
             Some(CloseReason::Protocol(text)) => assert!(text.contains(why), "{text} lacks {why}"),
             other => panic!("{input:?}: {other:?}"),
@@ -325,14 +371,25 @@ async fn malformed_input_closes_only_that_client() {
         assert_eq!(healthy.recv().await.unwrap(), format!("still here {i}"));
     }
     assert_eq!(h.stats().protocol_errors, cases.len() as u64);
-    assert_eq!(rec.messages().len(), cases.len(), "each 'fine first' was handled");
+    assert_eq!(
+        rec.messages().len(),
+        cases.len(),
+        "each 'fine first' was handled"
+    );
     socket.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_size_limit_applies_to_input() {
     let rec = Arc::new(Recorder::new());
-    let socket = start(Config { max_frame_size: 16, ..config() }, rec.clone()).await;
+    let socket = start(
+        Config {
+            max_frame_size: 16,
+            ..config()
+        },
+        rec.clone(),
+    )
+    .await;
     let mut c = connect_n(&socket, &rec, 1).await.remove(0);
     c.send(&[b'a'; 16]).await;
     c.send(&[b'b'; 17]).await;
@@ -345,14 +402,24 @@ async fn frame_size_limit_applies_to_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_frame_within_limit_arrives_whole() {
     // 4 MiB in, 4 MiB out: far past the 32 KB the original could buffer.
-    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let big: Vec<u8> = (0..4 * 1024 * 1024)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
     let rec = Arc::new(Recorder::new().on_msg(|ctx| {
         ctx.handle().relay(ctx.message().unwrap()).unwrap();
     }));
-    let socket = start(Config { max_frame_size: 8 << 20, ..config() }, rec.clone()).await;
+    let socket = start(
+        Config {
+            max_frame_size: 8 << 20,
+            ..config()
+        },
+        rec.clone(),
+    )
+    .await;
     let mut c = connect_n(&socket, &rec, 1).await.remove(0);
     c.send(&big).await;
     assert_eq!(c.recv().await.unwrap(), &big[..]);
+    rec.wait_for(Event::MessageReceived, 1).await;
     assert_eq!(rec.messages()[0], &big[..]);
     socket.shutdown().await;
 }

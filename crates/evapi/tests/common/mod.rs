@@ -34,6 +34,8 @@ type Hook = Box<dyn Fn(&EventContext<'_>) + Send + Sync>;
 #[derive(Default)]
 pub struct Recorder {
     pub seen: Mutex<Vec<Seen>>,
+    /// Events by kind, kept beside `seen` so waiting is O(1) per wake-up.
+    counts: Mutex<std::collections::HashMap<Event, usize>>,
     pub changed: tokio::sync::Notify,
     pub on_new: Option<Hook>,
     pub on_msg: Option<Hook>,
@@ -63,6 +65,7 @@ impl Recorder {
             reason: ctx.close_reason().cloned(),
             thread: std::thread::current().name().unwrap_or("").to_string(),
         });
+        *self.counts.lock().unwrap().entry(ctx.event()).or_default() += 1;
         self.changed.notify_waiters();
     }
 
@@ -71,7 +74,12 @@ impl Recorder {
     }
 
     pub fn count(&self, event: Event) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.event == event).count()
+        self.counts
+            .lock()
+            .unwrap()
+            .get(&event)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Wait until at least `n` events of this kind were recorded.
@@ -127,7 +135,14 @@ pub fn config() -> Config {
 }
 
 pub async fn start(config: Config, rec: Arc<Recorder>) -> EventSocket {
-    EventSocket::bind(config, rec).await.expect("event socket starts")
+    // Logs show with RUST_LOG=evapi=debug (and --nocapture).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    EventSocket::bind(config, rec)
+        .await
+        .expect("event socket starts")
 }
 
 /// A netstring client.
@@ -170,7 +185,11 @@ impl TestClient {
 
     async fn recv_inner(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(f) = self.codec.decode(&mut self.buf).expect("server sends valid netstrings") {
+            if let Some(f) = self
+                .codec
+                .decode(&mut self.buf)
+                .expect("server sends valid netstrings")
+            {
                 return Some(f);
             }
             let n = match self.stream.read_buf(&mut self.buf).await {
@@ -209,7 +228,10 @@ impl TestClient {
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
