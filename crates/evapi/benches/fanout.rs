@@ -1,0 +1,224 @@
+//! Fan-out benchmark: frames per second delivered by the event socket to 1,
+//! 8 and 64 netstring clients, and the memory an idle client costs.
+//!
+//! `cargo bench -p evapi --bench fanout` (add `-- --quick` for a short run).
+//!
+//! One thread relays 200-byte frames as fast as it can; each client is a
+//! thread with a blocking socket that decodes every netstring it receives
+//! and checks its sequence number, so a lost, duplicated or reordered frame
+//! fails the run. All of it shares the machine's cores with the server, as
+//! a real deployment's clients would not: the figures are a floor.
+//!
+//! The relaying thread keeps each client's queue under a few megabytes (it
+//! yields when the queue of the slowest client is longer), so the figure is
+//! the sustained rate, not the rate of filling memory.
+
+use bytes::BytesMut;
+use evapi::codec::NetstringCodec;
+use evapi::{Config, EventSocket, NoHandler};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::codec::Decoder;
+
+const FRAME_BYTES: usize = 200;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--idle-child") {
+        idle_child(&args[pos + 1], args[pos + 2].parse().unwrap());
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let seconds = if quick { 1.0 } else { 5.0 };
+    println!(
+        "evapi fan-out: {FRAME_BYTES}-byte frames, {seconds} s per case, {} cores",
+        cores()
+    );
+    println!("| clients | frames relayed/s | frames delivered/s (total) | per client/s | MB/s delivered |");
+    println!("|---|---|---|---|---|");
+    for clients in [1, 8, 64] {
+        fanout(clients, Duration::from_secs_f64(seconds));
+    }
+    idle_memory(if quick { 1000 } else { 10_000 });
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn fanout(clients: usize, run_for: Duration) {
+    let rt = runtime();
+    let config = Config {
+        bind_addr: "127.0.0.1:0".into(),
+        max_clients: clients + 1,
+        client_queue_limit: 64 << 20,
+        ..Config::default()
+    };
+    let socket = rt
+        .block_on(EventSocket::bind(config, Arc::new(NoHandler)))
+        .unwrap();
+    let addr = socket.local_addr();
+    let handle = socket.handle();
+
+    let received = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..clients)
+        .map(|_| {
+            let stream = TcpStream::connect(addr).unwrap();
+            let received = received.clone();
+            std::thread::spawn(move || read_frames(stream, &received))
+        })
+        .collect();
+    while handle.client_count() < clients {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    let mut frame = vec![b'x'; FRAME_BYTES];
+    let start = Instant::now();
+    let mut seq: u64 = 0;
+    while start.elapsed() < run_for {
+        for _ in 0..256 {
+            frame[..16].copy_from_slice(format!("{seq:016}").as_bytes());
+            let sent = handle.relay(&frame).unwrap();
+            assert_eq!(sent, clients, "a client was lost");
+            seq += 1;
+        }
+        // Pace on the slowest reader: at most ~4 MB queued for anyone.
+        while handle.clients().iter().any(|c| c.queued_bytes > 4 << 20) {
+            std::thread::yield_now();
+        }
+    }
+    let relay_time = start.elapsed();
+    let expected = seq * clients as u64;
+    while received.load(Ordering::Relaxed) < expected {
+        std::thread::sleep(Duration::from_micros(200));
+        assert!(start.elapsed() < run_for * 10, "frames lost");
+    }
+    let total = start.elapsed();
+    let stats = handle.stats();
+    assert_eq!(stats.slow_cut, 0);
+    rt.block_on(socket.shutdown());
+    for r in readers {
+        assert_eq!(r.join().unwrap(), seq, "every client got every frame");
+    }
+    let delivered_per_s = expected as f64 / total.as_secs_f64();
+    println!(
+        "| {clients} | {:.0} | {:.0} | {:.0} | {:.1} |",
+        seq as f64 / relay_time.as_secs_f64(),
+        delivered_per_s,
+        delivered_per_s / clients as f64,
+        delivered_per_s * (FRAME_BYTES + 5) as f64 / 1e6,
+    );
+}
+
+/// Decode netstrings until the server closes; check order; return count.
+fn read_frames(mut stream: TcpStream, received: &AtomicU64) -> u64 {
+    let mut codec = NetstringCodec::new(1 << 20);
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut next: u64 = 0;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return next,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut got = 0;
+        while let Some(frame) = codec.decode(&mut buf).expect("valid netstrings") {
+            let seq: u64 = std::str::from_utf8(&frame[..16]).unwrap().parse().unwrap();
+            assert_eq!(seq, next, "frames in order, none lost");
+            next += 1;
+            got += 1;
+        }
+        received.fetch_add(got, Ordering::Relaxed);
+    }
+}
+
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory of the server per idle client: the clients live in a child
+/// process (this binary again), so only the server's side is counted.
+fn idle_memory(n: usize) {
+    let rt = runtime();
+    let config = Config {
+        bind_addr: "127.0.0.1:0".into(),
+        max_clients: n,
+        ..Config::default()
+    };
+    let socket = rt
+        .block_on(EventSocket::bind(config, Arc::new(NoHandler)))
+        .unwrap();
+    let handle = socket.handle();
+    // Warm up the allocator and the runtime with a first, small wave.
+    let warm = spawn_idle(socket.local_addr(), 100);
+    wait_for(&handle, 100);
+    drop(warm);
+    wait_for(&handle, 0);
+    let before = rss_kb();
+    let child = spawn_idle(socket.local_addr(), n);
+    wait_for(&handle, n);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kb();
+    drop(child);
+    wait_for(&handle, 0);
+    rt.block_on(socket.shutdown());
+    println!();
+    println!(
+        "idle clients: {n}; server RSS {before} kB before, {after} kB with them: {:.2} kB per idle client",
+        (after.saturating_sub(before)) as f64 / n as f64
+    );
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_idle(addr: SocketAddr, n: usize) -> Child {
+    Child(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--idle-child", &addr.to_string(), &n.to_string()])
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for(handle: &evapi::EvapiHandle, n: usize) {
+    let start = Instant::now();
+    while handle.client_count() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "clients did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn idle_child(addr: &str, n: usize) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let clients: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Stay connected until the parent kills us.
+    std::thread::sleep(Duration::from_secs(600));
+    drop(clients);
+}
