@@ -1,0 +1,42 @@
+//! The SIP router host: transports, the message parser and transactions
+//! (Kamailio's core and tm, re-done). It hands each request, reply and
+//! resumed transaction to a routing trait and offers reply, relay, suspend
+//! and continue to it. It knows nothing of Lua or of the evapi event
+//! socket: those meet in the `script` crate, above this one.
+//!
+//! For now it holds the message layer only:
+//!
+//! - [`SipMessage::parse`] splits a message into its first line and header
+//!   rows in one pass, over a shared [`bytes::Bytes`] buffer; typed values
+//!   (Via, CSeq, From/To, URIs...) are parsed when read, from slices of that
+//!   buffer. This is Kamailio's lazy design: a proxy reads a few headers of
+//!   each message and forwards the rest untouched.
+//! - [`frame_length`] cuts messages out of a stream transport.
+//! - [`Editor`] writes a forwarded request with a list of edits, and
+//!   [`SipMessage::response`], [`SipMessage::cancel`] and [`SipMessage::ack`]
+//!   build the messages a proxy generates.
+//!
+//! Nothing here panics on any input, and there is no `unsafe`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod edit;
+mod error;
+mod header;
+mod key;
+mod lex;
+mod message;
+mod uri;
+mod values;
+
+pub use edit::{Edit, Editor};
+pub use error::{ParseError, Shown};
+pub use header::HeaderName;
+pub use key::{TransactionKey, MAGIC_COOKIE};
+pub use message::{frame_length, unfold, Method, SipMessage};
+pub use uri::{Scheme, Uri};
+pub use values::{CSeq, NameAddr, Params, Via};
+
+#[cfg(test)]
+mod tests;
