@@ -103,7 +103,7 @@ async fn send_data_timeout_cuts_a_client_that_does_not_read() {
         ..config()
     };
     let socket = start(cfg, rec.clone()).await;
-    let _stalled = connect_n(&socket, &rec, 1).await;
+    let mut stalled = connect_n(&socket, &rec, 1).await.remove(0);
     let h = socket.handle();
     let chunk = vec![b'y'; 64 * 1024];
     // 64 MiB: far more than loopback socket buffers hold.
@@ -123,6 +123,29 @@ async fn send_data_timeout_cuts_a_client_that_does_not_read() {
         Some(CloseReason::SendTimeout(Duration::from_millis(200)))
     );
     assert_eq!(h.stats().slow_cut, 1);
+    // What reached the client is whole frames, then at most the start of
+    // one more, then the end: never a partial frame followed by another.
+    let mut wire = Vec::new();
+    tokio::time::timeout(WAIT, stalled.stream.read_to_end(&mut wire))
+        .await
+        .unwrap()
+        .unwrap();
+    let framed = evapi::codec::NetstringCodec::frame(&chunk);
+    let whole = wire.len() / framed.len();
+    assert!(whole > 0);
+    for i in 0..whole {
+        assert_eq!(
+            &wire[i * framed.len()..(i + 1) * framed.len()],
+            &framed[..],
+            "frame {i}"
+        );
+    }
+    let tail = &wire[whole * framed.len()..];
+    assert_eq!(
+        tail,
+        &framed[..tail.len()],
+        "the tail is the start of the next frame"
+    );
     socket.shutdown().await;
 }
 
