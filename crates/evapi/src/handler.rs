@@ -125,14 +125,69 @@ impl EventContext<'_> {
 
     /// Set or replace the client's tag (1 to 63 bytes).
     pub fn set_tag(&self, tag: &[u8]) -> Result<(), TagError> {
-        check_tag(tag)?;
-        if self.event == Event::ConnectionClosed {
-            return Err(TagError::Gone);
+        self.client().set_tag(tag)
+    }
+
+    /// Close the client's connection. In connection-new this refuses the
+    /// client before any of its messages is read. connection-closed still
+    /// runs for it, once.
+    pub fn close(&self) {
+        self.client().close()
+    }
+
+    /// The handle to relay from inside the handler.
+    pub fn handle(&self) -> &EvapiHandle {
+        self.handle
+    }
+
+    /// An owned reference to the client of this event, for code that must
+    /// keep it past the borrow of the context (a script engine storing its
+    /// current event in thread-local state).
+    pub fn client(&self) -> ClientRef {
+        ClientRef {
+            client: self.client.clone(),
+            handle: self.handle.clone(),
+            closed: self.event == Event::ConnectionClosed,
         }
-        if self
-            .handle
-            .shared
-            .set_tag(self.client, Bytes::copy_from_slice(tag))
+    }
+}
+
+/// An owned reference to one connection, from [`EventContext::client`].
+///
+/// Like the context, it acts on that exact connection only: once the client
+/// has gone, `set_tag` fails and `close` does nothing, even if its index was
+/// given to a new client.
+#[derive(Debug, Clone)]
+pub struct ClientRef {
+    client: Arc<crate::registry::Client>,
+    handle: EvapiHandle,
+    closed: bool,
+}
+
+impl ClientRef {
+    /// The connection index.
+    pub fn conidx(&self) -> usize {
+        self.client.conidx
+    }
+
+    /// A number unique to this connection for the life of the process.
+    pub fn connection_id(&self) -> u64 {
+        self.client.id
+    }
+
+    /// The client's address and port.
+    pub fn peer(&self) -> SocketAddr {
+        self.client.peer
+    }
+
+    /// Set or replace the client's tag (1 to 63 bytes).
+    pub fn set_tag(&self, tag: &[u8]) -> Result<(), TagError> {
+        check_tag(tag)?;
+        if !self.closed
+            && self
+                .handle
+                .shared
+                .set_tag(&self.client, Bytes::copy_from_slice(tag))
         {
             Ok(())
         } else {
@@ -140,18 +195,11 @@ impl EventContext<'_> {
         }
     }
 
-    /// Close the client's connection. In connection-new this refuses the
-    /// client before any of its messages is read. connection-closed still
-    /// runs for it, once.
+    /// Close the connection (nothing if it has ended already).
     pub fn close(&self) {
-        if self.event != Event::ConnectionClosed {
+        if !self.closed {
             self.client.request_close(CloseReason::Closed);
         }
-    }
-
-    /// The handle to relay from inside the handler.
-    pub fn handle(&self) -> &EvapiHandle {
-        self.handle
     }
 }
 

@@ -41,6 +41,6 @@ mod server;
 
 pub use config::{Config, ConfigError, MAX_CLIENTS_LIMIT, MAX_WORKERS};
 pub use handle::{ClientInfo, EvapiHandle, SendError, Stats};
-pub use handler::{Event, EventContext, EventHandler, NoHandler, TagError};
+pub use handler::{ClientRef, Event, EventContext, EventHandler, NoHandler, TagError};
 pub use registry::{CloseReason, MAX_TAG_LEN};
 pub use server::{EventSocket, StartError};

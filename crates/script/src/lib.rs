@@ -1,0 +1,24 @@
+//! KEMI-style Lua routing scripts: where the event socket and the SIP host
+//! meet.
+//!
+//! A script is plain Lua that a Kamailio KEMI user would recognise: the
+//! `KSR` object with Kamailio's function names, argument order and return
+//! conventions, pseudo-variables read with `KSR.pv.get("$ru")`, and the
+//! entry points `ksr_request_route()`, `ksr_reply_route()`, failure routes
+//! named with `KSR.tm.t_on_failure`, and the evapi `event_callback`.
+//!
+//! This crate implements the hook traits of the two crates below it
+//! ([`evapi::EventHandler`] and [`sip::Router`]); neither of them knows Lua.
+//! Each Lua VM is owned by the one thread that runs it (a SIP child, the
+//! evapi dispatcher or an evapi worker) and is created there on first use;
+//! `$var` lives in it, so it is per worker and keeps its value between
+//! messages, as in Kamailio. `$shv` and `$sht` are shared by all.
+
+mod compat;
+mod engine;
+mod json;
+mod ksr;
+pub mod pv;
+mod shared;
+
+pub use engine::{Engine, ScriptConfig, ScriptError};

@@ -1,0 +1,423 @@
+//! Pseudo-variables: `$ru`, `$hdr(Name)`, `$var(x)`, `$evapi(msg)`, ...
+//!
+//! A name is parsed into a [`Pv`] once; reading and writing then go to the
+//! current SIP message, the current evapi event, or the variable stores.
+
+use sip::SipMessage;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A pseudo-variable's value. Integers stay integers, so a Lua script gets
+/// `7`, not `7.0`, for `$T(id_index)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PvValue {
+    /// An integer.
+    Int(i64),
+    /// A string (bytes; SIP is not always UTF-8).
+    Str(Vec<u8>),
+}
+
+impl PvValue {
+    /// The value as text.
+    pub fn to_text(&self) -> String {
+        match self {
+            PvValue::Int(i) => i.to_string(),
+            PvValue::Str(s) => String::from_utf8_lossy(s).into_owned(),
+        }
+    }
+}
+
+impl From<&str> for PvValue {
+    fn from(s: &str) -> Self {
+        PvValue::Str(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&[u8]> for PvValue {
+    fn from(s: &[u8]) -> Self {
+        PvValue::Str(s.to_vec())
+    }
+}
+
+/// Fields of `$T(...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TField {
+    /// `$T(id_index)`
+    IdIndex,
+    /// `$T(id_label)`
+    IdLabel,
+    /// `$T(reply_code)`
+    ReplyCode,
+}
+
+/// Fields of `$evapi(...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvField {
+    /// `$evapi(msg)`
+    Msg,
+    /// `$evapi(srcaddr)`
+    SrcAddr,
+    /// `$evapi(srcport)`
+    SrcPort,
+    /// `$evapi(conidx)`
+    ConIdx,
+}
+
+/// A parsed pseudo-variable name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pv {
+    /// `$rm` request method (or the CSeq method of a reply)
+    Method,
+    /// `$ru` Request-URI (w)
+    Ruri,
+    /// `$rU` user of the Request-URI (w)
+    RuriUser,
+    /// `$rd` host of the Request-URI (w)
+    RuriHost,
+    /// `$rp` port of the Request-URI
+    RuriPort,
+    /// `$rs` reply status
+    Status,
+    /// `$rr` reply reason
+    Reason,
+    /// `$ci` Call-ID
+    CallId,
+    /// `$cs` CSeq number
+    CSeqNum,
+    /// `$fu` From URI
+    FromUri,
+    /// `$fU` From user
+    FromUser,
+    /// `$fd` From host
+    FromHost,
+    /// `$fn` From display name
+    FromName,
+    /// `$ft` From tag
+    FromTag,
+    /// `$tu` To URI
+    ToUri,
+    /// `$tU` To user
+    ToUser,
+    /// `$td` To host
+    ToHost,
+    /// `$tt` To tag
+    ToTag,
+    /// `$si` source IP
+    SrcIp,
+    /// `$sp` source port
+    SrcPort,
+    /// `$Ri` local IP the message arrived on
+    LocalIp,
+    /// `$Rp` local port the message arrived on
+    LocalPort,
+    /// `$pr` transport protocol
+    Proto,
+    /// `$du` destination URI (w)
+    DstUri,
+    /// `$ua` User-Agent
+    UserAgent,
+    /// `$mb` the whole message
+    Buffer,
+    /// `$hdr(Name)`
+    Hdr(String),
+    /// `$T(...)`
+    T(TField),
+    /// `$var(x)` per worker (w)
+    Var(String),
+    /// `$shv(x)` shared (w)
+    Shv(String),
+    /// `$sht(table=>key)` shared table (w)
+    Sht(String, String),
+    /// `$evapi(...)`
+    Evapi(EvField),
+}
+
+/// A name that is not a pseudo-variable we know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pseudo-variable {0:?}")]
+pub struct UnknownPv(pub String);
+
+impl Pv {
+    /// Parse `$name` or `$name(arg)`.
+    pub fn parse(s: &str) -> Result<Pv, UnknownPv> {
+        let unknown = || UnknownPv(s.to_string());
+        let body = s.strip_prefix('$').ok_or_else(unknown)?;
+        let (name, arg) = match body.find('(') {
+            Some(i) => {
+                let arg = body[i + 1..].strip_suffix(')').ok_or_else(unknown)?;
+                (&body[..i], Some(arg))
+            }
+            None => (body, None),
+        };
+        Ok(match (name, arg) {
+            ("rm", None) => Pv::Method,
+            ("ru", None) => Pv::Ruri,
+            ("rU", None) => Pv::RuriUser,
+            ("rd", None) => Pv::RuriHost,
+            ("rp", None) => Pv::RuriPort,
+            ("rs", None) => Pv::Status,
+            ("rr", None) => Pv::Reason,
+            ("ci", None) => Pv::CallId,
+            ("cs", None) => Pv::CSeqNum,
+            ("fu", None) => Pv::FromUri,
+            ("fU", None) => Pv::FromUser,
+            ("fd", None) => Pv::FromHost,
+            ("fn", None) => Pv::FromName,
+            ("ft", None) => Pv::FromTag,
+            ("tu", None) => Pv::ToUri,
+            ("tU", None) => Pv::ToUser,
+            ("td", None) => Pv::ToHost,
+            ("tt", None) => Pv::ToTag,
+            ("si", None) => Pv::SrcIp,
+            ("sp", None) => Pv::SrcPort,
+            ("Ri", None) => Pv::LocalIp,
+            ("Rp", None) => Pv::LocalPort,
+            ("pr" | "proto", None) => Pv::Proto,
+            ("du", None) => Pv::DstUri,
+            ("ua", None) => Pv::UserAgent,
+            ("mb", None) => Pv::Buffer,
+            ("hdr", Some(h)) if !h.is_empty() => Pv::Hdr(h.to_string()),
+            ("T", Some("id_index")) => Pv::T(TField::IdIndex),
+            ("T", Some("id_label")) => Pv::T(TField::IdLabel),
+            ("T", Some("reply_code")) => Pv::T(TField::ReplyCode),
+            ("var", Some(v)) if !v.is_empty() => Pv::Var(v.to_string()),
+            ("shv", Some(v)) if !v.is_empty() => Pv::Shv(v.to_string()),
+            ("sht", Some(v)) => {
+                let (t, k) = v.split_once("=>").ok_or_else(unknown)?;
+                if t.is_empty() {
+                    return Err(unknown());
+                }
+                Pv::Sht(t.to_string(), k.to_string())
+            }
+            ("evapi", Some("msg")) => Pv::Evapi(EvField::Msg),
+            ("evapi", Some("srcaddr")) => Pv::Evapi(EvField::SrcAddr),
+            ("evapi", Some("srcport")) => Pv::Evapi(EvField::SrcPort),
+            ("evapi", Some("conidx")) => Pv::Evapi(EvField::ConIdx),
+            _ => return Err(unknown()),
+        })
+    }
+}
+
+impl fmt::Display for Pv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// The current SIP message as the pseudo-variables see it: the parsed
+/// message plus what routing has changed (Request-URI, destination URI,
+/// added and removed headers) and what the transaction knows.
+pub trait MsgView {
+    /// The message as received.
+    fn msg(&self) -> &SipMessage;
+    /// The Request-URI after edits.
+    fn ruri(&self) -> Option<Vec<u8>> {
+        self.msg().request_uri_raw().map(<[u8]>::to_vec)
+    }
+    /// The destination URI (`$du`), if set.
+    fn dst_uri(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Transport name (`udp`, `tcp`), remote and local address.
+    fn source(&self) -> Option<(&'static str, SocketAddr, SocketAddr)>;
+    /// The transaction's index and label, once it exists.
+    fn tx(&self) -> Option<(u32, u32)> {
+        None
+    }
+    /// The final reply code known to the transaction (failure route).
+    fn reply_code(&self) -> Option<u16> {
+        None
+    }
+    /// First value of a header, seeing routing's edits.
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.msg().header(name).map(<[u8]>::to_vec)
+    }
+}
+
+/// Read a SIP pseudo-variable from `view`; None is null.
+pub fn get_sip(pv: &Pv, view: &dyn MsgView) -> Option<PvValue> {
+    let m = view.msg();
+    let uri_part = |raw: Option<Vec<u8>>, part: fn(&sip::Uri<'_>) -> Option<PvValue>| {
+        let raw = raw?;
+        let uri = sip::Uri::parse(&raw).ok()?;
+        part(&uri)
+    };
+    let user = |u: &sip::Uri<'_>| u.user.map(PvValue::from);
+    let host = |u: &sip::Uri<'_>| Some(PvValue::from(u.host));
+    Some(match pv {
+        Pv::Method => match m.method() {
+            Some(method) => PvValue::from(method.as_bytes()),
+            None => PvValue::from(m.cseq().ok()?.method.as_bytes()),
+        },
+        Pv::Ruri => PvValue::Str(view.ruri()?),
+        Pv::RuriUser => return uri_part(view.ruri(), user),
+        Pv::RuriHost => return uri_part(view.ruri(), host),
+        Pv::RuriPort => return uri_part(view.ruri(), |u| u.port.map(|p| PvValue::Int(p.into()))),
+        Pv::Status => PvValue::Int(m.status()?.into()),
+        Pv::Reason => PvValue::from(m.reason()?),
+        Pv::CallId => PvValue::from(m.call_id().ok()?),
+        Pv::CSeqNum => PvValue::Int(m.cseq().ok()?.number.into()),
+        Pv::FromUri => PvValue::from(m.from().ok()?.uri),
+        Pv::FromUser => return uri_part(Some(m.from().ok()?.uri.to_vec()), user),
+        Pv::FromHost => return uri_part(Some(m.from().ok()?.uri.to_vec()), host),
+        Pv::FromName => PvValue::from(display_name(m.from().ok()?.display?)),
+        Pv::FromTag => PvValue::from(m.from().ok()?.tag?),
+        Pv::ToUri => PvValue::from(m.to().ok()?.uri),
+        Pv::ToUser => return uri_part(Some(m.to().ok()?.uri.to_vec()), user),
+        Pv::ToHost => return uri_part(Some(m.to().ok()?.uri.to_vec()), host),
+        Pv::ToTag => PvValue::from(m.to().ok()?.tag?),
+        Pv::SrcIp => PvValue::from(view.source()?.1.ip().to_string().as_str()),
+        Pv::SrcPort => PvValue::Int(view.source()?.1.port().into()),
+        Pv::LocalIp => PvValue::from(view.source()?.2.ip().to_string().as_str()),
+        Pv::LocalPort => PvValue::Int(view.source()?.2.port().into()),
+        Pv::Proto => PvValue::from(view.source()?.0),
+        Pv::DstUri => PvValue::Str(view.dst_uri()?),
+        Pv::UserAgent => PvValue::Str(view.header("User-Agent")?),
+        Pv::Buffer => PvValue::from(&m.buffer()[..]),
+        Pv::Hdr(name) => PvValue::Str(view.header(name)?),
+        Pv::T(TField::IdIndex) => PvValue::Int(view.tx()?.0.into()),
+        Pv::T(TField::IdLabel) => PvValue::Int(view.tx()?.1.into()),
+        Pv::T(TField::ReplyCode) => PvValue::Int(view.reply_code()?.into()),
+        _ => return None,
+    })
+}
+
+/// `"Alice Smith"` → `Alice Smith`, as `$fn` gives it.
+fn display_name(d: &[u8]) -> &[u8] {
+    let d = d.trim_ascii();
+    d.strip_prefix(b"\"")
+        .and_then(|d| d.strip_suffix(b"\""))
+        .unwrap_or(d)
+}
+
+/// Replace the user part of a SIP URI (`None` removes it).
+pub fn with_user(uri: &[u8], user: Option<&[u8]>) -> Option<Vec<u8>> {
+    let parsed = sip::Uri::parse(uri).ok()?;
+    let colon = uri.iter().position(|&b| b == b':')?;
+    let host_at = parsed.host.as_ptr() as usize - uri.as_ptr() as usize;
+    let mut out = uri[..=colon].to_vec();
+    if let Some(u) = user {
+        out.extend_from_slice(u);
+        if let Some(p) = parsed.password {
+            out.push(b':');
+            out.extend_from_slice(p);
+        }
+        out.push(b'@');
+    }
+    out.extend_from_slice(&uri[host_at..]);
+    Some(out)
+}
+
+/// Replace the host part of a SIP URI.
+pub fn with_host(uri: &[u8], host: &[u8]) -> Option<Vec<u8>> {
+    let parsed = sip::Uri::parse(uri).ok()?;
+    let start = parsed.host.as_ptr() as usize - uri.as_ptr() as usize;
+    let end = start + parsed.host.len();
+    let mut out = uri[..start].to_vec();
+    out.extend_from_slice(host);
+    out.extend_from_slice(&uri[end..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names() {
+        assert_eq!(Pv::parse("$ru").unwrap(), Pv::Ruri);
+        assert_eq!(Pv::parse("$rU").unwrap(), Pv::RuriUser);
+        assert_eq!(Pv::parse("$hdr(X-Foo)").unwrap(), Pv::Hdr("X-Foo".into()));
+        assert_eq!(Pv::parse("$T(id_index)").unwrap(), Pv::T(TField::IdIndex));
+        assert_eq!(Pv::parse("$var(a)").unwrap(), Pv::Var("a".into()));
+        assert_eq!(
+            Pv::parse("$sht(t=>k)").unwrap(),
+            Pv::Sht("t".into(), "k".into())
+        );
+        assert_eq!(
+            Pv::parse("$evapi(conidx)").unwrap(),
+            Pv::Evapi(EvField::ConIdx)
+        );
+        for bad in [
+            "ru",
+            "$nope",
+            "$var()",
+            "$hdr(",
+            "$sht(t)",
+            "$T(x)",
+            "$evapi(foo)",
+        ] {
+            let e = Pv::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn uri_parts_are_replaced() {
+        assert_eq!(
+            with_user(b"sip:alice@example.com;lr", Some(b"bob")).unwrap(),
+            b"sip:bob@example.com;lr"
+        );
+        assert_eq!(
+            with_user(b"sip:example.com:5060", Some(b"bob")).unwrap(),
+            b"sip:bob@example.com:5060"
+        );
+        assert_eq!(
+            with_user(b"sip:alice@example.com", None).unwrap(),
+            b"sip:example.com"
+        );
+        assert_eq!(
+            with_host(b"sip:alice@example.com:5070;x=y", b"10.0.0.1").unwrap(),
+            b"sip:alice@10.0.0.1:5070;x=y"
+        );
+        assert_eq!(with_host(b"sips:[::1]", b"host").unwrap(), b"sips:host");
+    }
+
+    struct Plain(SipMessage);
+    impl MsgView for Plain {
+        fn msg(&self) -> &SipMessage {
+            &self.0
+        }
+        fn source(&self) -> Option<(&'static str, SocketAddr, SocketAddr)> {
+            Some((
+                "udp",
+                "192.0.2.1:5061".parse().unwrap(),
+                "127.0.0.1:5060".parse().unwrap(),
+            ))
+        }
+    }
+
+    #[test]
+    fn sip_values() {
+        let raw = "INVITE sip:bob@example.com:5070 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK1\r\n\
+            From: \"Alice A\" <sip:alice@a.example>;tag=ft1\r\n\
+            To: <sip:bob@example.com>\r\n\
+            Call-ID: cid-1\r\n\
+            CSeq: 42 INVITE\r\n\
+            User-Agent: tester\r\n\
+            X-Foo: bar\r\n\
+            Content-Length: 0\r\n\r\n";
+        let v = Plain(SipMessage::parse(bytes::Bytes::from(raw)).unwrap());
+        let get = |s: &str| get_sip(&Pv::parse(s).unwrap(), &v);
+        assert_eq!(get("$rm"), Some("INVITE".into()));
+        assert_eq!(get("$ru"), Some("sip:bob@example.com:5070".into()));
+        assert_eq!(get("$rU"), Some("bob".into()));
+        assert_eq!(get("$rd"), Some("example.com".into()));
+        assert_eq!(get("$rp"), Some(PvValue::Int(5070)));
+        assert_eq!(get("$ci"), Some("cid-1".into()));
+        assert_eq!(get("$cs"), Some(PvValue::Int(42)));
+        assert_eq!(get("$fU"), Some("alice".into()));
+        assert_eq!(get("$fn"), Some("Alice A".into()));
+        assert_eq!(get("$ft"), Some("ft1".into()));
+        assert_eq!(get("$tt"), None);
+        assert_eq!(get("$si"), Some("192.0.2.1".into()));
+        assert_eq!(get("$sp"), Some(PvValue::Int(5061)));
+        assert_eq!(get("$pr"), Some("udp".into()));
+        assert_eq!(get("$ua"), Some("tester".into()));
+        assert_eq!(get("$hdr(x-foo)"), Some("bar".into()));
+        assert_eq!(get("$hdr(X-None)"), None);
+        assert_eq!(get("$T(id_index)"), None);
+        assert_eq!(get("$rs"), None);
+    }
+}
