@@ -60,6 +60,7 @@ pub struct Engine {
     source: String,
     event_callback: Option<String>,
     pub(crate) evapi: OnceLock<EvapiHandle>,
+    pub(crate) sip: OnceLock<sip::SipHandle>,
     pub(crate) shared: SharedVars,
 }
 
@@ -74,6 +75,7 @@ impl std::fmt::Debug for Engine {
 #[derive(Default)]
 pub(crate) struct Current {
     pub evapi: Option<EvapiCurrent>,
+    pub sip: Option<crate::route::SipCurrent>,
 }
 
 /// The evapi event being handled.
@@ -163,6 +165,7 @@ impl Engine {
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
             evapi: OnceLock::new(),
+            sip: OnceLock::new(),
             shared: SharedVars::default(),
         });
         let lua = engine.new_vm()?;
@@ -304,24 +307,4 @@ impl EventHandler for EvapiHooks {
     fn connection_closed(&self, ctx: &EventContext<'_>) {
         self.0.run_event(ctx);
     }
-}
-
-/// Read a SIP pseudo-variable of the current message.
-pub(crate) fn sip_pv_get(_lua: &Lua, _pv: &crate::pv::Pv) -> Option<PvValue> {
-    None
-}
-
-/// Write a SIP pseudo-variable of the current message.
-pub(crate) fn sip_pv_set(_lua: &Lua, pv: &crate::pv::Pv, _value: Option<PvValue>) -> bool {
-    warn!(target: "script", "{pv} is not writable here");
-    false
-}
-
-/// `KSR.evapi.async_*`.
-pub(crate) fn install_evapi_async(
-    _lua: &Lua,
-    _t: &mlua::Table,
-    _engine: &Arc<Engine>,
-) -> mlua::Result<()> {
-    Ok(())
 }

@@ -17,6 +17,7 @@ pub(crate) fn install(lua: &Lua, engine: &Arc<Engine>) -> mlua::Result<()> {
     install_evapi(lua, &ksr, engine)?;
     install_htable(lua, &ksr, engine)?;
     install_jansson(lua, &ksr, engine)?;
+    crate::route::install(lua, &ksr, engine)?;
     lua.globals().set("KSR", ksr)?;
 
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
@@ -108,7 +109,7 @@ pub(crate) fn pv_get(lua: &Lua, engine: &Engine, pv: &Pv) -> Option<PvValue> {
                 EvField::ConIdx => PvValue::Int(ev.client.conidx() as i64),
             })
         }),
-        _ => crate::engine::sip_pv_get(lua, pv),
+        _ => crate::route::sip_pv_get(lua, pv),
     }
 }
 
@@ -131,7 +132,7 @@ pub(crate) fn pv_set(lua: &Lua, engine: &Engine, pv: &Pv, value: Option<PvValue>
             engine.shared.sht_set(t, k, value);
             true
         }
-        _ => crate::engine::sip_pv_set(lua, pv, value),
+        _ => crate::route::sip_pv_set(lua, pv, value),
     }
 }
 
@@ -311,7 +312,7 @@ fn install_evapi(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Result<(
             } as i64)
         })?,
     )?;
-    crate::engine::install_evapi_async(lua, &t, engine)?;
+    crate::route::install_evapi_async(lua, &t, engine)?;
     ksr.set("evapi", t)
 }
 

@@ -19,6 +19,7 @@ mod engine;
 mod json;
 mod ksr;
 pub mod pv;
+mod route;
 mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};

@@ -4,7 +4,7 @@
 //! and continue to it. It knows nothing of Lua or of the evapi event
 //! socket: those meet in the `script` crate, above this one.
 //!
-//! For now it holds the message layer only:
+//! The message layer:
 //!
 //! - [`SipMessage::parse`] splits a message into its first line and header
 //!   rows in one pass, over a shared [`bytes::Bytes`] buffer; typed values
@@ -16,25 +16,42 @@
 //!   [`SipMessage::response`], [`SipMessage::cancel`] and [`SipMessage::ack`]
 //!   build the messages a proxy generates.
 //!
+//! The host ([`SipHost`]): UDP and TCP transports on tokio, router threads
+//! running a [`Router`], and the transaction table (index and label,
+//! suspend / continue, stateful relay, CANCEL, timers) driven through a
+//! [`SipHandle`]. See the crate README for the flow.
+//!
 //! Nothing here panics on any input, and there is no `unsafe`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod config;
 mod edit;
 mod error;
 mod header;
+mod host;
 mod key;
 mod lex;
 mod message;
+mod request;
+mod router;
+#[cfg(feature = "test-agent")]
+pub mod testing;
+mod tm;
 mod uri;
 mod values;
 
+pub use config::HostConfig;
 pub use edit::{Edit, Editor};
 pub use error::{ParseError, Shown};
 pub use header::HeaderName;
+pub use host::{SipHandle, SipHost, StartError};
 pub use key::{TransactionKey, MAGIC_COOKIE};
 pub use message::{frame_length, unfold, Method, SipMessage};
+pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};
+pub use router::Router;
+pub use tm::{TmError, TmStats};
 pub use uri::{Scheme, Uri};
 pub use values::{CSeq, NameAddr, Params, Via};
 

@@ -1,0 +1,269 @@
+//! The config file (TOML): `[sip]`, `[script]`, `[evapi]`, `[tm]`, `[log]`.
+//!
+//! Every key has a default; unknown keys are errors, so a typo does not
+//! pass silently. Relative paths are relative to the config file.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The embedded default config (`evapi run` with no `-c`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/default/evapi.toml");
+/// The embedded default routing script, named `router.lua` by it.
+pub const DEFAULT_SCRIPT: &str = include_str!("../../../examples/default/router.lua");
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[sip]`
+    pub sip: SipSection,
+    /// `[script]`
+    pub script: ScriptSection,
+    /// `[evapi]`: the ten parameters of the original, and our limits.
+    pub evapi: evapi::Config,
+    /// `[tm]`
+    pub tm: TmSection,
+    /// `[log]`
+    pub log: LogSection,
+}
+
+/// `[sip]`: where to listen and how many script workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipSection {
+    /// `proto:host:port` sockets.
+    pub listen: Vec<String>,
+    /// Script workers for SIP messages.
+    pub children: usize,
+    /// Most transactions at once.
+    pub max_transactions: usize,
+    /// Largest SIP message accepted, bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        let d = sip::HostConfig::default();
+        SipSection {
+            listen: d.listen,
+            children: d.children,
+            max_transactions: d.max_transactions,
+            max_message_size: d.max_message_size,
+        }
+    }
+}
+
+/// `[script]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptSection {
+    /// The KEMI-style Lua routing script.
+    pub file: PathBuf,
+}
+
+impl Default for ScriptSection {
+    fn default() -> Self {
+        ScriptSection {
+            file: PathBuf::from("router.lua"),
+        }
+    }
+}
+
+/// `[tm]`: transaction timers, in milliseconds (Kamailio's names).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TmSection {
+    /// Non-INVITE final-reply timeout, and suspended non-INVITE transactions.
+    pub fr_timer: u64,
+    /// INVITE final-reply timeout, and suspended INVITEs.
+    pub fr_inv_timer: u64,
+    /// How long a finished transaction absorbs retransmissions.
+    pub wait_timer: u64,
+}
+
+impl Default for TmSection {
+    fn default() -> Self {
+        let d = sip::HostConfig::default();
+        TmSection {
+            fr_timer: d.fr_timer_ms,
+            fr_inv_timer: d.fr_inv_timer_ms,
+            wait_timer: d.wait_timer_ms,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `error`, `warn`, `info`, `debug` or `trace` (`-v`/`-q` move it).
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A loaded configuration, with the script's text.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Where it came from: a path, or "(embedded default)".
+    pub origin: String,
+    /// The parsed file.
+    pub file: FileConfig,
+    /// The script path, resolved against the config file's folder.
+    pub script_path: PathBuf,
+    /// The script text when it is embedded (None: read `script_path`).
+    pub script_source: Option<String>,
+}
+
+impl Loaded {
+    /// The host's settings from `[sip]` and `[tm]`.
+    pub fn host_config(&self) -> sip::HostConfig {
+        let (s, t) = (&self.file.sip, &self.file.tm);
+        sip::HostConfig {
+            listen: s.listen.clone(),
+            children: s.children,
+            fr_timer_ms: t.fr_timer,
+            fr_inv_timer_ms: t.fr_inv_timer,
+            wait_timer_ms: t.wait_timer,
+            max_transactions: s.max_transactions,
+            max_message_size: s.max_message_size,
+            ..sip::HostConfig::default()
+        }
+    }
+
+    /// The script's settings.
+    pub fn script_config(&self) -> script::ScriptConfig {
+        script::ScriptConfig {
+            file: self.script_path.clone(),
+            source: self.script_source.clone(),
+            event_callback: self.file.evapi.event_callback.clone(),
+        }
+    }
+}
+
+/// Parse config text; errors name `origin` and the line.
+pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    file.evapi
+        .validate()
+        .with_context(|| format!("{origin}: in [evapi]"))?;
+    if file.sip.children == 0 {
+        bail!("{origin}: in [sip]: children = 0: at least one script worker is needed");
+    }
+    if file.sip.listen.is_empty() {
+        bail!("{origin}: in [sip]: listen is empty: give at least one \"udp:IP:PORT\" or \"tcp:IP:PORT\"");
+    }
+    for (name, v) in [
+        ("fr_timer", file.tm.fr_timer),
+        ("fr_inv_timer", file.tm.fr_inv_timer),
+    ] {
+        if v == 0 {
+            bail!("{origin}: in [tm]: {name} = 0: must be at least 1 (milliseconds)");
+        }
+    }
+    if !matches!(
+        file.log.level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        bail!(
+            "{origin}: in [log]: level = {:?}: use error, warn, info, debug or trace",
+            file.log.level
+        );
+    }
+    Ok(file)
+}
+
+/// Load `path`, or the embedded default when `None`.
+pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
+    match path {
+        None => {
+            let origin = "(embedded default config)".to_string();
+            let file = parse(DEFAULT_CONFIG, &origin)?;
+            Ok(Loaded {
+                origin,
+                script_path: PathBuf::from("(embedded)").join(&file.script.file),
+                script_source: Some(DEFAULT_SCRIPT.to_string()),
+                file,
+            })
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let origin = path.display().to_string();
+            let file = parse(&text, &origin)?;
+            let base = path.parent().unwrap_or(Path::new("."));
+            let script_path = if file.script.file.is_absolute() {
+                file.script.file.clone()
+            } else {
+                base.join(&file.script.file)
+            };
+            Ok(Loaded {
+                origin,
+                file,
+                script_path,
+                script_source: None,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_loads() {
+        let l = load(None).unwrap();
+        assert_eq!(l.file.evapi.event_callback, "ksr_evapi_event");
+        assert!(l.script_source.is_some());
+        assert_eq!(l.host_config().fr_inv_timer_ms, 120_000);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = parse("[evapi]\nworkers = 2\nmax_client = 4\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("line 3") && e.contains("max_client"),
+            "{e}"
+        );
+        let e = parse("[sip]\nchildren = 0\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("children = 0"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse("[evapi]\nnetstring_format = 3\n", "x.toml").unwrap_err()
+        );
+        assert!(e.contains("netstring_format = 3"), "{e}");
+        let e = parse("[tm]\nfr_timer = 0\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fr_timer = 0"), "{e}");
+        let e = parse("[log]\nlevel = \"loud\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loud"), "{e}");
+        let e = parse("[nope]\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn relative_script_path_is_beside_the_config() {
+        let dir = std::env::temp_dir().join(format!("evapi-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("my.toml");
+        std::fs::write(&cfg, "[script]\nfile = \"r.lua\"\n").unwrap();
+        let l = load(Some(&cfg)).unwrap();
+        assert_eq!(l.script_path, dir.join("r.lua"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

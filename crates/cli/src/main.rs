@@ -1,0 +1,120 @@
+//! `evapi`: a SIP router with an event socket, routed by a KEMI-style Lua
+//! script. This binary only wires the crates together: it parses the
+//! command line and the config file, builds the parts and starts them.
+
+mod config;
+mod run;
+mod tap;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A SIP router with Kamailio's event socket (evapi), routed by Lua scripts
+/// written the KEMI way.
+///
+/// Start with `evapi run`: it listens for SIP on 127.0.0.1:5060 (UDP and
+/// TCP) and for event clients on 127.0.0.1:8448, with a built-in script
+/// that suspends each INVITE and asks the event clients what to do. Watch
+/// the events with `evapi tap` in another terminal.
+#[derive(Debug, Parser)]
+#[command(name = "evapi", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings and errors only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the SIP router and the event socket; run until SIGINT/SIGTERM.
+    Run {
+        /// Config file (TOML). Without it, the embedded default config and
+        /// script are used (print them with `evapi defaults`).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and its script; report every error with file and
+    /// line. Exit 0 when all is well. Starts no listener.
+    Check {
+        /// Config file (TOML); without it, the embedded default is checked.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// A client for people: connect to an event socket, print each message
+    /// received on its own line, send each line typed on stdin as one
+    /// message.
+    Tap(tap::TapArgs),
+    /// Print the embedded default config and script (a starting point for
+    /// your own: `evapi defaults --config > evapi.toml`).
+    Defaults {
+        /// Print only the config.
+        #[arg(long, conflicts_with = "script")]
+        config: bool,
+        /// Print only the script.
+        #[arg(long)]
+        script: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => config::load(config.as_deref()).and_then(|loaded| {
+            init_logs(&loaded.file.log.level, cli.verbose, cli.quiet);
+            run::run(loaded)
+        }),
+        Command::Check { config } => {
+            init_logs("warn", cli.verbose, cli.quiet);
+            config::load(config.as_deref()).and_then(run::check)
+        }
+        Command::Tap(args) => {
+            init_logs("warn", cli.verbose, cli.quiet);
+            tap::tap(args)
+        }
+        Command::Defaults {
+            config: c,
+            script: s,
+        } => {
+            if !s {
+                print!("{}", config::DEFAULT_CONFIG);
+            }
+            if !c {
+                if !s {
+                    println!(
+                        "\n-- router.lua --------------------------------------------------------"
+                    );
+                }
+                print!("{}", config::DEFAULT_SCRIPT);
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evapi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, one line per event, at `level` moved by -v/-q;
+/// `RUST_LOG`, when set, wins.
+fn init_logs(level: &str, verbose: u8, quiet: u8) {
+    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    let base = LEVELS.iter().position(|l| *l == level).unwrap_or(2) as i32;
+    let at = (base + verbose as i32 - quiet as i32).clamp(0, 4) as usize;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LEVELS[at].to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

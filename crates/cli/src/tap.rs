@@ -1,0 +1,129 @@
+//! `evapi tap`: a terminal client for an event socket.
+
+use anyhow::Context;
+use bytes::BytesMut;
+use evapi::codec::NetstringCodec;
+use std::io::Write;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+/// Options of `evapi tap`.
+#[derive(Debug, clap::Args)]
+pub struct TapArgs {
+    /// Event socket to connect to: IPv4:port, [IPv6]:port or host:port.
+    #[arg(default_value = "127.0.0.1:8448")]
+    addr: String,
+    /// Raw mode, for a server with netstring_format = 0: print what each
+    /// read returns, send each line as it is (without its newline).
+    #[arg(long)]
+    raw: bool,
+    /// Send this message right after connecting (repeatable), e.g. a
+    /// message your script answers with set_tag().
+    #[arg(long, value_name = "MSG")]
+    send: Vec<String>,
+    /// Exit after receiving this many messages.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Largest message accepted from the server, bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_frame: usize,
+}
+
+pub fn tap(args: TapArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: TapArgs) -> anyhow::Result<()> {
+    let stream = TcpStream::connect(&args.addr)
+        .await
+        .with_context(|| format!("cannot connect to the event socket at {}", args.addr))?;
+    eprintln!(
+        "connected to {} (from {})",
+        stream.peer_addr()?,
+        stream.local_addr()?
+    );
+    let (mut rd, mut wr) = stream.into_split();
+    let frame = |msg: &[u8]| {
+        if args.raw {
+            bytes::Bytes::copy_from_slice(msg)
+        } else {
+            NetstringCodec::frame(msg)
+        }
+    };
+    for msg in &args.send {
+        wr.write_all(&frame(msg.as_bytes())).await?;
+    }
+
+    let raw = args.raw;
+    let sender = tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.is_empty() {
+                continue;
+            }
+            let bytes = if raw {
+                bytes::Bytes::from(line.into_bytes())
+            } else {
+                NetstringCodec::frame(line.as_bytes())
+            };
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        // stdin closed: keep the connection open for reading.
+        std::future::pending::<()>().await;
+    });
+
+    let mut codec = NetstringCodec::new(args.max_frame);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut received = 0u64;
+    let stdout = std::io::stdout();
+    let result = loop {
+        if args.count.is_some_and(|n| received >= n) {
+            break Ok(());
+        }
+        let n = match rd.read_buf(&mut buf).await {
+            Ok(0) => {
+                eprintln!("the server closed the connection");
+                break Ok(());
+            }
+            Ok(n) => n,
+            Err(e) => break Err(anyhow::anyhow!("read failed: {e}")),
+        };
+        let mut out = stdout.lock();
+        if raw {
+            let chunk = buf.split_to(n);
+            out.write_all(&chunk)?;
+            if !chunk.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+            received += 1;
+        } else {
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(msg)) => {
+                        out.write_all(&msg)?;
+                        out.write_all(b"\n")?;
+                        received += 1;
+                        if args.count.is_some_and(|c| received >= c) {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.flush()?;
+                        sender.abort();
+                        return Err(anyhow::anyhow!("the server sent an invalid netstring: {e}"));
+                    }
+                }
+            }
+        }
+        out.flush()?;
+    };
+    sender.abort();
+    result
+}

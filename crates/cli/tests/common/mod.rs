@@ -1,0 +1,418 @@
+//! Harness for tests of the real `evapi` binary: start it with a config and
+//! a script on ephemeral loopback ports, talk SIP to it over UDP and TCP,
+//! and connect event clients. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest single wait.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_evapi")
+}
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("evapi-test-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config on ephemeral ports, with `extra` appended inside `[evapi]`.
+pub fn config(evapi_extra: &str) -> String {
+    format!(
+        r#"
+[sip]
+listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+children = 2
+
+[script]
+file = "router.lua"
+
+[evapi]
+bind_addr = "127.0.0.1:0"
+event_callback = "ksr_evapi_event"
+{evapi_extra}
+
+[tm]
+fr_timer = 5000
+fr_inv_timer = 5000
+
+[log]
+level = "debug"
+"#
+    )
+}
+
+/// A running `evapi run`.
+pub struct Evapi {
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub events: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Evapi {
+    /// Start with this config text and script text.
+    pub fn start(config: &str, script: &str) -> Evapi {
+        let dir = TempDir::new("run");
+        let cfg = dir.write("evapi.toml", config);
+        dir.write("router.lua", script);
+        Self::start_with(
+            vec!["run".into(), "-c".into(), cfg.display().to_string()],
+            dir,
+        )
+    }
+
+    /// Start `evapi run` with no arguments (the embedded default).
+    pub fn start_default() -> Evapi {
+        Self::start_with(vec!["run".into()], TempDir::new("default"))
+    }
+
+    fn start_with(args: Vec<String>, dir: TempDir) -> Evapi {
+        let mut child = Command::new(bin())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start evapi");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let running = loop {
+            if let Some(l) = logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("evapi running"))
+            {
+                break l.clone();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("evapi exited with {status}: {:#?}", logs.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "evapi did not start: {:#?}",
+                logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let field = |prefix: &str| -> SocketAddr {
+            let at = running
+                .find(prefix)
+                .unwrap_or_else(|| panic!("no {prefix} in {running}"));
+            let rest = &running[at + prefix.len()..];
+            let end = rest.find([' ', '"']).unwrap_or(rest.len());
+            rest[..end]
+                .parse()
+                .unwrap_or_else(|e| panic!("{prefix}: {e} in {running}"))
+        };
+        Evapi {
+            udp: field("udp:"),
+            tcp: field("tcp:"),
+            events: field("events="),
+            child,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until a log line contains `text`.
+    pub fn wait_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.logs.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {text:?}: {:#?}",
+                self.logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_count(&self, text: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "evapi did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status();
+}
+
+impl Drop for Evapi {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A netstring event client.
+pub struct EventClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl EventClient {
+    pub fn connect(addr: SocketAddr) -> EventClient {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the event socket");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        EventClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, msg: &str) {
+        let frame = format!("{}:{},", msg.len(), msg);
+        self.stream.write_all(frame.as_bytes()).unwrap();
+    }
+
+    /// Next message, or None when the server closed the connection.
+    pub fn recv(&mut self) -> Option<String> {
+        loop {
+            if let Some(colon) = self.buf.iter().position(|&b| b == b':') {
+                let len: usize = std::str::from_utf8(&self.buf[..colon])
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                if self.buf.len() > colon + len {
+                    assert_eq!(
+                        self.buf[colon + 1 + len],
+                        b',',
+                        "netstring ends with a comma"
+                    );
+                    let msg =
+                        String::from_utf8(self.buf[colon + 1..colon + 1 + len].to_vec()).unwrap();
+                    self.buf.drain(..colon + 2 + len);
+                    return Some(msg);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    panic!("no event within {WAIT:?}")
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn recv_json(&mut self) -> serde_json::Value {
+        let m = self.recv().expect("an event");
+        serde_json::from_str(&m).unwrap_or_else(|e| panic!("not JSON ({e}): {m}"))
+    }
+
+    /// True if no message arrives within `d`.
+    pub fn quiet_for(&mut self, d: Duration) -> bool {
+        self.stream.set_read_timeout(Some(d)).unwrap();
+        let mut chunk = [0u8; 1];
+        let quiet = matches!(self.stream.peek(&mut chunk), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
+        self.stream.set_read_timeout(Some(WAIT)).unwrap();
+        quiet && self.buf.is_empty()
+    }
+}
+
+/// A SIP user agent over UDP that writes requests as text.
+pub struct Agent {
+    pub sock: UdpSocket,
+    pub addr: SocketAddr,
+}
+
+impl Agent {
+    pub fn new() -> Agent {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let addr = sock.local_addr().unwrap();
+        Agent { sock, addr }
+    }
+
+    pub fn invite(&self, to: SocketAddr, call_id: &str, branch: &str) -> String {
+        let msg = format!(
+            "INVITE sip:bob@{to} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK{branch};rport\r\n\
+             From: \"Alice\" <sip:alice@{me}>;tag=from-{call_id}\r\n\
+             To: <sip:bob@{to}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@{me}>\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            me = self.addr
+        );
+        self.sock.send_to(msg.as_bytes(), to).unwrap();
+        msg
+    }
+
+    pub fn send(&self, to: SocketAddr, msg: &str) {
+        self.sock.send_to(msg.as_bytes(), to).unwrap();
+    }
+
+    /// Next SIP message received, as text, with its sender.
+    pub fn recv(&self) -> (String, SocketAddr) {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = self
+            .sock
+            .recv_from(&mut buf)
+            .expect("a SIP message in time");
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    }
+
+    /// The status code of the next reply, skipping those in `skip`.
+    pub fn recv_status(&self, skip: &[u16]) -> (u16, String) {
+        loop {
+            let (m, _) = self.recv();
+            let code = status(&m).unwrap_or_else(|| panic!("expected a reply, got {m}"));
+            if !skip.contains(&code) {
+                return (code, m);
+            }
+        }
+    }
+
+    /// The ACK for a non-2xx final reply to `invite` (same branch).
+    pub fn ack_for(&self, to: SocketAddr, invite: &str, reply: &str) -> String {
+        let via = header(invite, "Via").unwrap();
+        let from = header(invite, "From").unwrap();
+        let call_id = header(invite, "Call-ID").unwrap();
+        let to_hdr = header(reply, "To").unwrap();
+        let ruri = invite.split(' ').nth(1).unwrap();
+        format!(
+            "ACK {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to_hdr}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .tap(|ack| self.send(to, ack))
+    }
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl Tap for String {}
+
+/// Status code of a reply.
+pub fn status(msg: &str) -> Option<u16> {
+    let line = msg.lines().next()?;
+    let rest = line.strip_prefix("SIP/2.0 ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// First value of a header (case-insensitive name).
+pub fn header(msg: &str, name: &str) -> Option<String> {
+    msg.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Run `evapi` with `args`; (exit code, stdout, stderr).
+pub fn evapi(args: &[&str], stdin: &str, cwd: &Path) -> (i32, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("evapi {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,403 @@
+//! The real `evapi` binary with configs and scripts: SIP over loopback, event
+//! clients over TCP.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// The embedded default: INVITE suspended, event out, the client's answer
+/// decides the reply; the ACK ends it.
+#[test]
+fn default_flow_client_answer_decides_the_reply() {
+    let default_script = include_str!("../../../examples/default/router.lua");
+    let ev = Evapi::start(&config(""), default_script);
+    let mut client = EventClient::connect(ev.events);
+    ev.wait_log("event client 0 connected");
+    let uac = Agent::new();
+    let invite = uac.invite(ev.udp, "flow-486", "flow486");
+    let (code, _) = uac.recv_status(&[]);
+    assert_eq!(code, 100);
+
+    let event = client.recv_json();
+    assert_eq!(event["event"], "invite");
+    assert_eq!(event["callid"], "flow-486");
+    assert_eq!(event["from"], format!("sip:alice@{}", uac.addr));
+    assert!(
+        event["tindex"].is_u64() && event["tlabel"].is_u64(),
+        "{event}"
+    );
+    client.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"code":486,"reason":"Busy Here"}}"#,
+        event["tindex"], event["tlabel"]
+    ));
+    let (code, reply) = uac.recv_status(&[100]);
+    assert_eq!(code, 486, "{reply}");
+    assert!(reply.starts_with("SIP/2.0 486 Busy Here"));
+    assert!(
+        header(&reply, "To").unwrap().contains("tag="),
+        "a to-tag on the final reply"
+    );
+    uac.ack_for(ev.udp, &invite, &reply);
+
+    // Answering the same transaction again finds nothing to continue.
+    client.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"code":200}}"#,
+        event["tindex"], event["tlabel"]
+    ));
+    ev.wait_log("no suspended call");
+}
+
+/// With no event client connected, an INVITE is refused at once.
+#[test]
+fn default_flow_no_client_gets_503() {
+    let ev = Evapi::start(
+        &config(""),
+        include_str!("../../../examples/default/router.lua"),
+    );
+    let uac = Agent::new();
+    uac.invite(ev.udp, "no-client", "noclient");
+    let (code, reply) = uac.recv_status(&[100]);
+    assert_eq!(code, 503, "{reply}");
+}
+
+/// The client answers with a destination: the call is relayed there after
+/// t_continue; the UAS's replies come back to the caller.
+#[test]
+fn default_flow_relay_to_destination() {
+    let ev = Evapi::start(
+        &config(""),
+        include_str!("../../../examples/default/router.lua"),
+    );
+    let mut client = EventClient::connect(ev.events);
+    ev.wait_log("event client 0 connected");
+    let uac = Agent::new();
+    let uas = Agent::new();
+    uac.invite(ev.udp, "flow-relay", "flowrelay");
+    let event = client.recv_json();
+    client.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"dst":"sip:{}"}}"#,
+        event["tindex"], event["tlabel"], uas.addr
+    ));
+    let (fwd, from) = uas.recv();
+    assert!(fwd.starts_with("INVITE sip:bob@"), "{fwd}");
+    assert_eq!(header(&fwd, "Call-ID").unwrap(), "flow-relay");
+    assert_eq!(
+        header(&fwd, "Max-Forwards").unwrap(),
+        "9",
+        "process_maxfwd(10) capped and decremented it"
+    );
+    let top_via = header(&fwd, "Via").unwrap();
+    assert!(
+        top_via.contains(&ev.udp.port().to_string()),
+        "our Via on top: {top_via}"
+    );
+    // Answer 180 then 200, echoing the Vias.
+    let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
+    for (code, reason) in [(180, "Ringing"), (200, "OK")] {
+        let reply = format!(
+            "SIP/2.0 {code} {reason}\r\n{}\r\nFrom: {}\r\nTo: {};tag=uas1\r\nCall-ID: flow-relay\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{}>\r\nContent-Length: 0\r\n\r\n",
+            vias.join("\r\n"),
+            header(&fwd, "From").unwrap(),
+            header(&fwd, "To").unwrap(),
+            uas.addr
+        );
+        uas.send(from, &reply);
+    }
+    let (code, _) = uac.recv_status(&[100]);
+    assert_eq!(code, 180);
+    let (code, ok) = uac.recv_status(&[100, 180]);
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(
+        ok.lines().filter(|l| l.starts_with("Via:")).count(),
+        1,
+        "our Via removed: {ok}"
+    );
+}
+
+const TAGS_SCRIPT: &str = r#"
+local cjson = require("cjson")
+function ksr_request_route()
+    if not KSR.is_INVITE() then return end
+    local who = KSR.pv.get("$rU")
+    -- relay_multicast to the tag named by the user part, unicast to "first"
+    KSR.evapi.relay_multicast(cjson.encode({to = who, kind = "multicast"}), who)
+    KSR.evapi.relay_unicast(cjson.encode({to = "first", kind = "unicast"}), "first")
+    KSR.evapi.relay(cjson.encode({kind = "all", count = KSR.evapi.client_count()}))
+    KSR.sl.send_reply(404, "Not Here")
+end
+function ksr_evapi_event(evname)
+    if evname == "evapi:connection-new" then
+        -- every client starts tagged "first"; a message retags it
+        KSR.evapi.set_tag("first")
+        return
+    end
+    if evname == "evapi:connection-closed" then
+        KSR.pv.seti("$shv(closed)", (KSR.pv.get("$shv(closed)") or 0) + 1)
+        KSR.info("closed count " .. KSR.pv.get("$shv(closed)"))
+        return
+    end
+    local m = cjson.decode(KSR.pv.get("$evapi(msg)"))
+    if m.tag then KSR.evapi.set_tag(m.tag) end
+    if m.close then KSR.evapi.close() end
+    if m.ask then KSR.evapi.relay_unicast(cjson.encode({closed = KSR.pv.get("$shv(closed)") or 0}), m.ask) end
+end
+"#;
+
+/// Tags set in connection-new and in message-received drive multicast and
+/// unicast; close() ends a client; connection-closed runs once per client.
+#[test]
+fn tags_multicast_unicast_close() {
+    let ev = Evapi::start(&config(""), TAGS_SCRIPT);
+    let mut a = EventClient::connect(ev.events); // conidx 0, stays "first"
+    ev.wait_log("conidx=0");
+    let mut b = EventClient::connect(ev.events); // conidx 1, becomes "bob"
+    ev.wait_log("conidx=1");
+    let mut c = EventClient::connect(ev.events); // conidx 2, becomes "bob"
+    ev.wait_log("conidx=2");
+    b.send(r#"{"tag":"bob"}"#);
+    c.send(r#"{"tag":"bob"}"#);
+    // The retags are done once b and c answer an "ask" with their new tag.
+    b.send(r#"{"ask":"bob"}"#);
+    assert!(b.recv_json()["closed"] == 0);
+    c.send(r#"{"ask":"bob"}"#);
+    let _ = b.recv_json(); // unicast to "bob" goes to the lowest index: b again
+    let uac = Agent::new();
+    uac.invite(ev.udp, "tags-1", "tags1");
+    assert_eq!(uac.recv_status(&[100]).0, 404);
+    for (client, expect) in [(&mut b, "multicast"), (&mut c, "multicast")] {
+        assert_eq!(client.recv_json()["kind"], expect);
+        assert_eq!(client.recv_json()["kind"], "all");
+    }
+    assert_eq!(a.recv_json()["kind"], "unicast");
+    let all = a.recv_json();
+    assert_eq!(
+        (all["kind"].as_str(), all["count"].as_u64()),
+        (Some("all"), Some(3))
+    );
+
+    // close() from message-received, then connection-closed exactly once.
+    c.send(r#"{"close":true}"#);
+    assert!(c.recv().is_none(), "closed by the script");
+    ev.wait_log("closed count 1");
+    drop(b);
+    ev.wait_log("closed count 2");
+    a.send(r#"{"ask":"first"}"#);
+    assert_eq!(a.recv_json()["closed"], 2);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ev.log_count("closed count"), 2);
+}
+
+const ERROR_SCRIPT: &str = r#"
+function ksr_request_route()
+    if KSR.pv.get("$rU") == "boom" then
+        local t = nil
+        return t.field   -- runtime error: the request gets a 500
+    end
+    KSR.sl.send_reply(404, "Not Found")
+end
+function ksr_evapi_event(evname) end
+"#;
+
+/// A runtime error in a route ends that route only: the request gets 500,
+/// the log names file and line, the next request is served.
+#[test]
+fn script_error_gives_500_and_the_server_keeps_running() {
+    let ev = Evapi::start(&config(""), ERROR_SCRIPT);
+    let uac = Agent::new();
+    let boom = format!("sip:boom@{}", ev.udp);
+    let msg = uac
+        .invite(ev.udp, "err-1", "err1")
+        .replace(&format!("sip:bob@{}", ev.udp), &boom);
+    let _ = msg;
+    // Send an INVITE whose user part is "boom".
+    let inv = format!(
+        "INVITE {boom} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKboom;rport\r\nFrom: <sip:a@{me}>;tag=x\r\nTo: <{boom}>\r\nCall-ID: err-2\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        me = uac.addr
+    );
+    // The first INVITE (to bob) gets its 404.
+    assert_eq!(uac.recv_status(&[100]).0, 404);
+    uac.send(ev.udp, &inv);
+    let (code, reply) = uac.recv_status(&[100]);
+    assert_eq!(code, 500, "{reply}");
+    let line = ev.wait_log("script error");
+    assert!(line.contains("router.lua:5:"), "file and line in {line}");
+    uac.invite(ev.udp, "err-3", "err3");
+    assert_eq!(uac.recv_status(&[100]).0, 404);
+}
+
+/// SIGTERM: suspended transactions get a final reply, event clients are
+/// closed (connection-closed runs), the process exits 0.
+#[test]
+fn sigterm_ends_suspended_calls_and_closes_clients() {
+    let mut ev = Evapi::start(
+        &config(""),
+        include_str!("../../../examples/default/router.lua"),
+    );
+    let mut client = EventClient::connect(ev.events);
+    ev.wait_log("event client 0 connected");
+    let uac = Agent::new();
+    uac.invite(ev.udp, "term-1", "term1");
+    let _ = client.recv_json(); // suspended; nobody answers
+    let status = ev.terminate();
+    assert!(status.success(), "{status}");
+    let (code, reply) = uac.recv_status(&[100]);
+    assert!(code >= 400, "a final reply at shutdown: {reply}");
+    assert!(client.recv().is_none(), "client closed");
+    assert_eq!(ev.log_count("event client 0 disconnected"), 1);
+}
+
+/// `evapi check` on good and bad files.
+#[test]
+fn check_reports_errors_with_file_and_line() {
+    let dir = TempDir::new("check");
+    let cfg = dir.write("evapi.toml", &config(""));
+    dir.write("router.lua", ERROR_SCRIPT);
+    let (code, out, err) = evapi(&["check", "-c", cfg.to_str().unwrap()], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok:"), "{out}");
+
+    // A syntax error: file and line.
+    dir.write(
+        "router.lua",
+        "function ksr_request_route()\n  if then\nend\n",
+    );
+    let (code, _, err) = evapi(&["check", "-c", cfg.to_str().unwrap()], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(err.contains("router.lua:2:"), "{err}");
+
+    // The event_callback is missing.
+    dir.write("router.lua", "function ksr_request_route() end\n");
+    let (code, _, err) = evapi(&["check", "-c", cfg.to_str().unwrap()], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(err.contains("ksr_evapi_event() is not defined"), "{err}");
+
+    // An unknown key: its name and line.
+    let bad = dir.write("bad.toml", "[evapi]\nworkers = 1\nmax_client = 4\n");
+    let (code, _, err) = evapi(&["check", "-c", bad.to_str().unwrap()], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 3") && err.contains("max_client"),
+        "{err}"
+    );
+
+    // A bad value names the parameter and the value.
+    let bad = dir.write("bad2.toml", "[evapi]\nbind_addr = \"[::1:8448\"\n");
+    let (code, _, err) = evapi(&["check", "-c", bad.to_str().unwrap()], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("bind_addr") && err.contains("[::1:8448"),
+        "{err}"
+    );
+
+    // The embedded default is fine.
+    let (code, out, err) = evapi(&["check"], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+const ECHO_SCRIPT: &str = r#"
+function ksr_request_route() end
+function ksr_evapi_event(evname)
+    if evname == "evapi:message-received" then
+        KSR.evapi.relay("echo:" .. KSR.pv.get("$evapi(msg)"))
+    elseif evname == "evapi:connection-new" then
+        KSR.evapi.relay("welcome " .. KSR.pv.get("$evapi(conidx)"))
+    end
+end
+"#;
+
+/// `evapi tap`: prints what it receives, one message a line, and sends
+/// each stdin line as a message.
+#[test]
+fn tap_round_trip() {
+    let ev = Evapi::start(&config(""), ECHO_SCRIPT);
+    let dir = TempDir::new("tap");
+    let addr = ev.events.to_string();
+    let (code, out, err) = evapi(
+        &["tap", &addr, "--count", "3", "--send", "first"],
+        "second line\n",
+        &dir.0,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "welcome 0\necho:first\necho:second line\n", "{err}");
+    assert!(err.contains("connected to"), "{err}");
+    // A bad address is a clear error.
+    let (code, _, err) = evapi(&["tap", "127.0.0.1:1"], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot connect") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+/// `--help` and `--version` work; a wrong command is refused.
+#[test]
+fn help_and_version() {
+    let dir = TempDir::new("help");
+    let (code, out, _) = evapi(&["--help"], "", &dir.0);
+    assert_eq!(code, 0);
+    for word in ["run", "check", "tap", "defaults"] {
+        assert!(out.contains(word), "{out}");
+    }
+    let (code, out, _) = evapi(&["--version"], "", &dir.0);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("evapi "), "{out}");
+    let (code, _, err) = evapi(&["frobnicate"], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(err.contains("frobnicate"), "{err}");
+    let (code, out, _) = evapi(&["defaults", "--script"], "", &dir.0);
+    assert_eq!(code, 0);
+    assert!(out.contains("function ksr_request_route()"));
+}
+
+const REPLY_ROUTE_SCRIPT: &str = r#"
+function ksr_request_route()
+    if KSR.is_INVITE() then
+        KSR.pv.sets("$du", "sip:" .. KSR.pv.get("$hdr(X-Uas)"))
+        KSR.hdr.remove("X-Uas")
+        KSR.tm.t_relay()
+    end
+end
+function ksr_reply_route()
+    KSR.info("reply " .. KSR.pv.get("$rs") .. " " .. KSR.pv.get("$rr") .. " for " .. KSR.pv.get("$rm"))
+    if KSR.pv.get("$rs") == 180 then
+        KSR.x.drop()
+    end
+end
+function ksr_evapi_event(evname) end
+"#;
+
+/// ksr_reply_route sees every reply of a relayed request; KSR.x.drop()
+/// there drops it.
+#[test]
+fn reply_route_sees_and_drops_replies() {
+    let ev = Evapi::start(&config(""), REPLY_ROUTE_SCRIPT);
+    let uac = Agent::new();
+    let uas = Agent::new();
+    let invite = format!(
+        "INVITE sip:bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrr1;rport\r\nFrom: <sip:a@{me}>;tag=rr\r\nTo: <sip:bob@{to}>\r\nCall-ID: rr-1\r\nCSeq: 1 INVITE\r\nX-Uas: {uas}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        to = ev.udp,
+        me = uac.addr,
+        uas = uas.addr
+    );
+    uac.send(ev.udp, &invite);
+    let (fwd, from) = uas.recv();
+    assert_eq!(header(&fwd, "X-Uas"), None, "removed by the script: {fwd}");
+    let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
+    for (code, reason) in [(180, "Ringing"), (486, "Busy Here")] {
+        uas.send(
+            from,
+            &format!(
+                "SIP/2.0 {code} {reason}\r\n{}\r\nFrom: {}\r\nTo: {};tag=uas\r\nCall-ID: rr-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+                vias.join("\r\n"),
+                header(&fwd, "From").unwrap(),
+                header(&fwd, "To").unwrap()
+            ),
+        );
+    }
+    // The 180 was dropped: the first reply after 100 is the 486.
+    let (code, reply) = uac.recv_status(&[100]);
+    assert_eq!(code, 486, "{reply}");
+    ev.wait_log("reply 180 Ringing for INVITE");
+    ev.wait_log("reply 486 Busy Here for INVITE");
+}

@@ -1,0 +1,240 @@
+//! The whole program under SIPp: SIPp UAC → evapi (Lua script) → event
+//! client (the Python example client) → t_continue → relay to a SIPp UAS.
+//! 1,000 calls at 100 calls/s, zero failed calls (SIPp's exit codes).
+//!
+//! Without `sipp` on PATH this prints a skip note and passes, unless
+//! `EVAPI_REQUIRE_SIPP=1` (set by .ci/run): then it fails.
+
+mod common;
+
+use common::*;
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CALLS: u32 = 1000;
+const RATE: u32 = 100;
+
+const SCRIPT: &str = r#"
+local cjson = require("cjson")
+function ksr_request_route()
+    if KSR.is_INVITE() then
+        KSR.tm.t_newtran()
+        local ev = cjson.encode({event = "invite", tindex = KSR.pv.get("$T(id_index)"),
+            tlabel = KSR.pv.get("$T(id_label)"), callid = KSR.pv.get("$ci")})
+        if KSR.evapi.async_relay(ev) < 0 then KSR.tm.t_reply(500, "Relay Failed") end
+        return
+    end
+    -- SIPp's UAC sends the 2xx ACK and the BYE to us: pass them to the UAS.
+    KSR.pv.sets("$du", KSR.pv.get("$shv(uas)"))
+    KSR.tm.t_relay()
+end
+function ksr_evapi_event(evname)
+    if evname ~= "evapi:message-received" then return end
+    local a = cjson.decode(KSR.pv.get("$evapi(msg)"))
+    KSR.pv.sets("$shv(uas)", a.dst)
+    KSR.pv.sets("$var(dst)", a.dst)
+    if KSR.tmx.t_continue(a.tindex, a.tlabel, "ksr_resume") < 0 then
+        KSR.err("cannot continue " .. a.tindex .. ":" .. a.tlabel)
+    end
+end
+function ksr_resume()
+    KSR.pv.sets("$du", KSR.pv.get("$var(dst)"))
+    if KSR.tm.t_relay() < 0 then KSR.tm.t_reply(500, "Relay Failed") end
+end
+"#;
+
+fn sipp_available() -> bool {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var("EVAPI_REQUIRE_SIPP").as_deref() == Ok("1") {
+            panic!("sipp is not on PATH and EVAPI_REQUIRE_SIPP=1 (apt-get install sip-tester)");
+        }
+        eprintln!(
+            "SKIPPED: sipp not on PATH (install sip-tester; EVAPI_REQUIRE_SIPP=1 makes this fatal)"
+        );
+    }
+    found
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scenario(name: &str) -> String {
+    format!("{}/../../tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Proc(Child, &'static str);
+
+impl Proc {
+    /// Wait at most `limit`; kill past it. Exit code and stderr.
+    fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                let mut out = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut out);
+                }
+                return (status.code(), out);
+            }
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return (None, format!("{} did not finish within {limit:?}", self.1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+    Proc(
+        cmd.stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}")),
+        name,
+    )
+}
+
+#[test]
+fn sipp_calls_suspended_answered_and_relayed() {
+    if !sipp_available() {
+        return;
+    }
+    let ev = Evapi::start(
+        &config("").replace("level = \"debug\"", "level = \"info\""),
+        SCRIPT,
+    );
+    let uas_port = free_udp_port();
+    let uac_port = free_udp_port();
+    let dir = TempDir::new("sipp");
+    let uas = spawn(
+        "sipp uas",
+        Command::new("sipp")
+            .stdout(std::fs::File::create(dir.0.join("uas.out")).unwrap())
+            .current_dir(&dir.0)
+            .args([
+                "-sf",
+                &scenario("uas.xml"),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &uas_port.to_string(),
+            ])
+            .args([
+                "-m",
+                &CALLS.to_string(),
+                "-nostdin",
+                "-timeout",
+                "90s",
+                "-timeout_error",
+            ])
+            .arg(ev.udp.to_string()),
+    );
+    let client = spawn(
+        "event client",
+        Command::new("python3")
+            .arg(format!(
+                "{}/../../examples/default/client.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args([
+                "--addr",
+                &ev.events.to_string(),
+                "--dst",
+                &format!("sip:127.0.0.1:{uas_port}"),
+            ])
+            .args(["--count", &CALLS.to_string()])
+            // It prints every event: nobody reads them here, and a full
+            // pipe would stop it answering.
+            .stdout(Stdio::null()),
+    );
+    ev.wait_log("client connected");
+    let uac = spawn(
+        "sipp uac",
+        Command::new("sipp")
+            .stdout(std::fs::File::create(dir.0.join("uac.out")).unwrap())
+            .current_dir(&dir.0)
+            .args([
+                "-sf",
+                &scenario("uac.xml"),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &uac_port.to_string(),
+            ])
+            .args([
+                "-r",
+                &RATE.to_string(),
+                "-m",
+                &CALLS.to_string(),
+                "-nostdin",
+            ])
+            .args([
+                "-timeout",
+                "90s",
+                "-timeout_error",
+                "-trace_stat",
+                "-stf",
+                "uac.csv",
+            ])
+            .arg(ev.udp.to_string()),
+    );
+    let (uac_code, uac_out) = uac.finish(Duration::from_secs(100));
+    let (uas_code, uas_out) = uas.finish(Duration::from_secs(30));
+    let read = |f: &str| std::fs::read_to_string(dir.0.join(f)).unwrap_or_default();
+    let (uac_out, uas_out) = (uac_out + &read("uac.out"), uas_out + &read("uas.out"));
+    let stats = read("uac.csv");
+    let problems: Vec<String> = ev
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(20)
+        .cloned()
+        .collect();
+    assert_eq!(
+        uac_code,
+        Some(0),
+        "SIPp UAC failed calls:\n{uac_out}\n{stats}\nevapi said: {problems:#?}"
+    );
+    assert_eq!(uas_code, Some(0), "SIPp UAS:\n{uas_out}");
+    // The last line of SIPp's statistics: successful and failed calls.
+    let header: Vec<&str> = stats.lines().next().unwrap_or("").split(';').collect();
+    let last: Vec<&str> = stats.lines().last().unwrap_or("").split(';').collect();
+    let col = |name: &str| {
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} in {stats}"));
+        last[i].parse::<u64>().unwrap()
+    };
+    assert_eq!(col("SuccessfulCall(C)"), CALLS as u64, "{stats}");
+    assert_eq!(col("FailedCall(C)"), 0, "{stats}");
+    let (client_code, client_out) = client.finish(Duration::from_secs(10));
+    assert_eq!(
+        client_code,
+        Some(0),
+        "the event client answered every call: {client_out}"
+    );
+}

@@ -1,0 +1,388 @@
+//! What the router works on: a received request, where it came from, its
+//! transaction (once there is one) and the edits the router made to it.
+//!
+//! Edits are kept as a list beside the parsed message and applied when the
+//! request is forwarded, as in Kamailio: the parsed buffer is never
+//! rewritten, so an edit costs nothing until the request is sent.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::edit::Edit;
+use crate::error::ParseError;
+use crate::header::HeaderName;
+use crate::message::SipMessage;
+use crate::uri::Uri;
+
+/// A transport protocol of a listening socket or a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// SIP over UDP: unreliable, so requests and final replies are
+    /// retransmitted by timer.
+    Udp,
+    /// SIP over TCP: reliable and framed by Content-Length.
+    Tcp,
+}
+
+impl Transport {
+    /// Whether the transport delivers reliably (no retransmissions needed).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    /// The name as written in a Via header (`UDP`, `TCP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// Identifies a stream connection while it is open, so a reply can go back
+/// on the connection its request came in on (RFC 3261 §18.2.2).
+pub type ConnId = u64;
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The transport it arrived on.
+    pub transport: Transport,
+    /// The peer's address (the packet's source, not what its Via claims).
+    pub remote: SocketAddr,
+    /// Our address it arrived at.
+    pub local: SocketAddr,
+    /// The stream connection, for TCP.
+    pub conn: Option<ConnId>,
+}
+
+/// The name of a transaction: Kamailio's tm index (hash bucket) and label
+/// (unique number), the pair a script hands across the event socket to
+/// resume a suspended transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TxRef {
+    /// The hash bucket.
+    pub index: u32,
+    /// The number given to the transaction at creation, unique in the host.
+    pub label: u32,
+}
+
+impl fmt::Display for TxRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.index, self.label)
+    }
+}
+
+/// Why an edit of a [`Request`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// The new Request-URI or destination URI does not parse.
+    #[error("invalid URI {uri:?}: {source}")]
+    BadUri {
+        /// The URI as given.
+        uri: String,
+        /// Why it was refused.
+        source: ParseError,
+    },
+    /// An appended header is not one `Name: value` line.
+    #[error("invalid header line {0:?}: expected one \"Name: value\" line")]
+    BadHeader(String),
+}
+
+/// A request as the router sees it.
+///
+/// Cloning is cheap: the message shares its buffer.
+#[derive(Debug, Clone)]
+pub struct Request {
+    msg: SipMessage,
+    source: Source,
+    pub(crate) tx: Option<TxRef>,
+    ruri: Option<Bytes>,
+    dst_uri: Option<String>,
+    /// Names of headers removed from the original rows.
+    removed: Vec<(HeaderName, String)>,
+    /// Appended header lines (name, value), in order.
+    appended: Vec<(String, String)>,
+    pub(crate) failure_route: Option<String>,
+    pub(crate) failure_code: Option<u16>,
+}
+
+fn same_name(a_kind: HeaderName, a: &str, b_kind: HeaderName, b: &str) -> bool {
+    a_kind == b_kind && (a_kind != HeaderName::Other || a.eq_ignore_ascii_case(b))
+}
+
+impl Request {
+    /// Wrap a parsed request and where it came from. `msg` should be a
+    /// request; the host only builds these for requests.
+    pub fn new(msg: SipMessage, source: Source) -> Request {
+        Request {
+            msg,
+            source,
+            tx: None,
+            ruri: None,
+            dst_uri: None,
+            removed: Vec::new(),
+            appended: Vec::new(),
+            failure_route: None,
+            failure_code: None,
+        }
+    }
+
+    /// The message as received (edits are not applied to it).
+    pub fn msg(&self) -> &SipMessage {
+        &self.msg
+    }
+
+    /// Where it came from.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Its transaction, once one was created or looked up for it.
+    pub fn tx(&self) -> Option<TxRef> {
+        self.tx
+    }
+
+    /// Replace the Request-URI (applied when relayed).
+    pub fn set_ruri(&mut self, uri: &str) -> Result<(), EditError> {
+        Uri::parse(uri.as_bytes()).map_err(|source| EditError::BadUri {
+            uri: uri.to_owned(),
+            source,
+        })?;
+        self.ruri = Some(Bytes::copy_from_slice(uri.as_bytes()));
+        Ok(())
+    }
+
+    /// The Request-URI, with any edit applied.
+    pub fn ruri(&self) -> &[u8] {
+        match &self.ruri {
+            Some(u) => u,
+            None => self.msg.request_uri_raw().unwrap_or_default(),
+        }
+    }
+
+    /// Set or clear the destination URI: where [`crate::SipHandle::t_relay`]
+    /// sends the request instead of the Request-URI (Kamailio's `$du`).
+    pub fn set_dst_uri(&mut self, uri: Option<&str>) -> Result<(), EditError> {
+        if let Some(u) = uri {
+            Uri::parse(u.as_bytes()).map_err(|source| EditError::BadUri {
+                uri: u.to_owned(),
+                source,
+            })?;
+        }
+        self.dst_uri = uri.map(str::to_owned);
+        Ok(())
+    }
+
+    /// The destination URI, when set.
+    pub fn dst_uri(&self) -> Option<&str> {
+        self.dst_uri.as_deref()
+    }
+
+    /// Append one header line, given whole (`"X-Foo: bar"`, with or without
+    /// the final CRLF). It is added after the existing headers on relay.
+    pub fn append_header(&mut self, line: &str) -> Result<(), EditError> {
+        let bad = || EditError::BadHeader(line.to_owned());
+        let l = line.strip_suffix("\r\n").unwrap_or(line);
+        if l.contains(['\r', '\n']) {
+            return Err(bad());
+        }
+        let (name, value) = l.split_once(':').ok_or_else(bad)?;
+        let name = name.trim_end();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        {
+            return Err(bad());
+        }
+        self.appended
+            .push((name.to_owned(), value.trim().to_owned()));
+        Ok(())
+    }
+
+    /// Remove every header with this name (compact forms included), those
+    /// of the message and those appended; returns how many went.
+    pub fn remove_header(&mut self, name: &str) -> usize {
+        let kind = HeaderName::classify(name.as_bytes());
+        let mut n = 0;
+        if !self.is_removed(kind, name) {
+            n += self.msg.headers(name).count();
+            self.removed.push((kind, name.to_owned()));
+        }
+        let before = self.appended.len();
+        self.appended
+            .retain(|(a, _)| !same_name(HeaderName::classify(a.as_bytes()), a, kind, name));
+        n + before - self.appended.len()
+    }
+
+    fn is_removed(&self, kind: HeaderName, name: &str) -> bool {
+        self.removed
+            .iter()
+            .any(|(k, n)| same_name(*k, n, kind, name))
+    }
+
+    /// The value of the first header with this name, edits applied.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let kind = HeaderName::classify(name.as_bytes());
+        if !self.is_removed(kind, name) {
+            if let Some(v) = self.msg.header(name) {
+                return Some(v);
+            }
+        }
+        self.appended
+            .iter()
+            .find(|(a, _)| same_name(HeaderName::classify(a.as_bytes()), a, kind, name))
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    /// Whether a header with this name is present, edits applied.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+
+    /// Arm a failure route for the next relay: when its branch ends with a
+    /// final reply >= 300 or times out, the router's
+    /// [`crate::Router::failure`] runs with this name instead of the reply
+    /// being forwarded. Armed for one relay only (as Kamailio's
+    /// `t_on_failure`): re-arm it in the failure route before relaying again.
+    pub fn set_failure_route(&mut self, name: &str) {
+        self.failure_route = Some(name.to_owned());
+    }
+
+    /// The armed failure route, if any.
+    pub fn failure_route(&self) -> Option<&str> {
+        self.failure_route.as_deref()
+    }
+
+    /// In a failure route: the code of the final reply that ended the branch
+    /// (408 for a timeout).
+    pub fn failure_code(&self) -> Option<u16> {
+        self.failure_code
+    }
+
+    /// Whether routing changed Max-Forwards itself (removed or appended
+    /// it, as Kamailio's `maxfwd` module does from a script).
+    fn max_forwards_edited(&self) -> bool {
+        self.removed
+            .iter()
+            .any(|(kind, _)| *kind == HeaderName::MaxForwards)
+            || self
+                .appended
+                .iter()
+                .any(|(n, _)| HeaderName::classify(n.as_bytes()) == HeaderName::MaxForwards)
+    }
+
+    /// The request as it would be relayed with `via` on top: edits applied
+    /// and Max-Forwards decremented (70 inserted when absent), unless
+    /// routing already set it: a ported Kamailio script decrements it with
+    /// `process_maxfwd`, and a second decrement here would count the hop
+    /// twice.
+    pub(crate) fn serialize_for_relay(&self, via: &str) -> Bytes {
+        let mut e = self.msg.edit();
+        e.push(Edit::PrependVia(Bytes::copy_from_slice(via.as_bytes())));
+        if !self.max_forwards_edited() {
+            e.push(Edit::DecrementMaxForwards { default: 70 });
+        }
+        if let Some(u) = &self.ruri {
+            e.push(Edit::SetRequestUri(u.clone()));
+        }
+        for (_, n) in &self.removed {
+            e.push(Edit::RemoveHeaders(Bytes::copy_from_slice(n.as_bytes())));
+        }
+        for (n, v) in &self.appended {
+            e.push(Edit::AppendHeader {
+                name: Bytes::copy_from_slice(n.as_bytes()),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+            });
+        }
+        e.serialize()
+    }
+
+    /// Where a relay goes: the destination URI if set, else the
+    /// Request-URI (edited).
+    pub(crate) fn next_hop(&self) -> Vec<u8> {
+        match &self.dst_uri {
+            Some(d) => d.as_bytes().to_vec(),
+            None => self.ruri().to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> Request {
+        let m = SipMessage::parse(Bytes::from_static(
+            b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nSubject: hi\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        Request::new(
+            m,
+            Source {
+                transport: Transport::Udp,
+                remote: "127.0.0.1:5070".parse().unwrap(),
+                local: "127.0.0.1:5060".parse().unwrap(),
+                conn: None,
+            },
+        )
+    }
+
+    #[test]
+    fn edits_are_seen_and_applied() {
+        let mut r = req();
+        assert!(r.has_header("s"));
+        assert_eq!(r.remove_header("Subject"), 1);
+        assert!(!r.has_header("subject"));
+        r.append_header("X-B: two\r\n").unwrap();
+        r.append_header("Subject: again").unwrap();
+        assert_eq!(r.header("s"), Some(&b"again"[..]));
+        assert_eq!(r.header("x-b"), Some(&b"two"[..]));
+        assert_eq!(r.remove_header("x-a"), 1);
+        assert!(r.append_header("bad line").is_err());
+        assert!(r.append_header("X: a\r\nY: b").is_err());
+        r.set_ruri("sip:carol@127.0.0.2:5080").unwrap();
+        assert!(r.set_ruri("not a uri").is_err());
+        let out = r.serialize_for_relay("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKme");
+        let m = SipMessage::parse(out).unwrap();
+        assert_eq!(m.request_uri_raw(), Some(&b"sip:carol@127.0.0.2:5080"[..]));
+        assert_eq!(m.top_via().unwrap().branch, Some(&b"z9hG4bKme"[..]));
+        assert_eq!(m.max_forwards().unwrap(), Some(70));
+        assert_eq!(m.header("Subject"), Some(&b"again"[..]));
+        assert_eq!(m.headers("Subject").count(), 1);
+        assert_eq!(m.header("X-A"), None);
+        assert_eq!(m.header("X-B"), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn max_forwards_set_by_routing_is_not_decremented_again() {
+        let via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKme";
+        // Appended by routing: relayed as set, not decremented again.
+        let mut r = req();
+        r.append_header("Max-Forwards: 5\r\n").unwrap();
+        let m = SipMessage::parse(r.serialize_for_relay(via)).unwrap();
+        assert_eq!(
+            m.max_forwards().unwrap(),
+            Some(5),
+            "set by routing: kept as set"
+        );
+        assert_eq!(m.headers("Max-Forwards").count(), 1);
+        let mut r = req();
+        r.remove_header("Max-Forwards");
+        r.append_header("Max-Forwards: 9").unwrap();
+        let m = SipMessage::parse(r.serialize_for_relay(via)).unwrap();
+        assert_eq!(m.max_forwards().unwrap(), Some(9));
+    }
+}

@@ -1,0 +1,55 @@
+//! The routing trait: every point where user code acts on SIP traffic, in
+//! the order a message meets them (pingora's `ProxyHttp` shape). Each
+//! method has a default that does nothing, so an implementation overrides
+//! only the phases it cares about.
+
+use crate::host::SipHandle;
+use crate::message::SipMessage;
+use crate::request::{Request, Source};
+
+/// User code that routes SIP traffic. One value is shared by every router
+/// thread (`sip-child-N`), hence `Send + Sync`.
+///
+/// The methods run on router threads, never on the socket I/O runtime, so
+/// they may block (a Lua VM, a database); while one does, other threads
+/// keep routing. Messages with the same Call-ID always run on the same
+/// thread, in the order they arrived.
+pub trait Router: Send + Sync + 'static {
+    /// Runs once on each router thread before it handles any message, with
+    /// the thread's number (0-based): the place to build per-thread state.
+    /// Default: nothing.
+    fn thread_started(&self, child: usize) {
+        let _ = child;
+    }
+
+    /// Every request the transaction layer did not absorb: new requests,
+    /// ACKs for 2xx, in-dialog requests, unmatched CANCELs. The router
+    /// answers with [`SipHandle::sl_reply`] / [`SipHandle::t_reply`],
+    /// forwards with [`SipHandle::t_relay`], suspends with
+    /// [`SipHandle::t_suspend`], or does nothing (the request is dropped; if
+    /// a transaction was created it ends with 408 at its timer).
+    /// Default: nothing.
+    fn request(&self, host: &SipHandle, req: &mut Request) {
+        let _ = (host, req);
+    }
+
+    /// Every reply received for a relayed request, before the transaction
+    /// layer acts on it. Return `false` to drop it (as if never received;
+    /// the branch's timers keep running). Default: `true`.
+    fn reply(&self, host: &SipHandle, reply: &SipMessage, source: &Source) -> bool {
+        let _ = (host, reply, source);
+        true
+    }
+
+    /// A relayed branch ended with a final reply >= 300 or timed out, and a
+    /// failure route was armed with [`Request::set_failure_route`]: `route`
+    /// is its name and `req` the transaction's request, with
+    /// [`Request::failure_code`] set. The router may [`SipHandle::t_reply`],
+    /// [`SipHandle::t_relay`] again (serial forking) or
+    /// [`SipHandle::t_suspend`]; if it does none of these, the best final
+    /// reply received is forwarded upstream. Default: nothing (so the reply
+    /// is forwarded).
+    fn failure(&self, host: &SipHandle, req: &mut Request, route: &str) {
+        let _ = (host, req, route);
+    }
+}

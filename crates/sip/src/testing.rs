@@ -1,0 +1,346 @@
+//! A small blocking SIP agent for tests (feature `test-agent`): plays a
+//! UAC or a UAS over loopback UDP or TCP against a running host, so other
+//! crates' tests can drive SIP traffic without an external tool.
+//!
+//! Every receive takes a timeout, so a test that waits for a message that
+//! never comes fails instead of hanging.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::message::{frame_length, Method, SipMessage};
+use crate::request::Transport;
+
+enum Sock {
+    Udp(UdpSocket),
+    Tcp(TcpStream, BytesMut),
+    /// Listening; the first accepted connection becomes the stream.
+    TcpListen(TcpListener, Option<(TcpStream, BytesMut)>),
+}
+
+/// One SIP endpoint on a socket of its own.
+pub struct Agent {
+    sock: Sock,
+    local: SocketAddr,
+    queue: VecDeque<(SipMessage, SocketAddr)>,
+}
+
+/// A fresh branch with the magic cookie, unique in the process.
+pub fn branch() -> String {
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!("z9hG4bKt{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Agent {
+    /// A UDP agent bound to `bind` (e.g. `127.0.0.1:0`).
+    pub fn udp(bind: &str) -> io::Result<Agent> {
+        let s = UdpSocket::bind(bind)?;
+        let local = s.local_addr()?;
+        Ok(Agent {
+            sock: Sock::Udp(s),
+            local,
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// A TCP agent connected to `server` (a UAC talking to the host).
+    pub fn tcp(server: SocketAddr) -> io::Result<Agent> {
+        let s = TcpStream::connect(server)?;
+        s.set_nodelay(true)?;
+        let local = s.local_addr()?;
+        Ok(Agent {
+            sock: Sock::Tcp(s, BytesMut::new()),
+            local,
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// A TCP agent listening on `bind` (a UAS the host connects to).
+    pub fn tcp_listen(bind: &str) -> io::Result<Agent> {
+        let l = TcpListener::bind(bind)?;
+        let local = l.local_addr()?;
+        Ok(Agent {
+            sock: Sock::TcpListen(l, None),
+            local,
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// The agent's address (what its Via says).
+    pub fn addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The transport it uses.
+    pub fn transport(&self) -> Transport {
+        match self.sock {
+            Sock::Udp(_) => Transport::Udp,
+            _ => Transport::Tcp,
+        }
+    }
+
+    /// Send raw bytes (`to` is ignored on a TCP stream).
+    pub fn send(&mut self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        match &mut self.sock {
+            Sock::Udp(s) => s.send_to(data, to).map(|_| ()),
+            Sock::Tcp(s, _) => s.write_all(data),
+            Sock::TcpListen(_, Some((s, _))) => s.write_all(data),
+            Sock::TcpListen(_, None) => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no connection accepted yet",
+            )),
+        }
+    }
+
+    /// The next message, or `None` when `timeout` passes first (or a TCP
+    /// peer closed).
+    pub fn recv(&mut self, timeout: Duration) -> Option<(SipMessage, SocketAddr)> {
+        if let Some(m) = self.queue.pop_front() {
+            return Some(m);
+        }
+        let deadline = Instant::now() + timeout;
+        // Bounded by the deadline: every wait below is capped by it.
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let left = left.max(Duration::from_millis(1));
+            match &mut self.sock {
+                Sock::Udp(s) => {
+                    s.set_read_timeout(Some(left)).ok()?;
+                    let mut buf = vec![0u8; 65_536];
+                    match s.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            buf.truncate(n);
+                            if let Ok(m) = SipMessage::parse(Bytes::from(buf)) {
+                                return Some((m, from));
+                            }
+                        }
+                        Err(_) => return None,
+                    }
+                }
+                Sock::TcpListen(l, conn) => {
+                    if conn.is_none() {
+                        l.set_nonblocking(true).ok()?;
+                        match l.accept() {
+                            Ok((s, _)) => {
+                                s.set_nonblocking(false).ok()?;
+                                *conn = Some((s, BytesMut::new()));
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(5).min(left)),
+                        }
+                        continue;
+                    }
+                    let (s, buf) = conn.as_mut()?;
+                    match read_frame(s, buf, left) {
+                        Frame::Msg(m) => {
+                            let peer = s.peer_addr().ok()?;
+                            return Some((*m, peer));
+                        }
+                        Frame::Again => {}
+                        Frame::Closed => return None,
+                    }
+                }
+                Sock::Tcp(s, buf) => match read_frame(s, buf, left) {
+                    Frame::Msg(m) => {
+                        let peer = s.peer_addr().ok()?;
+                        return Some((*m, peer));
+                    }
+                    Frame::Again => {}
+                    Frame::Closed => return None,
+                },
+            }
+        }
+    }
+
+    /// Wait for a message `pred` accepts; others are kept for later
+    /// `recv`s. `None` on timeout.
+    pub fn expect(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&SipMessage) -> bool,
+    ) -> Option<(SipMessage, SocketAddr)> {
+        if let Some(i) = self.queue.iter().position(|(m, _)| pred(m)) {
+            return self.queue.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        let found = loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break None;
+            };
+            let Some(m) = self.recv_fresh(left) else {
+                break None;
+            };
+            if pred(&m.0) {
+                break Some(m);
+            }
+            skipped.push(m);
+        };
+        self.queue.extend(skipped);
+        found
+    }
+
+    fn recv_fresh(&mut self, timeout: Duration) -> Option<(SipMessage, SocketAddr)> {
+        let saved = std::mem::take(&mut self.queue);
+        let r = self.recv(timeout);
+        self.queue = saved;
+        r
+    }
+
+    /// Wait for a reply with this status code (and CSeq method, if given).
+    pub fn expect_status(
+        &mut self,
+        code: u16,
+        method: Option<Method>,
+        timeout: Duration,
+    ) -> Option<SipMessage> {
+        self.expect(timeout, |m| {
+            m.status() == Some(code)
+                && method
+                    .as_ref()
+                    .is_none_or(|me| m.cseq().is_ok_and(|c| &c.method == me))
+        })
+        .map(|(m, _)| m)
+    }
+
+    /// Wait for a request of this method; returns it and its sender.
+    pub fn expect_request(
+        &mut self,
+        method: Method,
+        timeout: Duration,
+    ) -> Option<(SipMessage, SocketAddr)> {
+        self.expect(timeout, |m| m.method() == Some(&method))
+    }
+
+    /// Drop whatever is queued or arrives within `for_`.
+    pub fn drain(&mut self, for_: Duration) -> usize {
+        let mut n = self.queue.len();
+        self.queue.clear();
+        let deadline = Instant::now() + for_;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if self.recv(left).is_none() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
+enum Frame {
+    Msg(Box<SipMessage>),
+    Again,
+    Closed,
+}
+
+fn read_frame(s: &mut TcpStream, buf: &mut BytesMut, left: Duration) -> Frame {
+    loop {
+        match frame_length(buf, 1 << 20) {
+            Ok(Some(n)) => {
+                let f = buf.split_to(n).freeze();
+                if f.iter().all(|&c| c == b'\r' || c == b'\n') {
+                    continue;
+                }
+                return match SipMessage::parse(f) {
+                    Ok(m) => Frame::Msg(Box::new(m)),
+                    Err(_) => Frame::Again,
+                };
+            }
+            Ok(None) => break,
+            Err(_) => return Frame::Closed,
+        }
+    }
+    if s.set_read_timeout(Some(left)).is_err() {
+        return Frame::Closed;
+    }
+    let mut tmp = [0u8; 16_384];
+    match s.read(&mut tmp) {
+        Ok(0) => Frame::Closed,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            Frame::Again
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Frame::Closed
+        }
+        Err(_) => Frame::Closed,
+    }
+}
+
+/// The dialog-forming fields of a test call, to build its requests.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Call-ID.
+    pub call_id: String,
+    /// From tag.
+    pub from_tag: String,
+    /// Request-URI.
+    pub ruri: String,
+    /// The caller's address, for its Via.
+    pub local: SocketAddr,
+    /// The caller's transport, for its Via.
+    pub transport: Transport,
+}
+
+impl Call {
+    /// A call from an agent to `ruri`.
+    pub fn new(agent: &Agent, call_id: &str, ruri: &str) -> Call {
+        Call {
+            call_id: call_id.to_owned(),
+            from_tag: format!("ft-{call_id}"),
+            ruri: ruri.to_owned(),
+            local: agent.addr(),
+            transport: agent.transport(),
+        }
+    }
+
+    /// A request of this call: `extra` is header lines, each ending in
+    /// CRLF; `to_tag` set for in-dialog requests and ACKs.
+    pub fn request(
+        &self,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        to_tag: Option<&str>,
+        extra: &str,
+    ) -> Vec<u8> {
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag={ft}\r\nTo: <{ruri}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:alice@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
+            ruri = self.ruri,
+            t = self.transport.via_name(),
+            local = self.local,
+            ft = self.from_tag,
+            cid = self.call_id,
+        )
+        .into_bytes()
+    }
+}
+
+/// A reply to `req` (its Vias, From, To, Call-ID, CSeq copied), with a To
+/// tag when given.
+pub fn reply(req: &SipMessage, code: u16, reason: &str, to_tag: Option<&str>) -> Vec<u8> {
+    req.response(code, reason.as_bytes(), to_tag.map(str::as_bytes), &[])
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
+}
+
+/// The ACK a UAC sends for a 2xx: a new transaction, with the To tag of
+/// the reply.
+pub fn ack_2xx(call: &Call, cseq: u32, ok: &SipMessage) -> Vec<u8> {
+    let tag = ok
+        .to()
+        .ok()
+        .and_then(|t| t.tag)
+        .map(|t| String::from_utf8_lossy(t).into_owned());
+    call.request("ACK", &branch(), cseq, tag.as_deref(), "")
+}
