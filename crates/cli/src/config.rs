@@ -198,12 +198,19 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
             let origin = path.display().to_string();
             let file = parse(&text, &origin)?;
+            let mut file = file;
             let base = path.parent().unwrap_or(Path::new("."));
             let script_path = if file.script.file.is_absolute() {
                 file.script.file.clone()
             } else {
                 base.join(&file.script.file)
             };
+            let e = &mut file.evapi;
+            for p in [&mut e.tls_cert, &mut e.tls_key, &mut e.tls_client_ca] {
+                if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                    *p = base.join(p.as_str()).display().to_string();
+                }
+            }
             Ok(Loaded {
                 origin,
                 file,
@@ -261,9 +268,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("evapi-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("my.toml");
-        std::fs::write(&cfg, "[script]\nfile = \"r.lua\"\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "[script]\nfile = \"r.lua\"\n[evapi]\ntls_cert = \"tls/c.pem\"\ntls_key = \"/abs/k.pem\"\n",
+        )
+        .unwrap();
         let l = load(Some(&cfg)).unwrap();
         assert_eq!(l.script_path, dir.join("r.lua"));
+        assert_eq!(
+            l.file.evapi.tls_cert,
+            dir.join("tls/c.pem").display().to_string()
+        );
+        assert_eq!(l.file.evapi.tls_key, "/abs/k.pem");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,6 +28,22 @@ pub struct TapArgs {
     /// Largest message accepted from the server, bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_frame: usize,
+    /// Connect with TLS (for a server with tls_cert set); needs --ca.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// PEM file of the CA(s) that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server with tls_client_ca set.
+    #[arg(long, value_name = "FILE", requires_all = ["key", "tls"])]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// Name to check the server's certificate against (default: the host
+    /// part of the address).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
 }
 
 pub fn tap(args: TapArgs) -> anyhow::Result<()> {
@@ -41,12 +57,36 @@ async fn run(args: TapArgs) -> anyhow::Result<()> {
     let stream = TcpStream::connect(&args.addr)
         .await
         .with_context(|| format!("cannot connect to the event socket at {}", args.addr))?;
-    eprintln!(
-        "connected to {} (from {})",
-        stream.peer_addr()?,
-        stream.local_addr()?
-    );
-    let (mut rd, mut wr) = stream.into_split();
+    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    if !args.tls {
+        eprintln!("connected to {peer} (from {local})");
+        let (rd, wr) = stream.into_split();
+        return session(&args, rd, wr).await;
+    }
+    let ca = args.ca.as_deref().context("--tls needs --ca")?;
+    let cert = args.cert.as_deref().zip(args.key.as_deref());
+    let config = evapi::tls::client_config(ca, cert)?;
+    let host = match &args.server_name {
+        Some(n) => n.clone(),
+        None => args
+            .addr
+            .rsplit_once(':')
+            .map_or(args.addr.clone(), |(h, _)| h.to_string()),
+    };
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(evapi::tls::server_name(&host)?, stream)
+        .await
+        .with_context(|| format!("TLS handshake with {peer} (as {host:?}) failed"))?;
+    eprintln!("connected to {peer} with TLS (from {local})");
+    let (rd, wr) = tokio::io::split(tls);
+    session(&args, rd, wr).await
+}
+
+async fn session<R, W>(args: &TapArgs, mut rd: R, mut wr: W) -> anyhow::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let frame = |msg: &[u8]| {
         if args.raw {
             bytes::Bytes::copy_from_slice(msg)

@@ -401,3 +401,80 @@ fn reply_route_sees_and_drops_replies() {
     ev.wait_log("reply 180 Ringing for INVITE");
     ev.wait_log("reply 486 Busy Here for INVITE");
 }
+
+/// `evapi run` with TLS and client certificates (paths relative to the
+/// config file), and `evapi tap --tls` with and without a certificate.
+#[test]
+fn tls_event_socket_and_tap() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = TempDir::new("tls");
+    std::fs::create_dir_all(dir.0.join("tls")).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    dir.write("tls/ca.pem", &ca.pem());
+    for (name, san) in [("server", "127.0.0.1"), ("client", "client.test")] {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![san.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        dir.write(&format!("tls/{name}.pem"), &cert.pem());
+        dir.write(&format!("tls/{name}.key"), &key.serialize_pem());
+    }
+    let cfg = config(
+        "tls_cert = \"tls/server.pem\"\ntls_key = \"tls/server.key\"\ntls_client_ca = \"tls/ca.pem\"\ntls_handshake_timeout_ms = 500",
+    );
+    let cfg_path = dir.write("evapi.toml", &cfg);
+    dir.write("router.lua", ECHO_SCRIPT);
+    let (code, out, err) = evapi(&["check", "-c", cfg_path.to_str().unwrap()], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let ev = Evapi::start(
+        &cfg.replace("tls/", &format!("{}/tls/", dir.0.display())),
+        ECHO_SCRIPT,
+    );
+    let addr = ev.events.to_string();
+    let tls = |f: &str| dir.0.join("tls").join(f).display().to_string();
+    let (code, out, err) = evapi(
+        &[
+            "tap",
+            &addr,
+            "--tls",
+            "--ca",
+            &tls("ca.pem"),
+            "--cert",
+            &tls("client.pem"),
+            "--key",
+            &tls("client.key"),
+            "--count",
+            "2",
+            "--send",
+            "over tls",
+        ],
+        "",
+        &dir.0,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "welcome 0\necho:over tls\n", "{err}");
+    assert!(err.contains("with TLS"), "{err}");
+    // Without a client certificate the server refuses it.
+    let (code, out, err) = evapi(
+        &[
+            "tap",
+            &addr,
+            "--tls",
+            "--ca",
+            &tls("ca.pem"),
+            "--count",
+            "1",
+        ],
+        "",
+        &dir.0,
+    );
+    assert!(code != 0 || out.is_empty(), "{out}{err}");
+    ev.wait_log("TLS handshake failed");
+    // Plain tap on a TLS socket: nothing usable arrives.
+    let (_, out, _) = evapi(&["tap", &addr, "--count", "1"], "", &dir.0);
+    assert_eq!(out, "");
+}

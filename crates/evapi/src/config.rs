@@ -52,6 +52,20 @@ pub struct Config {
     pub client_queue_limit: usize,
     /// Milliseconds that shutdown waits for queued frames to be written.
     pub shutdown_flush_ms: u64,
+    /// Networks whose clients may connect (`"10.1.0.0/16"`, `"::1"`); a
+    /// client from elsewhere is closed before connection-new. Empty: anyone
+    /// who can reach `bind_addr`.
+    pub allow_networks: Vec<String>,
+    /// PEM certificate chain; when set (with `tls_key`), the event socket
+    /// speaks TLS.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// PEM CA certificates; when set, every client must present a
+    /// certificate signed by one of them.
+    pub tls_client_ca: String,
+    /// Milliseconds a TLS handshake may take before the client is dropped.
+    pub tls_handshake_timeout_ms: u64,
 }
 
 /// Largest `workers` value accepted.
@@ -75,6 +89,11 @@ impl Default for Config {
             max_frame_size: crate::codec::DEFAULT_MAX_FRAME,
             client_queue_limit: 8 * 1024 * 1024,
             shutdown_flush_ms: 2000,
+            allow_networks: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -145,6 +164,30 @@ impl Config {
                 "must be between 1 and 1073741824 bytes",
             ));
         }
+        crate::access::AllowList::parse(&self.allow_networks).map_err(|e| {
+            bad(
+                "allow_networks",
+                format!("{:?}", self.allow_networks),
+                e.to_string(),
+            )
+        })?;
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err(bad(
+                "tls_cert",
+                format!("{:?} (tls_key = {:?})", self.tls_cert, self.tls_key),
+                "tls_cert and tls_key go together: set both or neither",
+            ));
+        }
+        if !self.tls_client_ca.is_empty() && self.tls_cert.is_empty() {
+            return Err(bad(
+                "tls_client_ca",
+                format!("{:?}", self.tls_client_ca),
+                "client certificates need TLS: set tls_cert and tls_key too",
+            ));
+        }
+        if self.tls_handshake_timeout_ms == 0 {
+            return Err(bad("tls_handshake_timeout_ms", 0, "must be at least 1"));
+        }
         if self.client_queue_limit < 1024 {
             return Err(bad(
                 "client_queue_limit",
@@ -163,6 +206,11 @@ impl Config {
     /// `send_data_timeout` as a duration, `None` when 0.
     pub fn send_data_timeout(&self) -> Option<Duration> {
         micros(self.send_data_timeout)
+    }
+
+    /// Whether the event socket speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert.is_empty()
     }
 
     /// The listen addresses `bind_addr` names (a host name may give several).

@@ -48,6 +48,10 @@ pub struct Stats {
     pub accepted: u64,
     /// Clients refused because `max_clients` were connected.
     pub refused: u64,
+    /// Clients refused because their address is not in `allow_networks`.
+    pub denied: u64,
+    /// Clients dropped because their TLS handshake failed or timed out.
+    pub tls_failures: u64,
     /// Connections ended (connection-closed has run or is about to).
     pub closed: u64,
     /// Clients cut for being slow (queue limit or send_data_timeout).
@@ -68,6 +72,8 @@ pub struct Stats {
 pub(crate) struct Counters {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
+    pub denied: AtomicU64,
+    pub tls_failures: AtomicU64,
     pub closed: AtomicU64,
     pub slow_cut: AtomicU64,
     pub protocol_errors: AtomicU64,
@@ -270,6 +276,8 @@ impl EvapiHandle {
             connected: self.client_count() as u64,
             accepted: get(&c.accepted),
             refused: get(&c.refused),
+            denied: get(&c.denied),
+            tls_failures: get(&c.tls_failures),
             closed: get(&c.closed),
             slow_cut: get(&c.slow_cut),
             protocol_errors: get(&c.protocol_errors),

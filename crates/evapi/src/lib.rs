@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod codec;
 mod config;
 mod handle;
@@ -38,6 +39,7 @@ mod handler;
 mod outbox;
 mod registry;
 mod server;
+pub mod tls;
 
 pub use config::{Config, ConfigError, MAX_CLIENTS_LIMIT, MAX_WORKERS};
 pub use handle::{ClientInfo, EvapiHandle, SendError, Stats};

@@ -5,6 +5,7 @@
 //! and messages when `workers` is 0) and the workers (messages). They wait
 //! on channels that wake them when an event is queued; nothing polls.
 
+use crate::access::AllowList;
 use crate::codec::{FrameCodec, NetstringCodec, NetstringError, RawCodec};
 use crate::config::{Config, ConfigError};
 use crate::handle::{bump, EvapiHandle, Shared};
@@ -18,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::codec::FramedRead;
@@ -59,6 +60,9 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Thread(String, std::io::Error),
+    /// The TLS certificate, key or CA cannot be used.
+    #[error("event socket TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 #[derive(Clone)]
@@ -117,14 +121,39 @@ impl EventSocket {
             bind_addr: config.bind_addr.clone(),
             source,
         })?;
-        if !local_addr.ip().is_loopback() {
+        let allow = AllowList::parse(&config.allow_networks).map_err(|e| {
+            StartError::Config(ConfigError {
+                param: "allow_networks",
+                value: format!("{:?}", config.allow_networks),
+                reason: e.to_string(),
+            })
+        })?;
+        let tls = if config.tls_enabled() {
+            let client_ca = (!config.tls_client_ca.is_empty())
+                .then(|| std::path::Path::new(&config.tls_client_ca));
+            let server = crate::tls::server_config(
+                std::path::Path::new(&config.tls_cert),
+                std::path::Path::new(&config.tls_key),
+                client_ca,
+            )?;
+            Some(tokio_rustls::TlsAcceptor::from(server))
+        } else {
+            None
+        };
+        if !local_addr.ip().is_loopback()
+            && !allow.is_restrictive()
+            && config.tls_client_ca.is_empty()
+        {
             warn!(
                 %local_addr,
-                "event socket listens beyond loopback: any host that reaches it can connect and steer calls"
+                "event socket listens beyond loopback with no allow_networks and no tls_client_ca: \
+                 any host that reaches it can connect and steer calls"
             );
         }
 
         let workers = config.workers;
+        let config_tls = tls.is_some();
+        let allow_text = config.allow_networks.clone();
         let shared = Arc::new(Shared::new(config));
         let handle = EvapiHandle {
             shared: shared.clone(),
@@ -172,12 +201,13 @@ impl EventSocket {
         let connections = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(
             listener,
+            Gate { allow, tls },
             shared,
             senders,
             stop.clone(),
             connections.clone(),
         ));
-        info!(%local_addr, workers, "event socket listening");
+        info!(%local_addr, workers, tls = config_tls, allow = ?allow_text, "event socket listening");
         Ok(EventSocket {
             handle,
             local_addr,
@@ -256,8 +286,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// What a new connection must pass before it is a client.
+struct Gate {
+    allow: AllowList,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    gate: Gate,
     shared: Arc<Shared>,
     senders: Senders,
     stop: Arc<Notify>,
@@ -281,6 +318,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        if !gate.allow.allows(peer.ip()) {
+            bump(&shared.counters.denied);
+            warn!(%peer, "client refused: its address is not in allow_networks");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let max = shared.config.max_clients;
         let client = {
@@ -308,12 +351,51 @@ async fn accept_loop(
         };
         bump(&shared.counters.accepted);
         info!(conidx = client.conidx, %peer, "client connected");
-        connections.spawn(connection(shared.clone(), client, stream, senders.clone()));
+        connections.spawn(connection(
+            shared.clone(),
+            client,
+            stream,
+            senders.clone(),
+            gate.tls.clone(),
+        ));
     }
 }
 
-async fn connection(shared: Arc<Shared>, client: Arc<Client>, stream: TcpStream, senders: Senders) {
-    let (rd, wr) = stream.into_split();
+async fn connection(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    stream: TcpStream,
+    senders: Senders,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let Some(acceptor) = tls else {
+        let (rd, wr) = stream.into_split();
+        return serve(shared, client, rd, wr, senders).await;
+    };
+    // The handshake comes before connection-new: a client that cannot
+    // complete it never becomes a client the script sees.
+    let limit = Duration::from_millis(shared.config.tls_handshake_timeout_ms);
+    let failure = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let (rd, wr) = tokio::io::split(tls);
+            return serve(shared, client, rd, wr, senders).await;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {} ms", limit.as_millis()),
+    };
+    client.outbox.close();
+    shared.registry_mut().remove(client.conidx, client.id);
+    bump(&shared.counters.tls_failures);
+    warn!(conidx = client.conidx, peer = %client.peer, reason = %failure, "client dropped: TLS handshake failed");
+}
+
+/// Run one client's connection: connection-new, then reading and writing
+/// until it ends, then connection-closed.
+async fn serve<R, W>(shared: Arc<Shared>, client: Arc<Client>, rd: R, wr: W, senders: Senders)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let mut writer = Writer::new(wr);
 
     // connection-new runs before anything of the client is read.
@@ -391,8 +473,8 @@ async fn connection(shared: Arc<Shared>, client: Arc<Client>, stream: TcpStream,
         .await;
 }
 
-async fn read_loop(
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
     shared: &Shared,
     client: &Arc<Client>,
     senders: &Senders,

@@ -95,6 +95,14 @@ fn engine(source: &str, callback: &str) -> Result<std::sync::Arc<Engine>, Script
     })
 }
 
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn send(s: &mut TcpStream, msg: &str) {
     s.write_all(&NetstringCodec::frame(msg.as_bytes()))
         .await
@@ -107,7 +115,9 @@ async fn script_handles_the_three_events() {
     let engine = engine(SCRIPT, "ksr_evapi_event").unwrap();
     let config = Config {
         bind_addr: "127.0.0.1:0".into(),
-        workers: 2,
+        // One worker: messages are handled in arrival order, so the
+        // frames each step expects come in a known order.
+        workers: 1,
         ..Config::default()
     };
     let socket = EventSocket::bind(config, engine.evapi_handler())
@@ -121,11 +131,7 @@ async fn script_handles_the_three_events() {
     let mut b = TcpStream::connect(addr).await.unwrap();
     let (mut ba, mut bb) = (Vec::new(), Vec::new());
     // connection-new tagged them "client-0" and "client-1".
-    let start = tokio::time::Instant::now();
-    while h.tag_count(b"client-0") + h.tag_count(b"client-1") < 2 {
-        assert!(start.elapsed() < WAIT);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(|| h.tag_count(b"client-0") + h.tag_count(b"client-1") == 2).await;
 
     send(&mut a, r#"{"cmd":"echo","text":"hi"}"#).await;
     let echo: serde_json::Value =
@@ -135,6 +141,7 @@ async fn script_handles_the_three_events() {
     assert_eq!(echo["port"], a.local_addr().unwrap().port());
 
     send(&mut b, r#"{"cmd":"tag","tag":"billing"}"#).await;
+    wait_until(|| h.tag_count(b"billing") == 1).await;
     send(
         &mut a,
         r#"{"cmd":"multicast","tag":"billing","text":"to billing"}"#,
@@ -174,6 +181,7 @@ async fn script_handles_the_three_events() {
     send(&mut b, r#"{"cmd":"close"}"#).await;
     let _ = read_frame(&mut b, &mut bb).await; // "before exit"/"jansson" frames may still be queued
     while read_frame(&mut b, &mut bb).await.is_some() {}
+    wait_until(|| h.client_count() == 1).await;
     send(&mut a, r#"{"cmd":"count","tag":"billing"}"#).await;
     let count: serde_json::Value =
         serde_json::from_str(&read_frame(&mut a, &mut ba).await.unwrap()).unwrap();
