@@ -48,21 +48,27 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listener could not be bound.
-    #[error("cannot listen on {addr} (bind_addr {bind_addr:?}): {source}")]
+    #[error("cannot listen on {addr} (bind_addr {bind_addr:?}): {reason}")]
     Bind {
         /// The address tried.
         addr: SocketAddr,
         /// The parameter as given.
         bind_addr: String,
-        /// What the system said.
-        source: std::io::Error,
+        /// What the system said (in the message, so not also a `source`).
+        reason: std::io::Error,
     },
     /// A thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Thread(String, std::io::Error),
     /// The TLS certificate, key or CA cannot be used.
     #[error("event socket TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(crate::tls::TlsError),
+}
+
+impl From<crate::tls::TlsError> for StartError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        StartError::Tls(e)
+    }
 }
 
 #[derive(Clone)]
@@ -107,19 +113,19 @@ impl EventSocket {
         }
         let listener = match (listener, last_err) {
             (Some(l), _) => l,
-            (None, Some((addr, source))) => {
+            (None, Some((addr, reason))) => {
                 return Err(StartError::Bind {
                     addr,
                     bind_addr: config.bind_addr.clone(),
-                    source,
+                    reason,
                 })
             }
             (None, None) => unreachable!("bind_addrs returns at least one address"),
         };
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let local_addr = listener.local_addr().map_err(|reason| StartError::Bind {
             addr: "0.0.0.0:0".parse().expect("valid"),
             bind_addr: config.bind_addr.clone(),
-            source,
+            reason,
         })?;
         let allow = AllowList::parse(&config.allow_networks).map_err(|e| {
             StartError::Config(ConfigError {

@@ -1,0 +1,152 @@
+//! The whole program under hostile conditions: a client that never reads
+//! while SIP traffic floods relays; malformed SIP beside good calls.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::time::Duration;
+
+const RELAY_SCRIPT: &str = r#"
+function ksr_request_route()
+    if KSR.is_OPTIONS() then
+        KSR.evapi.relay('{"event":"options","callid":"' .. KSR.pv.get("$ci") .. '","pad":"'
+            .. string.rep("x", 1500) .. '"}')
+        KSR.sl.send_reply(200, "OK")
+        return
+    end
+    KSR.sl.send_reply(404, "Not Found")
+end
+function ksr_evapi_event(evname) end
+"#;
+
+fn options(to: std::net::SocketAddr, me: std::net::SocketAddr, n: usize) -> String {
+    format!(
+        "OPTIONS sip:ping@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKopt{n};rport\r\nFrom: <sip:a@{me}>;tag=o{n}\r\nTo: <sip:ping@{to}>\r\nCall-ID: opt-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A client that never reads while every SIP request relays an event: SIP
+/// is answered throughout, the reading client receives every event, the
+/// stalled one is cut with a log line. Events are ~1.6 kB, so the 32 MB
+/// sent to the stalled client are far more than loopback socket buffers
+/// hold.
+#[test]
+fn stalled_event_client_does_not_slow_sip_or_other_clients() {
+    const REQUESTS: usize = 20_000;
+    let ev = Evapi::start(&config("client_queue_limit = 4194304"), RELAY_SCRIPT);
+    let stalled = EventClient::connect(ev.events); // never reads
+    ev.wait_log("conidx=0");
+    let mut healthy = EventClient::connect(ev.events);
+    ev.wait_log("conidx=1");
+    // Events come from several SIP workers, so across calls their order is
+    // not fixed: each must arrive exactly once.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let read = progress.clone();
+    let reader = std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < REQUESTS {
+            read.store(seen.len(), std::sync::atomic::Ordering::Relaxed);
+            let e = healthy.recv().expect("the healthy client stays connected");
+            const KEY: &str = "\"callid\":\"opt-";
+            let at = e.find(KEY).expect("an options event") + KEY.len();
+            let n: usize = e[at..].split('"').next().unwrap().parse().unwrap();
+            assert!(
+                n < REQUESTS && seen.insert(n),
+                "event for opt-{n} twice or unknown"
+            );
+        }
+        seen.len()
+    });
+    // Send in windows of 50 requests, waiting for their 200s: a UDP socket
+    // buffer is charged about a kilobyte per small datagram, so bigger
+    // bursts can overflow this test's own receive buffer.
+    let uac = Agent::new();
+    let mut answered = 0;
+    for window in 0..REQUESTS / 50 {
+        // Keep the healthy reader (a debug build, on the same two cores)
+        // within 1,000 events (1.6 MB, under the 4 MB queue limit), so
+        // only the stalled client can pass the limit.
+        let start = std::time::Instant::now();
+        while window * 50 > progress.load(std::sync::atomic::Ordering::Relaxed) + 1000 {
+            assert!(start.elapsed() < WAIT, "the healthy client stopped reading");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 0..50 {
+            uac.send(ev.udp, &options(ev.udp, uac.addr, window * 50 + i));
+        }
+        for _ in 0..50 {
+            let mut buf = vec![0u8; 65536];
+            let got = uac.sock.recv_from(&mut buf);
+            if got.is_err() {
+                let logs = ev.logs.lock().unwrap();
+                let tail: Vec<&String> = logs
+                    .iter()
+                    .filter(|l| !l.contains("DEBUG"))
+                    .rev()
+                    .take(30)
+                    .collect();
+                panic!("no reply to request {answered}: {tail:#?}");
+            }
+            assert_eq!(
+                status(&String::from_utf8_lossy(&buf[..got.unwrap().0])),
+                Some(200)
+            );
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, REQUESTS);
+    assert_eq!(
+        reader.join().unwrap(),
+        REQUESTS,
+        "every event reached the healthy client"
+    );
+    let cut = ev.wait_log("client cut");
+    assert!(
+        cut.contains("conidx=0") && cut.contains("slow consumer"),
+        "{cut}"
+    );
+    drop(stalled);
+}
+
+/// Malformed SIP over UDP and TCP, and a TCP peer that announces more body
+/// than it sends: each gets a clean answer or is dropped with a log line,
+/// and a good call beside them is served.
+#[test]
+fn malformed_sip_beside_good_calls() {
+    let ev = Evapi::start(&config(""), RELAY_SCRIPT);
+    let uac = Agent::new();
+    let junk: [&[u8]; 4] = [
+        b"\x00\x01\x02 garbage",
+        b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n",
+        b"OPTIONS sip:a@b SIP/2.0\r\nCSeq: x OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        b"SIP/2.0 200 OK\r\n\r\n",
+    ];
+    for j in junk {
+        uac.sock.send_to(j, ev.udp).unwrap();
+    }
+    // TCP: a body shorter than its Content-Length, then silence.
+    let mut tcp = std::net::TcpStream::connect(ev.tcp).unwrap();
+    tcp.write_all(
+        format!(
+            "OPTIONS sip:x@{0} SIP/2.0\r\nVia: SIP/2.0/TCP {1};branch=z9hG4bKshort\r\nFrom: <sip:a@{1}>;tag=s\r\nTo: <sip:x@{0}>\r\nCall-ID: short-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 500\r\n\r\nonly a little",
+            ev.tcp,
+            tcp.local_addr().unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // TCP garbage on another connection.
+    let mut bad = std::net::TcpStream::connect(ev.tcp).unwrap();
+    bad.write_all(b"this is not SIP at all\r\n\r\n").unwrap();
+    // A good request is answered all the same.
+    std::thread::sleep(Duration::from_millis(50));
+    uac.send(ev.udp, &options(ev.udp, uac.addr, 7));
+    let (code, reply) = uac.recv_status(&[400]);
+    assert_eq!(code, 200, "{reply}");
+    assert!(ev.log_count("WARN") + ev.log_count("DEBUG") > 0);
+    drop(tcp);
+    drop(bad);
+    uac.send(ev.udp, &options(ev.udp, uac.addr, 8));
+    assert_eq!(uac.recv_status(&[400]).0, 200);
+}
