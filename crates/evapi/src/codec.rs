@@ -109,6 +109,21 @@ impl NetstringCodec {
         self.max_frame
     }
 
+    /// Decode `reads` as consecutive reads from one stream, and return
+    /// every frame, or the first error. For tools and tests that hold a
+    /// whole stream (fuzzing, replaying captures).
+    pub fn decode_reads(&mut self, reads: &[&[u8]]) -> Result<Vec<Bytes>, NetstringError> {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for read in reads {
+            buf.extend_from_slice(read);
+            while let Some(frame) = self.decode(&mut buf)? {
+                frames.push(frame);
+            }
+        }
+        Ok(frames)
+    }
+
     /// Frame `data` as a netstring in one new buffer.
     pub fn frame(data: &[u8]) -> Bytes {
         let mut out = BytesMut::with_capacity(data.len() + 12);
