@@ -1,0 +1,107 @@
+//! Thousands of distinct suspended transactions that are never continued:
+//! every one ends by its timer with a 408, and none leaks (the live and
+//! suspended counts return to zero).
+
+use sip::testing::{branch, Agent, Call};
+use sip::{HostConfig, Request, Router, SipHandle, SipHost, Transport};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Suspends every INVITE and forgets it.
+struct SuspendAll;
+
+impl Router for SuspendAll {
+    fn request(&self, host: &SipHandle, req: &mut Request) {
+        if req.msg().method() == Some(&sip::Method::Invite) {
+            host.t_suspend(req).expect("suspend");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_suspended_transactions_end_by_timer() {
+    const CALLS: usize = 2000;
+    let config = HostConfig {
+        listen: vec!["udp:127.0.0.1:0".into()],
+        children: 2,
+        fr_inv_timer_ms: 500,
+        fr_timer_ms: 500,
+        wait_timer_ms: 200,
+        // A short T1 keeps Timer H (64 × T1, how long an un-ACKed 408
+        // lingers over UDP) at 6.4 s instead of 32 s.
+        t1_ms: 100,
+        t2_ms: 400,
+        ..HostConfig::default()
+    };
+    let host = SipHost::start(config, Arc::new(SuspendAll)).await.unwrap();
+    let to = host
+        .local_addrs()
+        .into_iter()
+        .find(|(t, _)| *t == Transport::Udp)
+        .unwrap()
+        .1;
+    let handle = host.handle();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut agent = Agent::udp("127.0.0.1:0").unwrap();
+        let mut finals = HashSet::new();
+        // Windows of 100 INVITEs, each answered 100 Trying at once; the 408s
+        // come later, by timer.
+        for w in 0..CALLS / 100 {
+            for i in 0..100 {
+                let call = Call::new(
+                    &agent,
+                    &format!("storm-{}", w * 100 + i),
+                    "sip:bob@127.0.0.1",
+                );
+                agent
+                    .send(to, &call.request("INVITE", &branch(), 1, None, ""))
+                    .unwrap();
+            }
+            let mut trying = 0;
+            while trying < 100 {
+                let (m, _) = agent
+                    .recv(Duration::from_secs(10))
+                    .expect("replies in time");
+                match m.status() {
+                    Some(100) => trying += 1,
+                    Some(408) => {
+                        finals.insert(m.call_id().unwrap().to_vec());
+                    }
+                    other => panic!("unexpected reply {other:?}"),
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while finals.len() < CALLS {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {CALLS} got their 408",
+                finals.len()
+            );
+            if let Some((m, _)) = agent.recv(Duration::from_secs(5)) {
+                if m.status() == Some(408) {
+                    finals.insert(m.call_id().unwrap().to_vec());
+                }
+            }
+        }
+        finals.len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(result, CALLS, "every suspended call ended with 408");
+    let stats = handle.stats();
+    assert!(stats.timeouts >= CALLS as u64, "{stats:?}");
+    // The 408s are not ACKed here, so each lingers until its retransmission
+    // timers give up; then the table is empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = handle.stats();
+        if s.live == 0 && s.suspended == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transactions leaked: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    host.shutdown().await;
+}
