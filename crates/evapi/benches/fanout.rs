@@ -1,7 +1,8 @@
 //! Fan-out benchmark: frames per second delivered by the event socket to 1,
 //! 8 and 64 netstring clients, and the memory an idle client costs.
 //!
-//! `cargo bench -p evapi --bench fanout` (add `-- --quick` for a short run).
+//! `cargo bench -p evapi --bench fanout` (add `-- --quick` for a short run,
+//! `-- --memory` for the memory part alone).
 //!
 //! One thread relays 200-byte frames as fast as it can; each client is a
 //! thread with a blocking socket that decodes every netstring it receives
@@ -32,6 +33,10 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--memory") {
+        idle_memory(if quick { 1000 } else { 10_000 });
+        return;
+    }
     let seconds = if quick { 1.0 } else { 5.0 };
     println!(
         "evapi fan-out: {FRAME_BYTES}-byte frames, {seconds} s per case, {} cores",
@@ -178,12 +183,24 @@ fn idle_memory(n: usize) {
     let after = rss_kb();
     drop(child);
     wait_for(&handle, 0);
+    // A second wave the same size: memory freed by the first is reused, so
+    // the peak does not grow wave after wave (the allocator keeps freed
+    // pages for reuse rather than returning them all to the system).
+    let child = spawn_idle(socket.local_addr(), n);
+    wait_for(&handle, n);
+    std::thread::sleep(Duration::from_millis(200));
+    let second = rss_kb();
+    drop(child);
+    wait_for(&handle, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let gone = rss_kb();
     rt.block_on(socket.shutdown());
     println!();
     println!(
         "idle clients: {n}; server RSS {before} kB before, {after} kB with them: {:.2} kB per idle client",
         (after.saturating_sub(before)) as f64 / n as f64
     );
+    println!("after they left: {gone} kB; a second wave of {n}: {second} kB at its peak");
 }
 
 struct Child(std::process::Child);
