@@ -232,41 +232,8 @@ fn install_pv(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Result<()> 
 
 fn install_evapi(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Result<()> {
     let t = lua.create_table()?;
-    let sends: [(&str, SendFn, bool); 4] = [
-        ("relay", |h, d, _| h.relay(d), false),
-        ("relay_multicast", |h, d, t| h.multicast(d, t), true),
-        ("relay_unicast", |h, d, t| h.unicast(d, t), true),
-        (
-            "relay_unicast_rr",
-            |h, d, t| h.unicast_round_robin(d, t),
-            true,
-        ),
-    ];
-    for (name, send, tagged) in sends {
-        let e = Arc::downgrade(engine);
-        t.set(
-            name,
-            lua.create_function(
-                move |_, (data, tag): (mlua::LuaString, Option<mlua::LuaString>)| {
-                    let Some(engine) = e.upgrade() else {
-                        return Ok(-1);
-                    };
-                    let tag = tag.map(|t| t.as_bytes().to_vec());
-                    if tagged && tag.is_none() {
-                        warn!(target: "script", "KSR.evapi.{name}: the tag argument is missing");
-                        return Ok(-1);
-                    }
-                    Ok(evapi_send(
-                        &engine,
-                        name,
-                        send,
-                        &data.as_bytes(),
-                        tag.as_deref().unwrap_or(b""),
-                    ))
-                },
-            )?,
-        )?;
-    }
+    install_sends(lua, &t, engine, false)?;
+    install_sends(lua, &t, engine, true)?;
     t.set(
         "close",
         lua.create_function(|lua, ()| {
@@ -312,12 +279,70 @@ fn install_evapi(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Result<(
             } as i64)
         })?,
     )?;
-    crate::route::install_evapi_async(lua, &t, engine)?;
     ksr.set("evapi", t)
 }
 
 /// One of the event socket's ways to send: (handle, data, tag).
 pub(crate) type SendFn = fn(&evapi::EvapiHandle, &[u8], &[u8]) -> Result<usize, evapi::SendError>;
+
+/// The four ways to send, by their KEMI names (plain, async), and whether
+/// they take a tag. `*_rr` are ours: unicast taking the clients of a tag in
+/// turn.
+fn sends() -> [(&'static str, &'static str, SendFn, bool); 4] {
+    [
+        ("relay", "async_relay", |h, d, _| h.relay(d), false),
+        (
+            "relay_multicast",
+            "async_multicast",
+            |h, d, t| h.multicast(d, t),
+            true,
+        ),
+        (
+            "relay_unicast",
+            "async_unicast",
+            |h, d, t| h.unicast(d, t),
+            true,
+        ),
+        (
+            "relay_unicast_rr",
+            "async_unicast_rr",
+            |h, d, t| h.unicast_round_robin(d, t),
+            true,
+        ),
+    ]
+}
+
+/// Install the plain sends, or the async ones (which suspend the current
+/// transaction first: see `route::async_send`). Empty data, or a missing
+/// or empty tag, is -1 before anything else happens.
+fn install_sends(lua: &Lua, t: &Table, engine: &Arc<Engine>, suspend: bool) -> mlua::Result<()> {
+    for (plain, async_name, send, tagged) in sends() {
+        let name = if suspend { async_name } else { plain };
+        let e = Arc::downgrade(engine);
+        t.set(
+            name,
+            lua.create_function(
+                move |lua, (data, tag): (mlua::LuaString, Option<mlua::LuaString>)| {
+                    let Some(engine) = e.upgrade() else {
+                        return Ok(-1);
+                    };
+                    let data = data.as_bytes().to_vec();
+                    let tag = tag.map(|t| t.as_bytes().to_vec()).unwrap_or_default();
+                    if data.is_empty() || (tagged && tag.is_empty()) {
+                        warn!(target: "script", "KSR.evapi.{name}: empty event data or tag");
+                        return Ok(-1);
+                    }
+                    Ok(if suspend {
+                        crate::route::async_send(lua, &engine, name, send, &data, &tag)
+                    } else {
+                        evapi_send(&engine, name, send, &data, &tag)
+                    })
+                },
+            )?,
+        )?;
+    }
+    Ok(())
+}
 
 /// Send through the event socket, with Kamailio's return convention.
 pub(crate) fn evapi_send(

@@ -592,60 +592,33 @@ fn tm_fn(
 /// `async_unicast_rr`): suspend the current request's transaction, then
 /// send. -1 when nothing was suspended; -2 when the send failed after the
 /// suspension, so the script can still reply.
-pub(crate) fn install_evapi_async(lua: &Lua, t: &Table, engine: &Arc<Engine>) -> mlua::Result<()> {
-    let sends: [(&str, SendFn, bool); 4] = [
-        ("async_relay", |h, d, _| h.relay(d), false),
-        ("async_multicast", |h, d, t| h.multicast(d, t), true),
-        ("async_unicast", |h, d, t| h.unicast(d, t), true),
-        (
-            "async_unicast_rr",
-            |h, d, t| h.unicast_round_robin(d, t),
-            true,
-        ),
-    ];
-    for (name, send, tagged) in sends {
-        let e = Arc::downgrade(engine);
-        t.set(
-            name,
-            lua.create_function(
-                move |lua, (data, tag): (mlua::LuaString, Option<mlua::LuaString>)| {
-                    let Some(engine) = e.upgrade() else {
-                        return Ok(-1);
-                    };
-                    let data = data.as_bytes().to_vec();
-                    let tag = tag.map(|t| t.as_bytes().to_vec());
-                    if data.is_empty() || (tagged && tag.as_deref().is_none_or(<[u8]>::is_empty)) {
-                        warn!(target: "script", "KSR.evapi.{name}: empty event data or tag");
-                        return Ok(-1);
-                    }
-                    let Some(host) = engine.sip().cloned() else {
-                        return Ok(-1);
-                    };
-                    let kind = with_current(lua, |cur| cur.sip.as_ref().map(|s| s.kind));
-                    if kind != Some(RouteKind::Request) {
-                        warn!(target: "script", "KSR.evapi.{name}: only in the request route");
-                        return Ok(-1);
-                    }
-                    let suspended = with_request(lua, |req| host.t_suspend(req));
-                    match suspended {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            log_tm(&format!("KSR.evapi.{name}"), &e);
-                            return Ok(-1);
-                        }
-                        None => return Ok(-1),
-                    }
-                    mark_handled(lua);
-                    Ok(
-                        match evapi_send(&engine, name, send, &data, tag.as_deref().unwrap_or(b""))
-                        {
-                            1 => 1,
-                            _ => -2,
-                        },
-                    )
-                },
-            )?,
-        )?;
+pub(crate) fn async_send(
+    lua: &Lua,
+    engine: &Engine,
+    name: &str,
+    send: SendFn,
+    data: &[u8],
+    tag: &[u8],
+) -> i64 {
+    let Some(host) = engine.sip().cloned() else {
+        return -1;
+    };
+    let kind = with_current(lua, |cur| cur.sip.as_ref().map(|s| s.kind));
+    if kind != Some(RouteKind::Request) {
+        warn!(target: "script", "KSR.evapi.{name}: only in the request route");
+        return -1;
     }
-    Ok(())
+    match with_request(lua, |req| host.t_suspend(req)) {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            log_tm(&format!("KSR.evapi.{name}"), &e);
+            return -1;
+        }
+        None => return -1,
+    }
+    mark_handled(lua);
+    match evapi_send(engine, name, send, data, tag) {
+        1 => 1,
+        _ => -2,
+    }
 }
