@@ -436,13 +436,11 @@ where
     };
     client.request_close(reason.clone());
 
-    // On a clean close, what was queued before it still goes out, within a
-    // bound; a frame cut short by a failed write is never followed by more.
-    let writer_ok = !matches!(
-        reason,
-        CloseReason::Io(_) | CloseReason::SendTimeout(_) | CloseReason::QueueLimit(_)
-    );
-    if writer_ok && matches!(reason, CloseReason::Shutdown | CloseReason::Closed) {
+    // On a clean close (shutdown, or close() by the handler), what was
+    // queued before it still goes out, within a bound. After a failed or
+    // timed-out write nothing more is written: a frame cut short is never
+    // followed by another.
+    if matches!(reason, CloseReason::Shutdown | CloseReason::Closed) {
         let bound = Duration::from_millis(shared.config.shutdown_flush_ms);
         let timeout = shared.config.send_data_timeout();
         let flushed = tokio::time::timeout(bound, writer.flush(&client.outbox, timeout)).await;
@@ -469,9 +467,9 @@ where
         _ => info!(conidx = client.conidx, peer = %client.peer, %reason, "client disconnected"),
     }
     // connection-closed runs once, whatever ended the connection, after the
-    // connection's last message-received. The
-    // dispatcher outlives every connection task, so this send only fails if
-    // its thread died, and then there is nobody left to tell.
+    // connection's last message-received. The dispatcher outlives every
+    // connection task, so this send only fails if its thread died, and then
+    // there is nobody left to tell.
     client.messages_drained().await;
     let _ = senders
         .dispatch
