@@ -60,6 +60,10 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 
 /// Check the config and the script without starting anything.
 pub fn check(loaded: Loaded) -> anyhow::Result<()> {
+    loaded
+        .host_config()
+        .validate()
+        .with_context(|| format!("{}: in [sip]/[tm]", loaded.origin))?;
     let engine = Engine::load(&loaded.script_config())?;
     println!(
         "ok: config {} and script {}",

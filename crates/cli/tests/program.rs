@@ -290,6 +290,18 @@ fn check_reports_errors_with_file_and_line() {
         "{err}"
     );
 
+    // A listen entry that cannot be used, found without binding anything.
+    let bad = dir.write(
+        "bad3.toml",
+        "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"sctp:127.0.0.1:5060\"]\n",
+    );
+    let (code, _, err) = evapi(&["check", "-c", bad.to_str().unwrap()], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("bad3.toml") && err.contains("sctp:127.0.0.1:5060"),
+        "{err}"
+    );
+
     // The embedded default is fine.
     let (code, out, err) = evapi(&["check"], "", &dir.0);
     assert_eq!(code, 0, "{out}{err}");

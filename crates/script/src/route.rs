@@ -523,32 +523,27 @@ pub(crate) fn install(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Res
                 warn!(target: "script", "KSR.maxfwd.process_maxfwd: limit must be 1 to 255");
                 return Ok(-2);
             };
-            Ok(with_request(lua, |req| process_maxfwd(req, limit as u32)).unwrap_or(-2))
+            Ok(with_request(lua, |req| process_maxfwd(req, limit as u8)).unwrap_or(-2))
         })?,
     )?;
     ksr.set("maxfwd", maxfwd)?;
     Ok(())
 }
 
-/// Kamailio's maxfwd: add the header when missing (2), refuse at 0 (-1),
-/// otherwise cap at `limit` and decrement (1); -2 on a bad value.
-fn process_maxfwd(req: &mut Request, limit: u32) -> i64 {
-    let current = req.header("Max-Forwards").map(|v| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    });
-    match current {
-        None => {
-            let _ = req.append_header(&format!("Max-Forwards: {limit}\r\n"));
-            2
-        }
-        Some(None) => -2,
-        Some(Some(0)) => -1,
-        Some(Some(n)) => {
-            let next = n.min(limit) - 1;
-            req.remove_header("Max-Forwards");
-            let _ = req.append_header(&format!("Max-Forwards: {next}\r\n"));
+/// Kamailio's maxfwd: add the header with `limit` when missing (2), refuse
+/// at 0 (-1), otherwise cap at `limit` and decrement (1); -2 when the
+/// header is there but unreadable. The value is relayed as set: the host
+/// does not decrement it again.
+fn process_maxfwd(req: &mut Request, limit: u8) -> i64 {
+    if !req.has_header("Max-Forwards") {
+        req.set_max_forwards(limit);
+        return 2;
+    }
+    match req.max_forwards() {
+        None => -2,
+        Some(0) => -1,
+        Some(n) => {
+            req.set_max_forwards(n.min(limit) - 1);
             1
         }
     }

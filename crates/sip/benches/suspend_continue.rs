@@ -7,10 +7,11 @@
 //!
 //!     cargo bench -p sip --bench suspend_continue
 //!
-//! Env: BENCH_REQUESTS (default 100000), BENCH_WINDOW (default 64),
+//! Env: BENCH_REQUESTS (default 100000), BENCH_WINDOW (default 256),
 //! BENCH_CHILDREN (default 2).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,12 +52,23 @@ fn request(method: &str, local: SocketAddr, n: usize, to_tag: Option<&str>) -> V
 /// Send `total` requests keeping `window` in flight; returns (answered,
 /// lost, elapsed).
 fn generate(
+    host: &SipHandle,
     target: SocketAddr,
     method: &str,
     total: usize,
     window: usize,
 ) -> (usize, usize, Duration) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A large receive buffer: replies come in bursts of a window, and a
+    // small datagram costs the buffer 1–2 KiB of kernel overhead, so the
+    // default (208 KiB) drops replies while this thread is descheduled.
+    let sock = {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        let _ = s.set_recv_buffer_size(4 << 20);
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        UdpSocket::from(s)
+    };
     let local = sock.local_addr().unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -103,6 +115,13 @@ fn generate(
                 }
             }
             Err(_) => {
+                if std::env::var_os("BENCH_VERBOSE").is_some() {
+                    eprintln!(
+                        "timeout: {in_flight} in flight, {sent} sent, {answered} answered, at {:?}; host {:?}",
+                        start.elapsed(),
+                        host.stats()
+                    );
+                }
                 lost += in_flight;
                 in_flight = 0;
             }
@@ -113,7 +132,7 @@ fn generate(
 
 fn main() {
     let total = env("BENCH_REQUESTS", 100_000);
-    let window = env("BENCH_WINDOW", 64);
+    let window = env("BENCH_WINDOW", 256);
     let children = env("BENCH_CHILDREN", 2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -141,19 +160,25 @@ fn main() {
         let handle = host.handle();
         // The worker: continue and answer, as an evapi worker would on a
         // client's message. Ends when the router is gone.
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let worker = std::thread::spawn(move || {
-            while let Ok(t) = rx.recv_timeout(Duration::from_secs(2)) {
-                if let Ok(mut req) = handle.t_continue(t.index, t.label) {
-                    let _ = handle.t_reply(&mut req, 200, "OK");
+            // Bounded by the stop flag, checked at least every 100 ms.
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(t) = rx.recv_timeout(Duration::from_millis(100)) {
+                    if let Ok(mut req) = handle.t_continue(t.index, t.label) {
+                        let _ = handle.t_reply(&mut req, 200, "OK");
+                    }
                 }
             }
         });
         // Warm up, then measure.
-        generate(addr, method, 2_000.min(total), window);
-        let (answered, lost, elapsed) = generate(addr, method, total, window);
+        generate(&host.handle(), addr, method, 2_000.min(total), window);
+        let (answered, lost, elapsed) = generate(&host.handle(), addr, method, total, window);
         let stats = host.handle().stats();
-        rt.block_on(host.shutdown());
+        stop.store(true, Ordering::Relaxed);
         let _ = worker.join();
+        rt.block_on(host.shutdown());
         let rate = answered as f64 / elapsed.as_secs_f64();
         println!(
             "{method:8} requests {total}, window {window}, children {children}: {answered} answered, {lost} lost, {:.2} s, {rate:.0} req/s (suspended now {}, resumed {})",

@@ -1,6 +1,7 @@
 //! The host's settings: the `[sip]` and `[tm]` sections of the config file
 //! (spec/interface.md), mapped here by the binary.
 
+use crate::host::StartError;
 use serde::Deserialize;
 
 /// Settings of a [`crate::SipHost`]. Every field has a default; unknown
@@ -37,9 +38,70 @@ pub struct HostConfig {
     /// Largest message accepted (bytes), over UDP and TCP; a TCP peer that
     /// exceeds it is disconnected.
     pub max_message_size: usize,
+    /// Receive buffer asked for each UDP socket (bytes; 0 keeps the
+    /// system default). Bursts beyond the buffer are lost in the kernel;
+    /// the system caps it at `net.core.rmem_max`.
+    pub udp_recv_buffer: usize,
+    /// A TCP connection with nothing received for this long (ms) is closed
+    /// (Kamailio's `tcp_connection_lifetime`), so idle peers do not hold
+    /// descriptors forever.
+    pub tcp_idle_timeout_ms: u64,
+    /// Most TCP connections open at once (accepted and opened by us);
+    /// beyond it new ones are refused.
+    pub max_tcp_connections: usize,
     /// Requests queued for one router thread before new ones are dropped
     /// (UDP peers retransmit), so a stalled router cannot take all memory.
     pub queue_size: usize,
+}
+
+impl HostConfig {
+    /// Check every setting without binding anything: each `listen` entry
+    /// parses, and each number is in range. [`crate::SipHost::start`] runs
+    /// the same checks.
+    pub fn validate(&self) -> Result<(), StartError> {
+        if self.listen.is_empty() {
+            return Err(StartError::NoListeners);
+        }
+        if self.children == 0 || self.children > 1024 {
+            return Err(StartError::BadConfig(format!(
+                "children = {}: must be 1 to 1024",
+                self.children
+            )));
+        }
+        if self.t1_ms == 0 || self.t2_ms < self.t1_ms {
+            return Err(StartError::BadConfig(format!(
+                "t1_ms = {}, t2_ms = {}: need 0 < t1 <= t2",
+                self.t1_ms, self.t2_ms
+            )));
+        }
+        // Bounded so timer arithmetic cannot overflow: a day is far past any
+        // sensible SIP timer.
+        const DAY_MS: u64 = 86_400_000;
+        for (name, v) in [
+            ("t1_ms", self.t1_ms),
+            ("t2_ms", self.t2_ms),
+            ("fr_timer_ms", self.fr_timer_ms),
+            ("fr_inv_timer_ms", self.fr_inv_timer_ms),
+            ("wait_timer_ms", self.wait_timer_ms),
+            ("tcp_idle_timeout_ms", self.tcp_idle_timeout_ms),
+        ] {
+            if v > DAY_MS {
+                return Err(StartError::BadConfig(format!(
+                    "{name} = {v}: at most {DAY_MS} (one day)"
+                )));
+            }
+        }
+        if self.max_message_size < 512 {
+            return Err(StartError::BadConfig(format!(
+                "max_message_size = {}: at least 512",
+                self.max_message_size
+            )));
+        }
+        for entry in &self.listen {
+            crate::transport::parse_listen(entry)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for HostConfig {
@@ -55,6 +117,9 @@ impl Default for HostConfig {
             max_transactions: 500_000,
             max_message_size: 65_535,
             queue_size: 16_384,
+            udp_recv_buffer: 1 << 20,
+            tcp_idle_timeout_ms: 120_000,
+            max_tcp_connections: 4096,
         }
     }
 }
@@ -69,5 +134,31 @@ mod tests {
         assert_eq!(c.children, 2);
         assert_eq!(c.fr_inv_timer_ms, 120_000);
         assert!(toml::from_str::<HostConfig>("chidlren = 2").is_err());
+    }
+
+    #[test]
+    fn validate_names_the_bad_setting() {
+        assert!(HostConfig::default().validate().is_ok());
+        let bad = |c: HostConfig| c.validate().unwrap_err().to_string();
+        let e = bad(HostConfig {
+            listen: vec!["udp:127.0.0.1:5060".into(), "sctp:127.0.0.1:5060".into()],
+            ..HostConfig::default()
+        });
+        assert!(e.contains("sctp:127.0.0.1:5060"), "{e}");
+        let e = bad(HostConfig {
+            listen: vec!["tcp:localhost".into()],
+            ..HostConfig::default()
+        });
+        assert!(e.contains("tcp:localhost"), "{e}");
+        let e = bad(HostConfig {
+            children: 0,
+            ..HostConfig::default()
+        });
+        assert!(e.contains("children = 0"), "{e}");
+        let e = bad(HostConfig {
+            listen: vec![],
+            ..HostConfig::default()
+        });
+        assert!(e.contains("no listen address"), "{e}");
     }
 }

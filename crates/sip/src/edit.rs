@@ -32,6 +32,10 @@ pub enum Edit {
         /// Value to insert when the request has none.
         default: u8,
     },
+    /// Set Max-Forwards to this value (inserted when absent); wins over
+    /// [`Edit::DecrementMaxForwards`]. For a router that already processed
+    /// Max-Forwards itself (Kamailio's `maxfwd` module).
+    SetMaxForwards(u8),
     /// Append a header line after the existing ones.
     AppendHeader {
         /// Header name.
@@ -143,6 +147,7 @@ struct Plan<'a> {
     vias: Vec<&'a [u8]>,
     remove_first_via: bool,
     mf_default: Option<u8>,
+    mf_set: Option<u8>,
     appends: Vec<(&'a [u8], &'a [u8])>,
     removes: Vec<(HeaderName, &'a [u8])>,
     body: Option<(Option<&'a [u8]>, &'a [u8])>,
@@ -156,6 +161,7 @@ impl<'a> Plan<'a> {
             vias: Vec::new(),
             remove_first_via: false,
             mf_default: None,
+            mf_set: None,
             appends: Vec::new(),
             removes: Vec::new(),
             body: None,
@@ -166,6 +172,7 @@ impl<'a> Plan<'a> {
                 Edit::RemoveFirstVia => p.remove_first_via = true,
                 Edit::SetRequestUri(u) => p.uri = Some(u),
                 Edit::DecrementMaxForwards { default } => p.mf_default = Some(*default),
+                Edit::SetMaxForwards(v) => p.mf_set = Some(*v),
                 Edit::AppendHeader { name, value } => p.appends.push((name, value)),
                 Edit::RemoveHeaders(n) => p.removes.push((HeaderName::classify(n), n)),
                 Edit::SetBody { content_type, body } => {
@@ -227,6 +234,12 @@ impl<'a> Plan<'a> {
             }
             if r.kind == HeaderName::MaxForwards && !seen_mf {
                 seen_mf = true;
+                if let Some(v) = self.mf_set {
+                    s.put(b"Max-Forwards: ");
+                    put_num(s, u64::from(v));
+                    s.put(b"\r\n");
+                    continue;
+                }
                 if let Some(default) = self.mf_default {
                     let n = parse_u64(&buf[r.value.range()])
                         .filter(|&n| n <= 255)
@@ -242,9 +255,9 @@ impl<'a> Plan<'a> {
             }
             s.put(&buf[r.line.range()]);
         }
-        if let (Some(default), false) = (self.mf_default, seen_mf) {
+        if let (Some(v), false) = (self.mf_set.or(self.mf_default), seen_mf) {
             s.put(b"Max-Forwards: ");
-            put_num(s, u64::from(default));
+            put_num(s, u64::from(v));
             s.put(b"\r\n");
         }
         for (n, v) in &self.appends {
@@ -289,6 +302,19 @@ impl SipMessage {
         to_tag: Option<&[u8]>,
         extra: &[(&[u8], &[u8])],
     ) -> Result<Bytes, ParseError> {
+        self.response_with_body(code, reason, to_tag, extra, b"")
+    }
+
+    /// As [`SipMessage::response`], with a body: Content-Length is written
+    /// to match it; a Content-Type, if any, goes in `extra`.
+    pub fn response_with_body(
+        &self,
+        code: u16,
+        reason: &[u8],
+        to_tag: Option<&[u8]>,
+        extra: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) -> Result<Bytes, ParseError> {
         if !self.is_request() {
             return Err(ParseError::WrongKind("cannot answer a response"));
         }
@@ -328,7 +354,10 @@ impl SipMessage {
             for (n, v) in extra {
                 put_header(s, n, v);
             }
-            s.put(b"Content-Length: 0\r\n\r\n");
+            s.put(b"Content-Length: ");
+            put_num(s, body.len() as u64);
+            s.put(b"\r\n\r\n");
+            s.put(body);
         }))
     }
 

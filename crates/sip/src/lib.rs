@@ -39,6 +39,7 @@ mod router;
 #[cfg(feature = "test-agent")]
 pub mod testing;
 mod tm;
+mod transport;
 mod uri;
 mod values;
 

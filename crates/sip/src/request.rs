@@ -88,12 +88,12 @@ impl fmt::Display for TxRef {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
     /// The new Request-URI or destination URI does not parse.
-    #[error("invalid URI {uri:?}: {source}")]
+    #[error("invalid URI {uri:?}: {reason}")]
     BadUri {
         /// The URI as given.
         uri: String,
-        /// Why it was refused.
-        source: ParseError,
+        /// Why it was refused (in the message, so not also a `source`).
+        reason: ParseError,
     },
     /// An appended header is not one `Name: value` line.
     #[error("invalid header line {0:?}: expected one \"Name: value\" line")]
@@ -110,12 +110,38 @@ pub struct Request {
     pub(crate) tx: Option<TxRef>,
     ruri: Option<Bytes>,
     dst_uri: Option<String>,
+    /// Max-Forwards as the router set it (then relayed as is).
+    max_forwards: Option<u8>,
     /// Names of headers removed from the original rows.
     removed: Vec<(HeaderName, String)>,
     /// Appended header lines (name, value), in order.
     appended: Vec<(String, String)>,
     pub(crate) failure_route: Option<String>,
     pub(crate) failure_code: Option<u16>,
+    /// Header lines for the replies we build to this request.
+    reply_headers: Vec<(String, String)>,
+    /// Body for the replies we build: (Content-Type, body).
+    reply_body: Option<(String, Bytes)>,
+}
+
+/// Split a whole header line (`"X-Foo: bar"`, with or without its CRLF)
+/// into name and value; one line only, the name a token.
+fn split_header_line(line: &str) -> Result<(String, String), EditError> {
+    let bad = || EditError::BadHeader(line.to_owned());
+    let l = line.strip_suffix("\r\n").unwrap_or(line);
+    if l.contains(['\r', '\n']) {
+        return Err(bad());
+    }
+    let (name, value) = l.split_once(':').ok_or_else(bad)?;
+    let name = name.trim_end();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+    {
+        return Err(bad());
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
 }
 
 fn same_name(a_kind: HeaderName, a: &str, b_kind: HeaderName, b: &str) -> bool {
@@ -132,10 +158,13 @@ impl Request {
             tx: None,
             ruri: None,
             dst_uri: None,
+            max_forwards: None,
             removed: Vec::new(),
             appended: Vec::new(),
             failure_route: None,
             failure_code: None,
+            reply_headers: Vec::new(),
+            reply_body: None,
         }
     }
 
@@ -156,9 +185,9 @@ impl Request {
 
     /// Replace the Request-URI (applied when relayed).
     pub fn set_ruri(&mut self, uri: &str) -> Result<(), EditError> {
-        Uri::parse(uri.as_bytes()).map_err(|source| EditError::BadUri {
+        Uri::parse(uri.as_bytes()).map_err(|reason| EditError::BadUri {
             uri: uri.to_owned(),
-            source,
+            reason,
         })?;
         self.ruri = Some(Bytes::copy_from_slice(uri.as_bytes()));
         Ok(())
@@ -176,9 +205,9 @@ impl Request {
     /// sends the request instead of the Request-URI (Kamailio's `$du`).
     pub fn set_dst_uri(&mut self, uri: Option<&str>) -> Result<(), EditError> {
         if let Some(u) = uri {
-            Uri::parse(u.as_bytes()).map_err(|source| EditError::BadUri {
+            Uri::parse(u.as_bytes()).map_err(|reason| EditError::BadUri {
                 uri: u.to_owned(),
-                source,
+                reason,
             })?;
         }
         self.dst_uri = uri.map(str::to_owned);
@@ -193,22 +222,8 @@ impl Request {
     /// Append one header line, given whole (`"X-Foo: bar"`, with or without
     /// the final CRLF). It is added after the existing headers on relay.
     pub fn append_header(&mut self, line: &str) -> Result<(), EditError> {
-        let bad = || EditError::BadHeader(line.to_owned());
-        let l = line.strip_suffix("\r\n").unwrap_or(line);
-        if l.contains(['\r', '\n']) {
-            return Err(bad());
-        }
-        let (name, value) = l.split_once(':').ok_or_else(bad)?;
-        let name = name.trim_end();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
-        {
-            return Err(bad());
-        }
-        self.appended
-            .push((name.to_owned(), value.trim().to_owned()));
+        let (name, value) = split_header_line(line)?;
+        self.appended.push((name, value));
         Ok(())
     }
 
@@ -252,6 +267,85 @@ impl Request {
         self.header(name).is_some()
     }
 
+    /// Max-Forwards: as set with [`Request::set_max_forwards`], else the
+    /// message's (`None` when absent or unreadable).
+    pub fn max_forwards(&self) -> Option<u8> {
+        self.max_forwards
+            .or_else(|| self.msg.max_forwards().ok().flatten())
+    }
+
+    /// Set the Max-Forwards value to relay with (Kamailio's
+    /// `process_maxfwd` decrements it this way). Once set,
+    /// [`crate::SipHandle::t_relay`] sends it as is instead of
+    /// decrementing, and does not refuse a 0 itself.
+    pub fn set_max_forwards(&mut self, value: u8) {
+        self.max_forwards = Some(value);
+    }
+
+    /// Whether the router set Max-Forwards itself.
+    pub(crate) fn max_forwards_set(&self) -> bool {
+        self.max_forwards.is_some()
+    }
+
+    /// Add a header line to the replies built for this request by
+    /// [`crate::SipHandle::t_reply`] and [`crate::SipHandle::sl_reply`]
+    /// (Kamailio's `append_to_reply`), given as for
+    /// [`Request::append_header`].
+    pub fn append_to_reply(&mut self, line: &str) -> Result<(), EditError> {
+        let (name, value) = split_header_line(line)?;
+        self.reply_headers.push((name, value));
+        Ok(())
+    }
+
+    /// Set the body of the replies built for this request (Kamailio's
+    /// `set_reply_body`), e.g. an SDP answer from an event socket client.
+    pub fn set_reply_body(&mut self, content_type: &str, body: &[u8]) -> Result<(), EditError> {
+        if content_type.is_empty() || content_type.contains(['\r', '\n']) {
+            return Err(EditError::BadHeader(format!(
+                "Content-Type: {content_type}"
+            )));
+        }
+        self.reply_body = Some((content_type.to_owned(), Bytes::copy_from_slice(body)));
+        Ok(())
+    }
+
+    /// Build a reply to this request with the reply headers and body set on
+    /// it.
+    pub(crate) fn build_reply(
+        &self,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&[u8]>,
+    ) -> Result<Bytes, ParseError> {
+        let mut extra: Vec<(&[u8], &[u8])> = self
+            .reply_headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let body: &[u8] = match &self.reply_body {
+            Some((ct, b)) => {
+                extra.push((b"Content-Type", ct.as_bytes()));
+                b
+            }
+            None => b"",
+        };
+        self.msg
+            .response_with_body(code, reason.as_bytes(), to_tag, &extra, body)
+            // A broken To cannot take a tag: answer without one rather
+            // than not at all.
+            .or_else(|_| {
+                self.msg
+                    .response_with_body(code, reason.as_bytes(), None, &extra, body)
+            })
+    }
+
+    /// Take the reply headers and body of `other` (the same request, as
+    /// the router edited it later).
+    pub(crate) fn take_reply_parts(&mut self, other: &Request) {
+        self.reply_headers.clone_from(&other.reply_headers);
+        self.reply_body.clone_from(&other.reply_body);
+    }
+
     /// Arm a failure route for the next relay: when its branch ends with a
     /// final reply >= 300 or times out, the router's
     /// [`crate::Router::failure`] runs with this name instead of the reply
@@ -293,7 +387,10 @@ impl Request {
         let mut e = self.msg.edit();
         e.push(Edit::PrependVia(Bytes::copy_from_slice(via.as_bytes())));
         if !self.max_forwards_edited() {
-            e.push(Edit::DecrementMaxForwards { default: 70 });
+            e.push(match self.max_forwards {
+                Some(v) => Edit::SetMaxForwards(v),
+                None => Edit::DecrementMaxForwards { default: 70 },
+            });
         }
         if let Some(u) = &self.ruri {
             e.push(Edit::SetRequestUri(u.clone()));
@@ -364,6 +461,11 @@ mod tests {
         assert_eq!(m.headers("Subject").count(), 1);
         assert_eq!(m.header("X-A"), None);
         assert_eq!(m.header("X-B"), Some(&b"two"[..]));
+        r.set_max_forwards(9);
+        assert_eq!(r.max_forwards(), Some(9));
+        let m = SipMessage::parse(r.serialize_for_relay("SIP/2.0/UDP h;branch=z9hG4bKx")).unwrap();
+        assert_eq!(m.max_forwards().unwrap(), Some(9));
+        assert_eq!(m.headers("Max-Forwards").count(), 1);
     }
 
     #[test]

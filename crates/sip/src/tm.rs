@@ -290,14 +290,16 @@ struct Tx {
     /// The final was ours (not forwarded): we retransmit even a 2xx.
     local_final: bool,
     interval: u64,
-    /// The request while suspended.
-    stash: Option<Request>,
+    /// The request while suspended. Boxed, as the branch and the best
+    /// reply: most transactions never need them, and every entry pays for
+    /// what is inline.
+    stash: Option<Box<Request>>,
     canceled: bool,
     in_failure: bool,
-    branch: Option<Branch>,
+    branch: Option<Box<Branch>>,
     branches: u32,
     /// Best final reply of ended branches: (code, the reply, if one came).
-    best: Option<(u16, Option<SipMessage>)>,
+    best: Option<Box<(u16, Option<SipMessage>)>>,
     /// (Call-ID, CSeq) while a local 2xx waits for its ACK.
     dialog: Option<(Bytes, u32)>,
     timers: [Option<TimerKey>; 6],
@@ -305,7 +307,7 @@ struct Tx {
 
 impl Tx {
     fn branch_active(&self) -> bool {
-        self.branch.as_ref().is_some_and(Branch::active)
+        self.branch.as_ref().is_some_and(|b| b.active())
     }
 }
 
@@ -354,6 +356,98 @@ fn tx_id(t: TxRef) -> u64 {
     (u64::from(t.index) << 32) | u64::from(t.label)
 }
 
+/// Maps split in shards so that growing one rehashes a sixteenth of the
+/// table: one big rehash (hundreds of thousands of entries) would hold the
+/// table lock long enough to stall every thread.
+const SHARDS: usize = 16;
+
+/// How an entry picks its shard.
+trait ShardKey: std::hash::Hash + Eq {
+    fn shard(&self, pick: &RandomState) -> usize;
+}
+
+impl ShardKey for u64 {
+    /// A transaction id: its index is already a hash.
+    fn shard(&self, _: &RandomState) -> usize {
+        ((self >> 32) as usize) % SHARDS
+    }
+}
+
+impl ShardKey for TransactionKey {
+    fn shard(&self, pick: &RandomState) -> usize {
+        (pick.hash_one(self) as usize) % SHARDS
+    }
+}
+
+struct Sharded<K, V> {
+    maps: Vec<HashMap<K, V>>,
+    pick: RandomState,
+    len: usize,
+}
+
+impl<K: ShardKey, V> Sharded<K, V> {
+    fn new() -> Self {
+        Sharded {
+            maps: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            pick: RandomState::new(),
+            len: 0,
+        }
+    }
+
+    fn map(&self, k: &K) -> &HashMap<K, V> {
+        &self.maps[k.shard(&self.pick)]
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map(k).get(k)
+    }
+
+    fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let i = k.shard(&self.pick);
+        self.maps[i].get_mut(k)
+    }
+
+    fn contains_key(&self, k: &K) -> bool {
+        self.map(k).contains_key(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) -> Option<V> {
+        let i = k.shard(&self.pick);
+        let old = self.maps[i].insert(k, v);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        let i = k.shard(&self.pick);
+        let old = self.maps[i].remove(k);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.maps.iter().flat_map(|m| m.iter())
+    }
+
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.maps.iter().flat_map(|m| m.values())
+    }
+}
+
 /// What an incoming request turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Incoming {
@@ -372,8 +466,9 @@ pub(crate) struct Tm {
     seed: u32,
     hasher: RandomState,
     next_label: u32,
-    txs: HashMap<u64, Tx>,
-    by_key: HashMap<TransactionKey, u64>,
+    /// Boxed: a transaction is large, and a rehash should move pointers.
+    txs: Sharded<u64, Box<Tx>>,
+    by_key: Sharded<TransactionKey, u64>,
     by_dialog: HashMap<(Bytes, u32), u64>,
     timers: Timers,
     suspended: usize,
@@ -390,8 +485,8 @@ impl Tm {
             seed,
             hasher,
             next_label: 0,
-            txs: HashMap::new(),
-            by_key: HashMap::new(),
+            txs: Sharded::new(),
+            by_key: Sharded::new(),
             by_dialog: HashMap::new(),
             timers: Timers {
                 armed_at: u64::MAX,
@@ -470,6 +565,20 @@ impl Tm {
             local: Some(s.local),
             conn: s.conn,
         }
+    }
+
+    /// Whether the request's INVITE transaction was cancelled.
+    pub(crate) fn is_canceled(&self, req: &Request) -> bool {
+        let id = match req.tx {
+            Some(t) => Some(tx_id(t)),
+            None => req
+                .msg()
+                .transaction_key()
+                .ok()
+                .and_then(|k| self.by_key.get(&k.for_invite()).copied()),
+        };
+        id.and_then(|i| self.txs.get(&i))
+            .is_some_and(|t| t.canceled)
     }
 
     /// Whether a transaction exists for this request (t_check_trans).
@@ -764,17 +873,17 @@ impl Tm {
         }
         let fr = self.fr_for(invite);
         self.timers.arm(&mut tx.timers, id, Timer::Fr, now + fr);
-        self.txs.insert(id, tx);
+        self.txs.insert(id, Box::new(tx));
         self.by_key.insert(key, id);
         self.stats.created += 1;
         Ok(tref)
     }
 
     fn tx_mut(&mut self, t: TxRef) -> Result<&mut Tx, TmError> {
-        self.txs.get_mut(&tx_id(t)).ok_or(TmError::NoTransaction {
-            index: t.index,
-            label: t.label,
-        })
+        self.txs
+            .get_mut(&tx_id(t))
+            .map(|b| &mut **b)
+            .ok_or_else(|| no_tx(t))
     }
 
     /// Reply on the request's transaction (created if needed).
@@ -796,35 +905,45 @@ impl Tm {
             });
         }
         let id = tx_id(t);
+        // The router's reply headers and body, as set on this copy of the
+        // request, go into this reply.
+        tx.req.take_reply_parts(req);
         if code < 200 {
             let tag = (code > 100).then(|| self.to_tag(t));
             let tx = self.tx_mut(t)?;
             let r = tx
                 .req
-                .msg()
-                .response(
-                    code,
-                    reason.as_bytes(),
-                    tag.as_deref().map(str::as_bytes),
-                    &[],
-                )
-                .or_else(|_| tx.req.msg().response(code, reason.as_bytes(), None, &[]))
+                .build_reply(code, reason, tag.as_deref().map(str::as_bytes))
                 .map_err(TmError::BadRequest)?;
             Self::send(out, &tx.dest, r.clone());
             tx.last = Some(r);
             tx.code = code;
             return Ok(());
         }
-        self.local_final(id, code, reason, now, out)
+        self.final_reply(id, code, reason, true, now, out)
     }
 
-    /// Send a final reply we build; ends a suspension and cancels an
-    /// active branch.
+    /// A final reply we generate on our own (timeouts, 487, 503...): no
+    /// headers or body of the router's.
     fn local_final(
         &mut self,
         id: u64,
         code: u16,
         reason: &str,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), TmError> {
+        self.final_reply(id, code, reason, false, now, out)
+    }
+
+    /// Send a final reply we build (with the router's reply headers and
+    /// body when `routed`); ends a suspension and cancels an active branch.
+    fn final_reply(
+        &mut self,
+        id: u64,
+        code: u16,
+        reason: &str,
+        routed: bool,
         now: u64,
         out: &mut Vec<Action>,
     ) -> Result<(), TmError> {
@@ -835,12 +954,15 @@ impl Tm {
         let Some(tx) = self.txs.get_mut(&id) else {
             return Ok(());
         };
-        let r = tx
-            .req
-            .msg()
-            .response(code, reason.as_bytes(), Some(tag.as_bytes()), &[])
-            .or_else(|_| tx.req.msg().response(code, reason.as_bytes(), None, &[]))
-            .map_err(TmError::BadRequest)?;
+        let r = if routed {
+            tx.req.build_reply(code, reason, Some(tag.as_bytes()))
+        } else {
+            tx.req
+                .msg()
+                .response(code, reason.as_bytes(), Some(tag.as_bytes()), &[])
+                .or_else(|_| tx.req.msg().response(code, reason.as_bytes(), None, &[]))
+        }
+        .map_err(TmError::BadRequest)?;
         if tx.stash.take().is_some() {
             self.suspended -= 1;
         }
@@ -932,7 +1054,7 @@ impl Tm {
         if tx.branch_active() {
             return Err(TmError::BranchPending { index, label });
         }
-        tx.stash = Some(req.clone());
+        tx.stash = Some(Box::new(req.clone()));
         tx.in_failure = false;
         let at = now + if tx.invite { fr_inv } else { fr };
         self.timers.arm(&mut tx.timers, tx_id(t), Timer::Fr, at);
@@ -951,7 +1073,7 @@ impl Tm {
         let req = tx.stash.take().ok_or(not)?;
         self.suspended -= 1;
         self.stats.resumed += 1;
-        Ok(req)
+        Ok(*req)
     }
 
     /// Our socket to relay from: the first listener of the transport and
@@ -967,15 +1089,22 @@ impl Tm {
 
     /// Relay the request statefully to `hop` (already resolved from the
     /// destination URI or Request-URI). ACK is relayed statelessly.
+    /// `via_ip`: the address to put in our Via when the listener is bound
+    /// to a wildcard address (the host looks up the route to `hop`).
     pub(crate) fn relay(
         &mut self,
         req: &mut Request,
         hop: (Transport, SocketAddr),
+        via_ip: Option<std::net::IpAddr>,
         now: u64,
         out: &mut Vec<Action>,
     ) -> Result<(), TmError> {
         let (transport, addr) = hop;
         let local = self.pick_local(transport, addr)?;
+        let sent_by = match via_ip {
+            Some(ip) if local.ip().is_unspecified() => SocketAddr::new(ip, local.port()),
+            _ => local,
+        };
         let dest = Dest {
             transport,
             addr,
@@ -995,7 +1124,7 @@ impl Tm {
             let via = format!(
                 "SIP/2.0/{} {};branch={}{:08x}.a.{:x}",
                 transport.via_name(),
-                local,
+                sent_by,
                 BRANCH_PREFIX,
                 self.seed,
                 h
@@ -1003,7 +1132,7 @@ impl Tm {
             Self::send(out, &dest, req.serialize_for_relay(&via));
             return Ok(());
         }
-        if req.msg().max_forwards() == Ok(Some(0)) {
+        if !req.max_forwards_set() && req.msg().max_forwards() == Ok(Some(0)) {
             self.reply(req, 483, "Too Many Hops", now, out)?;
             return Err(TmError::TooManyHops);
         }
@@ -1031,7 +1160,7 @@ impl Tm {
         let via = format!(
             "SIP/2.0/{} {};branch={}{:08x}.{:x}.{:x}.{}",
             transport.via_name(),
-            local,
+            sent_by,
             BRANCH_PREFIX,
             seed,
             index,
@@ -1061,7 +1190,7 @@ impl Tm {
         self.timers
             .arm(&mut tx.timers, id, Timer::BTimeout, now + fr);
         self.timers.disarm(&mut tx.timers, Timer::CRetrans);
-        tx.branch = Some(Branch {
+        tx.branch = Some(Box::new(Branch {
             no,
             data,
             sent,
@@ -1070,7 +1199,7 @@ impl Tm {
             interval: t1,
             cancel_wanted: false,
             cancel: None,
-        });
+        }));
         self.stats.relayed += 1;
         Ok(())
     }
@@ -1151,6 +1280,13 @@ impl Tm {
                 }
             }
             (ClientState::Accepted, 200..=299) => Self::send(out, &tx.dest, strip()),
+            (ClientState::Completed, 200..=299) => {
+                // A 2xx after the branch timed out or was cancelled: the
+                // callee answered, so the caller must see it (RFC 3261
+                // §16.7 step 5), whatever was sent upstream before.
+                b.state = ClientState::Accepted;
+                Self::send(out, &tx.dest, strip());
+            }
             (ClientState::Calling | ClientState::Proceeding, _) => {
                 b.state = ClientState::Completed;
                 self.timers.disarm(&mut tx.timers, Timer::BRetrans);
@@ -1187,9 +1323,9 @@ impl Tm {
         };
         // 6xx wins (a global failure), then the lowest code.
         let rank = |c: u16| (c < 600, c);
-        let better = tx.best.as_ref().is_none_or(|(b, _)| rank(code) < rank(*b));
+        let better = tx.best.as_ref().is_none_or(|b| rank(code) < rank(b.0));
         if better {
-            tx.best = Some((code, reply));
+            tx.best = Some(Box::new((code, reply)));
         }
         if tx.state != ServerState::Proceeding {
             return;
@@ -1213,7 +1349,7 @@ impl Tm {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
-        match tx.best.take() {
+        match tx.best.take().map(|b| *b) {
             Some((code, Some(reply))) => {
                 let data = reply.edit().with(Edit::RemoveFirstVia).serialize();
                 self.send_final(id, data, code, now, out);

@@ -250,15 +250,18 @@ fn cancel_racing_a_continue() {
     let t = tm.suspend(&mut invite(), 0, &mut out).unwrap();
     let mut back = tm.resume(t.index, t.label).unwrap();
     out.clear();
+    assert!(!tm.is_canceled(&back));
     tm.on_request(&msg("CANCEL", "z9hG4bKinv1", "call-1", 1, ""), 5, &mut out);
     assert_eq!(codes(&mut out), vec![200, 487]);
+    assert!(tm.is_canceled(&back));
+    assert!(tm.is_canceled(&msg("CANCEL", "z9hG4bKinv1", "call-1", 1, "")));
     assert!(matches!(
         tm.reply(&mut back, 200, "OK", 6, &mut out),
         Err(TmError::AlreadyReplied { code: 487, .. })
     ));
     let hop = (Transport::Udp, UAS.parse().unwrap());
     assert!(matches!(
-        tm.relay(&mut back, hop, 6, &mut out),
+        tm.relay(&mut back, hop, None, 6, &mut out),
         Err(TmError::AlreadyReplied { .. })
     ));
     assert!(out.is_empty());
@@ -270,8 +273,14 @@ fn cancel_racing_a_continue() {
 /// Relay the INVITE to the UAS; returns the request as sent.
 fn relayed(tm: &mut Tm, r: &mut Request, now: u64) -> SipMessage {
     let mut out = Vec::new();
-    tm.relay(r, (Transport::Udp, UAS.parse().unwrap()), now, &mut out)
-        .unwrap();
+    tm.relay(
+        r,
+        (Transport::Udp, UAS.parse().unwrap()),
+        None,
+        now,
+        &mut out,
+    )
+    .unwrap();
     let s = sent(&mut out);
     let (to, m) = s.into_iter().rfind(|(_, m)| m.is_request()).unwrap();
     assert_eq!(to, UAS.parse::<SocketAddr>().unwrap());
@@ -429,6 +438,19 @@ fn branch_timeout_before_and_after_provisional() {
     out.clear();
     tm.on_timer(30_000, &mut out);
     assert_eq!(codes(&mut out), vec![408]);
+    // A late 200 from the callee is still forwarded.
+    let fwd = tm
+        .txs
+        .values()
+        .next()
+        .unwrap()
+        .branch
+        .as_ref()
+        .unwrap()
+        .sent
+        .clone();
+    tm.on_reply(&answer(&fwd, 200), 30_100, &mut out);
+    assert_eq!(codes(&mut out), vec![200]);
 
     // After a 180: fr_inv_timer, and a CANCEL goes downstream.
     let mut tm = Tm::new(cfg());
@@ -491,7 +513,13 @@ fn max_forwards_zero_gets_483() {
         invite().source().clone(),
     );
     let e = tm
-        .relay(&mut r, (Transport::Udp, UAS.parse().unwrap()), 0, &mut out)
+        .relay(
+            &mut r,
+            (Transport::Udp, UAS.parse().unwrap()),
+            None,
+            0,
+            &mut out,
+        )
         .unwrap_err();
     assert_eq!(e, TmError::TooManyHops);
     assert_eq!(codes(&mut out), vec![483]);
@@ -664,7 +692,7 @@ mod random {
                         if failure {
                             r.set_failure_route("f");
                         }
-                        let _ = tm.relay(&mut r, hop, now, &mut out);
+                        let _ = tm.relay(&mut r, hop, None, now, &mut out);
                     }
                     Op::Answer(c, code) => {
                         if let Some(s) = sent_branch.get(&c) {
@@ -730,4 +758,41 @@ mod random {
             prop_assert!(tm.by_dialog.is_empty());
         }
     }
+}
+
+#[test]
+fn wildcard_listener_advertises_the_routed_address() {
+    let mut c = cfg();
+    c.listeners = vec![(Transport::Udp, "0.0.0.0:5060".parse().unwrap())];
+    let mut tm = Tm::new(c);
+    let mut out = Vec::new();
+    let hop = (Transport::Udp, UAS.parse().unwrap());
+    let ip = "127.0.0.9".parse().unwrap();
+    tm.relay(&mut invite(), hop, Some(ip), 0, &mut out).unwrap();
+    let s = sent(&mut out);
+    let fwd = &s.iter().find(|(_, m)| m.is_request()).unwrap().1;
+    let via = fwd.top_via().unwrap();
+    assert_eq!((via.host, via.port), (&b"127.0.0.9"[..], Some(5060)));
+}
+
+#[test]
+fn reply_headers_and_body_go_into_routed_replies_only() {
+    let mut tm = Tm::new(cfg());
+    let mut out = Vec::new();
+    let mut r = invite();
+    r.append_to_reply("X-Why: because").unwrap();
+    r.set_reply_body("text/plain", b"hello").unwrap();
+    assert!(r.append_to_reply("no colon").is_err());
+    tm.reply(&mut r, 180, "Ringing", 0, &mut out).unwrap();
+    let s = sent(&mut out);
+    let ringing = &s.last().unwrap().1;
+    assert_eq!(ringing.header("X-Why"), Some(&b"because"[..]));
+    assert_eq!(ringing.body(), b"hello");
+    assert_eq!(ringing.content_length(), Some(5));
+    // The table's own 408 carries none of it.
+    tm.on_timer(120_000, &mut out);
+    let s = sent(&mut out);
+    assert_eq!(s[0].1.status(), Some(408));
+    assert_eq!(s[0].1.header("X-Why"), None);
+    assert_eq!(s[0].1.body(), b"");
 }

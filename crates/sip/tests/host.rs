@@ -2,6 +2,7 @@
 //! suspend / continue / reply, relay to a test UAS, retransmissions,
 //! CANCEL, timeouts, malformed input, TCP and IPv6.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,22 @@ use sip::{
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The host closed the stream: a read sees end of file (not a timeout).
+fn assert_closed(s: &mut std::net::TcpStream) {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 1024];
+    // Bounded: each read returns data, EOF, or an error by the timeout.
+    for _ in 0..100 {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("connection not closed: {e}"),
+        }
+    }
+    panic!("connection kept sending");
+}
+
 /// What the test router does with a new request.
 #[derive(Clone)]
 enum Mode {
@@ -23,6 +40,8 @@ enum Mode {
     Relay(SocketAddr, Option<SocketAddr>),
     /// Answer every request statefully (ACK aside).
     Answer(u16),
+    /// Relay everything to this URI.
+    RelayTo(String),
 }
 
 struct TestRouter {
@@ -40,7 +59,11 @@ impl Router for TestRouter {
             (_, Some(Method::Cancel)) => {
                 let _ = host.sl_reply(req, 481, "Call/Transaction Does Not Exist");
             }
-            (Mode::Suspend | Mode::Answer(_), Some(Method::Ack)) => {}
+            (Mode::Suspend | Mode::Answer(_) | Mode::RelayTo(_), Some(Method::Ack)) => {}
+            (Mode::RelayTo(uri), _) => {
+                req.set_dst_uri(Some(uri)).unwrap();
+                let _ = host.t_relay(req);
+            }
             (Mode::Answer(code), _) => {
                 let _ = host.t_reply(req, *code, "Answered");
             }
@@ -180,11 +203,16 @@ fn suspend_continue_reply(t: Transport) {
         e.to_string(),
         format!("no suspended transaction {}:{}", tx.index, tx.label)
     );
+    req.append_to_reply("X-Answered-By: test").unwrap();
+    req.set_reply_body("application/sdp", b"v=0\r\n").unwrap();
     h.handle.t_reply(&mut req, 200, "OK").unwrap();
     let ok = a
         .expect_status(200, Some(Method::Invite), WAIT)
         .expect("200");
     assert!(ok.to().unwrap().tag.is_some());
+    assert_eq!(ok.header("X-Answered-By"), Some(&b"test"[..]));
+    assert_eq!(ok.header("Content-Type"), Some(&b"application/sdp"[..]));
+    assert_eq!(ok.body(), b"v=0\r\n");
     assert_eq!(ok.top_via().unwrap().branch, Some(br.as_bytes()));
     a.send(to, &ack_2xx(&call, 1, &ok)).unwrap();
     let s = h.wait_stats(|s| s.suspended == 0);
@@ -455,9 +483,9 @@ fn malformed_input_gets_400_or_is_dropped() {
         &b"NOT SIP AT ALL\r\nfoo\r\n\r\n"[..],
         b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\nContent-Length: 99999999\r\n\r\n",
     ] {
-        let mut t = Agent::tcp(h.addr(Transport::Tcp)).unwrap();
-        t.send(to, junk).unwrap();
-        assert!(t.recv(WAIT).is_none(), "connection should be closed");
+        let mut s = std::net::TcpStream::connect(h.addr(Transport::Tcp)).unwrap();
+        s.write_all(junk).unwrap();
+        assert_closed(&mut s);
     }
     let mut t = uac(&h, Transport::Tcp);
     let call = Call::new(&t, "tcp-ok", "sip:bob@127.0.0.1");
@@ -558,4 +586,113 @@ fn rfc4475_torture_messages_do_not_hurt_the_host() {
         .unwrap();
     t.expect_status(404, None, WAIT)
         .expect("404 over TCP after the torture messages");
+}
+
+#[test]
+fn idle_tcp_connections_are_closed() {
+    let h = TestHost::start(Mode::Suspend, |c| c.tcp_idle_timeout_ms = 100);
+    let mut s = std::net::TcpStream::connect(h.addr(Transport::Tcp)).unwrap();
+    assert_closed(&mut s);
+}
+
+#[test]
+fn tcp_connection_limit() {
+    let h = TestHost::start(Mode::Suspend, |c| c.max_tcp_connections = 1);
+    let mut first = Agent::tcp(h.addr(Transport::Tcp)).unwrap();
+    let call = Call::new(&first, "limit", "sip:bob@127.0.0.1");
+    first
+        .send(
+            h.addr(Transport::Tcp),
+            &call.request("OPTIONS", &branch(), 1, None, ""),
+        )
+        .unwrap();
+    first
+        .expect_status(200, None, WAIT)
+        .expect("first connection served");
+    let mut second = std::net::TcpStream::connect(h.addr(Transport::Tcp)).unwrap();
+    assert_closed(&mut second);
+}
+
+/// Holds the request of Call-ID "slow" until the test opens the gate;
+/// answers everything else at once.
+struct GateRouter {
+    gate: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Router for GateRouter {
+    fn request(&self, host: &SipHandle, req: &mut Request) {
+        if req.msg().call_id() == Ok(&b"slow"[..]) {
+            let _ = self
+                .gate
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+        }
+        let _ = host.t_reply(req, 200, "OK");
+    }
+}
+
+#[test]
+fn a_blocked_router_thread_does_not_stall_other_calls() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (open, gate) = mpsc::channel();
+    let cfg = HostConfig {
+        listen: vec!["udp:127.0.0.1:0".into()],
+        children: 4,
+        ..HostConfig::default()
+    };
+    let host = rt
+        .block_on(SipHost::start(
+            cfg,
+            Arc::new(GateRouter {
+                gate: Mutex::new(gate),
+            }),
+        ))
+        .unwrap();
+    let to = host.local_addrs()[0].1;
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    let slow = Call::new(&a, "slow", "sip:bob@127.0.0.1");
+    a.send(to, &slow.request("MESSAGE", &branch(), 1, None, ""))
+        .unwrap();
+    for i in 0..8 {
+        let c = Call::new(&a, &format!("fast-{i}"), "sip:bob@127.0.0.1");
+        a.send(to, &c.request("MESSAGE", &branch(), 1, None, ""))
+            .unwrap();
+    }
+    // Calls on other router threads are answered while one is blocked.
+    let fast = a
+        .expect(WAIT, |m| {
+            m.status() == Some(200) && m.call_id().is_ok_and(|c| c.starts_with(b"fast"))
+        })
+        .expect("a fast call answered while the slow one is held");
+    assert!(fast.0.call_id().unwrap().starts_with(b"fast"));
+    open.send(()).unwrap();
+    a.expect(WAIT, |m| m.call_id() == Ok(&b"slow"[..]))
+        .expect("the slow call answered once released");
+    rt.block_on(host.shutdown());
+}
+
+#[test]
+fn tcp_connect_failure_gives_503() {
+    // A port with nothing listening: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = TestHost::start(
+        Mode::RelayTo(format!("sip:127.0.0.1:{port};transport=tcp")),
+        |_| {},
+    );
+    let to = h.addr(Transport::Udp);
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    let call = Call::new(&a, "tcp-refused", "sip:bob@127.0.0.1");
+    a.send(to, &call.request("MESSAGE", &branch(), 1, None, ""))
+        .unwrap();
+    a.expect_status(503, None, WAIT)
+        .expect("503 when the next hop refuses the connection");
 }

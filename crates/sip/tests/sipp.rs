@@ -39,6 +39,13 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -107,15 +114,21 @@ fn uac_args(target: SocketAddr, transport: Transport) -> Vec<String> {
         Transport::Udp => "u1",
         Transport::Tcp => "t1",
     };
+    // An explicit free port: without -p SIPp binds 5060, and over TCP it
+    // gives up at once when that port is busy (or held in TIME_WAIT).
+    let port = match transport {
+        Transport::Udp => free_udp_port(),
+        Transport::Tcp => free_tcp_port(),
+    };
     [
         "-t",
         t,
+        "-p",
+        &port.to_string(),
         "-sf",
         scenario("uac.xml").to_str().unwrap(),
         "-i",
         "127.0.0.1",
-        "-p",
-        &free_udp_port().to_string(),
         "-r",
         &RATE.to_string(),
         "-m",
