@@ -40,7 +40,20 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             "evapi running"
         );
         let signal = wait_for_signal().await?;
-        info!(signal, "shutting down");
+        let (tm, ev) = (host.handle().stats(), events.handle().stats());
+        info!(
+            signal,
+            transactions_created = tm.created,
+            transactions_live = tm.live,
+            suspended = tm.suspended,
+            resumed = tm.resumed,
+            timeouts = tm.timeouts,
+            absorbed = tm.absorbed,
+            relays = ev.relays,
+            frames_queued = ev.frames_queued,
+            slow_cut = ev.slow_cut,
+            "shutting down"
+        );
         host.shutdown().await;
         events.shutdown().await;
         info!("stopped");

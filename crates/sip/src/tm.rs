@@ -157,7 +157,7 @@ pub struct TmStats {
     pub timeouts: u64,
     /// INVITEs cancelled.
     pub canceled: u64,
-    /// Retransmitted requests absorbed.
+    /// Retransmitted requests, and ACKs of non-2xx finals, absorbed.
     pub absorbed: u64,
 }
 
@@ -664,17 +664,29 @@ impl Tm {
                 });
             }
         }
-        let mut route = false;
         if id.is_none() {
-            // The ACK of a 2xx we generated comes with a new branch: match
-            // it by dialog to stop retransmitting, and route it on.
+            // The ACK of a 2xx we generated comes with a new branch, and so
+            // does the ACK of a non-2xx from some UACs: match it by Call-ID
+            // and CSeq (and the To tag of the final it acknowledges), to stop
+            // retransmitting the final.
             let (Ok(cid), Ok(cseq)) = (req.msg().call_id(), req.msg().cseq()) else {
                 return Incoming::Route;
             };
-            id = self
-                .by_dialog
-                .remove(&(Bytes::copy_from_slice(cid), cseq.number));
-            route = true;
+            let ack_tag = req.msg().to().ok().and_then(|t| t.tag.map(<[u8]>::to_vec));
+            let d = (Bytes::copy_from_slice(cid), cseq.number);
+            id = self.by_dialog.get(&d).copied().filter(|i| {
+                self.txs.get(i).is_some_and(|tx| {
+                    let ours = tx
+                        .last
+                        .as_ref()
+                        .and_then(|l| SipMessage::parse(l.clone()).ok())
+                        .and_then(|m| m.to().ok().and_then(|t| t.tag.map(<[u8]>::to_vec)));
+                    ours == ack_tag
+                })
+            });
+            if id.is_some() {
+                self.by_dialog.remove(&d);
+            }
         }
         let Some(id) = id else {
             return Incoming::Route;
@@ -696,9 +708,12 @@ impl Tm {
                 self.by_dialog.remove(&d);
             }
         }
-        if route || (200..300).contains(&tx.code) {
+        // A 2xx's ACK is end to end: the router passes it on. A non-2xx's
+        // ACK ends here.
+        if (200..300).contains(&tx.code) {
             Incoming::Route
         } else {
+            self.stats.absorbed += 1;
             Incoming::Absorbed
         }
     }
@@ -985,13 +1000,6 @@ impl Tm {
         }
         tx.local_final = true;
         self.stats.local_replies += 1;
-        if tx.invite && (200..300).contains(&code) {
-            if let (Ok(cid), Ok(cseq)) = (tx.req.msg().call_id(), tx.req.msg().cseq()) {
-                let d = (Bytes::copy_from_slice(cid), cseq.number);
-                self.by_dialog.insert(d.clone(), id);
-                tx.dialog = Some(d);
-            }
-        }
         self.send_final(id, r, code, now, out);
         Ok(())
     }
@@ -1011,6 +1019,17 @@ impl Tm {
         self.timers.disarm(&mut tx.timers, Timer::Fr);
         let reliable = tx.dest.transport.is_reliable();
         if tx.invite && (code >= 300 || tx.local_final) {
+            // The ACK of this final comes back to us. It should carry the
+            // INVITE's branch (RFC 3261 §17.1.1.3), but some UACs (SIPp's
+            // `ack_txn`, for one) send a new branch, and Kamailio absorbs
+            // those too: so the ACK is also matched by Call-ID and CSeq.
+            if tx.dialog.is_none() {
+                if let (Ok(cid), Ok(cseq)) = (tx.req.msg().call_id(), tx.req.msg().cseq()) {
+                    let d = (Bytes::copy_from_slice(cid), cseq.number);
+                    self.by_dialog.insert(d.clone(), id);
+                    tx.dialog = Some(d);
+                }
+            }
             // Retransmit until the ACK (Timer G), give up at Timer H.
             if !reliable {
                 tx.interval = cfg_t1;

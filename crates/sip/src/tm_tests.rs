@@ -192,6 +192,43 @@ fn unacked_final_gives_up_at_timer_h() {
     assert_eq!(tm.stats().live, 0);
 }
 
+/// An ACK for our non-2xx final with a branch of its own (as SIPp sends
+/// with `ack_txn`) is matched by Call-ID, CSeq and our To tag: absorbed,
+/// retransmissions stop, and the transaction leaves at wait_timer instead
+/// of Timer H. An ACK with another To tag is not taken for ours.
+#[test]
+fn ack_with_a_new_branch_for_our_final_is_absorbed() {
+    let mut tm = Tm::new(cfg());
+    let mut out = Vec::new();
+    let mut r = invite();
+    tm.reply(&mut r, 404, "Not Here", 0, &mut out).unwrap();
+    let replies = sent(&mut out);
+    let final_reply = &replies.last().unwrap().1;
+    assert_eq!(final_reply.status(), Some(404));
+    let tag = String::from_utf8(final_reply.to().unwrap().tag.unwrap().to_vec()).unwrap();
+
+    let stranger = msg("ACK", "z9hG4bKack-other", "call-1", 1, ";tag=not-ours");
+    assert!(matches!(
+        tm.on_request(&stranger, 100, &mut out),
+        Incoming::Route
+    ));
+    let ack = msg("ACK", "z9hG4bKack-new", "call-1", 1, &format!(";tag={tag}"));
+    assert!(matches!(
+        tm.on_request(&ack, 200, &mut out),
+        Incoming::Absorbed
+    ));
+    assert_eq!(tm.stats().absorbed, 1);
+    // No 404 retransmission after the ACK; gone after wait_timer (5 s),
+    // long before Timer H (32 s).
+    let mut now = 200;
+    while now <= 6_000 {
+        now += 250;
+        tm.on_timer(now, &mut out);
+        assert!(codes(&mut out).is_empty(), "retransmitted at {now} ms");
+    }
+    assert_eq!(tm.stats().live, 0);
+}
+
 #[test]
 fn non_invite_suspended_times_out_at_fr_timer_and_lingers() {
     let mut tm = Tm::new(cfg());
