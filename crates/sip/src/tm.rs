@@ -309,6 +309,23 @@ impl Tx {
     fn branch_active(&self) -> bool {
         self.branch.as_ref().is_some_and(|b| b.active())
     }
+
+    /// Whether the transaction can still be suspended or relayed: no final
+    /// reply yet, and not cancelled.
+    fn open(&self, t: TxRef) -> Result<(), TmError> {
+        let (index, label) = (t.index, t.label);
+        if self.state != ServerState::Proceeding {
+            return Err(TmError::AlreadyReplied {
+                index,
+                label,
+                code: self.code,
+            });
+        }
+        if self.canceled {
+            return Err(TmError::Canceled { index, label });
+        }
+        Ok(())
+    }
 }
 
 /// The ordered timer map and the bookkeeping that wakes its driver.
@@ -1057,16 +1074,7 @@ impl Tm {
         let fr = self.cfg.fr;
         let tx = self.txs.get_mut(&tx_id(t)).ok_or_else(|| no_tx(t))?;
         let (index, label) = (t.index, t.label);
-        if tx.state != ServerState::Proceeding {
-            return Err(TmError::AlreadyReplied {
-                index,
-                label,
-                code: tx.code,
-            });
-        }
-        if tx.canceled {
-            return Err(TmError::Canceled { index, label });
-        }
+        tx.open(t)?;
         if tx.stash.is_some() {
             return Err(TmError::AlreadySuspended { index, label });
         }
@@ -1161,16 +1169,7 @@ impl Tm {
         let seed = self.seed;
         let tx = self.txs.get_mut(&id).ok_or_else(|| no_tx(t))?;
         let (index, label) = (t.index, t.label);
-        if tx.state != ServerState::Proceeding {
-            return Err(TmError::AlreadyReplied {
-                index,
-                label,
-                code: tx.code,
-            });
-        }
-        if tx.canceled {
-            return Err(TmError::Canceled { index, label });
-        }
+        tx.open(t)?;
         if tx.branch_active() {
             return Err(TmError::BranchPending { index, label });
         }
