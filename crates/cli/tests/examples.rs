@@ -216,3 +216,21 @@ fn tag_based_routing() {
     }
     assert_eq!(got, [2, 2]);
 }
+
+/// Every shipped example's config and script pass `evapi check`.
+#[test]
+fn every_example_passes_check() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let dir = TempDir::new("examples-check");
+    let mut n = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let cfg = entry.unwrap().path().join("evapi.toml");
+        if !cfg.exists() {
+            continue;
+        }
+        let (code, out, err) = evapi(&["check", "-c", cfg.to_str().unwrap()], "", &dir.0);
+        assert_eq!(code, 0, "{}: {out}{err}", cfg.display());
+        n += 1;
+    }
+    assert!(n >= 4, "found {n} example configs");
+}
