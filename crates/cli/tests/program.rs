@@ -490,3 +490,24 @@ fn tls_event_socket_and_tap() {
     let (_, out, _) = evapi(&["tap", &addr, "--count", "1"], "", &dir.0);
     assert_eq!(out, "");
 }
+
+/// `evapi tap --raw` against a server with netstring_format = 0.
+#[test]
+fn tap_raw_mode() {
+    // Echo only (no welcome): one reply, so one read, so one raw message.
+    let echo_only = ECHO_SCRIPT.replace(
+        "KSR.evapi.relay(\"welcome \" .. KSR.pv.get(\"$evapi(conidx)\"))",
+        "",
+    );
+    assert!(!echo_only.contains("welcome"));
+    let ev = Evapi::start(&config("netstring_format = 0"), &echo_only);
+    let dir = TempDir::new("tap-raw");
+    let addr = ev.events.to_string();
+    let (code, out, err) = evapi(
+        &["tap", &addr, "--raw", "--count", "1", "--send", "raw hello"],
+        "",
+        &dir.0,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "echo:raw hello\n");
+}
