@@ -1,0 +1,54 @@
+#!/bin/bash
+# Side by side: Kamailio 5.6.3 (evapi module) and our `evapi run`, same box,
+# same SIPp scenarios, same evapi clients, one invocation.
+#
+#   bench/compare.sh            # full run (~45-60 min on a quiet 2-core box)
+#   bench/compare.sh --quick    # fewer rates, 5 s runs, no repeats (~15-20 min)
+#   bench/compare.sh --only relay8,async --servers evapi   # a subset
+#   bench/compare.sh --help     # every option (bench/compare.py)
+#
+# Needs (Debian packages; nothing is installed by this script):
+#   kamailio kamailio-extra-modules kamailio-json-modules   (Kamailio 5.6.3 with evapi, jansson)
+#   sip-tester                                              (SIPp)
+#   gcc libc6-dev python3                                   (the frame counter, the clients)
+#   python3-matplotlib or `pip install matplotlib`          (the plot; optional)
+# and a Rust toolchain (our binary is built in release into target-bench/,
+# unless EVAPI_BIN names one). Ports (127.0.0.1 only): SIP_PORT (15060),
+# EVAPI_PORT (18448), SIPP_PORT (15070; +100 and +200 for SIPp control and media).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(dirname "$HERE")"
+
+missing=()
+command -v kamailio >/dev/null || missing+=(kamailio)
+for m in evapi jansson; do
+  compgen -G "/usr/lib/*/kamailio/modules/$m.so" >/dev/null || compgen -G "/usr/lib/kamailio/modules/$m.so" >/dev/null || \
+    missing+=("kamailio-$( [ $m = evapi ] && echo extra || echo json )-modules")
+done
+command -v sipp >/dev/null || missing+=(sip-tester)
+command -v cc >/dev/null || missing+=(gcc)
+command -v python3 >/dev/null || missing+=(python3)
+command -v ss >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench/compare.sh: missing Debian packages: ${missing[*]}" >&2
+  echo "install them (as root) with: apt-get update && apt-get install -y ${missing[*]}" >&2
+  exit 2
+fi
+kv=$(kamailio -v | head -1)
+case "$kv" in
+  *"kamailio 5.6."*) ;;
+  *) echo "note: the anchor is Kamailio 5.6.3; found: $kv" >&2 ;;
+esac
+python3 -c 'import matplotlib' 2>/dev/null || \
+  echo "note: python3 matplotlib not found (apt-get install python3-matplotlib, or pip install matplotlib): no plot" >&2
+
+mkdir -p "$HERE/build"
+if [ ! -x "$HERE/build/counter" ] || [ "$HERE/common/counter.c" -nt "$HERE/build/counter" ]; then
+  cc -O2 -Wall -o "$HERE/build/counter" "$HERE/common/counter.c"
+fi
+if [ -z "${EVAPI_BIN:-}" ]; then
+  echo "building evapi (release, target-bench/) ..." >&2
+  (cd "$REPO" && CARGO_TARGET_DIR="$REPO/target-bench" cargo build --release -q -p evapi-cli)
+  export EVAPI_BIN="$REPO/target-bench/release/evapi"
+fi
+exec python3 "$HERE/compare.py" "$@"
