@@ -40,6 +40,13 @@ pub struct SipSection {
     pub max_transactions: usize,
     /// Largest SIP message accepted, bytes.
     pub max_message_size: usize,
+    /// Receive buffer asked for each UDP socket, bytes (bursts beyond it
+    /// are dropped by the kernel).
+    pub udp_recv_buffer: usize,
+    /// An idle TCP connection is closed after this many milliseconds.
+    pub tcp_idle_timeout_ms: u64,
+    /// Most TCP connections at once.
+    pub max_tcp_connections: usize,
 }
 
 impl Default for SipSection {
@@ -50,6 +57,9 @@ impl Default for SipSection {
             children: d.children,
             max_transactions: d.max_transactions,
             max_message_size: d.max_message_size,
+            udp_recv_buffer: d.udp_recv_buffer,
+            tcp_idle_timeout_ms: d.tcp_idle_timeout_ms,
+            max_tcp_connections: d.max_tcp_connections,
         }
     }
 }
@@ -134,6 +144,9 @@ impl Loaded {
             wait_timer_ms: t.wait_timer,
             max_transactions: s.max_transactions,
             max_message_size: s.max_message_size,
+            udp_recv_buffer: s.udp_recv_buffer,
+            tcp_idle_timeout_ms: s.tcp_idle_timeout_ms,
+            max_tcp_connections: s.max_tcp_connections,
             ..sip::HostConfig::default()
         }
     }
@@ -231,6 +244,14 @@ mod tests {
         assert_eq!(l.file.evapi.event_callback, "ksr_evapi_event");
         assert!(l.script_source.is_some());
         assert_eq!(l.host_config().fr_inv_timer_ms, 120_000);
+        let f = parse(
+            "[sip]\nudp_recv_buffer = 2097152\nmax_tcp_connections = 10\n",
+            "x.toml",
+        )
+        .unwrap();
+        let l = Loaded { file: f, ..l };
+        assert_eq!(l.host_config().udp_recv_buffer, 2_097_152);
+        assert_eq!(l.host_config().max_tcp_connections, 10);
     }
 
     #[test]
