@@ -44,24 +44,6 @@ function ksr_resume()
 end
 "#;
 
-fn sipp_available() -> bool {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("EVAPI_REQUIRE_SIPP").as_deref() == Ok("1") {
-            panic!("sipp is not on PATH and EVAPI_REQUIRE_SIPP=1 (apt-get install sip-tester)");
-        }
-        eprintln!(
-            "SKIPPED: sipp not on PATH (install sip-tester; EVAPI_REQUIRE_SIPP=1 makes this fatal)"
-        );
-    }
-    found
-}
-
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -117,7 +99,7 @@ fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
 
 #[test]
 fn sipp_calls_suspended_answered_and_relayed() {
-    if !sipp_available() {
+    if !sip::testing::sipp_available() {
         return;
     }
     let ev = Evapi::start(

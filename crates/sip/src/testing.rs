@@ -344,3 +344,25 @@ pub fn ack_2xx(call: &Call, cseq: u32, ok: &SipMessage) -> Vec<u8> {
         .map(|t| String::from_utf8_lossy(t).into_owned());
     call.request("ACK", &branch(), cseq, tag.as_deref(), "")
 }
+
+/// Whether SIPp (Debian package `sip-tester`) is on PATH, for tests that
+/// drive it. Without it: a skip note and `false`, unless the environment
+/// sets `EVAPI_REQUIRE_SIPP=1` (as `.ci/run` does), in which case the test
+/// fails, so CI cannot pass silently without SIPp.
+pub fn sipp_available() -> bool {
+    let found = std::process::Command::new("sipp")
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var("EVAPI_REQUIRE_SIPP").as_deref() == Ok("1") {
+            panic!("sipp is not on PATH and EVAPI_REQUIRE_SIPP=1 (apt-get install sip-tester)");
+        }
+        eprintln!(
+            "SKIPPED: sipp not on PATH (install the sip-tester package; set EVAPI_REQUIRE_SIPP=1 to make this fatal)"
+        );
+    }
+    found
+}

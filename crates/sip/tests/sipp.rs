@@ -17,22 +17,6 @@ use sip::{HostConfig, Method, Request, Router, SipHandle, SipHost, Transport, Tx
 const CALLS: u32 = 1000;
 const RATE: u32 = 100;
 
-fn sipp_available() -> bool {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("EVAPI_REQUIRE_SIPP").as_deref() == Ok("1") {
-            panic!("sipp is not on PATH and EVAPI_REQUIRE_SIPP=1 (apt-get install sip-tester)");
-        }
-        eprintln!("SKIPPED: sipp not on PATH (install the sip-tester package; set EVAPI_REQUIRE_SIPP=1 to make this fatal)");
-    }
-    found
-}
-
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/sipp")
@@ -172,7 +156,7 @@ fn sipp_relay_tcp_uac_host_udp_uas() {
 }
 
 fn relay_run(uac_transport: Transport) {
-    if !sipp_available() {
+    if !sip::testing::sipp_available() {
         return;
     }
     let uas_port = free_udp_port();
@@ -237,7 +221,7 @@ impl Router for SuspendRouter {
 
 #[test]
 fn sipp_calls_suspended_one_second_then_continued() {
-    if !sipp_available() {
+    if !sip::testing::sipp_available() {
         return;
     }
     let (tx, rx) = mpsc::channel::<(Instant, TxRef)>();
