@@ -92,13 +92,42 @@ pub struct EventSocket {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// An event socket that is bound but not yet serving: its [`EvapiHandle`]
+/// exists (sends find no clients yet), so whatever needs the handle (a
+/// script engine) can be built before the handler that runs its events.
+///
+/// Made by [`EventSocket::listen`]; [`BoundSocket::start`] begins
+/// accepting. Dropping it closes the listener.
+pub struct BoundSocket {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    gate: Gate,
+    handle: EvapiHandle,
+}
+
+impl std::fmt::Debug for BoundSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundSocket")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EventSocket {
     /// Validate `config`, bind the listener, start the dispatcher and the
-    /// workers, and begin accepting clients.
+    /// workers, and begin accepting clients: [`EventSocket::listen`] then
+    /// [`BoundSocket::start`].
     pub async fn bind(
         config: Config,
         handler: Arc<dyn EventHandler>,
     ) -> Result<EventSocket, StartError> {
+        EventSocket::listen(config).await?.start(handler)
+    }
+
+    /// Validate `config`, load the TLS files and bind the listener, without
+    /// accepting anyone yet. The first phase of a two-phase start: every
+    /// configuration error is reported here, before any thread runs.
+    pub async fn listen(config: Config) -> Result<BoundSocket, StartError> {
         config.validate()?;
         let mut listener = None;
         let mut last_err = None;
@@ -157,14 +186,44 @@ impl EventSocket {
             );
         }
 
-        let workers = config.workers;
-        let config_tls = tls.is_some();
-        let allow_text = config.allow_networks.clone();
-        let shared = Arc::new(Shared::new(config));
         let handle = EvapiHandle {
-            shared: shared.clone(),
+            shared: Arc::new(Shared::new(config)),
         };
+        Ok(BoundSocket {
+            listener,
+            local_addr,
+            gate: Gate { allow, tls },
+            handle,
+        })
+    }
+}
 
+impl BoundSocket {
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The handle the running socket will use; valid from now on.
+    pub fn handle(&self) -> EvapiHandle {
+        self.handle.clone()
+    }
+
+    /// Start the dispatcher and the workers, which run `handler`, and begin
+    /// accepting clients. The handle does not keep `handler` alive: the
+    /// threads own it and drop it at shutdown, so a handler that holds the
+    /// handle makes no reference cycle.
+    pub fn start(self, handler: Arc<dyn EventHandler>) -> Result<EventSocket, StartError> {
+        let BoundSocket {
+            listener,
+            local_addr,
+            gate,
+            handle,
+        } = self;
+        let shared = handle.shared.clone();
+        let workers = shared.config.workers;
+        let config_tls = gate.tls.is_some();
+        let allow_text = shared.config.allow_networks.clone();
         let mut threads = Vec::new();
         let (dispatch_tx, dispatch_rx) = flume::bounded::<Dispatch>(QUEUE_PER_THREAD);
         let work_tx = if workers > 0 {
@@ -207,7 +266,7 @@ impl EventSocket {
         let connections = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(
             listener,
-            Gate { allow, tls },
+            gate,
             shared,
             senders,
             stop.clone(),
@@ -223,7 +282,9 @@ impl EventSocket {
             threads,
         })
     }
+}
 
+impl EventSocket {
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -8,7 +8,7 @@ use evapi::{Config, Event};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A CA, a server certificate for 127.0.0.1, a client certificate from the
@@ -84,27 +84,6 @@ async fn tls_connect(
         .await
 }
 
-/// Read one netstring from any stream.
-async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<String> {
-    let mut buf = Vec::new();
-    loop {
-        if let Some(colon) = buf.iter().position(|&b| b == b':') {
-            let len: usize = std::str::from_utf8(&buf[..colon]).unwrap().parse().unwrap();
-            if buf.len() > colon + len {
-                return Some(String::from_utf8(buf[colon + 1..colon + 1 + len].to_vec()).unwrap());
-            }
-        }
-        let mut byte = [0u8; 1];
-        match tokio::time::timeout(WAIT, s.read(&mut byte))
-            .await
-            .expect("data in time")
-        {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => buf.push(byte[0]),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_list_refuses_other_networks_before_connection_new() {
     let rec = Arc::new(Recorder::new());
@@ -122,10 +101,10 @@ async fn allow_list_refuses_other_networks_before_connection_new() {
     // From 127.0.0.2: accepted.
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut insider = sock.connect(socket.local_addr()).await.unwrap();
+    let mut insider = TestClient::new(sock.connect(socket.local_addr()).await.unwrap());
     rec.wait_for(Event::ConnectionNew, 1).await;
     assert_eq!(h.relay(b"welcome").unwrap(), 1);
-    assert_eq!(read_frame(&mut insider).await.unwrap(), "welcome");
+    assert_eq!(insider.recv_text().await.unwrap(), "welcome");
     assert_eq!(h.stats().denied, 1);
     socket.shutdown().await;
 }
@@ -148,10 +127,10 @@ async fn tls_event_socket() {
     let addr = socket.local_addr();
     let h = socket.handle();
 
-    let mut client = tls_connect(addr, &pki.path("ca.pem"), None).await.unwrap();
+    let mut client = TestClient::new(tls_connect(addr, &pki.path("ca.pem"), None).await.unwrap());
     rec.wait_for(Event::ConnectionNew, 1).await;
-    client.write_all(b"5:hello,").await.unwrap();
-    assert_eq!(read_frame(&mut client).await.unwrap(), "echo:hello");
+    client.send(b"hello").await;
+    assert_eq!(client.recv_text().await.unwrap(), "echo:hello");
 
     // A plain-TCP client on the TLS port never becomes a client.
     let mut plain = TestClient::connect(addr).await;
@@ -209,16 +188,18 @@ async fn tls_with_client_certificates() {
     }
     eventually("both refused", || h.stats().tls_failures == 2).await;
     // With the right certificate: a client.
-    let mut ok = tls_connect(
-        addr,
-        &pki.path("ca.pem"),
-        Some((&pki.path("client.pem"), &pki.path("client.key"))),
-    )
-    .await
-    .unwrap();
+    let mut ok = TestClient::new(
+        tls_connect(
+            addr,
+            &pki.path("ca.pem"),
+            Some((&pki.path("client.pem"), &pki.path("client.key"))),
+        )
+        .await
+        .unwrap(),
+    );
     rec.wait_for(Event::ConnectionNew, 1).await;
     h.relay(b"trusted").unwrap();
-    assert_eq!(read_frame(&mut ok).await.unwrap(), "trusted");
+    assert_eq!(ok.recv_text().await.unwrap(), "trusted");
     assert_eq!(rec.count(Event::ConnectionNew), 1);
     socket.shutdown().await;
 }

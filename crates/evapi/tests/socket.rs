@@ -426,3 +426,49 @@ async fn large_frame_within_limit_arrives_whole() {
     assert_eq!(rec.messages()[0], &big[..]);
     socket.shutdown().await;
 }
+
+/// The two-phase start: the handle exists before any thread runs (so a
+/// script engine can be built with it), the socket accepts only after
+/// `start`, and the handle does not keep the handler alive after shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_before_start_and_no_handler_cycle() {
+    let bound = EventSocket::listen(config()).await.expect("binds");
+    let addr = bound.local_addr();
+    let early = bound.handle();
+    assert_eq!(early.client_count(), 0);
+    assert_eq!(early.relay(b"too early").unwrap(), 0, "no client yet");
+    let rec = Arc::new(Recorder::new().on_msg(|ctx| {
+        ctx.handle().relay(ctx.message().unwrap()).unwrap();
+    }));
+    let watch = Arc::downgrade(&rec);
+    let socket = bound.start(rec.clone()).expect("starts");
+    assert_eq!(socket.local_addr(), addr);
+    let mut c = TestClient::connect(addr).await;
+    rec.wait_for(Event::ConnectionNew, 1).await;
+    // The handle taken before start reaches clients of the running socket.
+    assert_eq!(early.relay(b"hello").unwrap(), 1);
+    assert_eq!(c.recv().await.unwrap(), Bytes::from_static(b"hello"));
+    c.send(b"echo").await;
+    assert_eq!(c.recv().await.unwrap(), Bytes::from_static(b"echo"));
+    drop(rec);
+    socket.shutdown().await;
+    assert!(
+        watch.upgrade().is_none(),
+        "the handler is dropped at shutdown while a handle is still held"
+    );
+    assert_eq!(early.client_count(), 0);
+}
+
+/// A bad parameter is refused by the first phase, before any thread runs.
+#[tokio::test]
+async fn listen_refuses_bad_config() {
+    let err = EventSocket::listen(Config {
+        workers: 0,
+        max_clients: 0,
+        ..config()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("max_clients"), "{err}");
+}

@@ -4,18 +4,12 @@
 
 #![allow(dead_code)]
 
-use bytes::{Bytes, BytesMut};
-use evapi::codec::NetstringCodec;
+use bytes::Bytes;
 use evapi::{CloseReason, Config, Event, EventContext, EventHandler, EventSocket};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
 
-/// Longest any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub use evapi::testing::{TestClient, WAIT};
 
 /// One event as the handler saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,85 +137,6 @@ pub async fn start(config: Config, rec: Arc<Recorder>) -> EventSocket {
     EventSocket::bind(config, rec)
         .await
         .expect("event socket starts")
-}
-
-/// A netstring client.
-pub struct TestClient {
-    pub stream: TcpStream,
-    buf: BytesMut,
-    codec: NetstringCodec,
-}
-
-impl TestClient {
-    pub async fn connect(addr: SocketAddr) -> TestClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        TestClient {
-            stream,
-            buf: BytesMut::new(),
-            codec: NetstringCodec::new(usize::MAX >> 1),
-        }
-    }
-
-    pub async fn send(&mut self, msg: &[u8]) {
-        self.stream
-            .write_all(&NetstringCodec::frame(msg))
-            .await
-            .expect("send");
-    }
-
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("send raw");
-    }
-
-    /// The next frame, or None when the server closed the connection.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        tokio::time::timeout(WAIT, self.recv_inner())
-            .await
-            .expect("a frame or a close in time")
-    }
-
-    async fn recv_inner(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(f) = self
-                .codec
-                .decode(&mut self.buf)
-                .expect("server sends valid netstrings")
-            {
-                return Some(f);
-            }
-            let n = match self.stream.read_buf(&mut self.buf).await {
-                Ok(n) => n,
-                Err(_) => return None,
-            };
-            if n == 0 {
-                assert!(self.buf.is_empty(), "connection closed inside a frame");
-                return None;
-            }
-        }
-    }
-
-    /// Expect the server to close this connection (with no more frames).
-    pub async fn expect_closed(&mut self) {
-        if let Some(f) = self.recv().await {
-            panic!("expected close, got frame {f:?}");
-        }
-    }
-
-    /// Read raw bytes (for netstring_format = 0) until `n` bytes arrived.
-    pub async fn recv_raw_exact(&mut self, n: usize) -> Bytes {
-        tokio::time::timeout(WAIT, async {
-            while self.buf.len() < n {
-                let got = self.stream.read_buf(&mut self.buf).await.expect("read");
-                assert!(got > 0, "closed after {} of {n} bytes", self.buf.len());
-            }
-            self.buf.split_to(n).freeze()
-        })
-        .await
-        .expect("raw bytes in time")
-    }
 }
 
 /// Wait until `cond` holds, checking after each short pause.
