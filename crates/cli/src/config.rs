@@ -193,6 +193,31 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
     Ok(file)
 }
 
+/// Write the embedded default config and script into `dir` as
+/// `evapi.toml` and `router.lua` (the name the config gives its script).
+/// Refuses, before writing anything, when either file exists.
+pub fn write_defaults(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let files = [
+        (dir.join("evapi.toml"), DEFAULT_CONFIG),
+        (dir.join("router.lua"), DEFAULT_SCRIPT),
+    ];
+    for (path, _) in &files {
+        if path.exists() {
+            bail!(
+                "{} exists: not overwritten (remove it, or choose another folder)",
+                path.display()
+            );
+        }
+    }
+    let mut written = Vec::new();
+    for (path, text) in files {
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Load `path`, or the embedded default when `None`.
 pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
     match path {

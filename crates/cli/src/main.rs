@@ -50,15 +50,23 @@ enum Command {
     /// received on its own line, send each line typed on stdin as one
     /// message.
     Tap(tap::TapArgs),
-    /// Print the embedded default config and script (a starting point for
-    /// your own: `evapi defaults --config > evapi.toml`).
+    /// Print the embedded default config and script, or write both as files
+    /// to start your own: `evapi defaults --write DIR` gives DIR/evapi.toml
+    /// and the DIR/router.lua it names, ready for `evapi run -c
+    /// DIR/evapi.toml`. (The config alone is not enough: it names its script
+    /// router.lua, beside it.)
     Defaults {
-        /// Print only the config.
-        #[arg(long, conflicts_with = "script")]
+        /// Print only the config (it names router.lua: write that too, with
+        /// --script, or use --write).
+        #[arg(long, conflicts_with_all = ["script", "write"])]
         config: bool,
         /// Print only the script.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "write")]
         script: bool,
+        /// Write evapi.toml and router.lua into this folder (created if
+        /// missing); existing files are never overwritten.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
     },
 }
 
@@ -78,9 +86,29 @@ fn main() -> ExitCode {
             tap::tap(args)
         }
         Command::Defaults {
+            write: Some(dir), ..
+        } => config::write_defaults(&dir).map(|written| {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            println!(
+                "start it with: evapi run -c {}",
+                dir.join("evapi.toml").display()
+            );
+        }),
+        Command::Defaults {
             config: c,
             script: s,
+            write: None,
         } => {
+            if c {
+                // On stderr, so `> evapi.toml` stays a clean config.
+                eprintln!(
+                    "note: this config names its script router.lua, beside it: \
+                     write that with `evapi defaults --script > router.lua` \
+                     (or use `evapi defaults --write DIR` for both)"
+                );
+            }
             if !s {
                 print!("{}", config::DEFAULT_CONFIG);
             }

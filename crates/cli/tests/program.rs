@@ -362,6 +362,39 @@ fn help_and_version() {
     assert!(out.contains("function ksr_request_route()"));
 }
 
+/// `evapi defaults --config` alone is not a whole setup (it names
+/// router.lua): it says so on stderr; `--write DIR` writes both files, which
+/// pass `evapi check`, and never overwrites.
+#[test]
+fn defaults_write_gives_a_config_that_checks() {
+    let dir = TempDir::new("defaults-write");
+    let (code, out, err) = evapi(&["defaults", "--config"], "", &dir.0);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("[evapi]") && !out.contains("ksr_request_route"),
+        "{out}"
+    );
+    assert!(
+        err.contains("router.lua") && err.contains("--write"),
+        "{err}"
+    );
+    let (code, out, err) = evapi(&["defaults", "--write", "mine"], "", &dir.0);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("evapi.toml") && out.contains("router.lua"),
+        "{out}"
+    );
+    let (code, out, err) = evapi(&["check", "-c", "mine/evapi.toml"], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+    let (code, _, err) = evapi(&["defaults", "--write", "mine"], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("exists") && err.contains("evapi.toml"),
+        "{err}"
+    );
+}
+
 const REPLY_ROUTE_SCRIPT: &str = r#"
 function ksr_request_route()
     if KSR.is_INVITE() then
