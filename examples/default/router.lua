@@ -104,5 +104,9 @@ function ksr_evapi_resume()
     if reason == "" then
         reason = "Decided By Event Client"
     end
-    KSR.tm.t_reply(code, reason)
+    if KSR.tm.t_reply(code, reason) < 0 then
+        -- Refused (and logged): a reason with CR, LF or NUL in it would
+        -- write headers into the reply. The caller still gets an answer.
+        KSR.tm.t_reply(500, "Bad Answer From Event Client")
+    end
 end
