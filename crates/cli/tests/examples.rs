@@ -81,7 +81,7 @@ fn kamailio_style_script_runs_unchanged() {
     ev.wait_log("call control client 0 connected");
     // Reject with a code.
     uac.invite(ev.udp, "ks-1", "ks1");
-    let ev1 = ctl.recv_json();
+    let ev1 = recv_json(&mut ctl);
     assert_eq!(ev1["callid"], "ks-1");
     assert_eq!(ev1["caller"], "alice");
     ctl.send(&format!(
@@ -97,7 +97,7 @@ fn kamailio_style_script_runs_unchanged() {
     // Relay to a UAS that refuses: the failure route answers 480.
     let uas = Agent::new();
     uac.invite(ev.udp, "ks-2", "ks2");
-    let ev2 = ctl.recv_json();
+    let ev2 = recv_json(&mut ctl);
     ctl.send(&format!(
         r#"{{"tindex":{},"tlabel":{},"action":"relay","dst":"sip:{}"}}"#,
         ev2["tindex"], ev2["tlabel"], uas.addr
@@ -198,12 +198,12 @@ fn tag_based_routing() {
     for i in 0..4 {
         let cid = format!("tag-{}", i + 1);
         call(&cid, "example.com");
-        assert_eq!(mon.recv_json()["callid"], cid.as_str());
+        assert_eq!(recv_json(&mut mon)["callid"], cid.as_str());
         // Round robin: one of the two subscribers, in turn.
         let (who, event) = if i % 2 == 0 {
-            (0, s1.recv_json())
+            (0, recv_json(&mut s1))
         } else {
-            (1, s2.recv_json())
+            (1, recv_json(&mut s2))
         };
         assert_eq!(event["callid"], cid.as_str());
         got[who] += 1;

@@ -19,7 +19,7 @@ fn default_flow_client_answer_decides_the_reply() {
     let (code, _) = uac.recv_status(&[]);
     assert_eq!(code, 100);
 
-    let event = client.recv_json();
+    let event = recv_json(&mut client);
     assert_eq!(event["event"], "invite");
     assert_eq!(event["callid"], "flow-486");
     assert_eq!(event["from"], format!("sip:alice@{}", uac.addr));
@@ -74,7 +74,7 @@ fn default_flow_relay_to_destination() {
     let uac = Agent::new();
     let uas = Agent::new();
     uac.invite(ev.udp, "flow-relay", "flowrelay");
-    let event = client.recv_json();
+    let event = recv_json(&mut client);
     client.send(&format!(
         r#"{{"tindex":{},"tlabel":{},"dst":"sip:{}"}}"#,
         event["tindex"], event["tlabel"], uas.addr
@@ -159,18 +159,18 @@ fn tags_multicast_unicast_close() {
     c.send(r#"{"tag":"bob"}"#);
     // The retags are done once b and c answer an "ask" with their new tag.
     b.send(r#"{"ask":"bob"}"#);
-    assert!(b.recv_json()["closed"] == 0);
+    assert!(recv_json(&mut b)["closed"] == 0);
     c.send(r#"{"ask":"bob"}"#);
-    let _ = b.recv_json(); // unicast to "bob" goes to the lowest index: b again
+    let _ = recv_json(&mut b); // unicast to "bob" goes to the lowest index: b again
     let uac = Agent::new();
     uac.invite(ev.udp, "tags-1", "tags1");
     assert_eq!(uac.recv_status(&[100]).0, 404);
     for (client, expect) in [(&mut b, "multicast"), (&mut c, "multicast")] {
-        assert_eq!(client.recv_json()["kind"], expect);
-        assert_eq!(client.recv_json()["kind"], "all");
+        assert_eq!(recv_json(client)["kind"], expect);
+        assert_eq!(recv_json(client)["kind"], "all");
     }
-    assert_eq!(a.recv_json()["kind"], "unicast");
-    let all = a.recv_json();
+    assert_eq!(recv_json(&mut a)["kind"], "unicast");
+    let all = recv_json(&mut a);
     assert_eq!(
         (all["kind"].as_str(), all["count"].as_u64()),
         (Some("all"), Some(3))
@@ -183,7 +183,7 @@ fn tags_multicast_unicast_close() {
     drop(b);
     ev.wait_log("closed count 2");
     a.send(r#"{"ask":"first"}"#);
-    assert_eq!(a.recv_json()["closed"], 2);
+    assert_eq!(recv_json(&mut a)["closed"], 2);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(ev.log_count("closed count"), 2);
 }
@@ -238,7 +238,7 @@ fn sigterm_ends_suspended_calls_and_closes_clients() {
     ev.wait_log("event client 0 connected");
     let uac = Agent::new();
     uac.invite(ev.udp, "term-1", "term1");
-    let _ = client.recv_json(); // suspended; nobody answers
+    let _ = recv_json(&mut client); // suspended; nobody answers
     let status = ev.terminate();
     assert!(status.success(), "{status}");
     let (code, reply) = uac.recv_status(&[100]);

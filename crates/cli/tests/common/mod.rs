@@ -4,8 +4,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -214,76 +214,13 @@ impl Drop for Evapi {
     }
 }
 
-/// A netstring event client.
-pub struct EventClient {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
+/// The netstring event client shared by every crate's tests.
+pub use evapi::testing::BlockingClient as EventClient;
 
-impl EventClient {
-    pub fn connect(addr: SocketAddr) -> EventClient {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the event socket");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        EventClient {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    pub fn send(&mut self, msg: &str) {
-        let frame = format!("{}:{},", msg.len(), msg);
-        self.stream.write_all(frame.as_bytes()).unwrap();
-    }
-
-    /// Next message, or None when the server closed the connection.
-    pub fn recv(&mut self) -> Option<String> {
-        loop {
-            if let Some(colon) = self.buf.iter().position(|&b| b == b':') {
-                let len: usize = std::str::from_utf8(&self.buf[..colon])
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
-                if self.buf.len() > colon + len {
-                    assert_eq!(
-                        self.buf[colon + 1 + len],
-                        b',',
-                        "netstring ends with a comma"
-                    );
-                    let msg =
-                        String::from_utf8(self.buf[colon + 1..colon + 1 + len].to_vec()).unwrap();
-                    self.buf.drain(..colon + 2 + len);
-                    return Some(msg);
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    panic!("no event within {WAIT:?}")
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    pub fn recv_json(&mut self) -> serde_json::Value {
-        let m = self.recv().expect("an event");
-        serde_json::from_str(&m).unwrap_or_else(|e| panic!("not JSON ({e}): {m}"))
-    }
-
-    /// True if no message arrives within `d`.
-    pub fn quiet_for(&mut self, d: Duration) -> bool {
-        self.stream.set_read_timeout(Some(d)).unwrap();
-        let mut chunk = [0u8; 1];
-        let quiet = matches!(self.stream.peek(&mut chunk), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
-        self.stream.set_read_timeout(Some(WAIT)).unwrap();
-        quiet && self.buf.is_empty()
-    }
+/// The next event, parsed as JSON.
+pub fn recv_json(c: &mut EventClient) -> serde_json::Value {
+    let m = c.recv().expect("an event");
+    serde_json::from_str(&m).unwrap_or_else(|e| panic!("not JSON ({e}): {m}"))
 }
 
 /// A SIP user agent over UDP that writes requests as text.
