@@ -22,6 +22,16 @@ pub struct TapArgs {
     /// message your script answers with set_tag().
     #[arg(long, value_name = "MSG")]
     send: Vec<String>,
+    /// Send this token first, for a server with `[evapi] auth_token` set
+    /// (also read from the environment variable EVAPI_TOKEN, which keeps it
+    /// out of the process list).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EVAPI_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// Exit after receiving this many messages.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -94,7 +104,7 @@ where
             NetstringCodec::frame(msg)
         }
     };
-    for msg in &args.send {
+    for msg in args.token.iter().chain(&args.send) {
         wr.write_all(&frame(msg.as_bytes())).await?;
     }
 

@@ -342,6 +342,38 @@ fn tap_round_trip() {
     );
 }
 
+/// `evapi tap --token` (or EVAPI_TOKEN) authenticates to a socket with
+/// `auth_token`; without it the tap is cut and never becomes a client.
+#[test]
+fn tap_with_auth_token() {
+    let ev = Evapi::start(
+        &config("auth_token = \"letmein\"\nauth_timeout_ms = 500"),
+        ECHO_SCRIPT,
+    );
+    let dir = TempDir::new("tap-token");
+    let addr = ev.events.to_string();
+    let (code, out, err) = evapi(
+        &[
+            "tap", &addr, "--count", "2", "--token", "letmein", "--send", "hi",
+        ],
+        "",
+        &dir.0,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "welcome 0\necho:hi\n", "{err}");
+    // Without the token: cut at the timeout, with nothing received.
+    let (code, out, err) = evapi(&["tap", &addr, "--count", "1"], "", &dir.0);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("closed the connection"), "{err}");
+    ev.wait_log("not authenticated");
+    assert_eq!(
+        ev.log_count("client connected"),
+        1,
+        "only the tap with the token"
+    );
+}
+
 /// `--help` and `--version` work; a wrong command is refused.
 #[test]
 fn help_and_version() {

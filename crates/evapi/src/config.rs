@@ -66,6 +66,67 @@ pub struct Config {
     pub tls_client_ca: String,
     /// Milliseconds a TLS handshake may take before the client is dropped.
     pub tls_handshake_timeout_ms: u64,
+    /// A shared secret (ours; empty: off, as in Kamailio). When set, a
+    /// connection's first message must be exactly this text, within
+    /// `auth_timeout_ms`, before it becomes a client: until then it holds
+    /// no `max_clients` slot and connection-new has not run, so idle
+    /// connections cannot lock the real application out. The token message
+    /// itself is not passed to the script.
+    pub auth_token: Secret,
+    /// Milliseconds a connection has to send `auth_token` before it is cut.
+    pub auth_timeout_ms: u64,
+}
+
+/// A secret from the config file: compared and used, never shown in a log
+/// line or a `{:?}` (its Debug form says only whether it is set).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Compare with `given` in time that depends only on the lengths, so a
+    /// peer cannot find the secret byte by byte by timing refusals.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        if want.len() != given.len() {
+            return false;
+        }
+        want.iter()
+            .zip(given)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "(none)"
+        } else {
+            "(set, hidden)"
+        })
+    }
 }
 
 /// Largest `workers` value accepted.
@@ -94,6 +155,8 @@ impl Default for Config {
             tls_key: String::new(),
             tls_client_ca: String::new(),
             tls_handshake_timeout_ms: 10_000,
+            auth_token: Secret::default(),
+            auth_timeout_ms: 2_000,
         }
     }
 }
@@ -188,6 +251,20 @@ impl Config {
         if self.tls_handshake_timeout_ms == 0 {
             return Err(bad("tls_handshake_timeout_ms", 0, "must be at least 1"));
         }
+        if self.auth_timeout_ms == 0 || self.auth_timeout_ms > 600_000 {
+            return Err(bad(
+                "auth_timeout_ms",
+                self.auth_timeout_ms,
+                "must be between 1 and 600000 (milliseconds)",
+            ));
+        }
+        if self.auth_token.len() > self.max_frame_size {
+            return Err(bad(
+                "auth_token",
+                format!("({} bytes)", self.auth_token.len()),
+                format!("longer than max_frame_size ({})", self.max_frame_size),
+            ));
+        }
         if self.client_queue_limit < 1024 {
             return Err(bad(
                 "client_queue_limit",
@@ -196,6 +273,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Connections that may be between accept and becoming a client (TLS
+    /// handshake, waiting for `auth_token`) at once: four times
+    /// `max_clients`, at least 64. Past it new connections are closed at
+    /// once, so a flood of silent connections costs bounded memory while
+    /// the clients already in are untouched.
+    pub fn max_pending(&self) -> usize {
+        self.max_clients.saturating_mul(4).max(64)
+    }
+
+    /// Whether a connection must send `auth_token` first.
+    pub fn auth_enabled(&self) -> bool {
+        !self.auth_token.is_empty()
     }
 
     /// `send_task_timeout` as a duration, `None` when 0.
@@ -422,5 +513,38 @@ mod tests {
         };
         assert_eq!(c.send_data_timeout(), Some(Duration::from_micros(1500)));
         assert_eq!(c.send_task_timeout(), None);
+    }
+
+    #[test]
+    fn auth_token_is_checked_compared_and_never_shown() {
+        let c: Config = toml::from_str("auth_token = \"s3cret\"\nauth_timeout_ms = 750").unwrap();
+        assert!(c.auth_enabled());
+        assert!(c.auth_token.matches(b"s3cret"));
+        assert!(!c.auth_token.matches(b"s3cre"));
+        assert!(!c.auth_token.matches(b"s3creT"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("hidden"),
+            "{shown}"
+        );
+        assert!(!Config::default().auth_enabled());
+        assert_eq!(Config::default().max_pending(), 64);
+        let e = Config {
+            auth_timeout_ms: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth_timeout_ms = 0"), "{e}");
+        let e = Config {
+            max_frame_size: 4,
+            auth_token: "zzzzzz".into(),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth_token") && !e.contains("zzzzzz"), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use crate::outbox::{Frame, PendingRelays, Push};
 use crate::registry::{Client, CloseReason, Pick, Registry};
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct Stats {
     pub denied: u64,
     /// Clients dropped because their TLS handshake failed or timed out.
     pub tls_failures: u64,
+    /// Connections dropped because they did not send `auth_token` in time.
+    pub auth_failures: u64,
     /// Connections ended (connection-closed has run or is about to).
     pub closed: u64,
     /// Clients cut for being slow (queue limit or send_data_timeout).
@@ -74,6 +76,7 @@ pub(crate) struct Counters {
     pub refused: AtomicU64,
     pub denied: AtomicU64,
     pub tls_failures: AtomicU64,
+    pub auth_failures: AtomicU64,
     pub closed: AtomicU64,
     pub slow_cut: AtomicU64,
     pub protocol_errors: AtomicU64,
@@ -95,6 +98,11 @@ pub(crate) struct Shared {
     pub pending: Arc<PendingRelays>,
     pub counters: Counters,
     pub next_id: AtomicU64,
+    /// Connections in their TLS handshake or auth, not clients yet.
+    pub pending_connections: AtomicUsize,
+    /// Becomes true when shutdown begins: connections that are not clients
+    /// yet stop waiting.
+    pub stop: tokio::sync::watch::Sender<bool>,
     pub shutting_down: AtomicBool,
 }
 
@@ -106,6 +114,8 @@ impl Shared {
             pending: Arc::new(PendingRelays::default()),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
+            pending_connections: AtomicUsize::new(0),
+            stop: tokio::sync::watch::Sender::new(false),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -278,6 +288,7 @@ impl EvapiHandle {
             refused: get(&c.refused),
             denied: get(&c.denied),
             tls_failures: get(&c.tls_failures),
+            auth_failures: get(&c.auth_failures),
             closed: get(&c.closed),
             slow_cut: get(&c.slow_cut),
             protocol_errors: get(&c.protocol_errors),

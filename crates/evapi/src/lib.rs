@@ -44,7 +44,7 @@ pub mod tls;
 #[cfg(feature = "test-client")]
 pub mod testing;
 
-pub use config::{Config, ConfigError, MAX_CLIENTS_LIMIT, MAX_WORKERS};
+pub use config::{Config, ConfigError, Secret, MAX_CLIENTS_LIMIT, MAX_WORKERS};
 pub use handle::{ClientInfo, EvapiHandle, SendError, Stats};
 pub use handler::{ClientRef, Event, EventContext, EventHandler, NoHandler, TagError};
 pub use registry::{CloseReason, MAX_TAG_LEN};

@@ -298,6 +298,7 @@ impl EventSocket {
     fn begin_stop(&self) {
         let shared = &self.handle.shared;
         shared.shutting_down.store(true, Ordering::Release);
+        shared.stop.send_replace(true);
         self.stop.notify_one();
     }
 
@@ -392,74 +393,228 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let max = shared.config.max_clients;
-        let client = {
-            let mut reg = shared.registry_mut();
-            match reg.next_index(max) {
-                Some(conidx) => {
-                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let c = Arc::new(Client::new(
-                        id,
-                        conidx,
-                        peer,
-                        shared.config.client_queue_limit,
-                    ));
-                    reg.insert(c.clone());
-                    Some(c)
-                }
-                None => None,
-            }
-        };
-        let Some(client) = client else {
+        if gate.tls.is_none() && !shared.config.auth_enabled() {
+            // Nothing to wait for: the connection is a client now or never.
+            let Some(client) = claim_slot(&shared, peer) else {
+                continue;
+            };
+            let (rd, wr) = stream.into_split();
+            let frames = framed(&shared, rd);
+            connections.spawn(serve(shared.clone(), client, frames, wr, senders.clone()));
+            continue;
+        }
+        let Some(pending) = PendingSlot::enter(&shared) else {
             bump(&shared.counters.refused);
-            warn!(%peer, max_clients = max, "client refused: max_clients reached");
-            drop(stream);
+            warn!(
+                %peer,
+                limit = shared.config.max_pending(),
+                "connection refused: too many connections still in their TLS handshake or auth"
+            );
             continue;
         };
-        bump(&shared.counters.accepted);
-        info!(conidx = client.conidx, %peer, "client connected");
-        connections.spawn(connection(
+        connections.spawn(admit(
             shared.clone(),
-            client,
             stream,
+            peer,
             senders.clone(),
             gate.tls.clone(),
+            pending,
         ));
     }
 }
 
-async fn connection(
+/// Take a `max_clients` slot for a connection from `peer`, or refuse it
+/// (logged and counted) when all are taken.
+fn claim_slot(shared: &Shared, peer: SocketAddr) -> Option<Arc<Client>> {
+    let max = shared.config.max_clients;
+    let client = {
+        let mut reg = shared.registry_mut();
+        reg.next_index(max).map(|conidx| {
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let c = Arc::new(Client::new(
+                id,
+                conidx,
+                peer,
+                shared.config.client_queue_limit,
+            ));
+            reg.insert(c.clone());
+            c
+        })
+    };
+    match &client {
+        Some(c) => {
+            bump(&shared.counters.accepted);
+            info!(conidx = c.conidx, %peer, "client connected");
+        }
+        None => {
+            bump(&shared.counters.refused);
+            warn!(%peer, max_clients = max, "client refused: max_clients reached");
+        }
+    }
+    client
+}
+
+/// Frames read from a client's byte stream, in the configured format.
+fn framed<S: AsyncRead>(shared: &Shared, stream: S) -> FramedRead<S, FrameCodec> {
+    let codec = if shared.config.netstring_format == 1 {
+        FrameCodec::Netstring(NetstringCodec::new(shared.config.max_frame_size))
+    } else {
+        FrameCodec::Raw(RawCodec::new(shared.config.max_frame_size))
+    };
+    FramedRead::with_capacity(stream, codec, READ_BUFFER)
+}
+
+/// One of the `max_pending` places of connections that are not clients
+/// yet; given back when dropped, whatever ends the wait.
+struct PendingSlot(Arc<Shared>);
+
+impl PendingSlot {
+    fn enter(shared: &Arc<Shared>) -> Option<PendingSlot> {
+        let limit = shared.config.max_pending();
+        shared
+            .pending_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingSlot(shared.clone()))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.pending_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection that must pass the TLS handshake or send `auth_token`
+/// before it is a client: neither takes a `max_clients` slot, and
+/// connection-new runs only once both are passed. Shutdown ends the wait.
+async fn admit(
     shared: Arc<Shared>,
-    client: Arc<Client>,
     stream: TcpStream,
+    peer: SocketAddr,
     senders: Senders,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    pending: PendingSlot,
 ) {
+    let mut stop = shared.stop.subscribe();
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
     let Some(acceptor) = tls else {
-        let (rd, wr) = stream.into_split();
-        return serve(shared, client, rd, wr, senders).await;
-    };
-    // The handshake comes before connection-new: a client that cannot
-    // complete it never becomes a client the script sees.
-    let limit = Duration::from_millis(shared.config.tls_handshake_timeout_ms);
-    let failure = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => {
-            let (rd, wr) = tokio::io::split(tls);
-            return serve(shared, client, rd, wr, senders).await;
+        let admitted = tokio::select! {
+            a = authenticate(&shared, stream, peer) => a,
+            _ = stopped => None,
+        };
+        drop(pending);
+        if let Some((client, frames, wr)) = admitted {
+            serve(shared, client, frames, wr, senders).await;
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no handshake within {} ms", limit.as_millis()),
+        return;
     };
-    client.outbox.close();
-    shared.registry_mut().remove(client.conidx, client.id);
-    bump(&shared.counters.tls_failures);
-    warn!(conidx = client.conidx, peer = %client.peer, reason = %failure, "client dropped: TLS handshake failed");
+    let limit = Duration::from_millis(shared.config.tls_handshake_timeout_ms);
+    let handshake_then_auth = async {
+        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => authenticate(&shared, tls, peer).await,
+            failure => {
+                let reason = match failure {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no handshake within {} ms", limit.as_millis()),
+                };
+                bump(&shared.counters.tls_failures);
+                warn!(%peer, %reason, "connection dropped: TLS handshake failed");
+                None
+            }
+        }
+    };
+    let admitted = tokio::select! {
+        a = handshake_then_auth => a,
+        _ = stopped => None,
+    };
+    drop(pending);
+    if let Some((client, frames, wr)) = admitted {
+        serve(shared, client, frames, wr, senders).await;
+    }
+}
+
+/// A client ready to serve: its slot, its reader, its writer half.
+type Admitted<S> = (
+    Arc<Client>,
+    FramedRead<<S as SplitStream>::Read, FrameCodec>,
+    <S as SplitStream>::Write,
+);
+
+/// A client's stream, split into halves for its reader and its writer:
+/// owned halves for TCP (no lock on the hot path), `tokio::io::split` for
+/// TLS, whose two directions share one session.
+trait SplitStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Read: AsyncRead + Unpin + Send;
+    type Write: AsyncWrite + Unpin + Send;
+    fn halves(self) -> (Self::Read, Self::Write);
+}
+
+impl SplitStream for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl SplitStream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+/// Wait for `auth_token` when one is set, then claim a slot.
+async fn authenticate<S: SplitStream>(
+    shared: &Shared,
+    stream: S,
+    peer: SocketAddr,
+) -> Option<Admitted<S>> {
+    let (rd, wr) = stream.halves();
+    let mut frames = framed(shared, rd);
+    if shared.config.auth_enabled() {
+        let limit = Duration::from_millis(shared.config.auth_timeout_ms);
+        let first = tokio::time::timeout(limit, async {
+            loop {
+                match frames.next().await {
+                    Some(Ok(m)) if m.is_empty() => continue, // keep-alive
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        let failure = match first {
+            Ok(Some(Ok(m))) if shared.config.auth_token.matches(&m) => None,
+            Ok(Some(Ok(_))) => Some("its first message is not the auth_token".to_string()),
+            Ok(Some(Err(e))) => Some(e.to_string()),
+            Ok(None) => Some("closed before sending the auth_token".to_string()),
+            Err(_) => Some(format!("no auth_token within {} ms", limit.as_millis())),
+        };
+        if let Some(reason) = failure {
+            bump(&shared.counters.auth_failures);
+            warn!(%peer, %reason, "connection dropped: not authenticated");
+            return None;
+        }
+    }
+    // The same reader goes on: bytes that came after the token are in it.
+    claim_slot(shared, peer).map(|client| (client, frames, wr))
 }
 
 /// Run one client's connection: connection-new, then reading and writing
 /// until it ends, then connection-closed.
-async fn serve<R, W>(shared: Arc<Shared>, client: Arc<Client>, rd: R, wr: W, senders: Senders)
-where
+async fn serve<R, W>(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    mut frames: FramedRead<R, FrameCodec>,
+    wr: W,
+    senders: Senders,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
@@ -478,12 +633,6 @@ where
     } else if let Some(reason) = client.close_reason() {
         reason
     } else {
-        let codec = if shared.config.netstring_format == 1 {
-            FrameCodec::Netstring(NetstringCodec::new(shared.config.max_frame_size))
-        } else {
-            FrameCodec::Raw(RawCodec::new(shared.config.max_frame_size))
-        };
-        let mut frames = FramedRead::with_capacity(rd, codec, READ_BUFFER);
         let timeout = shared.config.send_data_timeout();
         tokio::select! {
             r = read_loop(&mut frames, &shared, &client, &senders) => r,
@@ -496,6 +645,9 @@ where
         }
     };
     client.request_close(reason.clone());
+    // The slot is free at once, before any flush below: a client that has
+    // gone must not keep the next one out.
+    shared.registry_mut().remove(client.conidx, client.id);
 
     // On a clean close (shutdown, or close() by the handler), what was
     // queued before it still goes out, within a bound. After a failed or
@@ -514,7 +666,6 @@ where
     let _ = tokio::time::timeout(Duration::from_millis(100), wr.shutdown()).await;
     drop(wr);
 
-    shared.registry_mut().remove(client.conidx, client.id);
     bump(&shared.counters.closed);
     match &reason {
         CloseReason::QueueLimit(_) | CloseReason::SendTimeout(_) => {

@@ -238,3 +238,118 @@ async fn bad_tls_files_are_clear_start_errors() {
         "{mismatched}"
     );
 }
+
+fn auth_config(max_clients: usize) -> Config {
+    Config {
+        max_clients,
+        auth_token: "s3cret".into(),
+        auth_timeout_ms: 300,
+        ..config()
+    }
+}
+
+/// With `auth_token`, idle connections hold no `max_clients` slot and run
+/// no connection-new: squatters cannot lock the application out, and are
+/// cut when `auth_timeout_ms` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_token_keeps_squatters_out() {
+    let rec = Arc::new(Recorder::new().on_msg(|ctx| {
+        let mut echo = b"echo:".to_vec();
+        echo.extend_from_slice(ctx.message().unwrap());
+        ctx.handle().relay(&echo).unwrap();
+    }));
+    let socket = start(auth_config(2), rec.clone()).await;
+    let addr = socket.local_addr();
+    let h = socket.handle();
+    // More squatters than max_clients, saying nothing.
+    let mut squatters = Vec::new();
+    for _ in 0..6 {
+        squatters.push(TestClient::connect(addr).await);
+    }
+    // The application authenticates, with a message in the same segment.
+    let mut app = TestClient::connect(addr).await;
+    app.send_raw(b"6:s3cret,5:hello,").await;
+    rec.wait_for(Event::ConnectionNew, 1).await;
+    assert_eq!(app.recv_text().await.unwrap(), "echo:hello");
+    assert_eq!(h.client_count(), 1, "squatters hold no slot");
+    // Every squatter is cut at the timeout, never having been a client.
+    for s in &mut squatters {
+        s.expect_closed().await;
+    }
+    eventually("squatters counted", || h.stats().auth_failures == 6).await;
+    // A wrong token is cut too, at once.
+    let mut wrong = TestClient::connect(addr).await;
+    wrong.send(b"guess").await;
+    wrong.expect_closed().await;
+    eventually("wrong token counted", || h.stats().auth_failures == 7).await;
+    assert_eq!(rec.count(Event::ConnectionNew), 1);
+    assert_eq!(
+        rec.messages(),
+        vec![bytes::Bytes::from_static(b"hello")],
+        "the token is never passed on as a message"
+    );
+    socket.shutdown().await;
+}
+
+/// Connections waiting for their token are bounded (`max_pending`): past
+/// it, new ones are closed at once and counted as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_connections_are_bounded() {
+    let rec = Arc::new(Recorder::new());
+    let cfg = Config {
+        auth_timeout_ms: 20_000,
+        ..auth_config(1)
+    };
+    let limit = cfg.max_pending();
+    let socket = start(cfg, rec.clone()).await;
+    let addr = socket.local_addr();
+    let h = socket.handle();
+    let mut waiting = Vec::new();
+    for _ in 0..limit {
+        waiting.push(TestClient::connect(addr).await);
+    }
+    let mut extra = TestClient::connect(addr).await;
+    extra.expect_closed().await;
+    eventually("refusal counted", || h.stats().refused == 1).await;
+    // One of the waiting ones authenticates and becomes the client.
+    waiting[0].send(b"s3cret").await;
+    rec.wait_for(Event::ConnectionNew, 1).await;
+    assert_eq!(h.client_count(), 1);
+    socket.shutdown().await;
+}
+
+/// A closed client's slot is free at once, even while what was queued for
+/// it is still being flushed (`shutdown_flush_ms`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_clients_slot_is_free_before_its_flush_ends() {
+    let rec = Arc::new(Recorder::new().on_msg(|ctx| {
+        if &ctx.message().unwrap()[..] == b"bye" {
+            ctx.close();
+        }
+    }));
+    let cfg = Config {
+        max_clients: 1,
+        shutdown_flush_ms: 20_000,
+        ..config()
+    };
+    let socket = start(cfg, rec.clone()).await;
+    let addr = socket.local_addr();
+    let h = socket.handle();
+    // A client that does not read: its queue and socket buffers fill.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = TestClient::new(sock.connect(addr).await.unwrap());
+    rec.wait_for(Event::ConnectionNew, 1).await;
+    let frame = vec![b'x'; 64 * 1024];
+    for _ in 0..64 {
+        h.relay(&frame).unwrap();
+    }
+    stuck.send(b"bye").await;
+    eventually("slot freed", || h.client_count() == 0).await;
+    // The next client gets the slot while the flush toward `stuck` waits.
+    let _next = TestClient::connect(addr).await;
+    rec.wait_for(Event::ConnectionNew, 2).await;
+    assert_eq!(h.stats().refused, 0);
+    drop(stuck);
+    socket.shutdown().await;
+}
