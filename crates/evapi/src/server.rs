@@ -14,6 +14,7 @@ use crate::outbox::{WriteStop, Writer};
 use crate::registry::{Client, CloseReason, InFlight};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use lograte::{error_limited, warn_limited};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::codec::FramedRead;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// Events queued for the dispatcher thread, in the order they happened.
 enum Dispatch {
@@ -378,7 +379,7 @@ async fn accept_loop(
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather
                 // than spin on an error that will repeat at once.
-                warn!(error = %e, "accept failed");
+                warn_limited!(error = %e, "accept failed");
                 tokio::select! {
                     _ = stop.notified() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -388,7 +389,7 @@ async fn accept_loop(
         };
         if !gate.allow.allows(peer.ip()) {
             bump(&shared.counters.denied);
-            warn!(%peer, "client refused: its address is not in allow_networks");
+            warn_limited!(%peer, "client refused: its address is not in allow_networks");
             drop(stream);
             continue;
         }
@@ -405,7 +406,7 @@ async fn accept_loop(
         }
         let Some(pending) = PendingSlot::enter(&shared) else {
             bump(&shared.counters.refused);
-            warn!(
+            warn_limited!(
                 %peer,
                 limit = shared.config.max_pending(),
                 "connection refused: too many connections still in their TLS handshake or auth"
@@ -448,7 +449,7 @@ fn claim_slot(shared: &Shared, peer: SocketAddr) -> Option<Arc<Client>> {
         }
         None => {
             bump(&shared.counters.refused);
-            warn!(%peer, max_clients = max, "client refused: max_clients reached");
+            warn_limited!(%peer, max_clients = max, "client refused: max_clients reached");
         }
     }
     client
@@ -523,7 +524,7 @@ async fn admit(
                     _ => format!("no handshake within {} ms", limit.as_millis()),
                 };
                 bump(&shared.counters.tls_failures);
-                warn!(%peer, %reason, "connection dropped: TLS handshake failed");
+                warn_limited!(%peer, %reason, "connection dropped: TLS handshake failed");
                 None
             }
         }
@@ -598,7 +599,7 @@ async fn authenticate<S: SplitStream>(
         };
         if let Some(reason) = failure {
             bump(&shared.counters.auth_failures);
-            warn!(%peer, %reason, "connection dropped: not authenticated");
+            warn_limited!(%peer, %reason, "connection dropped: not authenticated");
             return None;
         }
     }
@@ -670,11 +671,11 @@ async fn serve<R, W>(
     match &reason {
         CloseReason::QueueLimit(_) | CloseReason::SendTimeout(_) => {
             bump(&shared.counters.slow_cut);
-            warn!(conidx = client.conidx, peer = %client.peer, %reason, "client cut");
+            warn_limited!(conidx = client.conidx, peer = %client.peer, %reason, "client cut");
         }
         CloseReason::Protocol(_) => {
             bump(&shared.counters.protocol_errors);
-            warn!(conidx = client.conidx, peer = %client.peer, %reason, "client closed");
+            warn_limited!(conidx = client.conidx, peer = %client.peer, %reason, "client closed");
         }
         _ => info!(conidx = client.conidx, peer = %client.peer, %reason, "client disconnected"),
     }
@@ -781,6 +782,6 @@ fn guarded(event: Event, client: &Client, f: impl FnOnce()) {
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        error!(%event, conidx = client.conidx, peer = %client.peer, panic = %what, "event handler panicked");
+        error_limited!(%event, conidx = client.conidx, peer = %client.peer, panic = %what, "event handler panicked");
     }
 }
