@@ -1,16 +1,17 @@
 //! The engine: the script's source, one Lua VM per thread, the current
 //! message or event of each VM, and the calls into script functions.
 
+use crate::ops::{EventOps, SipOps};
 use crate::pv::PvValue;
 use crate::shared::SharedVars;
 use bytes::Bytes;
-use evapi::{ClientRef, EvapiHandle, EventContext, EventHandler};
+use evapi::{ClientRef, EventContext, EventHandler};
 use mlua::{Function, Lua, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tracing::{debug, error, warn};
 
 /// Where the script comes from and what it is asked to provide.
@@ -59,8 +60,10 @@ pub struct Engine {
     path: PathBuf,
     source: String,
     event_callback: Option<String>,
-    pub(crate) evapi: OnceLock<EvapiHandle>,
-    pub(crate) sip: OnceLock<sip::SipHandle>,
+    /// `None` only for [`Engine::check`].
+    pub(crate) evapi: Option<Arc<dyn EventOps>>,
+    /// `None` only for [`Engine::check`].
+    pub(crate) sip: Option<Arc<dyn SipOps>>,
     pub(crate) shared: SharedVars,
 }
 
@@ -148,9 +151,29 @@ thread_local! {
 }
 
 impl Engine {
-    /// Read and check the script: it must compile, its top level must run,
-    /// and the functions the configuration names must exist.
-    pub fn load(config: &ScriptConfig) -> Result<Arc<Engine>, ScriptError> {
+    /// Read and check the script (it must compile, its top level must run,
+    /// and the functions the configuration names must exist), with the
+    /// event socket and the SIP host its `KSR` functions act through.
+    pub fn new(
+        config: &ScriptConfig,
+        events: Arc<dyn EventOps>,
+        sip: Arc<dyn SipOps>,
+    ) -> Result<Arc<Engine>, ScriptError> {
+        Self::build(config, Some(events), Some(sip))
+    }
+
+    /// Read and check the script as [`Engine::new`] does, without an event
+    /// socket or a SIP host (`evapi check`): `KSR` functions run by the
+    /// script's top level that need them fail with a log line.
+    pub fn check(config: &ScriptConfig) -> Result<(), ScriptError> {
+        Self::build(config, None, None).map(drop)
+    }
+
+    fn build(
+        config: &ScriptConfig,
+        events: Option<Arc<dyn EventOps>>,
+        sip: Option<Arc<dyn SipOps>>,
+    ) -> Result<Arc<Engine>, ScriptError> {
         let source = match &config.source {
             Some(s) => s.clone(),
             None => std::fs::read_to_string(&config.file).map_err(|e| ScriptError::Read {
@@ -164,8 +187,8 @@ impl Engine {
             source,
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
-            evapi: OnceLock::new(),
-            sip: OnceLock::new(),
+            evapi: events,
+            sip,
             shared: SharedVars::default(),
         });
         let lua = engine.new_vm()?;
@@ -190,12 +213,6 @@ impl Engine {
     /// The script file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Give the engine the event socket that `KSR.evapi.*` sends through.
-    /// Set once; later calls are ignored.
-    pub fn set_evapi(&self, handle: EvapiHandle) {
-        let _ = self.evapi.set(handle);
     }
 
     /// The event handler to give to [`evapi::EventSocket::bind`].

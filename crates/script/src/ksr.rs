@@ -3,6 +3,7 @@
 
 use crate::engine::{with_current, with_vars, Engine, Unwind};
 use crate::json;
+use crate::ops::EventOps;
 use crate::pv::{EvField, Pv, PvValue};
 use mlua::{Lua, Table, Value};
 use std::sync::Arc;
@@ -270,7 +271,7 @@ fn install_evapi(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Result<(
     t.set(
         "client_count",
         lua.create_function(move |_, tag: Option<mlua::LuaString>| {
-            let Some(h) = e.upgrade().and_then(|e| e.evapi.get().cloned()) else {
+            let Some(h) = e.upgrade().and_then(|e| e.evapi.clone()) else {
                 return Ok(0);
             };
             Ok(match tag {
@@ -283,7 +284,7 @@ fn install_evapi(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Result<(
 }
 
 /// One of the event socket's ways to send: (handle, data, tag).
-pub(crate) type SendFn = fn(&evapi::EvapiHandle, &[u8], &[u8]) -> Result<usize, evapi::SendError>;
+pub(crate) type SendFn = fn(&dyn EventOps, &[u8], &[u8]) -> Result<usize, evapi::SendError>;
 
 /// The four ways to send, by their KEMI names (plain, async), and whether
 /// they take a tag. `*_rr` are ours: unicast taking the clients of a tag in
@@ -352,7 +353,7 @@ pub(crate) fn evapi_send(
     data: &[u8],
     tag: &[u8],
 ) -> i64 {
-    let Some(h) = engine.evapi.get() else {
+    let Some(h) = engine.evapi.as_deref() else {
         warn!(target: "script", "KSR.evapi.{name}: no event socket is running");
         return -1;
     };

@@ -18,8 +18,10 @@ mod compat;
 mod engine;
 mod json;
 mod ksr;
+mod ops;
 pub mod pv;
 mod route;
 mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
+pub use ops::{EventClient, EventOps, SipOps};

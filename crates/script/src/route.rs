@@ -10,10 +10,11 @@
 
 use crate::engine::{with_current, Engine, Outcome};
 use crate::ksr::{evapi_send, lua_int, SendFn};
+use crate::ops::SipOps;
 use crate::pv::{get_sip, with_host, with_user, MsgView, Pv, PvValue};
 use mlua::{AnyUserData, Lua, Table, Value};
 use sip::{Method, Request, Router, SipHandle, SipMessage, Source, TmError};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tracing::{error, warn};
 
 /// What kind of route is running.
@@ -176,8 +177,8 @@ fn log_tm(what: &str, e: &TmError) {
 }
 
 impl Engine {
-    fn sip(&self) -> Option<&SipHandle> {
-        self.sip.get()
+    fn sip(&self) -> Option<&Arc<dyn SipOps>> {
+        self.sip.as_ref()
     }
 
     /// Run route `fname` with `req` as the current message; reply 500 if
@@ -230,34 +231,46 @@ impl Engine {
         }
     }
 
-    /// The router to give to [`sip::SipHost::start`].
+    /// The router to give to [`sip::SipHost::start`]. It refers to the
+    /// engine weakly: the engine holds the SIP host's handle, the host
+    /// holds its router, so a strong reference back would be a cycle. Keep
+    /// the engine for as long as the host runs.
     pub fn sip_router(self: &Arc<Self>) -> Arc<dyn Router> {
-        Arc::new(SipHooks(self.clone()))
-    }
-
-    /// Give the engine the SIP host that `KSR.sl/tm/tmx` act through.
-    /// Set once; later calls are ignored.
-    pub fn set_sip(&self, handle: SipHandle) {
-        let _ = self.sip.set(handle);
+        Arc::new(SipHooks(Arc::downgrade(self)))
     }
 }
 
-struct SipHooks(Arc<Engine>);
+struct SipHooks(Weak<Engine>);
+
+impl SipHooks {
+    fn engine(&self) -> Option<Arc<Engine>> {
+        let engine = self.0.upgrade();
+        if engine.is_none() {
+            warn!("the script engine is gone; SIP message not routed");
+        }
+        engine
+    }
+}
 
 impl Router for SipHooks {
     fn thread_started(&self, _child: usize) {
-        let _ = self.0.vm();
+        if let Some(engine) = self.engine() {
+            let _ = engine.vm();
+        }
     }
 
     fn request(&self, _host: &SipHandle, req: &mut Request) {
-        if let Some(lua) = self.0.vm() {
-            self.0
-                .run_route(&lua, "ksr_request_route", RouteKind::Request, req);
+        let Some(engine) = self.engine() else { return };
+        if let Some(lua) = engine.vm() {
+            engine.run_route(&lua, "ksr_request_route", RouteKind::Request, req);
         }
     }
 
     fn reply(&self, _host: &SipHandle, reply: &SipMessage, source: &Source) -> bool {
-        let Some(lua) = self.0.vm() else { return true };
+        let Some(engine) = self.engine() else {
+            return true;
+        };
+        let Some(lua) = engine.vm() else { return true };
         if !matches!(
             lua.globals().get::<Value>("ksr_reply_route"),
             Ok(Value::Function(_))
@@ -277,7 +290,7 @@ impl Router for SipHooks {
                     handled: false,
                 })
             });
-            let outcome = self.0.call(&lua, "ksr_reply_route", ());
+            let outcome = engine.call(&lua, "ksr_reply_route", ());
             with_current(&lua, |cur| cur.sip = previous);
             Ok(outcome)
         });
@@ -285,8 +298,9 @@ impl Router for SipHooks {
     }
 
     fn failure(&self, _host: &SipHandle, req: &mut Request, route: &str) {
-        if let Some(lua) = self.0.vm() {
-            self.0.run_route(&lua, route, RouteKind::Failure, req);
+        let Some(engine) = self.engine() else { return };
+        if let Some(lua) = engine.vm() {
+            engine.run_route(&lua, route, RouteKind::Failure, req);
         }
     }
 }
@@ -556,7 +570,7 @@ fn tm_fn(
     engine: &Arc<Engine>,
     name: &'static str,
     handles: bool,
-    op: fn(&SipHandle, &mut Request, ()) -> Result<(), TmError>,
+    op: fn(&dyn SipOps, &mut Request, ()) -> Result<(), TmError>,
 ) -> mlua::Result<()> {
     let e = Arc::downgrade(engine);
     t.set(
@@ -565,7 +579,7 @@ fn tm_fn(
             let Some(host) = e.upgrade().and_then(|e| e.sip().cloned()) else {
                 return Ok(-1);
             };
-            let ok = with_request(lua, |req| match op(&host, req, ()) {
+            let ok = with_request(lua, |req| match op(&*host, req, ()) {
                 Ok(()) => true,
                 Err(e) => {
                     log_tm(name, &e);
