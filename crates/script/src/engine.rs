@@ -1,18 +1,20 @@
-//! The engine: the script's source, one Lua VM per thread, the current
-//! message or event of each VM, and the calls into script functions.
+//! The engine: the script's source, the handles its `KSR` functions act
+//! through, and one Lua VM per thread (created there on first use).
+//!
+//! Calls into the script are in [`crate::call`], the current message in
+//! [`crate::context`], the hook traits in [`crate::hooks`].
 
+use crate::call::lua_error_text;
+use crate::context::Context;
+use crate::ksr::Handles;
 use crate::ops::{EventOps, SipOps};
-use crate::pv::PvValue;
-use crate::shared::SharedVars;
-use bytes::Bytes;
-use evapi::{ClientRef, EventContext, EventHandler};
-use mlua::{Function, Lua, Value};
+use mlua::{Lua, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 /// Where the script comes from and what it is asked to provide.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,88 +61,13 @@ pub struct Engine {
     id: u64,
     path: PathBuf,
     source: String,
-    event_callback: Option<String>,
-    /// `None` only for [`Engine::check`].
-    pub(crate) evapi: Option<Arc<dyn EventOps>>,
-    /// `None` only for [`Engine::check`].
-    pub(crate) sip: Option<Arc<dyn SipOps>>,
-    pub(crate) shared: SharedVars,
+    pub(crate) event_callback: Option<String>,
+    pub(crate) handles: Arc<Handles>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("path", &self.path).finish()
-    }
-}
-
-/// What the current route or event is about, kept in the VM while a
-/// script function runs, so `KSR.*` functions know what they act on.
-#[derive(Default)]
-pub(crate) struct Current {
-    pub evapi: Option<EvapiCurrent>,
-    pub sip: Option<crate::route::SipCurrent>,
-}
-
-/// The evapi event being handled.
-pub(crate) struct EvapiCurrent {
-    pub client: ClientRef,
-    pub msg: Option<Bytes>,
-}
-
-/// `$var` values of one VM.
-#[derive(Default)]
-pub(crate) struct Vars(pub HashMap<String, PvValue>);
-
-/// How a script function call ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// It returned (or called `KSR.x.exit()`).
-    Done,
-    /// `KSR.x.drop()`.
-    Dropped,
-    /// The function is not defined.
-    Missing,
-    /// It raised an error (logged).
-    Failed,
-}
-
-/// Raised by `KSR.x.exit()` and `KSR.x.drop()` to unwind the route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unwind {
-    Exit,
-    Drop,
-}
-
-impl std::fmt::Display for Unwind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unwind::Exit => "KSR.x.exit()",
-            Unwind::Drop => "KSR.x.drop()",
-        })
-    }
-}
-
-impl std::error::Error for Unwind {}
-
-fn unwind_of(err: &mlua::Error) -> Option<Unwind> {
-    match err {
-        mlua::Error::CallbackError { cause, .. } => unwind_of(cause),
-        mlua::Error::WithContext { cause, .. } => unwind_of(cause),
-        mlua::Error::ExternalError(e) => e.downcast_ref::<Unwind>().copied(),
-        _ => None,
-    }
-}
-
-/// The first line of a Lua error: "file.lua:12: message".
-pub(crate) fn lua_error_text(err: &mlua::Error) -> String {
-    match err {
-        mlua::Error::CallbackError { cause, .. } => lua_error_text(cause),
-        mlua::Error::WithContext { cause, context } => {
-            format!("{context}: {}", lua_error_text(cause))
-        }
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or("").to_string(),
-        other => other.to_string().lines().next().unwrap_or("").to_string(),
     }
 }
 
@@ -187,9 +114,7 @@ impl Engine {
             source,
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
-            evapi: events,
-            sip,
-            shared: SharedVars::default(),
+            handles: Arc::new(Handles::new(sip, events)),
         });
         let lua = engine.new_vm()?;
         let globals = lua.globals();
@@ -215,19 +140,26 @@ impl Engine {
         &self.path
     }
 
+    /// The router to give to [`sip::SipHost::start`]. It refers to the
+    /// engine weakly: the engine holds the SIP host's handle and the host
+    /// holds its router, so a strong reference back would be a cycle. Keep
+    /// the engine for as long as the host runs.
+    pub fn sip_router(self: &Arc<Self>) -> Arc<dyn sip::Router> {
+        Arc::new(crate::hooks::SipHooks::new(self))
+    }
+
     /// The event handler to give to [`evapi::EventSocket::bind`].
-    pub fn evapi_handler(self: &Arc<Self>) -> Arc<dyn EventHandler> {
-        Arc::new(EvapiHooks(self.clone()))
+    pub fn evapi_handler(self: &Arc<Self>) -> Arc<dyn evapi::EventHandler> {
+        Arc::new(crate::hooks::EvapiHooks::new(self))
     }
 
     /// A new VM with the KSR API, the script loaded and its top level run.
-    fn new_vm(self: &Arc<Self>) -> Result<Lua, ScriptError> {
+    fn new_vm(&self) -> Result<Lua, ScriptError> {
         let lua = Lua::new();
         let lua_err = |e: mlua::Error| ScriptError::Lua(lua_error_text(&e));
         crate::compat::install(&lua).map_err(lua_err)?;
-        crate::ksr::install(&lua, self).map_err(lua_err)?;
-        lua.set_app_data(Current::default());
-        lua.set_app_data(Vars::default());
+        lua.set_app_data(Context::default());
+        crate::ksr::install(&lua, &self.handles).map_err(lua_err)?;
         lua.load(&self.source)
             .set_name(format!("@{}", self.path.display()))
             .exec()
@@ -236,7 +168,7 @@ impl Engine {
     }
 
     /// This thread's VM, created on first use.
-    pub(crate) fn vm(self: &Arc<Self>) -> Option<Lua> {
+    pub(crate) fn vm(&self) -> Option<Lua> {
         if let Some(lua) = VMS.with(|v| v.borrow().get(&self.id).cloned()) {
             return Some(lua);
         }
@@ -251,77 +183,5 @@ impl Engine {
                 None
             }
         }
-    }
-
-    /// Call the global function `name` with `args`.
-    pub(crate) fn call(&self, lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outcome {
-        let f: Function = match lua.globals().get::<Value>(name) {
-            Ok(Value::Function(f)) => f,
-            _ => {
-                warn!(function = name, "script function not defined");
-                return Outcome::Missing;
-            }
-        };
-        match f.call::<()>(args) {
-            Ok(()) => Outcome::Done,
-            Err(e) => match unwind_of(&e) {
-                Some(Unwind::Exit) => Outcome::Done,
-                Some(Unwind::Drop) => Outcome::Dropped,
-                None => {
-                    error!(function = name, error = %lua_error_text(&e), "script error");
-                    debug!(function = name, error = %e, "script error with traceback");
-                    Outcome::Failed
-                }
-            },
-        }
-    }
-
-    fn run_event(self: &Arc<Self>, ctx: &EventContext<'_>) {
-        let Some(cb) = &self.event_callback else {
-            return;
-        };
-        let Some(lua) = self.vm() else {
-            return;
-        };
-        let previous = with_current(&lua, |cur| {
-            cur.evapi.replace(EvapiCurrent {
-                client: ctx.client(),
-                msg: ctx.message().cloned(),
-            })
-        });
-        self.call(&lua, cb, ctx.event().name());
-        with_current(&lua, |cur| cur.evapi = previous);
-    }
-}
-
-/// Run `f` on the VM's current context (never across a call into Lua).
-pub(crate) fn with_current<R>(lua: &Lua, f: impl FnOnce(&mut Current) -> R) -> R {
-    let mut cur = lua
-        .app_data_mut::<Current>()
-        .expect("every VM has a current context");
-    f(&mut cur)
-}
-
-/// Run `f` on the VM's `$var` store.
-pub(crate) fn with_vars<R>(lua: &Lua, f: impl FnOnce(&mut Vars) -> R) -> R {
-    let mut vars = lua.app_data_mut::<Vars>().expect("every VM has $var");
-    f(&mut vars)
-}
-
-struct EvapiHooks(Arc<Engine>);
-
-impl EventHandler for EvapiHooks {
-    fn thread_started(&self, _worker: Option<usize>) {
-        // Load the script now, so the first event does not pay for it.
-        let _ = self.0.vm();
-    }
-    fn connection_new(&self, ctx: &EventContext<'_>) {
-        self.0.run_event(ctx);
-    }
-    fn message_received(&self, ctx: &EventContext<'_>) {
-        self.0.run_event(ctx);
-    }
-    fn connection_closed(&self, ctx: &EventContext<'_>) {
-        self.0.run_event(ctx);
     }
 }

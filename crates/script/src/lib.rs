@@ -14,13 +14,15 @@
 //! `$var` lives in it, so it is per worker and keeps its value between
 //! messages, as in Kamailio. `$shv` and `$sht` are shared by all.
 
+mod call;
 mod compat;
+mod context;
 mod engine;
+mod hooks;
 mod json;
 mod ksr;
 mod ops;
 pub mod pv;
-mod route;
 mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
