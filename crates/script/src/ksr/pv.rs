@@ -6,6 +6,11 @@
 //! [`crate::context`]; null outside them) or to the variable stores: `$var`
 //! in this VM, `$shv` and `$sht` shared. Writable: `$var`, `$shv`, `$sht`,
 //! and `$ru`, `$rU`, `$rd`, `$du` in a SIP request route.
+//!
+//! Names are parsed once per VM: [`named`] keeps the parsed [`Pv`] of each
+//! name it has seen, up to [`MAX_NAMES`] names (a script building names
+//! from data would otherwise grow the cache without end; past the cap, a
+//! new name is parsed on each use).
 
 use super::module::{lua_int, Cx, Fail, Module};
 use crate::context;
@@ -14,9 +19,16 @@ use mlua::{Lua, LuaString, Value};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// Most names whose parse is kept, per VM.
+pub(crate) const MAX_NAMES: usize = 4096;
+
 /// `$var` values of one VM.
 #[derive(Default)]
 struct Vars(HashMap<String, PvValue>);
+
+/// Parsed pseudo-variable names of one VM.
+#[derive(Default)]
+struct Names(HashMap<Box<str>, Rc<Pv>>);
 
 /// A pseudo-variable value as a Lua value (integers stay integers).
 pub(crate) fn to_lua(lua: &Lua, v: Option<PvValue>) -> mlua::Result<Value> {
@@ -28,8 +40,19 @@ pub(crate) fn to_lua(lua: &Lua, v: Option<PvValue>) -> mlua::Result<Value> {
 }
 
 /// The parsed pseudo-variable `name`.
-pub(crate) fn named(_cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
-    Ok(Rc::new(Pv::parse(name).map_err(Fail::new)?))
+pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
+    let mut names = cx
+        .lua
+        .app_data_mut::<Names>()
+        .expect("every VM has the pv name cache");
+    if let Some(pv) = names.0.get(name) {
+        return Ok(pv.clone());
+    }
+    let pv = Rc::new(Pv::parse(name).map_err(Fail::new)?);
+    if names.0.len() < MAX_NAMES {
+        names.0.insert(name.into(), pv.clone());
+    }
+    Ok(pv)
 }
 
 /// Read `pv` in the current context; `None` is null.
@@ -98,6 +121,7 @@ fn set_sip(req: &mut sip::Request, pv: &Pv, text: Option<&str>) -> Result<(), St
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.lua().set_app_data(Vars::default());
+    m.lua().set_app_data(Names::default());
     m.func("get", |cx, name: LuaString| {
         let v = get(cx, &*named(cx, &name.to_str()?)?);
         Ok(to_lua(cx.lua, v)?)
@@ -143,6 +167,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{request, FakeClient, Vm};
+    use super::{Names, MAX_NAMES};
 
     #[test]
     fn var_and_shv_are_stored_and_typed() {
@@ -242,5 +267,21 @@ mod tests {
             })
         });
         assert_eq!(r, (4, "cid-1".into(), true));
+    }
+
+    #[test]
+    fn names_are_parsed_once_up_to_the_cap() {
+        let vm = Vm::new();
+        vm.run(r#"for i = 1, 3 do KSR.pv.get("$ru"); KSR.pv.get("$var(a)") end"#);
+        let cached = || vm.lua.app_data_ref::<Names>().unwrap().0.len();
+        assert_eq!(cached(), 2);
+        vm.run(&format!(
+            r#"for i = 1, {} do KSR.pv.seti("$var(n" .. i .. ")", i) end"#,
+            MAX_NAMES + 10
+        ));
+        assert_eq!(cached(), MAX_NAMES);
+        // Past the cap, names still work.
+        let last = format!(r#"KSR.pv.get("$var(n{})")"#, MAX_NAMES + 10);
+        assert_eq!(vm.eval::<i64>(&last), (MAX_NAMES + 10) as i64);
     }
 }
