@@ -168,3 +168,105 @@ pub(crate) fn run_event(lua: &Lua, cb: &str, ctx: &EventContext<'_>) -> Outcome 
     context::leave(lua, previous);
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ksr::testing::{request, Vm};
+
+    fn reply(code: u16) -> SipMessage {
+        let raw = format!(
+            "SIP/2.0 {code} Busy Here\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK1\r\n\
+             From: <sip:alice@a.example>;tag=ft1\r\n\
+             To: <sip:bob@example.com>;tag=tt1\r\n\
+             Call-ID: cid-1\r\n\
+             CSeq: 42 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(bytes::Bytes::from(raw)).unwrap()
+    }
+
+    fn source() -> Source {
+        Source {
+            transport: sip::Transport::Udp,
+            remote: "192.0.2.9:5060".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn a_route_failing_before_it_replied_gets_500() {
+        let vm = Vm::new();
+        vm.run(
+            r#"function broken() error("boom") end
+               function replied_then_broken() KSR.sl.send_reply(404, "Not Here"); error("boom") end
+               function fine() KSR.pv.sets("$var(m)", KSR.pv.get("$rm")) end"#,
+        );
+        let sip = Some(&*vm.sip as &dyn SipOps);
+        let mut req = request("INVITE", "");
+        let out = run_route(&vm.lua, sip, "broken", RouteKind::Request, &mut req);
+        assert_eq!(out, Outcome::Failed);
+        assert_eq!(vm.sip.take(), ["sl_reply 500 Server Internal Error"]);
+        let out = run_route(
+            &vm.lua,
+            sip,
+            "replied_then_broken",
+            RouteKind::Request,
+            &mut req,
+        );
+        assert_eq!(out, Outcome::Failed);
+        assert_eq!(vm.sip.take(), ["sl_reply 404 Not Here"]);
+        let mut ack = request("ACK", "");
+        run_route(&vm.lua, sip, "broken", RouteKind::Request, &mut ack);
+        assert!(vm.sip.take().is_empty(), "an ACK is never replied to");
+        assert_eq!(
+            run_route(&vm.lua, sip, "fine", RouteKind::Failure, &mut req),
+            Outcome::Done
+        );
+        assert_eq!(vm.eval::<String>(r#"KSR.pv.get("$var(m)")"#), "INVITE");
+        // The route's context is gone after it.
+        assert!(vm.eval::<bool>(r#"KSR.pv.is_null("$rm")"#));
+    }
+
+    #[test]
+    fn the_reply_route_sees_the_reply_and_can_drop_it() {
+        let vm = Vm::new();
+        assert!(
+            run_reply_route(&vm.lua, &reply(486), &source()),
+            "no reply route"
+        );
+        vm.run(
+            r#"function ksr_reply_route()
+                 KSR.pv.seti("$var(rs)", KSR.pv.get("$rs"))
+                 KSR.pv.sets("$var(si)", KSR.pv.get("$si"))
+                 KSR.pv.seti("$var(inv)", KSR.is_INVITE() and 1 or 0)
+                 if KSR.pv.get("$rs") == 486 then KSR.x.drop() end
+               end"#,
+        );
+        assert!(!run_reply_route(&vm.lua, &reply(486), &source()));
+        assert_eq!(
+            vm.eval::<(i64, String, i64)>(
+                r#"KSR.pv.get("$var(rs)"), KSR.pv.get("$var(si)"), KSR.pv.get("$var(inv)")"#
+            ),
+            (486, "192.0.2.9".into(), 1)
+        );
+        assert!(run_reply_route(&vm.lua, &reply(180), &source()));
+        // A reply route cannot edit a request.
+        vm.run(r#"function ksr_reply_route() KSR.pv.seti("$var(h)", KSR.hdr.append("X: y")) end"#);
+        assert!(run_reply_route(&vm.lua, &reply(200), &source()));
+        assert_eq!(vm.eval::<i64>(r#"KSR.pv.get("$var(h)")"#), -1);
+    }
+
+    #[test]
+    fn error_text_is_the_first_line() {
+        let lua = Lua::new();
+        let e = lua
+            .load("error('bad thing\\nmore')")
+            .set_name("@r.lua")
+            .exec()
+            .unwrap_err();
+        assert_eq!(lua_error_text(&e), "r.lua:1: bad thing");
+    }
+}

@@ -185,3 +185,92 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ksr::testing::{FakeEvents, FakeSip};
+
+    fn config(source: &str, callback: &str) -> ScriptConfig {
+        ScriptConfig {
+            file: PathBuf::from("t.lua"),
+            source: Some(source.into()),
+            event_callback: callback.into(),
+        }
+    }
+
+    fn engine(source: &str) -> (Arc<Engine>, Arc<FakeSip>) {
+        let sip = Arc::new(FakeSip::default());
+        let engine = Engine::new(
+            &config(source, ""),
+            Arc::new(FakeEvents::default()),
+            sip.clone(),
+        )
+        .unwrap();
+        (engine, sip)
+    }
+
+    #[test]
+    fn check_reports_what_is_wrong() {
+        assert!(Engine::check(&config("function ksr_request_route() end", "")).is_ok());
+        let e = Engine::check(&config("function ksr_request_route() end", "cb")).unwrap_err();
+        assert!(matches!(e, ScriptError::MissingFunction { ref name, .. } if name == "cb"));
+        let e = Engine::check(&config("x = = 1", "")).unwrap_err();
+        assert!(e.to_string().contains("t.lua:1:"), "{e}");
+        // A top level using KSR while checking: the call fails (logged),
+        // the script still loads.
+        let src = r#"KSR.info("loading"); r = KSR.sl.send_reply(200, "OK")
+                     function ksr_request_route() end"#;
+        assert!(Engine::check(&config(src, "")).is_ok());
+    }
+
+    #[test]
+    fn the_top_level_can_use_the_handles_at_once() {
+        // The handles are there from the start: no window where KSR.* is -1.
+        let (engine, _) = engine(
+            r#"started = KSR.evapi.relay("boot") == 1 and KSR.evapi.client_count() == 5
+               function ksr_request_route() end"#,
+        );
+        let lua = engine.vm().unwrap();
+        assert!(lua.globals().get::<bool>("started").unwrap());
+    }
+
+    #[test]
+    fn one_vm_per_thread_keeps_var() {
+        let (engine, _) = engine("function ksr_request_route() end");
+        let a = engine.vm().unwrap();
+        a.load(r#"KSR.pv.seti("$var(n)", 5)"#).exec().unwrap();
+        let again = engine.vm().unwrap();
+        let n: i64 = again.load(r#"KSR.pv.get("$var(n)")"#).eval().unwrap();
+        assert_eq!(n, 5, "the same VM on the same thread");
+        let other = engine.clone();
+        let null = std::thread::spawn(move || {
+            let lua = other.vm().unwrap();
+            lua.load(r#"KSR.pv.is_null("$var(n)")"#)
+                .eval::<bool>()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(null, "another thread has its own VM");
+    }
+
+    #[test]
+    fn the_router_does_not_keep_the_engine_alive() {
+        let (engine, _) = engine("function ksr_request_route() end");
+        let router = engine.sip_router();
+        let handler = engine.evapi_handler();
+        assert_eq!(
+            Arc::strong_count(&engine),
+            2,
+            "only the evapi handler holds it"
+        );
+        drop(handler);
+        assert_eq!(Arc::strong_count(&engine), 1);
+        let weak = Arc::downgrade(&engine);
+        drop(engine);
+        assert!(weak.upgrade().is_none());
+        // A message after the engine is gone is logged and ignored.
+        router.thread_started(0);
+    }
+}

@@ -23,7 +23,7 @@ mod tmx;
 mod x;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub(crate) use module::Handles;
 use module::Module;
