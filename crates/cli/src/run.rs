@@ -2,17 +2,19 @@
 
 use crate::config::Loaded;
 use anyhow::Context;
-use evapi::EventSocket;
-use script::Engine;
-use sip::SipHost;
-use tracing::info;
+use evapi::{EvapiHandle, EventSocket, SendError};
+use script::{Engine, EventOps, SipOps};
+use sip::{Request, SipHandle, SipHost, TmError, TxRef};
+use std::sync::{Arc, OnceLock};
+use tracing::{info, warn};
 
 /// Load the script, start the event socket and the SIP host, run until
 /// SIGINT or SIGTERM, then shut down: SIP first (no new calls; suspended
 /// and pending transactions get their final reply), then the event socket
 /// (queued events written, clients closed, connection-closed run).
 pub fn run(loaded: Loaded) -> anyhow::Result<()> {
-    let engine = Engine::load(&loaded.script_config())?;
+    let late = Arc::new(Late::default());
+    let engine = Engine::new(&loaded.script_config(), late.clone(), late.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("evapi-io")
         .enable_all()
@@ -22,11 +24,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         let events = EventSocket::bind(loaded.file.evapi.clone(), engine.evapi_handler())
             .await
             .context("cannot start the event socket")?;
-        engine.set_evapi(events.handle());
+        let _ = late.events.set(events.handle());
         let host = SipHost::start(loaded.host_config(), engine.sip_router())
             .await
             .context("cannot start the SIP host")?;
-        engine.set_sip(host.handle());
+        let _ = late.sip.set(host.handle());
         let sip_addrs: Vec<String> = host
             .local_addrs()
             .iter()
@@ -77,11 +79,86 @@ pub fn check(loaded: Loaded) -> anyhow::Result<()> {
         .host_config()
         .validate()
         .with_context(|| format!("{}: in [sip]/[tm]", loaded.origin))?;
-    let engine = Engine::load(&loaded.script_config())?;
+    let script = loaded.script_config();
+    Engine::check(&script)?;
     println!(
         "ok: config {} and script {}",
         loaded.origin,
-        engine.path().display()
+        script.file.display()
     );
     Ok(())
+}
+
+/// The event socket and SIP host handles, filled in once each has started.
+///
+/// TODO(two-phase start): the engine takes its handles when it is built,
+/// but today `EventSocket::bind` and `SipHost::start` need the engine's
+/// hooks first and only then give a handle. Replace this adapter with the
+/// handles of the bound-but-not-started socket and host once those crates
+/// offer the two-phase start. Until then, a `KSR` call made before a
+/// handle is set fails with a log line from the script layer.
+#[derive(Default)]
+struct Late {
+    events: OnceLock<EvapiHandle>,
+    sip: OnceLock<SipHandle>,
+}
+
+impl Late {
+    fn events(&self) -> Result<&EvapiHandle, SendError> {
+        self.events.get().ok_or_else(|| {
+            warn!("the event socket is not started yet");
+            SendError::Shutdown
+        })
+    }
+    fn sip(&self) -> Result<&SipHandle, TmError> {
+        self.sip.get().ok_or_else(|| {
+            warn!("the SIP host is not started yet");
+            TmError::ShuttingDown
+        })
+    }
+}
+
+impl EventOps for Late {
+    fn relay(&self, data: &[u8]) -> Result<usize, SendError> {
+        self.events()?.relay(data)
+    }
+    fn multicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.events()?.multicast(data, tag)
+    }
+    fn unicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.events()?.unicast(data, tag)
+    }
+    fn unicast_round_robin(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.events()?.unicast_round_robin(data, tag)
+    }
+    fn client_count(&self) -> usize {
+        self.events().map_or(0, |h| h.client_count())
+    }
+    fn tag_count(&self, tag: &[u8]) -> usize {
+        self.events().map_or(0, |h| h.tag_count(tag))
+    }
+}
+
+impl SipOps for Late {
+    fn sl_reply(&self, req: &Request, code: u16, reason: &str) -> Result<(), TmError> {
+        self.sip()?.sl_reply(req, code, reason)
+    }
+    fn t_newtran(&self, req: &mut Request) -> Result<TxRef, TmError> {
+        self.sip()?.t_newtran(req)
+    }
+    fn t_check_trans(&self, req: &Request) -> bool {
+        self.sip().is_ok_and(|h| h.t_check_trans(req))
+    }
+    fn t_reply(&self, req: &mut Request, code: u16, reason: &str) -> Result<(), TmError> {
+        self.sip()?.t_reply(req, code, reason)
+    }
+    fn t_relay(&self, req: &mut Request) -> Result<(), TmError> {
+        self.sip()?.t_relay(req)
+    }
+    fn t_suspend(&self, req: &mut Request) -> Result<TxRef, TmError> {
+        self.sip()?.t_suspend(req)
+    }
+    fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
+        self.sip()?.t_continue(index, label)
+    }
 }

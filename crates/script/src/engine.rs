@@ -1,17 +1,20 @@
-//! The engine: the script's source, one Lua VM per thread, the current
-//! message or event of each VM, and the calls into script functions.
+//! The engine: the script's source, the handles its `KSR` functions act
+//! through, and one Lua VM per thread (created there on first use).
+//!
+//! Calls into the script are in [`crate::call`], the current message in
+//! [`crate::context`], the hook traits in [`crate::hooks`].
 
-use crate::pv::PvValue;
-use crate::shared::SharedVars;
-use bytes::Bytes;
-use evapi::{ClientRef, EvapiHandle, EventContext, EventHandler};
-use mlua::{Function, Lua, Value};
+use crate::call::lua_error_text;
+use crate::context::Context;
+use crate::ksr::Handles;
+use crate::ops::{EventOps, SipOps};
+use mlua::{Lua, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use tracing::{debug, error, warn};
+use std::sync::Arc;
+use tracing::{debug, error};
 
 /// Where the script comes from and what it is asked to provide.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,86 +61,13 @@ pub struct Engine {
     id: u64,
     path: PathBuf,
     source: String,
-    event_callback: Option<String>,
-    pub(crate) evapi: OnceLock<EvapiHandle>,
-    pub(crate) sip: OnceLock<sip::SipHandle>,
-    pub(crate) shared: SharedVars,
+    pub(crate) event_callback: Option<String>,
+    pub(crate) handles: Arc<Handles>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("path", &self.path).finish()
-    }
-}
-
-/// What the current route or event is about, kept in the VM while a
-/// script function runs, so `KSR.*` functions know what they act on.
-#[derive(Default)]
-pub(crate) struct Current {
-    pub evapi: Option<EvapiCurrent>,
-    pub sip: Option<crate::route::SipCurrent>,
-}
-
-/// The evapi event being handled.
-pub(crate) struct EvapiCurrent {
-    pub client: ClientRef,
-    pub msg: Option<Bytes>,
-}
-
-/// `$var` values of one VM.
-#[derive(Default)]
-pub(crate) struct Vars(pub HashMap<String, PvValue>);
-
-/// How a script function call ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// It returned (or called `KSR.x.exit()`).
-    Done,
-    /// `KSR.x.drop()`.
-    Dropped,
-    /// The function is not defined.
-    Missing,
-    /// It raised an error (logged).
-    Failed,
-}
-
-/// Raised by `KSR.x.exit()` and `KSR.x.drop()` to unwind the route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unwind {
-    Exit,
-    Drop,
-}
-
-impl std::fmt::Display for Unwind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unwind::Exit => "KSR.x.exit()",
-            Unwind::Drop => "KSR.x.drop()",
-        })
-    }
-}
-
-impl std::error::Error for Unwind {}
-
-fn unwind_of(err: &mlua::Error) -> Option<Unwind> {
-    match err {
-        mlua::Error::CallbackError { cause, .. } => unwind_of(cause),
-        mlua::Error::WithContext { cause, .. } => unwind_of(cause),
-        mlua::Error::ExternalError(e) => e.downcast_ref::<Unwind>().copied(),
-        _ => None,
-    }
-}
-
-/// The first line of a Lua error: "file.lua:12: message".
-pub(crate) fn lua_error_text(err: &mlua::Error) -> String {
-    match err {
-        mlua::Error::CallbackError { cause, .. } => lua_error_text(cause),
-        mlua::Error::WithContext { cause, context } => {
-            format!("{context}: {}", lua_error_text(cause))
-        }
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or("").to_string(),
-        other => other.to_string().lines().next().unwrap_or("").to_string(),
     }
 }
 
@@ -148,9 +78,29 @@ thread_local! {
 }
 
 impl Engine {
-    /// Read and check the script: it must compile, its top level must run,
-    /// and the functions the configuration names must exist.
-    pub fn load(config: &ScriptConfig) -> Result<Arc<Engine>, ScriptError> {
+    /// Read and check the script (it must compile, its top level must run,
+    /// and the functions the configuration names must exist), with the
+    /// event socket and the SIP host its `KSR` functions act through.
+    pub fn new(
+        config: &ScriptConfig,
+        events: Arc<dyn EventOps>,
+        sip: Arc<dyn SipOps>,
+    ) -> Result<Arc<Engine>, ScriptError> {
+        Self::build(config, Some(events), Some(sip))
+    }
+
+    /// Read and check the script as [`Engine::new`] does, without an event
+    /// socket or a SIP host (`evapi check`): `KSR` functions run by the
+    /// script's top level that need them fail with a log line.
+    pub fn check(config: &ScriptConfig) -> Result<(), ScriptError> {
+        Self::build(config, None, None).map(drop)
+    }
+
+    fn build(
+        config: &ScriptConfig,
+        events: Option<Arc<dyn EventOps>>,
+        sip: Option<Arc<dyn SipOps>>,
+    ) -> Result<Arc<Engine>, ScriptError> {
         let source = match &config.source {
             Some(s) => s.clone(),
             None => std::fs::read_to_string(&config.file).map_err(|e| ScriptError::Read {
@@ -164,9 +114,7 @@ impl Engine {
             source,
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
-            evapi: OnceLock::new(),
-            sip: OnceLock::new(),
-            shared: SharedVars::default(),
+            handles: Arc::new(Handles::new(sip, events)),
         });
         let lua = engine.new_vm()?;
         let globals = lua.globals();
@@ -192,25 +140,26 @@ impl Engine {
         &self.path
     }
 
-    /// Give the engine the event socket that `KSR.evapi.*` sends through.
-    /// Set once; later calls are ignored.
-    pub fn set_evapi(&self, handle: EvapiHandle) {
-        let _ = self.evapi.set(handle);
+    /// The router to give to [`sip::SipHost::start`]. It refers to the
+    /// engine weakly: the engine holds the SIP host's handle and the host
+    /// holds its router, so a strong reference back would be a cycle. Keep
+    /// the engine for as long as the host runs.
+    pub fn sip_router(self: &Arc<Self>) -> Arc<dyn sip::Router> {
+        Arc::new(crate::hooks::SipHooks::new(self))
     }
 
     /// The event handler to give to [`evapi::EventSocket::bind`].
-    pub fn evapi_handler(self: &Arc<Self>) -> Arc<dyn EventHandler> {
-        Arc::new(EvapiHooks(self.clone()))
+    pub fn evapi_handler(self: &Arc<Self>) -> Arc<dyn evapi::EventHandler> {
+        Arc::new(crate::hooks::EvapiHooks::new(self))
     }
 
     /// A new VM with the KSR API, the script loaded and its top level run.
-    fn new_vm(self: &Arc<Self>) -> Result<Lua, ScriptError> {
+    fn new_vm(&self) -> Result<Lua, ScriptError> {
         let lua = Lua::new();
         let lua_err = |e: mlua::Error| ScriptError::Lua(lua_error_text(&e));
         crate::compat::install(&lua).map_err(lua_err)?;
-        crate::ksr::install(&lua, self).map_err(lua_err)?;
-        lua.set_app_data(Current::default());
-        lua.set_app_data(Vars::default());
+        lua.set_app_data(Context::default());
+        crate::ksr::install(&lua, &self.handles).map_err(lua_err)?;
         lua.load(&self.source)
             .set_name(format!("@{}", self.path.display()))
             .exec()
@@ -219,7 +168,7 @@ impl Engine {
     }
 
     /// This thread's VM, created on first use.
-    pub(crate) fn vm(self: &Arc<Self>) -> Option<Lua> {
+    pub(crate) fn vm(&self) -> Option<Lua> {
         if let Some(lua) = VMS.with(|v| v.borrow().get(&self.id).cloned()) {
             return Some(lua);
         }
@@ -235,76 +184,93 @@ impl Engine {
             }
         }
     }
+}
 
-    /// Call the global function `name` with `args`.
-    pub(crate) fn call(&self, lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outcome {
-        let f: Function = match lua.globals().get::<Value>(name) {
-            Ok(Value::Function(f)) => f,
-            _ => {
-                warn!(function = name, "script function not defined");
-                return Outcome::Missing;
-            }
-        };
-        match f.call::<()>(args) {
-            Ok(()) => Outcome::Done,
-            Err(e) => match unwind_of(&e) {
-                Some(Unwind::Exit) => Outcome::Done,
-                Some(Unwind::Drop) => Outcome::Dropped,
-                None => {
-                    error!(function = name, error = %lua_error_text(&e), "script error");
-                    debug!(function = name, error = %e, "script error with traceback");
-                    Outcome::Failed
-                }
-            },
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ksr::testing::{FakeEvents, FakeSip};
+
+    fn config(source: &str, callback: &str) -> ScriptConfig {
+        ScriptConfig {
+            file: PathBuf::from("t.lua"),
+            source: Some(source.into()),
+            event_callback: callback.into(),
         }
     }
 
-    fn run_event(self: &Arc<Self>, ctx: &EventContext<'_>) {
-        let Some(cb) = &self.event_callback else {
-            return;
-        };
-        let Some(lua) = self.vm() else {
-            return;
-        };
-        let previous = with_current(&lua, |cur| {
-            cur.evapi.replace(EvapiCurrent {
-                client: ctx.client(),
-                msg: ctx.message().cloned(),
-            })
-        });
-        self.call(&lua, cb, ctx.event().name());
-        with_current(&lua, |cur| cur.evapi = previous);
+    fn engine(source: &str) -> (Arc<Engine>, Arc<FakeSip>) {
+        let sip = Arc::new(FakeSip::default());
+        let engine = Engine::new(
+            &config(source, ""),
+            Arc::new(FakeEvents::default()),
+            sip.clone(),
+        )
+        .unwrap();
+        (engine, sip)
     }
-}
 
-/// Run `f` on the VM's current context (never across a call into Lua).
-pub(crate) fn with_current<R>(lua: &Lua, f: impl FnOnce(&mut Current) -> R) -> R {
-    let mut cur = lua
-        .app_data_mut::<Current>()
-        .expect("every VM has a current context");
-    f(&mut cur)
-}
-
-/// Run `f` on the VM's `$var` store.
-pub(crate) fn with_vars<R>(lua: &Lua, f: impl FnOnce(&mut Vars) -> R) -> R {
-    let mut vars = lua.app_data_mut::<Vars>().expect("every VM has $var");
-    f(&mut vars)
-}
-
-struct EvapiHooks(Arc<Engine>);
-
-impl EventHandler for EvapiHooks {
-    fn thread_started(&self, _worker: Option<usize>) {
-        // Load the script now, so the first event does not pay for it.
-        let _ = self.0.vm();
+    #[test]
+    fn check_reports_what_is_wrong() {
+        assert!(Engine::check(&config("function ksr_request_route() end", "")).is_ok());
+        let e = Engine::check(&config("function ksr_request_route() end", "cb")).unwrap_err();
+        assert!(matches!(e, ScriptError::MissingFunction { ref name, .. } if name == "cb"));
+        let e = Engine::check(&config("x = = 1", "")).unwrap_err();
+        assert!(e.to_string().contains("t.lua:1:"), "{e}");
+        // A top level using KSR while checking: the call fails (logged),
+        // the script still loads.
+        let src = r#"KSR.info("loading"); r = KSR.sl.send_reply(200, "OK")
+                     function ksr_request_route() end"#;
+        assert!(Engine::check(&config(src, "")).is_ok());
     }
-    fn connection_new(&self, ctx: &EventContext<'_>) {
-        self.0.run_event(ctx);
+
+    #[test]
+    fn the_top_level_can_use_the_handles_at_once() {
+        // The handles are there from the start: no window where KSR.* is -1.
+        let (engine, _) = engine(
+            r#"started = KSR.evapi.relay("boot") == 1 and KSR.evapi.client_count() == 5
+               function ksr_request_route() end"#,
+        );
+        let lua = engine.vm().unwrap();
+        assert!(lua.globals().get::<bool>("started").unwrap());
     }
-    fn message_received(&self, ctx: &EventContext<'_>) {
-        self.0.run_event(ctx);
+
+    #[test]
+    fn one_vm_per_thread_keeps_var() {
+        let (engine, _) = engine("function ksr_request_route() end");
+        let a = engine.vm().unwrap();
+        a.load(r#"KSR.pv.seti("$var(n)", 5)"#).exec().unwrap();
+        let again = engine.vm().unwrap();
+        let n: i64 = again.load(r#"KSR.pv.get("$var(n)")"#).eval().unwrap();
+        assert_eq!(n, 5, "the same VM on the same thread");
+        let other = engine.clone();
+        let null = std::thread::spawn(move || {
+            let lua = other.vm().unwrap();
+            lua.load(r#"KSR.pv.is_null("$var(n)")"#)
+                .eval::<bool>()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(null, "another thread has its own VM");
     }
-    fn connection_closed(&self, ctx: &EventContext<'_>) {
-        self.0.run_event(ctx);
+
+    #[test]
+    fn the_router_does_not_keep_the_engine_alive() {
+        let (engine, _) = engine("function ksr_request_route() end");
+        let router = engine.sip_router();
+        let handler = engine.evapi_handler();
+        assert_eq!(
+            Arc::strong_count(&engine),
+            2,
+            "only the evapi handler holds it"
+        );
+        drop(handler);
+        assert_eq!(Arc::strong_count(&engine), 1);
+        let weak = Arc::downgrade(&engine);
+        drop(engine);
+        assert!(weak.upgrade().is_none());
+        // A message after the engine is gone is logged and ignored.
+        router.thread_started(0);
     }
 }

@@ -13,13 +13,24 @@
 //! evapi dispatcher or an evapi worker) and is created there on first use;
 //! `$var` lives in it, so it is per worker and keeps its value between
 //! messages, as in Kamailio. `$shv` and `$sht` are shared by all.
+//!
+//! The engine is given what the `KSR` functions act through when it is
+//! built ([`Engine::new`] with an [`EventOps`] and a [`SipOps`]), so a
+//! script never runs without them. Inside: `engine` owns the VMs, `call`
+//! runs script functions, `context` owns the current message or event,
+//! `hooks` implements the two traits, and `ksr/` has one file per `KSR`
+//! module, each registering through one helper.
 
+mod call;
 mod compat;
+mod context;
 mod engine;
+mod hooks;
 mod json;
 mod ksr;
+mod ops;
 pub mod pv;
-mod route;
 mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
+pub use ops::{EventClient, EventOps, SipOps};

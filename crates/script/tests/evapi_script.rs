@@ -4,10 +4,13 @@ use evapi::codec::NetstringCodec;
 use evapi::{Config, EventSocket};
 use script::{Engine, ScriptConfig, ScriptError};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util_free::read_frame;
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -87,12 +90,21 @@ function ksr_evapi_event(evname)
 end
 "#;
 
-fn engine(source: &str, callback: &str) -> Result<std::sync::Arc<Engine>, ScriptError> {
-    Engine::load(&ScriptConfig {
-        file: PathBuf::from("test.lua"),
-        source: Some(source.to_string()),
-        event_callback: callback.to_string(),
-    })
+fn engine(
+    source: &str,
+    callback: &str,
+) -> Result<(Arc<Engine>, Arc<common::LateEvents>), ScriptError> {
+    let events = Arc::new(common::LateEvents::default());
+    let engine = Engine::new(
+        &ScriptConfig {
+            file: PathBuf::from("test.lua"),
+            source: Some(source.to_string()),
+            event_callback: callback.to_string(),
+        },
+        events.clone(),
+        Arc::new(common::NoSip),
+    )?;
+    Ok((engine, events))
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool) {
@@ -112,7 +124,7 @@ async fn send(s: &mut TcpStream, msg: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_handles_the_three_events() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let engine = engine(SCRIPT, "ksr_evapi_event").unwrap();
+    let (engine, events) = engine(SCRIPT, "ksr_evapi_event").unwrap();
     let config = Config {
         bind_addr: "127.0.0.1:0".into(),
         // One worker: messages are handled in arrival order, so the
@@ -123,7 +135,7 @@ async fn script_handles_the_three_events() {
     let socket = EventSocket::bind(config, engine.evapi_handler())
         .await
         .unwrap();
-    engine.set_evapi(socket.handle());
+    let _ = events.0.set(socket.handle());
     let h = socket.handle();
     let addr = socket.local_addr();
 
@@ -211,7 +223,7 @@ fn load_errors_name_file_and_line() {
         e.to_string().contains("ksr_evapi_event() is not defined"),
         "{e}"
     );
-    let e = Engine::load(&ScriptConfig {
+    let e = Engine::check(&ScriptConfig {
         file: PathBuf::from("/nonexistent/router.lua"),
         source: None,
         event_callback: String::new(),

@@ -6,16 +6,24 @@
 
 use evapi::{Config, EventSocket};
 use script::{Engine, ScriptConfig};
+use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evapi_message_corpus() {
-    let engine = Engine::load(&ScriptConfig {
-        file: "router.lua".into(),
-        source: Some(include_str!("../../../examples/default/router.lua").to_string()),
-        event_callback: "ksr_evapi_event".into(),
-    })
+    let events = Arc::new(common::LateEvents::default());
+    let engine = Engine::new(
+        &ScriptConfig {
+            file: "router.lua".into(),
+            source: Some(include_str!("../../../examples/default/router.lua").to_string()),
+            event_callback: "ksr_evapi_event".into(),
+        },
+        events.clone(),
+        Arc::new(common::NoSip),
+    )
     .unwrap();
     let config = Config {
         bind_addr: "127.0.0.1:0".into(),
@@ -25,7 +33,7 @@ async fn evapi_message_corpus() {
     let socket = EventSocket::bind(config, engine.evapi_handler())
         .await
         .unwrap();
-    engine.set_evapi(socket.handle());
+    let _ = events.0.set(socket.handle());
     let h = socket.handle();
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),

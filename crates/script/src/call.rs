@@ -1,0 +1,272 @@
+//! Calling script functions: a global function by name, how the call ended
+//! (returned, `KSR.x.exit()`, `KSR.x.drop()`, error), and the routes and
+//! events that run one with a [`Context`](crate::context::Context) made
+//! current for the call.
+
+use crate::context::{self, Context, EvapiCurrent, ReplyCurrent, RouteKind};
+use crate::ops::SipOps;
+use evapi::EventContext;
+use mlua::{Function, Lua, Value};
+use sip::{Method, Request, SipMessage, Source};
+use std::rc::Rc;
+use tracing::{debug, error, warn};
+
+/// How a script function call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It returned (or called `KSR.x.exit()`).
+    Done,
+    /// `KSR.x.drop()`.
+    Dropped,
+    /// The function is not defined.
+    Missing,
+    /// It raised an error (logged).
+    Failed,
+}
+
+/// Raised by `KSR.x.exit()` and `KSR.x.drop()` to unwind the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unwind {
+    Exit,
+    Drop,
+}
+
+impl std::fmt::Display for Unwind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unwind::Exit => "KSR.x.exit()",
+            Unwind::Drop => "KSR.x.drop()",
+        })
+    }
+}
+
+impl std::error::Error for Unwind {}
+
+fn unwind_of(err: &mlua::Error) -> Option<Unwind> {
+    match err {
+        mlua::Error::CallbackError { cause, .. } => unwind_of(cause),
+        mlua::Error::WithContext { cause, .. } => unwind_of(cause),
+        mlua::Error::ExternalError(e) => e.downcast_ref::<Unwind>().copied(),
+        _ => None,
+    }
+}
+
+/// The first line of a Lua error: "file.lua:12: message".
+pub(crate) fn lua_error_text(err: &mlua::Error) -> String {
+    match err {
+        mlua::Error::CallbackError { cause, .. } => lua_error_text(cause),
+        mlua::Error::WithContext { cause, context } => {
+            format!("{context}: {}", lua_error_text(cause))
+        }
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or("").to_string(),
+        other => other.to_string().lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Call the global function `name` with `args`.
+pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outcome {
+    let f: Function = match lua.globals().get::<Value>(name) {
+        Ok(Value::Function(f)) => f,
+        _ => {
+            warn!(function = name, "script function not defined");
+            return Outcome::Missing;
+        }
+    };
+    match f.call::<()>(args) {
+        Ok(()) => Outcome::Done,
+        Err(e) => match unwind_of(&e) {
+            Some(Unwind::Exit) => Outcome::Done,
+            Some(Unwind::Drop) => Outcome::Dropped,
+            None => {
+                error!(function = name, error = %lua_error_text(&e), "script error");
+                debug!(function = name, error = %e, "script error with traceback");
+                Outcome::Failed
+            }
+        },
+    }
+}
+
+/// Run route `fname` with `req` as the current message; if it fails before
+/// it replied, relayed or suspended, reply 500 through `sip`.
+pub(crate) fn run_route(
+    lua: &Lua,
+    sip: Option<&dyn SipOps>,
+    fname: &str,
+    kind: RouteKind,
+    req: &mut Request,
+) -> Outcome {
+    let result = lua.scope(|scope| {
+        let ud = scope.create_any_userdata_ref_mut(req)?;
+        let previous = context::enter(lua, context::sip_context(lua, ud, kind));
+        let outcome = call(lua, fname, ());
+        let mine = context::leave(lua, previous);
+        Ok((outcome, context::was_handled(&mine)))
+    });
+    let (outcome, handled) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot run route {fname}");
+            (Outcome::Failed, false)
+        }
+    };
+    if outcome == Outcome::Failed && !handled {
+        reply_500(sip, req);
+    }
+    outcome
+}
+
+fn reply_500(sip: Option<&dyn SipOps>, req: &mut Request) {
+    let Some(host) = sip else {
+        warn!("after a script error, no SIP host to reply 500 with");
+        return;
+    };
+    if req.msg().method() == Some(&Method::Ack) {
+        return;
+    }
+    let result = if req.tx().is_some() {
+        host.t_reply(req, 500, "Server Internal Error")
+    } else {
+        host.sl_reply(req, 500, "Server Internal Error")
+    };
+    if let Err(e) = result {
+        warn!("after a script error, the 500 reply failed: {e}");
+    }
+}
+
+/// Run `ksr_reply_route` for a received reply, if the script defines it;
+/// false when the script dropped the reply.
+pub(crate) fn run_reply_route(lua: &Lua, reply: &SipMessage, source: &Source) -> bool {
+    if !matches!(
+        lua.globals().get::<Value>("ksr_reply_route"),
+        Ok(Value::Function(_))
+    ) {
+        return true;
+    }
+    let mut current = ReplyCurrent {
+        msg: reply.clone(),
+        source: source.clone(),
+    };
+    let result = lua.scope(|scope| {
+        let ud = scope.create_any_userdata_ref_mut(&mut current)?;
+        let previous = context::enter(lua, context::sip_context(lua, ud, RouteKind::Reply));
+        let outcome = call(lua, "ksr_reply_route", ());
+        context::leave(lua, previous);
+        Ok(outcome)
+    });
+    !matches!(result, Ok(Outcome::Dropped))
+}
+
+/// Run the event callback `cb` for an evapi event.
+pub(crate) fn run_event(lua: &Lua, cb: &str, ctx: &EventContext<'_>) -> Outcome {
+    let event: Rc<EvapiCurrent> = Rc::new(EvapiCurrent {
+        msg: ctx.message().cloned(),
+        client: ctx.client(),
+    });
+    let previous = context::enter(lua, Context::Evapi(event));
+    let outcome = call(lua, cb, ctx.event().name());
+    context::leave(lua, previous);
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ksr::testing::{request, Vm};
+
+    fn reply(code: u16) -> SipMessage {
+        let raw = format!(
+            "SIP/2.0 {code} Busy Here\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK1\r\n\
+             From: <sip:alice@a.example>;tag=ft1\r\n\
+             To: <sip:bob@example.com>;tag=tt1\r\n\
+             Call-ID: cid-1\r\n\
+             CSeq: 42 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(bytes::Bytes::from(raw)).unwrap()
+    }
+
+    fn source() -> Source {
+        Source {
+            transport: sip::Transport::Udp,
+            remote: "192.0.2.9:5060".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn a_route_failing_before_it_replied_gets_500() {
+        let vm = Vm::new();
+        vm.run(
+            r#"function broken() error("boom") end
+               function replied_then_broken() KSR.sl.send_reply(404, "Not Here"); error("boom") end
+               function fine() KSR.pv.sets("$var(m)", KSR.pv.get("$rm")) end"#,
+        );
+        let sip = Some(&*vm.sip as &dyn SipOps);
+        let mut req = request("INVITE", "");
+        let out = run_route(&vm.lua, sip, "broken", RouteKind::Request, &mut req);
+        assert_eq!(out, Outcome::Failed);
+        assert_eq!(vm.sip.take(), ["sl_reply 500 Server Internal Error"]);
+        let out = run_route(
+            &vm.lua,
+            sip,
+            "replied_then_broken",
+            RouteKind::Request,
+            &mut req,
+        );
+        assert_eq!(out, Outcome::Failed);
+        assert_eq!(vm.sip.take(), ["sl_reply 404 Not Here"]);
+        let mut ack = request("ACK", "");
+        run_route(&vm.lua, sip, "broken", RouteKind::Request, &mut ack);
+        assert!(vm.sip.take().is_empty(), "an ACK is never replied to");
+        assert_eq!(
+            run_route(&vm.lua, sip, "fine", RouteKind::Failure, &mut req),
+            Outcome::Done
+        );
+        assert_eq!(vm.eval::<String>(r#"KSR.pv.get("$var(m)")"#), "INVITE");
+        // The route's context is gone after it.
+        assert!(vm.eval::<bool>(r#"KSR.pv.is_null("$rm")"#));
+    }
+
+    #[test]
+    fn the_reply_route_sees_the_reply_and_can_drop_it() {
+        let vm = Vm::new();
+        assert!(
+            run_reply_route(&vm.lua, &reply(486), &source()),
+            "no reply route"
+        );
+        vm.run(
+            r#"function ksr_reply_route()
+                 KSR.pv.seti("$var(rs)", KSR.pv.get("$rs"))
+                 KSR.pv.sets("$var(si)", KSR.pv.get("$si"))
+                 KSR.pv.seti("$var(inv)", KSR.is_INVITE() and 1 or 0)
+                 if KSR.pv.get("$rs") == 486 then KSR.x.drop() end
+               end"#,
+        );
+        assert!(!run_reply_route(&vm.lua, &reply(486), &source()));
+        assert_eq!(
+            vm.eval::<(i64, String, i64)>(
+                r#"KSR.pv.get("$var(rs)"), KSR.pv.get("$var(si)"), KSR.pv.get("$var(inv)")"#
+            ),
+            (486, "192.0.2.9".into(), 1)
+        );
+        assert!(run_reply_route(&vm.lua, &reply(180), &source()));
+        // A reply route cannot edit a request.
+        vm.run(r#"function ksr_reply_route() KSR.pv.seti("$var(h)", KSR.hdr.append("X: y")) end"#);
+        assert!(run_reply_route(&vm.lua, &reply(200), &source()));
+        assert_eq!(vm.eval::<i64>(r#"KSR.pv.get("$var(h)")"#), -1);
+    }
+
+    #[test]
+    fn error_text_is_the_first_line() {
+        let lua = Lua::new();
+        let e = lua
+            .load("error('bad thing\\nmore')")
+            .set_name("@r.lua")
+            .exec()
+            .unwrap_err();
+        assert_eq!(lua_error_text(&e), "r.lua:1: bad thing");
+    }
+}

@@ -1,0 +1,95 @@
+//! The engine as the hooks of the two crates below: [`sip::Router`] for
+//! requests, replies and failures, [`evapi::EventHandler`] for the three
+//! events. Each runs the script function on this thread's VM.
+
+use crate::call::{self};
+use crate::context::RouteKind;
+use crate::engine::Engine;
+use evapi::{EventContext, EventHandler};
+use sip::{Request, Router, SipHandle, SipMessage, Source};
+use std::sync::{Arc, Weak};
+use tracing::warn;
+
+/// The SIP router. It holds the engine weakly (see
+/// [`Engine::sip_router`]); the SIP host given to the hooks is not used:
+/// the engine acts through the handle it was built with.
+pub(crate) struct SipHooks(Weak<Engine>);
+
+impl SipHooks {
+    pub fn new(engine: &Arc<Engine>) -> Self {
+        SipHooks(Arc::downgrade(engine))
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        let engine = self.0.upgrade();
+        if engine.is_none() {
+            warn!("the script engine is gone; SIP message not routed");
+        }
+        engine
+    }
+
+    fn route(&self, fname: &str, kind: RouteKind, req: &mut Request) {
+        let Some(engine) = self.engine() else { return };
+        if let Some(lua) = engine.vm() {
+            call::run_route(&lua, engine.handles.sip(), fname, kind, req);
+        }
+    }
+}
+
+impl Router for SipHooks {
+    fn thread_started(&self, _child: usize) {
+        // Load the script now, so the first message does not pay for it.
+        if let Some(engine) = self.engine() {
+            let _ = engine.vm();
+        }
+    }
+
+    fn request(&self, _host: &SipHandle, req: &mut Request) {
+        self.route("ksr_request_route", RouteKind::Request, req);
+    }
+
+    fn reply(&self, _host: &SipHandle, reply: &SipMessage, source: &Source) -> bool {
+        let Some(lua) = self.engine().and_then(|e| e.vm()) else {
+            return true;
+        };
+        call::run_reply_route(&lua, reply, source)
+    }
+
+    fn failure(&self, _host: &SipHandle, req: &mut Request, route: &str) {
+        self.route(route, RouteKind::Failure, req);
+    }
+}
+
+/// The evapi event handler.
+pub(crate) struct EvapiHooks(Arc<Engine>);
+
+impl EvapiHooks {
+    pub fn new(engine: &Arc<Engine>) -> Self {
+        EvapiHooks(engine.clone())
+    }
+
+    fn run(&self, ctx: &EventContext<'_>) {
+        let Some(cb) = &self.0.event_callback else {
+            return;
+        };
+        if let Some(lua) = self.0.vm() {
+            call::run_event(&lua, cb, ctx);
+        }
+    }
+}
+
+impl EventHandler for EvapiHooks {
+    fn thread_started(&self, _worker: Option<usize>) {
+        // Load the script now, so the first event does not pay for it.
+        let _ = self.0.vm();
+    }
+    fn connection_new(&self, ctx: &EventContext<'_>) {
+        self.run(ctx);
+    }
+    fn message_received(&self, ctx: &EventContext<'_>) {
+        self.run(ctx);
+    }
+    fn connection_closed(&self, ctx: &EventContext<'_>) {
+        self.run(ctx);
+    }
+}

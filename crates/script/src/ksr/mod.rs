@@ -1,0 +1,69 @@
+//! The `KSR` object: Kamailio's KEMI functions, with their names, argument
+//! order and return conventions (positive: success, negative: failure).
+//!
+//! One file per `KSR` module; each registers its functions through
+//! [`module::Module::func`], which holds what they have in common (the
+//! handles, logging a failure with the function's name, the KEMI failure
+//! value). Adding a module: a new file with a `register` function, and its
+//! line in [`MODULES`].
+
+mod core;
+mod evapi;
+mod hdr;
+mod htable;
+mod jansson;
+mod log;
+mod maxfwd;
+mod module;
+mod pv;
+mod reply;
+mod sl;
+mod tm;
+mod tmx;
+mod x;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub(crate) use module::Handles;
+use module::Module;
+
+use mlua::{Lua, Table};
+use std::sync::Arc;
+
+type Register = fn(&Module<'_>) -> mlua::Result<()>;
+
+/// Every module: the table it fills (`None`: `KSR` itself) and how.
+const MODULES: &[(Option<&str>, Register)] = &[
+    (None, log::register),
+    (None, core::register),
+    (Some("x"), x::register),
+    (Some("pv"), pv::register),
+    (Some("sl"), sl::register),
+    (Some("tm"), tm::register),
+    (Some("tmx"), tmx::register),
+    (Some("hdr"), hdr::register),
+    (Some("maxfwd"), maxfwd::register),
+    (Some("evapi"), evapi::register),
+    (Some("htable"), htable::register),
+    (Some("jansson"), jansson::register),
+];
+
+/// Install `KSR` and `package.preload.cjson` on a new VM.
+pub(crate) fn install(lua: &Lua, handles: &Arc<Handles>) -> mlua::Result<()> {
+    let ksr = lua.create_table()?;
+    let root = Module::root(lua, ksr.clone(), handles);
+    for (name, register) in MODULES {
+        match name {
+            None => register(&root)?,
+            Some(name) => register(&root.sub(name)?)?,
+        }
+    }
+    lua.globals().set("KSR", ksr)?;
+
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    let loader = lua.create_function(|lua, _: mlua::MultiValue| crate::json::cjson_module(lua))?;
+    preload.set("cjson", loader.clone())?;
+    preload.set("cjson.safe", loader)?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The one way a `KSR` function is registered, and what it gets to work
+//! with.
+//!
+//! A module file registers each function with [`Module::func`]: a closure
+//! taking a [`Cx`] and its Lua arguments, returning `Result<R, Fail>`.
+//! The helper does what every KEMI function would otherwise repeat:
+//!
+//! - the handles it acts through ([`Cx::sip`], [`Cx::events`],
+//!   [`Cx::shared`]) are captured when the VM is built: no lookup, no
+//!   weak reference that can fail at call time;
+//! - a [`Fail`] is logged once, as `KSR.sl.send_reply: <why>`, and turned
+//!   into the function's KEMI failure value ([`KemiReturn`]: -1, or -2
+//!   where the function's convention says so; `false`; `nil`);
+//! - a Lua error (`KSR.x.exit()`, a bad argument type) passes through.
+
+use crate::context::{self, EvapiCurrent, NotHere};
+use crate::ops::{EventOps, SipOps};
+use crate::shared::SharedVars;
+use evapi::{SendError, TagError};
+use mlua::{FromLuaMulti, IntoLuaMulti, Lua, Table, Value};
+use sip::{EditError, Request, TmError};
+use std::fmt::Display;
+use std::rc::Rc;
+use std::sync::Arc;
+use tracing::warn;
+
+/// What the `KSR` functions act through, shared by every VM of an engine.
+pub(crate) struct Handles {
+    /// `None` only when the script is being checked.
+    sip: Option<Arc<dyn SipOps>>,
+    /// `None` only when the script is being checked.
+    events: Option<Arc<dyn EventOps>>,
+    /// `$shv` and `$sht`.
+    shared: SharedVars,
+}
+
+impl Handles {
+    pub fn new(sip: Option<Arc<dyn SipOps>>, events: Option<Arc<dyn EventOps>>) -> Self {
+        Handles {
+            sip,
+            events,
+            shared: SharedVars::default(),
+        }
+    }
+
+    /// The SIP host, if there is one.
+    pub fn sip(&self) -> Option<&dyn SipOps> {
+        self.sip.as_deref()
+    }
+}
+
+/// Why a `KSR` function did not act.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// Refused: logged, and the function returns its failure value for
+    /// `code` (-1 unless the function's convention says otherwise).
+    Refused { code: i64, why: String },
+    /// A Lua error to raise as is (`KSR.x.exit()`, a failed allocation).
+    Lua(mlua::Error),
+}
+
+impl Fail {
+    /// Refused with -1.
+    pub fn new(why: impl Display) -> Fail {
+        Fail::Refused {
+            code: -1,
+            why: why.to_string(),
+        }
+    }
+
+    /// Refused with another failure code (-2 after a suspension, ...).
+    pub fn code(self, code: i64) -> Fail {
+        match self {
+            Fail::Refused { why, .. } => Fail::Refused { code, why },
+            lua => lua,
+        }
+    }
+}
+
+macro_rules! fail_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Fail {
+            fn from(e: $t) -> Fail {
+                Fail::new(e)
+            }
+        }
+    )*};
+}
+fail_from!(TmError, SendError, TagError, EditError, NotHere);
+
+impl From<mlua::Error> for Fail {
+    fn from(e: mlua::Error) -> Fail {
+        Fail::Lua(e)
+    }
+}
+
+/// A KEMI return value, and what the function returns when it fails.
+pub(crate) trait KemiReturn: IntoLuaMulti {
+    /// The value for a failure with `code`.
+    fn failed(code: i64) -> Self;
+}
+
+impl KemiReturn for i64 {
+    fn failed(code: i64) -> Self {
+        code
+    }
+}
+
+impl KemiReturn for bool {
+    fn failed(_: i64) -> Self {
+        false
+    }
+}
+
+impl KemiReturn for () {
+    fn failed(_: i64) -> Self {}
+}
+
+impl KemiReturn for Value {
+    fn failed(_: i64) -> Self {
+        Value::Nil
+    }
+}
+
+/// 1 for true, -1 for false: Kamailio's usual answer.
+pub(crate) fn kemi_bool(ok: bool) -> i64 {
+    if ok {
+        1
+    } else {
+        -1
+    }
+}
+
+/// What a `KSR` function gets: the VM, its own name (for log lines) and
+/// the handles.
+pub(crate) struct Cx<'a> {
+    pub lua: &'a Lua,
+    name: &'a str,
+    handles: &'a Handles,
+}
+
+impl<'a> Cx<'a> {
+    /// The SIP host.
+    pub fn sip(&self) -> Result<&'a dyn SipOps, Fail> {
+        self.handles
+            .sip()
+            .ok_or_else(|| Fail::new("no SIP host (the script is only being checked)"))
+    }
+
+    /// The event socket.
+    pub fn events(&self) -> Result<&'a dyn EventOps, Fail> {
+        self.handles
+            .events
+            .as_deref()
+            .ok_or_else(|| Fail::new("no event socket (the script is only being checked)"))
+    }
+
+    /// `$shv` and `$sht`.
+    pub fn shared(&self) -> &'a SharedVars {
+        &self.handles.shared
+    }
+
+    /// Run `f` on the current request.
+    pub fn request<R>(&self, f: impl FnOnce(&mut Request) -> R) -> Result<R, Fail> {
+        Ok(context::with_request(self.lua, f)?)
+    }
+
+    /// The current evapi event.
+    pub fn event(&self) -> Result<Rc<EvapiCurrent>, Fail> {
+        Ok(context::event(self.lua)?)
+    }
+
+    /// Record that the route replied, relayed or suspended.
+    pub fn mark_handled(&self) {
+        context::mark_handled(self.lua);
+    }
+
+    /// Log a problem that does not end the function.
+    pub fn warn(&self, why: impl Display) {
+        warn!(target: "script", "{}: {why}", self.name);
+    }
+
+    /// Log a refusal the function recovers from (it returns a value of
+    /// its own choosing); a Lua error is still raised.
+    pub fn warn_fail(&self, fail: Fail) -> mlua::Result<()> {
+        match fail {
+            Fail::Refused { why, .. } => {
+                self.warn(why);
+                Ok(())
+            }
+            Fail::Lua(e) => Err(e),
+        }
+    }
+}
+
+/// A `KSR` table being filled: `KSR` itself or one module (`KSR.sl`).
+pub(crate) struct Module<'a> {
+    lua: &'a Lua,
+    table: Table,
+    prefix: String,
+    handles: &'a Arc<Handles>,
+}
+
+impl<'a> Module<'a> {
+    /// `KSR` itself (functions such as `KSR.info`, `KSR.is_INVITE`).
+    pub fn root(lua: &'a Lua, ksr: Table, handles: &'a Arc<Handles>) -> Module<'a> {
+        Module {
+            lua,
+            table: ksr,
+            prefix: "KSR".into(),
+            handles,
+        }
+    }
+
+    /// A module table `KSR.<name>`, created now.
+    pub fn sub(&self, name: &str) -> mlua::Result<Module<'a>> {
+        let table = self.lua.create_table()?;
+        self.table.set(name, &table)?;
+        Ok(Module {
+            lua: self.lua,
+            table,
+            prefix: format!("{}.{name}", self.prefix),
+            handles: self.handles,
+        })
+    }
+
+    /// The VM being built.
+    pub fn lua(&self) -> &'a Lua {
+        self.lua
+    }
+
+    /// Register `name`: `f` runs with a [`Cx`] and the arguments; a
+    /// [`Fail`] is logged with the function's full name and becomes the
+    /// function's failure value.
+    pub fn func<A, R, F>(&self, name: &str, f: F) -> mlua::Result<()>
+    where
+        A: FromLuaMulti,
+        R: KemiReturn + 'static,
+        F: Fn(&Cx<'_>, A) -> Result<R, Fail> + 'static,
+    {
+        let full = format!("{}.{name}", self.prefix);
+        let handles = self.handles.clone();
+        let func = self.lua.create_function(move |lua, args: A| {
+            let cx = Cx {
+                lua,
+                name: &full,
+                handles: &handles,
+            };
+            match f(&cx, args) {
+                Ok(r) => Ok(r),
+                Err(Fail::Lua(e)) => Err(e),
+                Err(Fail::Refused { code, why }) => {
+                    cx.warn(why);
+                    Ok(R::failed(code))
+                }
+            }
+        })?;
+        self.table.set(name, func)
+    }
+}
+
+/// An integer argument that Lua may hand over as a float (5.1 scripts) or
+/// a numeric string.
+pub(crate) fn lua_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i),
+        Value::Number(n) if n.fract() == 0.0 && n.is_finite() => Some(*n as i64),
+        Value::String(s) => s.to_str().ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,287 @@
+//! Pseudo-variables from scripts: `KSR.pv.get(name)` (nil when null),
+//! `gete(name)` ("" when null), `is_null(name)`, `sets(name, s)`,
+//! `seti(name, i)` and `unset(name)` (1 or -1).
+//!
+//! Reading goes to the current SIP message or evapi event (see
+//! [`crate::context`]; null outside them) or to the variable stores: `$var`
+//! in this VM, `$shv` and `$sht` shared. Writable: `$var`, `$shv`, `$sht`,
+//! and `$ru`, `$rU`, `$rd`, `$du` in a SIP request route.
+//!
+//! Names are parsed once per VM: [`named`] keeps the parsed [`Pv`] of each
+//! name it has seen, up to [`MAX_NAMES`] names (a script building names
+//! from data would otherwise grow the cache without end; past the cap, a
+//! new name is parsed on each use).
+
+use super::module::{lua_int, Cx, Fail, Module};
+use crate::context;
+use crate::pv::{get_sip, with_host, with_user, EvField, Pv, PvValue};
+use mlua::{Lua, LuaString, Value};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Most names whose parse is kept, per VM.
+pub(crate) const MAX_NAMES: usize = 4096;
+
+/// `$var` values of one VM.
+#[derive(Default)]
+struct Vars(HashMap<String, PvValue>);
+
+/// Parsed pseudo-variable names of one VM.
+#[derive(Default)]
+struct Names(HashMap<Box<str>, Rc<Pv>>);
+
+/// A pseudo-variable value as a Lua value (integers stay integers).
+pub(crate) fn to_lua(lua: &Lua, v: Option<PvValue>) -> mlua::Result<Value> {
+    Ok(match v {
+        None => Value::Nil,
+        Some(PvValue::Int(i)) => Value::Integer(i),
+        Some(PvValue::Str(s)) => Value::String(lua.create_string(&s)?),
+    })
+}
+
+/// The parsed pseudo-variable `name`.
+pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
+    let mut names = cx
+        .lua
+        .app_data_mut::<Names>()
+        .expect("every VM has the pv name cache");
+    if let Some(pv) = names.0.get(name) {
+        return Ok(pv.clone());
+    }
+    let pv = Rc::new(Pv::parse(name).map_err(Fail::new)?);
+    if names.0.len() < MAX_NAMES {
+        names.0.insert(name.into(), pv.clone());
+    }
+    Ok(pv)
+}
+
+/// Read `pv` in the current context; `None` is null.
+pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
+    match pv {
+        Pv::Var(n) => cx.lua.app_data_ref::<Vars>()?.0.get(n).cloned(),
+        Pv::Shv(n) => cx.shared().shv_get(n),
+        Pv::Sht(t, k) => cx.shared().sht_get(t, k),
+        Pv::Evapi(field) => {
+            let ev = context::event(cx.lua).ok()?;
+            Some(match field {
+                EvField::Msg => PvValue::Str(ev.msg.as_ref()?.to_vec()),
+                EvField::SrcAddr => PvValue::from(ev.client.peer().ip().to_string().as_str()),
+                EvField::SrcPort => PvValue::Int(ev.client.peer().port().into()),
+                EvField::ConIdx => PvValue::Int(ev.client.conidx() as i64),
+            })
+        }
+        _ => context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?,
+    }
+}
+
+/// Write (`Some`) or unset (`None`) `pv`.
+pub(crate) fn set(cx: &Cx<'_>, pv: &Pv, value: Option<PvValue>) -> Result<(), Fail> {
+    match pv {
+        Pv::Var(n) => {
+            let mut vars = cx.lua.app_data_mut::<Vars>().expect("every VM has $var");
+            match value {
+                Some(x) => vars.0.insert(n.clone(), x),
+                None => vars.0.remove(n),
+            };
+        }
+        Pv::Shv(n) => cx.shared().shv_set(n, value),
+        Pv::Sht(t, k) => cx.shared().sht_set(t, k, value),
+        Pv::DstUri | Pv::Ruri | Pv::RuriUser | Pv::RuriHost => {
+            let text = value.as_ref().map(PvValue::to_text);
+            cx.request(|req| set_sip(req, pv, text.as_deref()))?
+                .map_err(|e| Fail::new(format_args!("cannot set {pv:?}: {e}")))?;
+        }
+        _ => return Err(Fail::new(format_args!("{pv:?} is not writable"))),
+    }
+    Ok(())
+}
+
+/// Write `$ru`, `$rU`, `$rd`, `$du` of a request.
+fn set_sip(req: &mut sip::Request, pv: &Pv, text: Option<&str>) -> Result<(), String> {
+    let set_ruri = |req: &mut sip::Request, uri: Vec<u8>| {
+        req.set_ruri(&String::from_utf8_lossy(&uri))
+            .map_err(|e| e.to_string())
+    };
+    match (pv, text) {
+        (Pv::DstUri, t) => req.set_dst_uri(t).map_err(|e| e.to_string()),
+        (Pv::Ruri, Some(t)) => req.set_ruri(t).map_err(|e| e.to_string()),
+        (Pv::RuriUser, _) => {
+            let uri = with_user(req.ruri(), text.map(str::as_bytes))
+                .ok_or("the Request-URI has no user part to change")?;
+            set_ruri(req, uri)
+        }
+        (Pv::RuriHost, Some(t)) => {
+            let uri = with_host(req.ruri(), t.as_bytes())
+                .ok_or("the Request-URI has no host to change")?;
+            set_ruri(req, uri)
+        }
+        _ => Err(format!("{pv:?} cannot be unset")),
+    }
+}
+
+pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
+    m.lua().set_app_data(Vars::default());
+    m.lua().set_app_data(Names::default());
+    m.func("get", |cx, name: LuaString| {
+        let v = get(cx, &*named(cx, &name.to_str()?)?);
+        Ok(to_lua(cx.lua, v)?)
+    })?;
+    m.func("gete", |cx, name: LuaString| {
+        let v = match named(cx, &name.to_str()?) {
+            Ok(pv) => get(cx, &pv),
+            Err(e) => {
+                cx.warn_fail(e)?;
+                None
+            }
+        };
+        Ok(to_lua(cx.lua, Some(v.unwrap_or(PvValue::Str(Vec::new()))))?)
+    })?;
+    m.func("is_null", |cx, name: LuaString| {
+        Ok(match named(cx, &name.to_str()?) {
+            Ok(pv) => get(cx, &pv).is_none(),
+            Err(e) => {
+                cx.warn_fail(e)?;
+                true
+            }
+        })
+    })?;
+    m.func("sets", |cx, (name, value): (LuaString, LuaString)| {
+        let pv = named(cx, &name.to_str()?)?;
+        set(cx, &pv, Some(PvValue::Str(value.as_bytes().to_vec())))?;
+        Ok(1)
+    })?;
+    m.func("seti", |cx, (name, value): (LuaString, Value)| {
+        let name = name.to_str()?;
+        let i = lua_int(&value)
+            .ok_or_else(|| Fail::new(format_args!("{name}: the value is not an integer")))?;
+        set(cx, &*named(cx, &name)?, Some(PvValue::Int(i)))?;
+        Ok(1)
+    })?;
+    m.func("unset", |cx, name: LuaString| {
+        let pv = named(cx, &name.to_str()?)?;
+        set(cx, &pv, None)?;
+        Ok(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{request, FakeClient, Vm};
+    use super::{Names, MAX_NAMES};
+
+    #[test]
+    fn var_and_shv_are_stored_and_typed() {
+        let vm = Vm::new();
+        let r = vm.eval::<(i64, i64, i64, i64)>(
+            r#"KSR.pv.sets("$var(s)", "text"), KSR.pv.seti("$var(i)", 7.0),
+               KSR.pv.seti("$shv(n)", "12"), KSR.pv.seti("$var(x)", "nope")"#,
+        );
+        assert_eq!(r, (1, 1, 1, -1));
+        assert_eq!(
+            vm.eval::<(String, mlua::Value, mlua::Value)>(
+                r#"KSR.pv.get("$var(s)"), KSR.pv.get("$var(i)"), KSR.pv.get("$shv(n)")"#
+            )
+            .1,
+            mlua::Value::Integer(7),
+            "integers stay integers"
+        );
+        // $var is per VM, $shv shared.
+        let other = vm.sibling();
+        assert!(other.eval::<bool>(r#"KSR.pv.is_null("$var(s)")"#));
+        assert_eq!(other.eval::<i64>(r#"KSR.pv.get("$shv(n)")"#), 12);
+        assert_eq!(vm.eval::<i64>(r#"KSR.pv.unset("$var(s)")"#), 1);
+        assert_eq!(
+            vm.eval::<(Option<String>, String, bool)>(
+                r#"KSR.pv.get("$var(s)"), KSR.pv.gete("$var(s)"), KSR.pv.is_null("$var(s)")"#
+            ),
+            (None, String::new(), true)
+        );
+    }
+
+    #[test]
+    fn unknown_and_read_only_names() {
+        let vm = Vm::new();
+        let r = vm.eval::<(Option<String>, String, bool, i64, i64, i64)>(
+            r#"KSR.pv.get("$nope"), KSR.pv.gete("nope"), KSR.pv.is_null("$var()"),
+               KSR.pv.sets("$nope", "x"), KSR.pv.sets("$rm", "BYE"), KSR.pv.sets("$ru", "sip:x@y")"#,
+        );
+        assert_eq!(
+            r,
+            (None, String::new(), true, -1, -1, -1),
+            "$ru outside a route"
+        );
+    }
+
+    #[test]
+    fn sip_pvs_read_and_write_the_current_request() {
+        let vm = Vm::new();
+        let mut req = request("INVITE", "X-Foo: bar\r\n");
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<(String, String, String, i64, String, String)>(
+                r#"KSR.pv.get("$rm"), KSR.pv.get("$ru"), KSR.pv.get("$ci"), KSR.pv.get("$sp"),
+                   KSR.pv.get("$hdr(X-Foo)"), KSR.pv.get("$si")"#,
+            )
+        });
+        assert_eq!(
+            r,
+            (
+                "INVITE".into(),
+                "sip:bob@example.com:5070".into(),
+                "cid-1".into(),
+                5061,
+                "bar".into(),
+                "192.0.2.1".into()
+            )
+        );
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<(i64, i64, i64, String)>(
+                r#"KSR.pv.sets("$rU", "carol"), KSR.pv.sets("$du", "sip:10.0.0.1:5080"),
+                   KSR.pv.sets("$ru", "not a uri"), KSR.pv.get("$ru")"#,
+            )
+        });
+        assert_eq!(r, (1, 1, -1, "sip:carol@example.com:5070".into()));
+        assert_eq!(req.dst_uri(), Some("sip:10.0.0.1:5080"));
+        // Outside the route the SIP pvs are null.
+        assert!(vm.eval::<bool>(r#"KSR.pv.is_null("$ru")"#));
+    }
+
+    #[test]
+    fn evapi_pvs_read_the_current_event() {
+        let vm = Vm::new();
+        assert!(vm.eval::<bool>(r#"KSR.pv.is_null("$evapi(conidx)")"#));
+        let client = FakeClient::new(4);
+        let r = vm.in_event(&client, Some("hi"), |vm| {
+            vm.eval::<(String, String, i64, i64)>(
+                r#"KSR.pv.get("$evapi(msg)"), KSR.pv.get("$evapi(srcaddr)"),
+                   KSR.pv.get("$evapi(srcport)"), KSR.pv.get("$evapi(conidx)")"#,
+            )
+        });
+        assert_eq!(r, ("hi".into(), "192.0.2.7".into(), 4000, 4));
+        // A route resumed inside the event still sees it.
+        let mut req = request("INVITE", "");
+        let r = vm.in_event(&client, None, |vm| {
+            vm.in_request(&mut req, |vm| {
+                vm.eval::<(i64, String, bool)>(
+                    r#"KSR.pv.get("$evapi(conidx)"), KSR.pv.get("$ci"), KSR.pv.is_null("$evapi(msg)")"#,
+                )
+            })
+        });
+        assert_eq!(r, (4, "cid-1".into(), true));
+    }
+
+    #[test]
+    fn names_are_parsed_once_up_to_the_cap() {
+        let vm = Vm::new();
+        vm.run(r#"for i = 1, 3 do KSR.pv.get("$ru"); KSR.pv.get("$var(a)") end"#);
+        let cached = || vm.lua.app_data_ref::<Names>().unwrap().0.len();
+        assert_eq!(cached(), 2);
+        vm.run(&format!(
+            r#"for i = 1, {} do KSR.pv.seti("$var(n" .. i .. ")", i) end"#,
+            MAX_NAMES + 10
+        ));
+        assert_eq!(cached(), MAX_NAMES);
+        // Past the cap, names still work.
+        let last = format!(r#"KSR.pv.get("$var(n{})")"#, MAX_NAMES + 10);
+        assert_eq!(vm.eval::<i64>(&last), (MAX_NAMES + 10) as i64);
+    }
+}

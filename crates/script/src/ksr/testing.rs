@@ -1,0 +1,297 @@
+//! Test helpers for the `KSR` modules: a VM with the `KSR` API over fake
+//! handles that record what they are asked to do, and requests built from
+//! raw bytes (`sip::SipMessage::parse` + `sip::Request::new`).
+
+use super::Handles;
+use crate::context::{self, Context, EvapiCurrent, RouteKind};
+use crate::ops::{EventClient, EventOps, SipOps};
+use evapi::{SendError, TagError};
+use mlua::{FromLuaMulti, Lua};
+use sip::{Request, SipMessage, Source, TmError, TxRef};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A SIP host that records calls ("sl_reply 404 Not Here", "t_relay",
+/// "t_relay (refused)"...).
+#[derive(Default)]
+pub(crate) struct FakeSip {
+    calls: Mutex<Vec<String>>,
+    fail: AtomicBool,
+    known: AtomicBool,
+    parked: Mutex<Option<Request>>,
+}
+
+impl FakeSip {
+    /// The calls so far, emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.calls))
+    }
+    /// Refuse the next operation (with `TmError::ShuttingDown`).
+    pub fn fail_next(&self) {
+        self.fail.store(true, Ordering::SeqCst);
+    }
+    /// What `t_check_trans` answers.
+    pub fn set_known(&self, known: bool) {
+        self.known.store(known, Ordering::SeqCst);
+    }
+    /// The request the next `t_continue` gives back.
+    pub fn park(&self, req: Request) {
+        *lock(&self.parked) = Some(req);
+    }
+    fn op(&self, what: String) -> Result<(), TmError> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            lock(&self.calls).push(format!("{what} (refused)"));
+            return Err(TmError::ShuttingDown);
+        }
+        lock(&self.calls).push(what);
+        Ok(())
+    }
+}
+
+const TX: TxRef = TxRef { index: 7, label: 9 };
+
+impl SipOps for FakeSip {
+    fn sl_reply(&self, _: &Request, code: u16, reason: &str) -> Result<(), TmError> {
+        self.op(format!("sl_reply {code} {reason}"))
+    }
+    fn t_newtran(&self, _: &mut Request) -> Result<TxRef, TmError> {
+        self.op("t_newtran".into()).map(|()| TX)
+    }
+    fn t_check_trans(&self, _: &Request) -> bool {
+        lock(&self.calls).push("t_check_trans".into());
+        self.known.load(Ordering::SeqCst)
+    }
+    fn t_reply(&self, _: &mut Request, code: u16, reason: &str) -> Result<(), TmError> {
+        self.op(format!("t_reply {code} {reason}"))
+    }
+    fn t_relay(&self, _: &mut Request) -> Result<(), TmError> {
+        self.op("t_relay".into())
+    }
+    fn t_suspend(&self, _: &mut Request) -> Result<TxRef, TmError> {
+        self.op("t_suspend".into()).map(|()| TX)
+    }
+    fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
+        let parked = lock(&self.parked).take();
+        if parked.is_none() {
+            self.fail_next();
+        }
+        self.op(format!("t_continue {index}:{label}"))?;
+        parked.ok_or(TmError::NoTransaction { index, label })
+    }
+}
+
+/// An event socket that records what was sent ("relay a", "multicast b t",
+/// "unicast c t", "unicast_rr d t"); a refused send records nothing. Five
+/// clients are connected, two of each tag.
+#[derive(Default)]
+pub(crate) struct FakeEvents {
+    sent: Mutex<Vec<String>>,
+    fail: AtomicBool,
+}
+
+impl FakeEvents {
+    /// The sends so far, emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.sent))
+    }
+    /// Refuse the next send (queue full).
+    pub fn fail_next(&self) {
+        self.fail.store(true, Ordering::SeqCst);
+    }
+    fn send(&self, what: &str, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err(SendError::QueueFull { limit: 1 });
+        }
+        let mut line = format!("{what} {}", String::from_utf8_lossy(data));
+        if !tag.is_empty() {
+            line = format!("{line} {}", String::from_utf8_lossy(tag));
+        }
+        lock(&self.sent).push(line);
+        Ok(1)
+    }
+}
+
+impl EventOps for FakeEvents {
+    fn relay(&self, data: &[u8]) -> Result<usize, SendError> {
+        self.send("relay", data, b"")
+    }
+    fn multicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.send("multicast", data, tag)
+    }
+    fn unicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.send("unicast", data, tag)
+    }
+    fn unicast_round_robin(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
+        self.send("unicast_rr", data, tag)
+    }
+    fn client_count(&self) -> usize {
+        5
+    }
+    fn tag_count(&self, _: &[u8]) -> usize {
+        2
+    }
+}
+
+/// The client of a fake evapi event, at 192.0.2.7:4000; records
+/// "set_tag x" and "close".
+#[derive(Clone)]
+pub(crate) struct FakeClient {
+    conidx: usize,
+    done: Rc<RefCell<Vec<String>>>,
+}
+
+impl FakeClient {
+    pub fn new(conidx: usize) -> Self {
+        FakeClient {
+            conidx,
+            done: Rc::default(),
+        }
+    }
+    /// What was done so far, emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.done.borrow_mut())
+    }
+}
+
+impl EventClient for FakeClient {
+    fn conidx(&self) -> usize {
+        self.conidx
+    }
+    fn peer(&self) -> SocketAddr {
+        "192.0.2.7:4000".parse().unwrap()
+    }
+    fn set_tag(&self, tag: &[u8]) -> Result<(), TagError> {
+        if tag.is_empty() {
+            return Err(TagError::Empty);
+        }
+        let tag = String::from_utf8_lossy(tag);
+        self.done.borrow_mut().push(format!("set_tag {tag}"));
+        Ok(())
+    }
+    fn close(&self) {
+        self.done.borrow_mut().push("close".into());
+    }
+}
+
+/// A request with Call-ID `cid-1`, from 192.0.2.1:5061 over UDP, with
+/// `extra` header lines ("Name: value\r\n" each) before Content-Length.
+pub(crate) fn request(method: &str, extra: &str) -> Request {
+    let raw = format!(
+        "{method} sip:bob@example.com:5070 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK1\r\n\
+         From: \"Alice A\" <sip:alice@a.example>;tag=ft1\r\n\
+         To: <sip:bob@example.com>\r\n\
+         Call-ID: cid-1\r\n\
+         CSeq: 42 {method}\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    );
+    let msg = SipMessage::parse(bytes::Bytes::from(raw)).expect("test request parses");
+    Request::new(
+        msg,
+        Source {
+            transport: sip::Transport::Udp,
+            remote: "192.0.2.1:5061".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        },
+    )
+}
+
+/// A VM with `KSR` over fake handles.
+pub(crate) struct Vm {
+    pub lua: Lua,
+    pub sip: Arc<FakeSip>,
+    pub events: Arc<FakeEvents>,
+    handles: Arc<Handles>,
+}
+
+impl Vm {
+    /// A VM over a fresh [`FakeSip`] and [`FakeEvents`].
+    pub fn new() -> Vm {
+        let sip = Arc::new(FakeSip::default());
+        let events = Arc::new(FakeEvents::default());
+        let handles = Arc::new(Handles::new(
+            Some(sip.clone() as Arc<dyn SipOps>),
+            Some(events.clone() as Arc<dyn EventOps>),
+        ));
+        Vm::with(sip, events, handles)
+    }
+
+    /// A VM with no handles, as for a script being checked.
+    pub fn detached() -> Vm {
+        let handles = Arc::new(Handles::new(None, None));
+        Vm::with(Arc::default(), Arc::default(), handles)
+    }
+
+    /// Another VM sharing this one's handles and shared variables, as
+    /// another worker's.
+    pub fn sibling(&self) -> Vm {
+        Vm::with(self.sip.clone(), self.events.clone(), self.handles.clone())
+    }
+
+    fn with(sip: Arc<FakeSip>, events: Arc<FakeEvents>, handles: Arc<Handles>) -> Vm {
+        let lua = Lua::new();
+        crate::compat::install(&lua).unwrap();
+        lua.set_app_data(Context::default());
+        super::install(&lua, &handles).unwrap();
+        Vm {
+            lua,
+            sip,
+            events,
+            handles,
+        }
+    }
+
+    /// Run statements.
+    pub fn run(&self, src: &str) {
+        self.try_run(src).unwrap();
+    }
+
+    /// Run statements; the Lua error if any.
+    pub fn try_run(&self, src: &str) -> mlua::Result<()> {
+        self.lua.load(src).exec()
+    }
+
+    /// Evaluate an expression list (or a chunk that returns).
+    pub fn eval<T: FromLuaMulti>(&self, src: &str) -> T {
+        self.lua.load(src).eval().unwrap()
+    }
+
+    /// Run `f` with `req` as the current message of a request route.
+    pub fn in_request<R>(&self, req: &mut Request, f: impl FnOnce(&Vm) -> R) -> R {
+        self.lua
+            .scope(|scope| {
+                let ud = scope.create_any_userdata_ref_mut(req)?;
+                let cx = context::sip_context(&self.lua, ud, RouteKind::Request);
+                let previous = context::enter(&self.lua, cx);
+                let r = f(self);
+                context::leave(&self.lua, previous);
+                Ok(r)
+            })
+            .unwrap()
+    }
+
+    /// Run `f` inside an evapi event of `client` with message `msg`.
+    pub fn in_event<R>(
+        &self,
+        client: &FakeClient,
+        msg: Option<&str>,
+        f: impl FnOnce(&Vm) -> R,
+    ) -> R {
+        let event: Rc<EvapiCurrent> = Rc::new(EvapiCurrent {
+            msg: msg.map(|m| bytes::Bytes::copy_from_slice(m.as_bytes())),
+            client: client.clone(),
+        });
+        let previous = context::enter(&self.lua, Context::Evapi(event));
+        let r = f(self);
+        context::leave(&self.lua, previous);
+        r
+    }
+}

@@ -1,0 +1,89 @@
+//! Suspend and continue (Kamailio's tmx): `KSR.tmx.t_suspend()` suspends
+//! the current request's transaction (then `$T(id_index)` and
+//! `$T(id_label)` name it); `KSR.tmx.t_continue(index, label, fname)`
+//! takes a suspended transaction back and runs route `fname` on it right
+//! away, on this thread (so `$var` set before it is seen there). 1 or -1.
+
+use super::module::{lua_int, Fail, Module};
+use crate::call;
+use crate::context::RouteKind;
+use mlua::Value;
+
+pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
+    m.func("t_suspend", |cx, ()| {
+        let host = cx.sip()?;
+        cx.request(|req| host.t_suspend(req))??;
+        cx.mark_handled();
+        Ok(1)
+    })?;
+    m.func(
+        "t_continue",
+        |cx, (index, label, fname): (Value, Value, String)| {
+            let host = cx.sip()?;
+            let (Some(index), Some(label)) = (lua_int(&index), lua_int(&label)) else {
+                return Err(Fail::new("index and label must be integers"));
+            };
+            let (Ok(i), Ok(l)) = (u32::try_from(index), u32::try_from(label)) else {
+                return Err(Fail::new(format_args!("no transaction {index}:{label}")));
+            };
+            let mut req = host.t_continue(i, l)?;
+            call::run_route(cx.lua, Some(host), &fname, RouteKind::Resumed, &mut req);
+            Ok(1)
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{request, Vm};
+
+    #[test]
+    fn suspend_then_continue_runs_the_route_on_the_request() {
+        let vm = Vm::new();
+        vm.run(
+            r#"function resumed()
+                 KSR.pv.sets("$var(seen)", KSR.pv.get("$ci") .. " " .. KSR.pv.get("$var(before)"))
+                 KSR.tm.t_reply(200, "OK")
+               end"#,
+        );
+        let mut req = request("INVITE", "");
+        let r = vm.in_request(&mut req, |vm| vm.eval::<i64>("KSR.tmx.t_suspend()"));
+        assert_eq!(r, 1);
+        vm.sip.park(request("INVITE", ""));
+        let r = vm.eval::<i64>(
+            r#"KSR.pv.sets("$var(before)", "b"); return KSR.tmx.t_continue(7, "9", "resumed")"#,
+        );
+        assert_eq!(r, 1);
+        assert_eq!(vm.eval::<String>(r#"KSR.pv.get("$var(seen)")"#), "cid-1 b");
+        assert_eq!(
+            vm.sip.take(),
+            ["t_suspend", "t_continue 7:9", "t_reply 200 OK"]
+        );
+    }
+
+    #[test]
+    fn bad_continues_are_minus_one() {
+        let vm = Vm::new();
+        // Nothing parked: the host says no such transaction.
+        let r = vm.eval::<(i64, i64, i64)>(
+            r#"KSR.tmx.t_continue(1, 2, "f"), KSR.tmx.t_continue("x", 2, "f"),
+               KSR.tmx.t_continue(-1, 2, "f")"#,
+        );
+        assert_eq!(r, (-1, -1, -1));
+        assert_eq!(vm.sip.take(), ["t_continue 1:2 (refused)"]);
+        // t_suspend outside a request route.
+        assert_eq!(vm.eval::<i64>("KSR.tmx.t_suspend()"), -1);
+    }
+
+    #[test]
+    fn a_failing_resumed_route_gets_500() {
+        let vm = Vm::new();
+        vm.run("function broken() error('boom') end");
+        vm.sip.park(request("INVITE", ""));
+        assert_eq!(vm.eval::<i64>(r#"KSR.tmx.t_continue(1, 1, "broken")"#), 1);
+        assert_eq!(
+            vm.sip.take(),
+            ["t_continue 1:1", "sl_reply 500 Server Internal Error"]
+        );
+    }
+}
