@@ -27,7 +27,7 @@ use crate::config::HostConfig;
 use crate::message::SipMessage;
 use crate::request::{Request, Source, Transport, TxRef};
 use crate::router::Router;
-use crate::tm::{Action, Incoming, Tm, TmConfig, TmError, TmStats};
+use crate::tm::{Action, Incoming, TableConfig, Tm, TmError, TmStats};
 use crate::transport::{
     bind_udp, parse_listen, resolve_hop, route_ip, spawn_tcp_acceptor, spawn_udp_reader,
     spawn_udp_slow_sender, Conns,
@@ -226,7 +226,7 @@ impl SipHost {
                 }
             }
         }
-        let tm = Tm::new(TmConfig {
+        let tm = Tm::new(TableConfig {
             t1: config.t1_ms,
             t2: config.t2_ms,
             fr: config.fr_timer_ms,

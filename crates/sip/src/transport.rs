@@ -565,7 +565,7 @@ mod tests {
     /// the README of the torture files says; nothing panics.
     #[test]
     fn torture_messages_through_checks_and_table() {
-        use crate::tm::{Tm, TmConfig};
+        use crate::tm::{TableConfig, Tm};
         let valid = [
             "wsinv",
             "intmeth",
@@ -583,7 +583,7 @@ mod tests {
         ];
         // Invalid, but for the application (registrar, UA) to refuse.
         let app = ["escruri", "baddate", "regbadct"];
-        let mut tm = Tm::new(TmConfig {
+        let mut tm = Tm::new(TableConfig {
             t1: 500,
             t2: 4000,
             fr: 30_000,
