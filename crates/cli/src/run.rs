@@ -23,10 +23,14 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             .await
             .context("cannot start the event socket")?;
         engine.set_evapi(events.handle());
-        let host = SipHost::start(loaded.host_config(), engine.sip_router())
+        // The engine gets its handle before any message can reach it.
+        let bound = SipHost::bind(loaded.host_config())
             .await
             .context("cannot start the SIP host")?;
-        engine.set_sip(host.handle());
+        engine.set_sip(bound.handle());
+        let host = bound
+            .start(engine.sip_router())
+            .context("cannot start the SIP host")?;
         let sip_addrs: Vec<String> = host
             .local_addrs()
             .iter()
@@ -73,10 +77,8 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 
 /// Check the config and the script without starting anything.
 pub fn check(loaded: Loaded) -> anyhow::Result<()> {
-    loaded
-        .host_config()
-        .validate()
-        .with_context(|| format!("{}: in [sip]/[tm]", loaded.origin))?;
+    // [sip] and [tm] were checked when the file was loaded, by the same
+    // `HostConfig::validate` that `SipHost::bind` runs for `evapi run`.
     let engine = Engine::load(&loaded.script_config())?;
     println!(
         "ok: config {} and script {}",

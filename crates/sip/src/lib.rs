@@ -43,11 +43,11 @@ mod transport;
 mod uri;
 mod values;
 
-pub use config::HostConfig;
+pub use config::{ConfigError, HostConfig, SipConfig, TmConfig};
 pub use edit::{Edit, Editor};
 pub use error::{ParseError, Shown};
 pub use header::HeaderName;
-pub use host::{SipHandle, SipHost, StartError};
+pub use host::{BoundHost, SipHandle, SipHost, StartError};
 pub use key::{TransactionKey, MAGIC_COOKIE};
 pub use message::{frame_length, unfold, Method, SipMessage};
 pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use sip::testing::{ack_2xx, branch, reply, Agent, Call};
 use sip::{
-    HostConfig, Method, Request, Router, SipHandle, SipHost, SipMessage, Source, Transport, TxRef,
+    HostConfig, Method, Request, Router, SipConfig, SipHandle, SipHost, SipMessage, Source,
+    Transport, TxRef,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -112,8 +113,11 @@ impl TestHost {
             .unwrap();
         let (tx, rx) = mpsc::channel();
         let mut cfg = HostConfig {
-            listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
-            children: 2,
+            sip: SipConfig {
+                listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
+                children: 2,
+                ..SipConfig::default()
+            },
             ..HostConfig::default()
         };
         tweak(&mut cfg);
@@ -410,9 +414,9 @@ fn cancel_while_relayed() {
 #[test]
 fn never_continued_transaction_times_out() {
     let h = TestHost::start(Mode::Suspend, |c| {
-        c.fr_inv_timer_ms = 300;
-        c.fr_timer_ms = 200;
-        c.wait_timer_ms = 100;
+        c.tm.fr_inv_timer = 300;
+        c.tm.fr_timer = 200;
+        c.tm.wait_timer = 100;
     });
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
@@ -447,7 +451,7 @@ fn never_continued_transaction_times_out() {
 fn relayed_branch_times_out_with_408() {
     // A UAS that never answers.
     let uas = Agent::udp("127.0.0.1:0").unwrap();
-    let h = TestHost::start(Mode::Relay(uas.addr(), None), |c| c.fr_timer_ms = 300);
+    let h = TestHost::start(Mode::Relay(uas.addr(), None), |c| c.tm.fr_timer = 300);
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "branch-timeout", "sip:bob@127.0.0.1");
@@ -519,7 +523,7 @@ fn ipv6_loopback() {
         return;
     };
     let h = TestHost::start(Mode::Suspend, |c| {
-        c.listen = vec!["udp:[::1]:0".into(), "tcp:[::1]:0".into()];
+        c.sip.listen = vec!["udp:[::1]:0".into(), "tcp:[::1]:0".into()];
     });
     let to = h.addr(Transport::Udp);
     assert!(to.is_ipv6());
@@ -590,14 +594,14 @@ fn rfc4475_torture_messages_do_not_hurt_the_host() {
 
 #[test]
 fn idle_tcp_connections_are_closed() {
-    let h = TestHost::start(Mode::Suspend, |c| c.tcp_idle_timeout_ms = 100);
+    let h = TestHost::start(Mode::Suspend, |c| c.sip.tcp_idle_timeout_ms = 100);
     let mut s = std::net::TcpStream::connect(h.addr(Transport::Tcp)).unwrap();
     assert_closed(&mut s);
 }
 
 #[test]
 fn tcp_connection_limit() {
-    let h = TestHost::start(Mode::Suspend, |c| c.max_tcp_connections = 1);
+    let h = TestHost::start(Mode::Suspend, |c| c.sip.max_tcp_connections = 1);
     let mut first = Agent::tcp(h.addr(Transport::Tcp)).unwrap();
     let call = Call::new(&first, "limit", "sip:bob@127.0.0.1");
     first
@@ -641,8 +645,11 @@ fn a_blocked_router_thread_does_not_stall_other_calls() {
         .unwrap();
     let (open, gate) = mpsc::channel();
     let cfg = HostConfig {
-        listen: vec!["udp:127.0.0.1:0".into()],
-        children: 4,
+        sip: SipConfig {
+            listen: vec!["udp:127.0.0.1:0".into()],
+            children: 4,
+            ..SipConfig::default()
+        },
         ..HostConfig::default()
     };
     let host = rt
