@@ -372,7 +372,7 @@ pub(crate) fn install(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Res
         let (Some(host), Some(code)) = (engine.sip().cloned(), lua_int(&code)) else {
             return Ok(-1);
         };
-        let ok = with_request(lua, |req| match host.sl_reply(req, code as u16, &reason) {
+        let ok = with_request(lua, |req| match host.sl_reply(req, code, &reason) {
             Ok(()) => true,
             Err(e) => {
                 log_tm("KSR.sl.send_reply", &e);
@@ -406,7 +406,7 @@ pub(crate) fn install(lua: &Lua, ksr: &Table, engine: &Arc<Engine>) -> mlua::Res
                 warn!(target: "script", "KSR.tm.t_reply: bad reply code {code:?}");
                 return Ok(-1);
             };
-            let ok = with_request(lua, |req| match host.t_reply(req, code as u16, &reason) {
+            let ok = with_request(lua, |req| match host.t_reply(req, code, &reason) {
                 Ok(()) => true,
                 Err(e) => {
                     log_tm("KSR.tm.t_reply", &e);

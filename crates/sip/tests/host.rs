@@ -66,7 +66,7 @@ impl Router for TestRouter {
                 let _ = host.t_relay(req);
             }
             (Mode::Answer(code), _) => {
-                let _ = host.t_reply(req, *code, "Answered");
+                let _ = host.t_reply(req, (*code).into(), "Answered");
             }
             (Mode::Suspend, _) => {
                 if let Ok(t) = host.t_suspend(req) {

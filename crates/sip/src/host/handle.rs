@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use crate::request::{Request, Transport, TxRef};
-use crate::tm::{Tm, TmError, TmStats};
+use crate::tm::{build_reply, check_reply, Tm, TmError, TmStats};
 use crate::transport::{lock, resolve_hop, route_ip};
 
 /// The host's operations, callable from any thread (router threads, event
@@ -36,11 +36,16 @@ impl std::fmt::Debug for SipHandle {
 impl SipHandle {
     /// Reply statelessly (Kamailio's `sl_send_reply`): no transaction is
     /// created, retransmissions of the request reach the router again.
-    pub fn sl_reply(&self, req: &Request, code: u16, reason: &str) -> Result<(), TmError> {
+    ///
+    /// `code` is taken wide (a script's integer as it is) so that the check
+    /// sees the real value: outside 100..=699 fails with
+    /// [`TmError::BadStatus`]; a CR, LF or NUL in `reason` or in the reply
+    /// headers fails with [`TmError::BadReplyText`]; an ACK fails with
+    /// [`TmError::ReplyToAck`]. Nothing is sent on error.
+    pub fn sl_reply(&self, req: &Request, code: i64, reason: &str) -> Result<(), TmError> {
+        let code = check_reply(req, code, reason)?;
         let tag = (code > 100).then_some(self.shared.sl_tag.as_bytes());
-        let data = req
-            .build_reply(code, reason, tag)
-            .map_err(TmError::BadRequest)?;
+        let data = build_reply(req, code, reason, tag, true)?;
         self.shared.net.send(&Tm::reply_dest(req), data, None);
         Ok(())
     }
@@ -60,7 +65,10 @@ impl SipHandle {
     /// Reply on the request's transaction, creating it if needed. A
     /// provisional can be followed by more replies; a final one ends a
     /// suspension and a pending branch.
-    pub fn t_reply(&self, req: &mut Request, code: u16, reason: &str) -> Result<(), TmError> {
+    ///
+    /// `code` and `reason` are checked as for [`SipHandle::sl_reply`],
+    /// before the transaction is created: nothing is sent on error.
+    pub fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError> {
         self.shared
             .tm_op(|tm, now, out| tm.reply(req, code, reason, now, out))
     }

@@ -187,7 +187,7 @@ impl Upcalls for Up {
         if let Err((code, reason, e)) = check_request(req.msg()) {
             warn!(peer = %req.source().remote, error = %e, code, "refusing malformed request");
             if req.msg().method() != Some(&Method::Ack) {
-                let _ = SipHandle::from(sh).sl_reply(&req, code, reason);
+                let _ = SipHandle::from(sh).sl_reply(&req, code.into(), reason);
             }
             return;
         }

@@ -94,6 +94,27 @@ pub enum TmError {
     /// Max-Forwards is 0: 483 was sent, the request is not forwarded.
     #[error("Max-Forwards reached 0; replied 483")]
     TooManyHops,
+    /// A reply's status code is not a SIP status (100 to 699). `code` is
+    /// the value the caller gave, before any narrowing.
+    #[error("reply status {code} is not a SIP status (100 to 699)")]
+    BadStatus {
+        /// The code as given.
+        code: i64,
+    },
+    /// Text that would go into a reply (its reason phrase, a header line
+    /// set with `append_to_reply`, the body's Content-Type) contains a
+    /// CR, LF or NUL, so it could end our line and write its own headers.
+    #[error("{what} {text:?} contains CR, LF or NUL")]
+    BadReplyText {
+        /// Which part of the reply: `reason phrase`, `reply header`...
+        what: &'static str,
+        /// The text as given (escaped in the message).
+        text: String,
+    },
+    /// An ACK is never answered (RFC 3261 §17; Kamailio's `sl_send_reply`
+    /// fails on one too): nothing was sent.
+    #[error("an ACK gets no reply")]
+    ReplyToAck,
     /// The host is shutting down.
     #[error("the SIP host is shutting down")]
     ShuttingDown,

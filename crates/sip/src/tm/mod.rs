@@ -27,6 +27,7 @@
 mod branch_id;
 mod client;
 mod error;
+mod reply;
 mod server;
 mod sharded;
 mod stats;
@@ -44,6 +45,7 @@ use crate::message::Method;
 use crate::request::{ConnId, Request, Transport, TxRef};
 
 pub use error::TmError;
+pub(crate) use reply::{build_reply, check_reply};
 pub use stats::TmStats;
 
 use client::ClientState;

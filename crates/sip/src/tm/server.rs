@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::client::{Branch, ClientState};
+use super::reply::{build_reply, check_reply};
 use super::timers::{Timer, TimerKey};
 use super::{no_tx, tx_id, Action, Dest, Incoming, Tm, TmError, BUCKETS};
 use crate::error::ParseError;
@@ -208,7 +209,7 @@ impl Tm {
             let _ = self.local_final(tx_id(t), 200, "OK", now, out);
         } else {
             // Table full or shutting down: still answer, statelessly.
-            if let Ok(r) = cancel.msg().response(200, b"OK", None, &[]) {
+            if let Ok(r) = build_reply(cancel, 200, "OK", None, false) {
                 Self::send(out, &Self::reply_dest(cancel), r);
             }
         }
@@ -331,7 +332,7 @@ impl Tm {
         if invite {
             // RFC 3261 §16.2: a stateful proxy answers an INVITE with 100 at
             // once, so the UAC stops retransmitting it.
-            if let Ok(r) = req.msg().response(100, b"Trying", None, &[]) {
+            if let Ok(r) = build_reply(req, 100, "Trying", None, false) {
                 Self::send(out, &tx.dest, r.clone());
                 tx.last = Some(r);
                 tx.code = 100;
@@ -352,15 +353,19 @@ impl Tm {
             .ok_or_else(|| no_tx(t))
     }
 
-    /// Reply on the request's transaction (created if needed).
+    /// Reply on the request's transaction (created if needed). `code` is
+    /// the caller's value, checked whole before anything happens.
     pub(crate) fn reply(
         &mut self,
         req: &mut Request,
-        code: u16,
+        code: i64,
         reason: &str,
         now: u64,
         out: &mut Vec<Action>,
     ) -> Result<(), TmError> {
+        // Before the transaction exists: a refused reply creates nothing
+        // and sends nothing (not even an INVITE's 100).
+        let code = check_reply(req, code, reason)?;
         let t = self.newtran(req, now, out)?;
         let tx = self.tx_mut(t)?;
         if tx.state != ServerState::Proceeding {
@@ -377,10 +382,13 @@ impl Tm {
         if code < 200 {
             let tag = (code > 100).then(|| self.to_tag(t));
             let tx = self.tx_mut(t)?;
-            let r = tx
-                .req
-                .build_reply(code, reason, tag.as_deref().map(str::as_bytes))
-                .map_err(TmError::BadRequest)?;
+            let r = build_reply(
+                &tx.req,
+                code,
+                reason,
+                tag.as_deref().map(str::as_bytes),
+                true,
+            )?;
             Self::send(out, &tx.dest, r.clone());
             tx.last = Some(r);
             tx.code = code;
@@ -420,15 +428,7 @@ impl Tm {
         let Some(tx) = self.txs.get_mut(&id) else {
             return Ok(());
         };
-        let r = if routed {
-            tx.req.build_reply(code, reason, Some(tag.as_bytes()))
-        } else {
-            tx.req
-                .msg()
-                .response(code, reason.as_bytes(), Some(tag.as_bytes()), &[])
-                .or_else(|_| tx.req.msg().response(code, reason.as_bytes(), None, &[]))
-        }
-        .map_err(TmError::BadRequest)?;
+        let r = build_reply(&tx.req, code, reason, Some(tag.as_bytes()), routed)?;
         if tx.stash.take().is_some() {
             self.suspended -= 1;
         }

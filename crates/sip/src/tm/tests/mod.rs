@@ -331,3 +331,45 @@ fn answer(sent: &SipMessage, code: u16) -> SipMessage {
 
 mod random;
 mod relay;
+
+/// A refused reply is refused before the transaction exists: no
+/// transaction, no 100 Trying, nothing in the output.
+#[test]
+fn refused_t_reply_creates_and_sends_nothing() {
+    let mut tm = Tm::new(cfg());
+    let mut out = Vec::new();
+    for (code, reason) in [
+        (99, "Low"),
+        (700, "High"),
+        (65_736, "Wraps"),
+        (42, "Answer"),
+        (200, "OK\r\nX-Injected: yes"),
+        (200, "OK\n"),
+        (200, "O\0K"),
+    ] {
+        let mut r = invite();
+        assert!(tm.reply(&mut r, code, reason, 0, &mut out).is_err());
+        assert!(out.is_empty(), "{code} {reason:?}");
+        assert_eq!(r.tx(), None);
+        assert_eq!(tm.stats().live, 0);
+    }
+    let mut ack = msg("ACK", "z9hG4bKinv1", "call-1", 1, "");
+    assert_eq!(
+        tm.reply(&mut ack, 200, "OK", 0, &mut out),
+        Err(TmError::ReplyToAck)
+    );
+    assert!(out.is_empty());
+    // A header line that could not be appended never reaches a reply; the
+    // valid reply goes out.
+    let mut r = invite();
+    assert!(r.append_to_reply("X-A: 1\r\nX-Injected: yes").is_err());
+    tm.reply(&mut r, 486, "Busy Here", 0, &mut out).unwrap();
+    let s = sent(&mut out);
+    assert_eq!(
+        s.iter()
+            .map(|(_, m)| m.status().unwrap())
+            .collect::<Vec<_>>(),
+        vec![100, 486]
+    );
+    assert!(s.iter().all(|(_, m)| m.header("X-Injected").is_none()));
+}

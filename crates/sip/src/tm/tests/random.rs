@@ -93,7 +93,7 @@ proptest! {
                     }
                 }
                 Op::Reply(c, code) => {
-                    let _ = tm.reply(&mut request(c, ""), code, "R", now, &mut out);
+                    let _ = tm.reply(&mut request(c, ""), code.into(), "R", now, &mut out);
                 }
                 Op::Relay(c, failure) => {
                     let mut r = request(c, "");
