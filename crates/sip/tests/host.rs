@@ -218,7 +218,7 @@ fn suspend_continue_reply(t: Transport) {
     assert_eq!(ok.header("Content-Type"), Some(&b"application/sdp"[..]));
     assert_eq!(ok.body(), b"v=0\r\n");
     assert_eq!(ok.top_via().unwrap().branch, Some(br.as_bytes()));
-    a.send(to, &ack_2xx(&call, 1, &ok)).unwrap();
+    a.send(to, ack_2xx(&call, 1, &ok)).unwrap();
     let s = h.wait_stats(|s| s.suspended == 0);
     assert_eq!(s.resumed, 1);
 }
@@ -242,7 +242,7 @@ fn suspend_then_relay(uas_t: Transport) {
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, &format!("str-{uas_t}"), "sip:bob@127.0.0.1");
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     let tx = h.next_suspended();
     let mut req = h.handle.t_continue(tx.index, tx.label).unwrap();
@@ -262,11 +262,11 @@ fn suspend_then_relay(uas_t: Transport) {
     assert_eq!(inv.max_forwards().unwrap(), Some(69));
     assert_eq!(inv.header("X-Added"), Some(&b"1"[..]));
     let reply_to = if uas_t == Transport::Udp { from } else { to };
-    uas.send(reply_to, &reply(&inv, 180, "Ringing", Some("uas1")))
+    uas.send(reply_to, reply(&inv, 180, "Ringing", Some("uas1")))
         .unwrap();
     let ringing = a.expect_status(180, None, WAIT).expect("180 forwarded");
     assert_eq!(ringing.vias().count(), 1);
-    uas.send(reply_to, &reply(&inv, 200, "OK", Some("uas1")))
+    uas.send(reply_to, reply(&inv, 200, "OK", Some("uas1")))
         .unwrap();
     let ok = a.expect_status(200, None, WAIT).expect("200 forwarded");
     // The ACK goes to the router, which relays nothing in this mode; send
@@ -294,16 +294,16 @@ fn relay_200_and_ack_pass_end_to_end() {
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "relay-ack", "sip:bob@127.0.0.1");
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     a.expect_status(100, None, WAIT).expect("100");
     let (inv, from) = uas.expect_request(Method::Invite, WAIT).unwrap();
     // The reply hook drops 183s.
-    uas.send(from, &reply(&inv, 183, "Progress", Some("u")))
+    uas.send(from, reply(&inv, 183, "Progress", Some("u")))
         .unwrap();
-    uas.send(from, &reply(&inv, 200, "OK", Some("u"))).unwrap();
+    uas.send(from, reply(&inv, 200, "OK", Some("u"))).unwrap();
     let ok = a.expect_status(200, None, WAIT).expect("200");
-    a.send(to, &ack_2xx(&call, 1, &ok)).unwrap();
+    a.send(to, ack_2xx(&call, 1, &ok)).unwrap();
     let (ack, _) = uas.expect_request(Method::Ack, WAIT).expect("ACK relayed");
     assert_eq!(ack.to().unwrap().tag, Some(&b"u"[..]));
     assert!(a
@@ -319,10 +319,10 @@ fn failure_route_serial_forking() {
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "serial", "sip:bob@127.0.0.1");
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     let (inv, from) = uas1.expect_request(Method::Invite, WAIT).unwrap();
-    uas1.send(from, &reply(&inv, 486, "Busy Here", Some("u1")))
+    uas1.send(from, reply(&inv, 486, "Busy Here", Some("u1")))
         .unwrap();
     let (ack, _) = uas1
         .expect_request(Method::Ack, WAIT)
@@ -331,7 +331,7 @@ fn failure_route_serial_forking() {
     let (inv2, from2) = uas2
         .expect_request(Method::Invite, WAIT)
         .expect("second branch");
-    uas2.send(from2, &reply(&inv2, 200, "OK", Some("u2")))
+    uas2.send(from2, reply(&inv2, 200, "OK", Some("u2")))
         .unwrap();
     let ok = a
         .expect_status(200, None, WAIT)
@@ -349,10 +349,10 @@ fn cancel_while_suspended() {
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "cancel-susp", "sip:bob@127.0.0.1");
     let br = branch();
-    a.send(to, &call.request("INVITE", &br, 1, None, ""))
+    a.send(to, call.request("INVITE", &br, 1, None, ""))
         .unwrap();
     let tx = h.next_suspended();
-    a.send(to, &call.request("CANCEL", &br, 1, None, ""))
+    a.send(to, call.request("CANCEL", &br, 1, None, ""))
         .unwrap();
     a.expect_status(200, Some(Method::Cancel), WAIT)
         .expect("200 to the CANCEL");
@@ -364,14 +364,14 @@ fn cancel_while_suspended() {
         .unwrap()
         .tag
         .map(|t| String::from_utf8_lossy(t).into_owned());
-    a.send(to, &call.request("ACK", &br, 1, tag.as_deref(), ""))
+    a.send(to, call.request("ACK", &br, 1, tag.as_deref(), ""))
         .unwrap();
     assert!(h.handle.t_continue(tx.index, tx.label).is_err());
     let s = h.wait_stats(|s| s.suspended == 0);
     assert_eq!((s.suspended, s.canceled), (0, 1));
     // An unmatched CANCEL reaches the router, which answers 481.
     let c2 = Call::new(&a, "cancel-none", "sip:bob@127.0.0.1");
-    a.send(to, &c2.request("CANCEL", &branch(), 1, None, ""))
+    a.send(to, c2.request("CANCEL", &branch(), 1, None, ""))
         .unwrap();
     a.expect_status(481, None, WAIT).expect("481");
 }
@@ -384,13 +384,13 @@ fn cancel_while_relayed() {
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "cancel-relay", "sip:bob@127.0.0.1");
     let br = branch();
-    a.send(to, &call.request("INVITE", &br, 1, None, ""))
+    a.send(to, call.request("INVITE", &br, 1, None, ""))
         .unwrap();
     let (inv, from) = uas.expect_request(Method::Invite, WAIT).unwrap();
-    uas.send(from, &reply(&inv, 180, "Ringing", Some("u")))
+    uas.send(from, reply(&inv, 180, "Ringing", Some("u")))
         .unwrap();
     a.expect_status(180, None, WAIT).expect("180");
-    a.send(to, &call.request("CANCEL", &br, 1, None, ""))
+    a.send(to, call.request("CANCEL", &br, 1, None, ""))
         .unwrap();
     a.expect_status(200, Some(Method::Cancel), WAIT)
         .expect("200 to the CANCEL");
@@ -401,9 +401,9 @@ fn cancel_while_relayed() {
         cancel.top_via().unwrap().branch,
         inv.top_via().unwrap().branch
     );
-    uas.send(from, &reply(&cancel, 200, "OK", Some("u")))
+    uas.send(from, reply(&cancel, 200, "OK", Some("u")))
         .unwrap();
-    uas.send(from, &reply(&inv, 487, "Request Terminated", Some("u")))
+    uas.send(from, reply(&inv, 487, "Request Terminated", Some("u")))
         .unwrap();
     uas.expect_request(Method::Ack, WAIT)
         .expect("ACK of the 487");
@@ -422,11 +422,11 @@ fn never_continued_transaction_times_out() {
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "timeout", "sip:bob@127.0.0.1");
     let br = branch();
-    a.send(to, &call.request("INVITE", &br, 1, None, ""))
+    a.send(to, call.request("INVITE", &br, 1, None, ""))
         .unwrap();
     let tx = h.next_suspended();
     let m = Call::new(&a, "timeout-msg", "sip:bob@127.0.0.1");
-    a.send(to, &m.request("MESSAGE", &branch(), 1, None, ""))
+    a.send(to, m.request("MESSAGE", &branch(), 1, None, ""))
         .unwrap();
     h.next_suspended();
     let r408 = a
@@ -439,7 +439,7 @@ fn never_continued_transaction_times_out() {
         .unwrap()
         .tag
         .map(|t| String::from_utf8_lossy(t).into_owned());
-    a.send(to, &call.request("ACK", &br, 1, tag.as_deref(), ""))
+    a.send(to, call.request("ACK", &br, 1, tag.as_deref(), ""))
         .unwrap();
     assert!(h.handle.t_continue(tx.index, tx.label).is_err());
     // Nothing leaks: both transactions leave the table.
@@ -455,7 +455,7 @@ fn relayed_branch_times_out_with_408() {
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "branch-timeout", "sip:bob@127.0.0.1");
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     a.expect_status(408, None, WAIT).expect("408");
     drop(uas);
@@ -478,7 +478,7 @@ fn malformed_input_gets_400_or_is_dropped() {
     a.send(to, bad.as_bytes()).unwrap();
     a.expect_status(400, None, WAIT).expect("400");
     // The host still works.
-    a.send(to, &call.request("OPTIONS", &branch(), 2, None, ""))
+    a.send(to, call.request("OPTIONS", &branch(), 2, None, ""))
         .unwrap();
     a.expect_status(200, None, WAIT).expect("200 after junk");
 
@@ -493,7 +493,7 @@ fn malformed_input_gets_400_or_is_dropped() {
     }
     let mut t = uac(&h, Transport::Tcp);
     let call = Call::new(&t, "tcp-ok", "sip:bob@127.0.0.1");
-    t.send(to, &call.request("OPTIONS", &branch(), 1, None, ""))
+    t.send(to, call.request("OPTIONS", &branch(), 1, None, ""))
         .unwrap();
     t.expect_status(200, None, WAIT).expect("200 over TCP");
 }
@@ -528,7 +528,7 @@ fn ipv6_loopback() {
     let to = h.addr(Transport::Udp);
     assert!(to.is_ipv6());
     let call = Call::new(&a, "v6", "sip:bob@[::1]");
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     a.expect_status(100, None, WAIT).expect("100 over IPv6");
     let tx = h.next_suspended();
@@ -537,7 +537,7 @@ fn ipv6_loopback() {
     a.expect_status(486, None, WAIT).expect("486 over IPv6");
     let mut t = Agent::tcp(h.addr(Transport::Tcp)).unwrap();
     let call = Call::new(&t, "v6-tcp", "sip:bob@[::1]");
-    t.send(to, &call.request("OPTIONS", &branch(), 1, None, ""))
+    t.send(to, call.request("OPTIONS", &branch(), 1, None, ""))
         .unwrap();
     t.expect_status(200, None, WAIT).expect("200 over IPv6 TCP");
 }
@@ -548,7 +548,7 @@ fn shutdown_answers_suspended_with_503() {
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "shutdown", "sip:bob@127.0.0.1");
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     h.next_suspended();
     let host = h.host.take().unwrap();
@@ -570,9 +570,9 @@ fn rfc4475_torture_messages_do_not_hurt_the_host() {
         }
         let data = std::fs::read(e.path()).unwrap();
         // Over UDP and over TCP (where framing may close the connection).
-        let mut a = Agent::udp("127.0.0.1:0").unwrap();
+        let a = Agent::udp("127.0.0.1:0").unwrap();
         a.send(to, &data).unwrap();
-        let mut t = Agent::tcp(h.addr(Transport::Tcp)).unwrap();
+        let t = Agent::tcp(h.addr(Transport::Tcp)).unwrap();
         let _ = t.send(to, &data);
         n += 1;
     }
@@ -580,13 +580,13 @@ fn rfc4475_torture_messages_do_not_hurt_the_host() {
     // Still alive and answering, over both transports.
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "after-torture", "sip:bob@127.0.0.1");
-    a.send(to, &call.request("OPTIONS", &branch(), 1, None, ""))
+    a.send(to, call.request("OPTIONS", &branch(), 1, None, ""))
         .unwrap();
     a.expect_status(200, None, WAIT)
         .expect("200 after the torture messages");
     let mut t = uac(&h, Transport::Tcp);
     let call = Call::new(&t, "after-torture-tcp", "sip:bob@127.0.0.1");
-    t.send(to, &call.request("MESSAGE", &branch(), 1, None, ""))
+    t.send(to, call.request("MESSAGE", &branch(), 1, None, ""))
         .unwrap();
     t.expect_status(404, None, WAIT)
         .expect("404 over TCP after the torture messages");
@@ -607,7 +607,7 @@ fn tcp_connection_limit() {
     first
         .send(
             h.addr(Transport::Tcp),
-            &call.request("OPTIONS", &branch(), 1, None, ""),
+            call.request("OPTIONS", &branch(), 1, None, ""),
         )
         .unwrap();
     first
@@ -663,11 +663,11 @@ fn a_blocked_router_thread_does_not_stall_other_calls() {
     let to = host.local_addrs()[0].1;
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let slow = Call::new(&a, "slow", "sip:bob@127.0.0.1");
-    a.send(to, &slow.request("MESSAGE", &branch(), 1, None, ""))
+    a.send(to, slow.request("MESSAGE", &branch(), 1, None, ""))
         .unwrap();
     for i in 0..8 {
         let c = Call::new(&a, &format!("fast-{i}"), "sip:bob@127.0.0.1");
-        a.send(to, &c.request("MESSAGE", &branch(), 1, None, ""))
+        a.send(to, c.request("MESSAGE", &branch(), 1, None, ""))
             .unwrap();
     }
     // Calls on other router threads are answered while one is blocked.
@@ -698,7 +698,7 @@ fn tcp_connect_failure_gives_503() {
     let to = h.addr(Transport::Udp);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "tcp-refused", "sip:bob@127.0.0.1");
-    a.send(to, &call.request("MESSAGE", &branch(), 1, None, ""))
+    a.send(to, call.request("MESSAGE", &branch(), 1, None, ""))
         .unwrap();
     a.expect_status(503, None, WAIT)
         .expect("503 when the next hop refuses the connection");

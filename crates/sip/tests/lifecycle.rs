@@ -69,7 +69,7 @@ fn handle_before_start_and_router_dropped_at_shutdown() {
     // the host starts.
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let call = Call::new(&a, "lifecycle-1", &format!("sip:bob@{udp}"));
-    a.send(udp, &call.request("OPTIONS", &branch(), 1, None, ""))
+    a.send(udp, call.request("OPTIONS", &branch(), 1, None, ""))
         .unwrap();
     let router = Arc::new(Replier {
         handle: bound.handle(),

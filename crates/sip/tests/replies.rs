@@ -84,7 +84,7 @@ fn refused_replies_never_reach_the_peer() {
     // INVITE: the refused attempts sent nothing; the valid t_reply
     // creates the transaction (its 100 Trying) and sends the 200.
     let call = Call::new(&a, "forge-1", &format!("sip:bob@{to}"));
-    a.send(to, &call.request("INVITE", &branch(), 1, None, ""))
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
         .unwrap();
     let (trying, _) = a.recv(WAIT).expect("the 100");
     assert_eq!(trying.status(), Some(100), "{:?}", trying.buffer());
@@ -117,7 +117,7 @@ fn refused_replies_never_reach_the_peer() {
     );
 
     // The ACK of that 2xx reaches the router, which cannot answer it.
-    a.send(to, &ack_2xx(&call, 1, &ok)).unwrap();
+    a.send(to, ack_2xx(&call, 1, &ok)).unwrap();
     let (m, r) = results.recv_timeout(WAIT).unwrap();
     assert_eq!(m, Method::Ack);
     assert_eq!(r, vec![Err(TmError::ReplyToAck), Err(TmError::ReplyToAck)]);
@@ -125,7 +125,7 @@ fn refused_replies_never_reach_the_peer() {
     // Stateless: the next message is the reply to this OPTIONS, so nothing
     // was sent for the ACK or for the refused attempts.
     let call2 = Call::new(&a, "forge-2", &format!("sip:bob@{to}"));
-    a.send(to, &call2.request("OPTIONS", &branch(), 1, None, ""))
+    a.send(to, call2.request("OPTIONS", &branch(), 1, None, ""))
         .unwrap();
     let (ok2, _) = a.recv(WAIT).expect("the OPTIONS 200");
     assert_eq!(ok2.status(), Some(200));

@@ -59,7 +59,7 @@ async fn thousands_of_suspended_transactions_end_by_timer() {
                     "sip:bob@127.0.0.1",
                 );
                 agent
-                    .send(to, &call.request("INVITE", &branch(), 1, None, ""))
+                    .send(to, call.request("INVITE", &branch(), 1, None, ""))
                     .unwrap();
             }
             let mut trying = 0;
