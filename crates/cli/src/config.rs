@@ -16,52 +16,16 @@ pub const DEFAULT_SCRIPT: &str = include_str!("../../../examples/default/router.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
-    /// `[sip]`
-    pub sip: SipSection,
+    /// `[sip]`: owned, defaulted and checked by the sip crate.
+    pub sip: sip::SipConfig,
     /// `[script]`
     pub script: ScriptSection,
     /// `[evapi]`: the ten parameters of the original, and our limits.
     pub evapi: evapi::Config,
-    /// `[tm]`
-    pub tm: TmSection,
+    /// `[tm]`: owned, defaulted and checked by the sip crate.
+    pub tm: sip::TmConfig,
     /// `[log]`
     pub log: LogSection,
-}
-
-/// `[sip]`: where to listen and how many script workers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SipSection {
-    /// `proto:host:port` sockets.
-    pub listen: Vec<String>,
-    /// Script workers for SIP messages.
-    pub children: usize,
-    /// Most transactions at once.
-    pub max_transactions: usize,
-    /// Largest SIP message accepted, bytes.
-    pub max_message_size: usize,
-    /// Receive buffer asked for each UDP socket, bytes (bursts beyond it
-    /// are dropped by the kernel).
-    pub udp_recv_buffer: usize,
-    /// An idle TCP connection is closed after this many milliseconds.
-    pub tcp_idle_timeout_ms: u64,
-    /// Most TCP connections at once.
-    pub max_tcp_connections: usize,
-}
-
-impl Default for SipSection {
-    fn default() -> Self {
-        let d = sip::HostConfig::default();
-        SipSection {
-            listen: d.listen,
-            children: d.children,
-            max_transactions: d.max_transactions,
-            max_message_size: d.max_message_size,
-            udp_recv_buffer: d.udp_recv_buffer,
-            tcp_idle_timeout_ms: d.tcp_idle_timeout_ms,
-            max_tcp_connections: d.max_tcp_connections,
-        }
-    }
 }
 
 /// `[script]`
@@ -76,29 +40,6 @@ impl Default for ScriptSection {
     fn default() -> Self {
         ScriptSection {
             file: PathBuf::from("router.lua"),
-        }
-    }
-}
-
-/// `[tm]`: transaction timers, in milliseconds (Kamailio's names).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TmSection {
-    /// Non-INVITE final-reply timeout, and suspended non-INVITE transactions.
-    pub fr_timer: u64,
-    /// INVITE final-reply timeout, and suspended INVITEs.
-    pub fr_inv_timer: u64,
-    /// How long a finished transaction absorbs retransmissions.
-    pub wait_timer: u64,
-}
-
-impl Default for TmSection {
-    fn default() -> Self {
-        let d = sip::HostConfig::default();
-        TmSection {
-            fr_timer: d.fr_timer_ms,
-            fr_inv_timer: d.fr_inv_timer_ms,
-            wait_timer: d.wait_timer_ms,
         }
     }
 }
@@ -133,21 +74,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The host's settings from `[sip]` and `[tm]`.
+    /// The host's settings: `[sip]` and `[tm]` as they are.
     pub fn host_config(&self) -> sip::HostConfig {
-        let (s, t) = (&self.file.sip, &self.file.tm);
         sip::HostConfig {
-            listen: s.listen.clone(),
-            children: s.children,
-            fr_timer_ms: t.fr_timer,
-            fr_inv_timer_ms: t.fr_inv_timer,
-            wait_timer_ms: t.wait_timer,
-            max_transactions: s.max_transactions,
-            max_message_size: s.max_message_size,
-            udp_recv_buffer: s.udp_recv_buffer,
-            tcp_idle_timeout_ms: s.tcp_idle_timeout_ms,
-            max_tcp_connections: s.max_tcp_connections,
-            ..sip::HostConfig::default()
+            sip: self.file.sip.clone(),
+            tm: self.file.tm.clone(),
         }
     }
 
@@ -167,20 +98,13 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
     file.evapi
         .validate()
         .with_context(|| format!("{origin}: in [evapi]"))?;
-    if file.sip.children == 0 {
-        bail!("{origin}: in [sip]: children = 0: at least one script worker is needed");
+    // The one check of [sip] and [tm], also run by `SipHost::bind`.
+    sip::HostConfig {
+        sip: file.sip.clone(),
+        tm: file.tm.clone(),
     }
-    if file.sip.listen.is_empty() {
-        bail!("{origin}: in [sip]: listen is empty: give at least one \"udp:IP:PORT\" or \"tcp:IP:PORT\"");
-    }
-    for (name, v) in [
-        ("fr_timer", file.tm.fr_timer),
-        ("fr_inv_timer", file.tm.fr_inv_timer),
-    ] {
-        if v == 0 {
-            bail!("{origin}: in [tm]: {name} = 0: must be at least 1 (milliseconds)");
-        }
-    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     if !matches!(
         file.log.level.as_str(),
         "error" | "warn" | "info" | "debug" | "trace"
@@ -268,15 +192,15 @@ mod tests {
         let l = load(None).unwrap();
         assert_eq!(l.file.evapi.event_callback, "ksr_evapi_event");
         assert!(l.script_source.is_some());
-        assert_eq!(l.host_config().fr_inv_timer_ms, 120_000);
+        assert_eq!(l.host_config().tm.fr_inv_timer, 120_000);
         let f = parse(
             "[sip]\nudp_recv_buffer = 2097152\nmax_tcp_connections = 10\n",
             "x.toml",
         )
         .unwrap();
         let l = Loaded { file: f, ..l };
-        assert_eq!(l.host_config().udp_recv_buffer, 2_097_152);
-        assert_eq!(l.host_config().max_tcp_connections, 10);
+        assert_eq!(l.host_config().sip.udp_recv_buffer, 2_097_152);
+        assert_eq!(l.host_config().sip.max_tcp_connections, 10);
     }
 
     #[test]

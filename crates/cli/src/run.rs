@@ -2,33 +2,45 @@
 
 use crate::config::Loaded;
 use anyhow::Context;
-use evapi::{EvapiHandle, EventSocket, SendError};
-use script::{Engine, EventOps, SipOps};
-use sip::{Request, SipHandle, SipHost, TmError, TxRef};
-use std::sync::{Arc, OnceLock};
-use tracing::{info, warn};
+use evapi::EventSocket;
+use script::Engine;
+use sip::SipHost;
+use std::sync::Arc;
+use tracing::info;
 
-/// Load the script, start the event socket and the SIP host, run until
-/// SIGINT or SIGTERM, then shut down: SIP first (no new calls; suspended
-/// and pending transactions get their final reply), then the event socket
-/// (queued events written, clients closed, connection-closed run).
+/// Bind the event socket and the SIP host, build the script engine with
+/// their handles, start both, run until SIGINT or SIGTERM, then shut down:
+/// SIP first (no new calls; suspended and pending transactions get their
+/// final reply), then the event socket (queued events written, clients
+/// closed, connection-closed run).
+///
+/// The two-phase start (bind, then start with the engine's hooks) means the
+/// engine has both handles before any message or event can reach it, and
+/// every config error is reported before any thread runs.
 pub fn run(loaded: Loaded) -> anyhow::Result<()> {
-    let late = Arc::new(Late::default());
-    let engine = Engine::new(&loaded.script_config(), late.clone(), late.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("evapi-io")
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
     runtime.block_on(async {
-        let events = EventSocket::bind(loaded.file.evapi.clone(), engine.evapi_handler())
+        let bound_events = EventSocket::listen(loaded.file.evapi.clone())
             .await
             .context("cannot start the event socket")?;
-        let _ = late.events.set(events.handle());
-        let host = SipHost::start(loaded.host_config(), engine.sip_router())
+        let bound_sip = SipHost::bind(loaded.host_config())
             .await
             .context("cannot start the SIP host")?;
-        let _ = late.sip.set(host.handle());
+        let engine = Engine::new(
+            &loaded.script_config(),
+            Arc::new(bound_events.handle()),
+            Arc::new(bound_sip.handle()),
+        )?;
+        let events = bound_events
+            .start(engine.evapi_handler())
+            .context("cannot start the event socket")?;
+        let host = bound_sip
+            .start(engine.sip_router())
+            .context("cannot start the SIP host")?;
         let sip_addrs: Vec<String> = host
             .local_addrs()
             .iter()
@@ -51,13 +63,16 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             resumed = tm.resumed,
             timeouts = tm.timeouts,
             absorbed = tm.absorbed,
-            relays = ev.relays,
-            frames_queued = ev.frames_queued,
-            slow_cut = ev.slow_cut,
+            events_sent = ev.relays,
+            event_frames_queued = ev.frames_queued,
+            event_clients_cut = ev.slow_cut,
             "shutting down"
         );
         host.shutdown().await;
         events.shutdown().await;
+        // The hooks hold only a weak reference to the engine: it lives
+        // until here, past the last message either side can deliver.
+        drop(engine);
         info!("stopped");
         Ok(())
     })
@@ -75,10 +90,8 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 
 /// Check the config and the script without starting anything.
 pub fn check(loaded: Loaded) -> anyhow::Result<()> {
-    loaded
-        .host_config()
-        .validate()
-        .with_context(|| format!("{}: in [sip]/[tm]", loaded.origin))?;
+    // Every section was checked when the file was loaded, by the same
+    // validate functions that `evapi run` reaches through the same load.
     let script = loaded.script_config();
     Engine::check(&script)?;
     println!(
@@ -87,78 +100,4 @@ pub fn check(loaded: Loaded) -> anyhow::Result<()> {
         script.file.display()
     );
     Ok(())
-}
-
-/// The event socket and SIP host handles, filled in once each has started.
-///
-/// TODO(two-phase start): the engine takes its handles when it is built,
-/// but today `EventSocket::bind` and `SipHost::start` need the engine's
-/// hooks first and only then give a handle. Replace this adapter with the
-/// handles of the bound-but-not-started socket and host once those crates
-/// offer the two-phase start. Until then, a `KSR` call made before a
-/// handle is set fails with a log line from the script layer.
-#[derive(Default)]
-struct Late {
-    events: OnceLock<EvapiHandle>,
-    sip: OnceLock<SipHandle>,
-}
-
-impl Late {
-    fn events(&self) -> Result<&EvapiHandle, SendError> {
-        self.events.get().ok_or_else(|| {
-            warn!("the event socket is not started yet");
-            SendError::Shutdown
-        })
-    }
-    fn sip(&self) -> Result<&SipHandle, TmError> {
-        self.sip.get().ok_or_else(|| {
-            warn!("the SIP host is not started yet");
-            TmError::ShuttingDown
-        })
-    }
-}
-
-impl EventOps for Late {
-    fn relay(&self, data: &[u8]) -> Result<usize, SendError> {
-        self.events()?.relay(data)
-    }
-    fn multicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.events()?.multicast(data, tag)
-    }
-    fn unicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.events()?.unicast(data, tag)
-    }
-    fn unicast_round_robin(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.events()?.unicast_round_robin(data, tag)
-    }
-    fn client_count(&self) -> usize {
-        self.events().map_or(0, |h| h.client_count())
-    }
-    fn tag_count(&self, tag: &[u8]) -> usize {
-        self.events().map_or(0, |h| h.tag_count(tag))
-    }
-}
-
-impl SipOps for Late {
-    fn sl_reply(&self, req: &Request, code: u16, reason: &str) -> Result<(), TmError> {
-        self.sip()?.sl_reply(req, code, reason)
-    }
-    fn t_newtran(&self, req: &mut Request) -> Result<TxRef, TmError> {
-        self.sip()?.t_newtran(req)
-    }
-    fn t_check_trans(&self, req: &Request) -> bool {
-        self.sip().is_ok_and(|h| h.t_check_trans(req))
-    }
-    fn t_reply(&self, req: &mut Request, code: u16, reason: &str) -> Result<(), TmError> {
-        self.sip()?.t_reply(req, code, reason)
-    }
-    fn t_relay(&self, req: &mut Request) -> Result<(), TmError> {
-        self.sip()?.t_relay(req)
-    }
-    fn t_suspend(&self, req: &mut Request) -> Result<TxRef, TmError> {
-        self.sip()?.t_suspend(req)
-    }
-    fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
-        self.sip()?.t_continue(index, label)
-    }
 }

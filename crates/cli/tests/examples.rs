@@ -53,9 +53,9 @@ fn default_example_with_its_client() {
         &["--addr", &ev.events.to_string(), "--code", "486"],
     );
     ev.wait_log("event client 0 connected");
-    let uac = Agent::new();
-    uac.invite(ev.udp, "ex-default", "exdefault");
-    let (code, reply) = uac.recv_status(&[100]);
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "ex-default", "exdefault").unwrap();
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 486, "{reply}");
 }
 
@@ -63,24 +63,27 @@ fn default_example_with_its_client() {
 #[test]
 fn kamailio_style_script_runs_unchanged() {
     let ev = Evapi::start(&config(""), &example("kamailio-style/router.lua"));
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     // No call-control client yet: 503 at once.
-    uac.invite(ev.udp, "ks-0", "ks0");
-    assert_eq!(uac.recv_status(&[100]).0, 503);
+    uac.invite(ev.udp, "ks-0", "ks0").unwrap();
+    assert_eq!(
+        uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+        503
+    );
     // REGISTER is refused by is_method_in("RMSNP").
     uac.send(
         ev.udp,
-        &format!(
+        format!(
             "REGISTER sip:{0} SIP/2.0\r\nVia: SIP/2.0/UDP {1};branch=z9hG4bKksreg\r\nFrom: <sip:a@{0}>;tag=1\r\nTo: <sip:a@{0}>\r\nCall-ID: ks-reg\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            ev.udp, uac.addr
+            ev.udp, uac.addr()
         ),
-    );
-    assert_eq!(uac.recv_status(&[]).0, 501);
+    ).unwrap();
+    assert_eq!(uac.recv_status(&[], WAIT).expect("a reply in time").0, 501);
 
     let mut ctl = EventClient::connect(ev.events);
     ev.wait_log("call control client 0 connected");
     // Reject with a code.
-    uac.invite(ev.udp, "ks-1", "ks1");
+    uac.invite(ev.udp, "ks-1", "ks1").unwrap();
     let ev1 = recv_json(&mut ctl);
     assert_eq!(ev1["callid"], "ks-1");
     assert_eq!(ev1["caller"], "alice");
@@ -88,21 +91,23 @@ fn kamailio_style_script_runs_unchanged() {
         r#"{{"tindex":{},"tlabel":{},"action":"reject","code":486}}"#,
         ev1["tindex"], ev1["tlabel"]
     ));
-    let (code, reply) = uac.recv_status(&[100]);
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(
         (code, reply.lines().next().unwrap()),
         (486, "SIP/2.0 486 Rejected By Call Control")
     );
 
     // Relay to a UAS that refuses: the failure route answers 480.
-    let uas = Agent::new();
-    uac.invite(ev.udp, "ks-2", "ks2");
+    let mut uas = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "ks-2", "ks2").unwrap();
     let ev2 = recv_json(&mut ctl);
     ctl.send(&format!(
         r#"{{"tindex":{},"tlabel":{},"action":"relay","dst":"sip:{}"}}"#,
-        ev2["tindex"], ev2["tlabel"], uas.addr
+        ev2["tindex"],
+        ev2["tlabel"],
+        uas.addr()
     ));
-    let (fwd, from) = uas.recv();
+    let (fwd, from) = uas.recv_text(WAIT).expect("a SIP message in time");
     assert_eq!(
         header(&fwd, "X-CallCtl").as_deref(),
         Some("relayed"),
@@ -112,17 +117,17 @@ fn kamailio_style_script_runs_unchanged() {
     let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
     uas.send(
         from,
-        &format!(
+        format!(
             "SIP/2.0 486 Busy Here\r\n{}\r\nFrom: {}\r\nTo: {};tag=uas2\r\nCall-ID: ks-2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
             vias.join("\r\n"),
             header(&fwd, "From").unwrap(),
             header(&fwd, "To").unwrap()
         ),
-    );
+    ).unwrap();
     // The hop-by-hop ACK for the 486 reaches the UAS.
-    let (ack, _) = uas.recv();
+    let (ack, _) = uas.recv_text(WAIT).expect("a SIP message in time");
     assert!(ack.starts_with("ACK "), "{ack}");
-    let (code, reply) = uac.recv_status(&[100]);
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 480, "{reply}");
     ev.wait_log("relayed call failed with 486");
 }
@@ -134,33 +139,35 @@ fn cgrates_style_authorisation() {
         &config_with_callback("ksr_cgr_event"),
         &example("cgrates-auth/router.lua"),
     );
-    let uas = Agent::new();
-    let dst = format!("sip:{}", uas.addr);
+    let mut uas = Agent::udp("127.0.0.1:0").unwrap();
+    let dst = format!("sip:{}", uas.addr());
     let _cgr = Py::start(
         "cgrates-auth/mock_cgrates.py",
         &["--addr", &ev.events.to_string(), "--dst", &dst],
     );
     ev.wait_log("client connected");
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    let me = uac.addr();
     let call = |user: &str, cid: &str| {
-        let msg = format!(
+        format!(
             "INVITE sip:1002@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{cid};rport\r\nFrom: <sip:{user}@{me}>;tag={cid}\r\nTo: <sip:1002@{to}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             to = ev.udp,
-            me = uac.addr
-        );
-        uac.send(ev.udp, &msg);
+        )
     };
-    call("broke", "cgr-1");
-    let (code, reply) = uac.recv_status(&[100]);
+    uac.send(ev.udp, call("broke", "cgr-1")).unwrap();
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 403, "{reply}");
     assert!(
         reply.starts_with("SIP/2.0 403 CGR_ERROR INSUFFICIENT_CREDIT_FUNDS"),
         "{reply}"
     );
-    call("zero", "cgr-2");
-    assert_eq!(uac.recv_status(&[100]).0, 403);
-    call("alice", "cgr-3");
-    let (fwd, _) = uas.recv();
+    uac.send(ev.udp, call("zero", "cgr-2")).unwrap();
+    assert_eq!(
+        uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+        403
+    );
+    uac.send(ev.udp, call("alice", "cgr-3")).unwrap();
+    let (fwd, _) = uas.recv_text(WAIT).expect("a SIP message in time");
     assert_eq!(
         header(&fwd, "X-Max-Usage").as_deref(),
         Some("3600"),
@@ -183,21 +190,20 @@ fn tag_based_routing() {
     for n in 0..3 {
         ev.wait_log(&format!("event client {n} subscribed"));
     }
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    let me = uac.addr();
     let call = |cid: &str, domain: &str| {
-        let msg = format!(
+        format!(
             "INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{cid};rport\r\nFrom: <sip:alice@{me}>;tag={cid}\r\nTo: <sip:bob@{domain}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            me = uac.addr
-        );
-        uac.send(ev.udp, &msg);
+        )
     };
-    call("tag-0", "nobody.example");
-    let (code, reply) = uac.recv_status(&[100]);
+    uac.send(ev.udp, call("tag-0", "nobody.example")).unwrap();
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 480, "{reply}");
     let mut got = [0, 0];
     for i in 0..4 {
         let cid = format!("tag-{}", i + 1);
-        call(&cid, "example.com");
+        uac.send(ev.udp, call(&cid, "example.com")).unwrap();
         assert_eq!(recv_json(&mut mon)["callid"], cid.as_str());
         // Round robin: one of the two subscribers, in turn.
         let (who, event) = if i % 2 == 0 {
@@ -212,7 +218,10 @@ fn tag_based_routing() {
             r#"{{"tindex":{},"tlabel":{},"code":404,"reason":"No"}}"#,
             event["tindex"], event["tlabel"]
         ));
-        assert_eq!(uac.recv_status(&[100]).0, 404);
+        assert_eq!(
+            uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+            404
+        );
     }
     assert_eq!(got, [2, 2]);
 }

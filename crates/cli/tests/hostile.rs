@@ -61,7 +61,7 @@ fn stalled_event_client_does_not_slow_sip_or_other_clients() {
     // Send in windows of 50 requests, waiting for their 200s: a UDP socket
     // buffer is charged about a kilobyte per small datagram, so bigger
     // bursts can overflow this test's own receive buffer.
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let mut answered = 0;
     for window in 0..REQUESTS / 50 {
         // Keep the healthy reader (a debug build, on the same two cores)
@@ -73,12 +73,12 @@ fn stalled_event_client_does_not_slow_sip_or_other_clients() {
             std::thread::sleep(Duration::from_millis(1));
         }
         for i in 0..50 {
-            uac.send(ev.udp, &options(ev.udp, uac.addr, window * 50 + i));
+            uac.send(ev.udp, options(ev.udp, uac.addr(), window * 50 + i))
+                .unwrap();
         }
         for _ in 0..50 {
-            let mut buf = vec![0u8; 65536];
-            let got = uac.sock.recv_from(&mut buf);
-            if got.is_err() {
+            let got = uac.recv_status(&[], WAIT);
+            if got.is_none() {
                 let logs = ev.logs.lock().unwrap();
                 let tail: Vec<&String> = logs
                     .iter()
@@ -88,10 +88,7 @@ fn stalled_event_client_does_not_slow_sip_or_other_clients() {
                     .collect();
                 panic!("no reply to request {answered}: {tail:#?}");
             }
-            assert_eq!(
-                status(&String::from_utf8_lossy(&buf[..got.unwrap().0])),
-                Some(200)
-            );
+            assert_eq!(got.map(|(code, _)| code), Some(200));
             answered += 1;
         }
     }
@@ -115,7 +112,7 @@ fn stalled_event_client_does_not_slow_sip_or_other_clients() {
 #[test]
 fn malformed_sip_beside_good_calls() {
     let ev = Evapi::start(&config(""), RELAY_SCRIPT);
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let junk: [&[u8]; 4] = [
         b"\x00\x01\x02 garbage",
         b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n",
@@ -123,7 +120,7 @@ fn malformed_sip_beside_good_calls() {
         b"SIP/2.0 200 OK\r\n\r\n",
     ];
     for j in junk {
-        uac.sock.send_to(j, ev.udp).unwrap();
+        uac.send(ev.udp, j).unwrap();
     }
     // TCP: a body shorter than its Content-Length, then silence.
     let mut tcp = std::net::TcpStream::connect(ev.tcp).unwrap();
@@ -141,14 +138,17 @@ fn malformed_sip_beside_good_calls() {
     bad.write_all(b"this is not SIP at all\r\n\r\n").unwrap();
     // A good request is answered all the same.
     std::thread::sleep(Duration::from_millis(50));
-    uac.send(ev.udp, &options(ev.udp, uac.addr, 7));
-    let (code, reply) = uac.recv_status(&[400]);
+    uac.send(ev.udp, options(ev.udp, uac.addr(), 7)).unwrap();
+    let (code, reply) = uac.recv_status(&[400], WAIT).expect("a reply in time");
     assert_eq!(code, 200, "{reply}");
     assert!(ev.log_count("WARN") + ev.log_count("DEBUG") > 0);
     drop(tcp);
     drop(bad);
-    uac.send(ev.udp, &options(ev.udp, uac.addr, 8));
-    assert_eq!(uac.recv_status(&[400]).0, 200);
+    uac.send(ev.udp, options(ev.udp, uac.addr(), 8)).unwrap();
+    assert_eq!(
+        uac.recv_status(&[400], WAIT).expect("a reply in time").0,
+        200
+    );
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -173,7 +173,7 @@ fn connection_storms_leave_memory_at_its_baseline() {
         RELAY_SCRIPT,
     );
     let mut healthy = EventClient::connect(ev.events);
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let mut rss = Vec::new();
     for storm in 0..STORMS {
         let handles: Vec<_> = (0..4)
@@ -195,8 +195,9 @@ fn connection_storms_leave_memory_at_its_baseline() {
         }
         // Responsive after each storm: a SIP request relays an event to the
         // healthy client.
-        uac.send(ev.udp, &options(ev.udp, uac.addr, storm));
-        assert_eq!(uac.recv_status(&[]).0, 200);
+        uac.send(ev.udp, options(ev.udp, uac.addr(), storm))
+            .unwrap();
+        assert_eq!(uac.recv_status(&[], WAIT).expect("a reply in time").0, 200);
         let e = healthy.recv().expect("the healthy client is still served");
         assert!(e.contains(&format!("opt-{storm}")), "{e}");
         std::thread::sleep(Duration::from_millis(300));

@@ -14,15 +14,15 @@ fn default_flow_client_answer_decides_the_reply() {
     let ev = Evapi::start(&config(""), default_script);
     let mut client = EventClient::connect(ev.events);
     ev.wait_log("event client 0 connected");
-    let uac = Agent::new();
-    let invite = uac.invite(ev.udp, "flow-486", "flow486");
-    let (code, _) = uac.recv_status(&[]);
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    let invite = uac.invite(ev.udp, "flow-486", "flow486").unwrap();
+    let (code, _) = uac.recv_status(&[], WAIT).expect("a reply in time");
     assert_eq!(code, 100);
 
     let event = recv_json(&mut client);
     assert_eq!(event["event"], "invite");
     assert_eq!(event["callid"], "flow-486");
-    assert_eq!(event["from"], format!("sip:alice@{}", uac.addr));
+    assert_eq!(event["from"], format!("sip:alice@{}", uac.addr()));
     assert!(
         event["tindex"].is_u64() && event["tlabel"].is_u64(),
         "{event}"
@@ -31,14 +31,14 @@ fn default_flow_client_answer_decides_the_reply() {
         r#"{{"tindex":{},"tlabel":{},"code":486,"reason":"Busy Here"}}"#,
         event["tindex"], event["tlabel"]
     ));
-    let (code, reply) = uac.recv_status(&[100]);
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 486, "{reply}");
     assert!(reply.starts_with("SIP/2.0 486 Busy Here"));
     assert!(
         header(&reply, "To").unwrap().contains("tag="),
         "a to-tag on the final reply"
     );
-    uac.ack_for(ev.udp, &invite, &reply);
+    uac.ack_for(ev.udp, &invite, &reply).unwrap();
 
     // Answering the same transaction again finds nothing to continue.
     client.send(&format!(
@@ -55,9 +55,9 @@ fn default_flow_no_client_gets_503() {
         &config(""),
         include_str!("../../../examples/default/router.lua"),
     );
-    let uac = Agent::new();
-    uac.invite(ev.udp, "no-client", "noclient");
-    let (code, reply) = uac.recv_status(&[100]);
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "no-client", "noclient").unwrap();
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 503, "{reply}");
 }
 
@@ -71,15 +71,17 @@ fn default_flow_relay_to_destination() {
     );
     let mut client = EventClient::connect(ev.events);
     ev.wait_log("event client 0 connected");
-    let uac = Agent::new();
-    let uas = Agent::new();
-    uac.invite(ev.udp, "flow-relay", "flowrelay");
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    let mut uas = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "flow-relay", "flowrelay").unwrap();
     let event = recv_json(&mut client);
     client.send(&format!(
         r#"{{"tindex":{},"tlabel":{},"dst":"sip:{}"}}"#,
-        event["tindex"], event["tlabel"], uas.addr
+        event["tindex"],
+        event["tlabel"],
+        uas.addr()
     ));
-    let (fwd, from) = uas.recv();
+    let (fwd, from) = uas.recv_text(WAIT).expect("a SIP message in time");
     assert!(fwd.starts_with("INVITE sip:bob@"), "{fwd}");
     assert_eq!(header(&fwd, "Call-ID").unwrap(), "flow-relay");
     assert_eq!(
@@ -100,13 +102,13 @@ fn default_flow_relay_to_destination() {
             vias.join("\r\n"),
             header(&fwd, "From").unwrap(),
             header(&fwd, "To").unwrap(),
-            uas.addr
+            uas.addr()
         );
-        uas.send(from, &reply);
+        uas.send(from, &reply).unwrap();
     }
-    let (code, _) = uac.recv_status(&[100]);
+    let (code, _) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 180);
-    let (code, ok) = uac.recv_status(&[100, 180]);
+    let (code, ok) = uac.recv_status(&[100, 180], WAIT).expect("a reply in time");
     assert_eq!(code, 200, "{ok}");
     assert_eq!(
         ok.lines().filter(|l| l.starts_with("Via:")).count(),
@@ -162,9 +164,12 @@ fn tags_multicast_unicast_close() {
     assert!(recv_json(&mut b)["closed"] == 0);
     c.send(r#"{"ask":"bob"}"#);
     let _ = recv_json(&mut b); // unicast to "bob" goes to the lowest index: b again
-    let uac = Agent::new();
-    uac.invite(ev.udp, "tags-1", "tags1");
-    assert_eq!(uac.recv_status(&[100]).0, 404);
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "tags-1", "tags1").unwrap();
+    assert_eq!(
+        uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+        404
+    );
     for (client, expect) in [(&mut b, "multicast"), (&mut c, "multicast")] {
         assert_eq!(recv_json(client)["kind"], expect);
         assert_eq!(recv_json(client)["kind"], "all");
@@ -204,26 +209,33 @@ function ksr_evapi_event(evname) end
 #[test]
 fn script_error_gives_500_and_the_server_keeps_running() {
     let ev = Evapi::start(&config(""), ERROR_SCRIPT);
-    let uac = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let boom = format!("sip:boom@{}", ev.udp);
     let msg = uac
         .invite(ev.udp, "err-1", "err1")
+        .unwrap()
         .replace(&format!("sip:bob@{}", ev.udp), &boom);
     let _ = msg;
     // Send an INVITE whose user part is "boom".
     let inv = format!(
         "INVITE {boom} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKboom;rport\r\nFrom: <sip:a@{me}>;tag=x\r\nTo: <{boom}>\r\nCall-ID: err-2\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        me = uac.addr
+        me = uac.addr()
     );
     // The first INVITE (to bob) gets its 404.
-    assert_eq!(uac.recv_status(&[100]).0, 404);
-    uac.send(ev.udp, &inv);
-    let (code, reply) = uac.recv_status(&[100]);
+    assert_eq!(
+        uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+        404
+    );
+    uac.send(ev.udp, &inv).unwrap();
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 500, "{reply}");
     let line = ev.wait_log("script error");
     assert!(line.contains("router.lua:5:"), "file and line in {line}");
-    uac.invite(ev.udp, "err-3", "err3");
-    assert_eq!(uac.recv_status(&[100]).0, 404);
+    uac.invite(ev.udp, "err-3", "err3").unwrap();
+    assert_eq!(
+        uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+        404
+    );
 }
 
 /// SIGTERM: suspended transactions get a final reply, event clients are
@@ -236,12 +248,12 @@ fn sigterm_ends_suspended_calls_and_closes_clients() {
     );
     let mut client = EventClient::connect(ev.events);
     ev.wait_log("event client 0 connected");
-    let uac = Agent::new();
-    uac.invite(ev.udp, "term-1", "term1");
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "term-1", "term1").unwrap();
     let _ = recv_json(&mut client); // suspended; nobody answers
     let status = ev.terminate();
     assert!(status.success(), "{status}");
-    let (code, reply) = uac.recv_status(&[100]);
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert!(code >= 400, "a final reply at shutdown: {reply}");
     assert!(client.recv().is_none(), "client closed");
     assert_eq!(ev.log_count("event client 0 disconnected"), 1);
@@ -449,31 +461,31 @@ function ksr_evapi_event(evname) end
 #[test]
 fn reply_route_sees_and_drops_replies() {
     let ev = Evapi::start(&config(""), REPLY_ROUTE_SCRIPT);
-    let uac = Agent::new();
-    let uas = Agent::new();
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    let mut uas = Agent::udp("127.0.0.1:0").unwrap();
     let invite = format!(
         "INVITE sip:bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrr1;rport\r\nFrom: <sip:a@{me}>;tag=rr\r\nTo: <sip:bob@{to}>\r\nCall-ID: rr-1\r\nCSeq: 1 INVITE\r\nX-Uas: {uas}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         to = ev.udp,
-        me = uac.addr,
-        uas = uas.addr
+        me = uac.addr(),
+        uas = uas.addr()
     );
-    uac.send(ev.udp, &invite);
-    let (fwd, from) = uas.recv();
+    uac.send(ev.udp, &invite).unwrap();
+    let (fwd, from) = uas.recv_text(WAIT).expect("a SIP message in time");
     assert_eq!(header(&fwd, "X-Uas"), None, "removed by the script: {fwd}");
     let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
     for (code, reason) in [(180, "Ringing"), (486, "Busy Here")] {
         uas.send(
             from,
-            &format!(
+            format!(
                 "SIP/2.0 {code} {reason}\r\n{}\r\nFrom: {}\r\nTo: {};tag=uas\r\nCall-ID: rr-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
                 vias.join("\r\n"),
                 header(&fwd, "From").unwrap(),
                 header(&fwd, "To").unwrap()
             ),
-        );
+        ).unwrap();
     }
     // The 180 was dropped: the first reply after 100 is the 486.
-    let (code, reply) = uac.recv_status(&[100]);
+    let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
     assert_eq!(code, 486, "{reply}");
     ev.wait_log("reply 180 Ringing for INVITE");
     ev.wait_log("reply 486 Busy Here for INVITE");

@@ -7,31 +7,20 @@ use crate::context::RouteKind;
 use crate::engine::Engine;
 use evapi::{EventContext, EventHandler};
 use sip::{Request, Router, SipHandle, SipMessage, Source};
-use std::sync::{Arc, Weak};
-use tracing::warn;
+use std::sync::Arc;
 
-/// The SIP router. It holds the engine weakly (see
-/// [`Engine::sip_router`]); the SIP host given to the hooks is not used:
-/// the engine acts through the handle it was built with.
-pub(crate) struct SipHooks(Weak<Engine>);
+/// The SIP router. The SIP host given to the hooks is not used: the engine
+/// acts through the handle it was built with.
+pub(crate) struct SipHooks(Arc<Engine>);
 
 impl SipHooks {
     pub fn new(engine: &Arc<Engine>) -> Self {
-        SipHooks(Arc::downgrade(engine))
-    }
-
-    fn engine(&self) -> Option<Arc<Engine>> {
-        let engine = self.0.upgrade();
-        if engine.is_none() {
-            warn!("the script engine is gone; SIP message not routed");
-        }
-        engine
+        SipHooks(engine.clone())
     }
 
     fn route(&self, fname: &str, kind: RouteKind, req: &mut Request) {
-        let Some(engine) = self.engine() else { return };
-        if let Some(lua) = engine.vm() {
-            call::run_route(&lua, engine.handles.sip(), fname, kind, req);
+        if let Some(lua) = self.0.vm() {
+            call::run_route(&lua, self.0.handles.sip(), fname, kind, req);
         }
     }
 }
@@ -39,9 +28,7 @@ impl SipHooks {
 impl Router for SipHooks {
     fn thread_started(&self, _child: usize) {
         // Load the script now, so the first message does not pay for it.
-        if let Some(engine) = self.engine() {
-            let _ = engine.vm();
-        }
+        let _ = self.0.vm();
     }
 
     fn request(&self, _host: &SipHandle, req: &mut Request) {
@@ -49,7 +36,7 @@ impl Router for SipHooks {
     }
 
     fn reply(&self, _host: &SipHandle, reply: &SipMessage, source: &Source) -> bool {
-        let Some(lua) = self.engine().and_then(|e| e.vm()) else {
+        let Some(lua) = self.0.vm() else {
             return true;
         };
         call::run_reply_route(&lua, reply, source)

@@ -18,13 +18,13 @@ use std::net::SocketAddr;
 /// thread running the script; none of them may wait on a socket.
 pub trait SipOps: Send + Sync {
     /// Reply statelessly.
-    fn sl_reply(&self, req: &Request, code: u16, reason: &str) -> Result<(), TmError>;
+    fn sl_reply(&self, req: &Request, code: i64, reason: &str) -> Result<(), TmError>;
     /// Create the request's transaction (idempotent).
     fn t_newtran(&self, req: &mut Request) -> Result<TxRef, TmError>;
     /// Whether a transaction exists for the request.
     fn t_check_trans(&self, req: &Request) -> bool;
     /// Reply on the request's transaction, creating it if needed.
-    fn t_reply(&self, req: &mut Request, code: u16, reason: &str) -> Result<(), TmError>;
+    fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError>;
     /// Relay statefully to `$du`, else the Request-URI.
     fn t_relay(&self, req: &mut Request) -> Result<(), TmError>;
     /// Suspend the request's transaction (created if needed).
@@ -64,7 +64,7 @@ pub trait EventClient {
 }
 
 impl SipOps for SipHandle {
-    fn sl_reply(&self, req: &Request, code: u16, reason: &str) -> Result<(), TmError> {
+    fn sl_reply(&self, req: &Request, code: i64, reason: &str) -> Result<(), TmError> {
         SipHandle::sl_reply(self, req, code, reason)
     }
     fn t_newtran(&self, req: &mut Request) -> Result<TxRef, TmError> {
@@ -73,7 +73,7 @@ impl SipOps for SipHandle {
     fn t_check_trans(&self, req: &Request) -> bool {
         SipHandle::t_check_trans(self, req)
     }
-    fn t_reply(&self, req: &mut Request, code: u16, reason: &str) -> Result<(), TmError> {
+    fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError> {
         SipHandle::t_reply(self, req, code, reason)
     }
     fn t_relay(&self, req: &mut Request) -> Result<(), TmError> {

@@ -1,46 +1,14 @@
 //! A Lua script handling evapi events over real loopback connections.
 
-use evapi::codec::NetstringCodec;
-use evapi::{Config, EventSocket};
-use script::{Engine, ScriptConfig, ScriptError};
+use evapi::testing::TestClient;
+use evapi::Config;
+use script::{Engine, ScriptConfig};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util_free::read_frame;
 
 mod common;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A tiny netstring reader, so this test depends on nothing but tokio.
-mod tokio_util_free {
-    use super::*;
-    pub async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-        loop {
-            if let Some(colon) = buf.iter().position(|&b| b == b':') {
-                let len: usize = std::str::from_utf8(&buf[..colon]).unwrap().parse().unwrap();
-                if buf.len() > colon + len {
-                    assert_eq!(buf[colon + 1 + len], b',');
-                    let frame =
-                        String::from_utf8(buf[colon + 1..colon + 1 + len].to_vec()).unwrap();
-                    buf.drain(..colon + 2 + len);
-                    return Some(frame);
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
-                .await
-                .expect("frame in time")
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
 
 const SCRIPT: &str = r#"
 local cjson = require("cjson")
@@ -90,23 +58,6 @@ function ksr_evapi_event(evname)
 end
 "#;
 
-fn engine(
-    source: &str,
-    callback: &str,
-) -> Result<(Arc<Engine>, Arc<common::LateEvents>), ScriptError> {
-    let events = Arc::new(common::LateEvents::default());
-    let engine = Engine::new(
-        &ScriptConfig {
-            file: PathBuf::from("test.lua"),
-            source: Some(source.to_string()),
-            event_callback: callback.to_string(),
-        },
-        events.clone(),
-        Arc::new(common::NoSip),
-    )?;
-    Ok((engine, events))
-}
-
 async fn wait_until(mut cond: impl FnMut() -> bool) {
     let start = tokio::time::Instant::now();
     while !cond() {
@@ -115,42 +66,32 @@ async fn wait_until(mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn send(s: &mut TcpStream, msg: &str) {
-    s.write_all(&NetstringCodec::frame(msg.as_bytes()))
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_handles_the_three_events() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let (engine, events) = engine(SCRIPT, "ksr_evapi_event").unwrap();
     let config = Config {
-        bind_addr: "127.0.0.1:0".into(),
         // One worker: messages are handled in arrival order, so the
         // frames each step expects come in a known order.
         workers: 1,
         ..Config::default()
     };
-    let socket = EventSocket::bind(config, engine.evapi_handler())
+    let (engine, bound, _sip) = common::engine(SCRIPT, "ksr_evapi_event", config)
         .await
         .unwrap();
-    let _ = events.0.set(socket.handle());
+    let socket = bound.start(engine.evapi_handler()).unwrap();
     let h = socket.handle();
     let addr = socket.local_addr();
 
-    let mut a = TcpStream::connect(addr).await.unwrap();
-    let mut b = TcpStream::connect(addr).await.unwrap();
-    let (mut ba, mut bb) = (Vec::new(), Vec::new());
+    let mut a = TestClient::connect(addr).await;
+    let mut b = TestClient::connect(addr).await;
     // connection-new tagged them "client-0" and "client-1".
     wait_until(|| h.tag_count(b"client-0") + h.tag_count(b"client-1") == 2).await;
 
     send(&mut a, r#"{"cmd":"echo","text":"hi"}"#).await;
-    let echo: serde_json::Value =
-        serde_json::from_str(&read_frame(&mut a, &mut ba).await.unwrap()).unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&a.recv_text().await.unwrap()).unwrap();
     assert_eq!(echo["echo"], "hi");
     assert_eq!(echo["conidx"], 0, "an integer, not 0.0");
-    assert_eq!(echo["port"], a.local_addr().unwrap().port());
+    assert_eq!(echo["port"], a.stream.local_addr().unwrap().port());
 
     send(&mut b, r#"{"cmd":"tag","tag":"billing"}"#).await;
     wait_until(|| h.tag_count(b"billing") == 1).await;
@@ -159,47 +100,54 @@ async fn script_handles_the_three_events() {
         r#"{"cmd":"multicast","tag":"billing","text":"to billing"}"#,
     )
     .await;
-    assert_eq!(read_frame(&mut b, &mut bb).await.unwrap(), "to billing");
+    assert_eq!(b.recv_text().await.unwrap(), "to billing");
 
     send(&mut a, r#"{"cmd":"count","tag":"billing"}"#).await;
-    let count: serde_json::Value =
-        serde_json::from_str(&read_frame(&mut a, &mut ba).await.unwrap()).unwrap();
+    let count: serde_json::Value = serde_json::from_str(&a.recv_text().await.unwrap()).unwrap();
     assert_eq!(count["clients"], 2);
     assert_eq!(count["tagged"], 1);
     assert_eq!(count["shv"], "counted");
     assert!(count.get("null").is_none(), "an unknown pv reads as nil");
-    assert_eq!(
-        read_frame(&mut b, &mut bb).await.unwrap(),
-        count.to_string()
-    );
+    assert_eq!(b.recv_text().await.unwrap(), count.to_string());
 
     send(&mut a, r#"{"cmd":"jansson","a":{"b":[1,42]}}"#).await;
-    assert_eq!(read_frame(&mut a, &mut ba).await.unwrap(), "jansson=42");
-    assert_eq!(read_frame(&mut b, &mut bb).await.unwrap(), "jansson=42");
+    assert_eq!(a.recv_text().await.unwrap(), "jansson=42");
+    assert_eq!(b.recv_text().await.unwrap(), "jansson=42");
 
     // KSR.x.exit() ends the callback; a runtime error is logged and the
     // next message is served as usual.
     send(&mut a, r#"{"cmd":"exit"}"#).await;
-    assert_eq!(read_frame(&mut a, &mut ba).await.unwrap(), "before exit");
+    assert_eq!(a.recv_text().await.unwrap(), "before exit");
     send(&mut a, r#"{"cmd":"error"}"#).await;
     send(&mut a, r#"{"cmd":"jansson","a":{"b":[0,7]}}"#).await;
     assert_eq!(
-        read_frame(&mut a, &mut ba).await.unwrap(),
+        a.recv_text().await.unwrap(),
         "jansson=7",
         "no 'after exit' in between"
     );
 
     // close() from message-received; connection-closed ran for it.
     send(&mut b, r#"{"cmd":"close"}"#).await;
-    let _ = read_frame(&mut b, &mut bb).await; // "before exit"/"jansson" frames may still be queued
-    while read_frame(&mut b, &mut bb).await.is_some() {}
+    let _ = b.recv_text().await; // "before exit"/"jansson" frames may still be queued
+    while b.recv_text().await.is_some() {}
     wait_until(|| h.client_count() == 1).await;
     send(&mut a, r#"{"cmd":"count","tag":"billing"}"#).await;
-    let count: serde_json::Value =
-        serde_json::from_str(&read_frame(&mut a, &mut ba).await.unwrap()).unwrap();
+    let count: serde_json::Value = serde_json::from_str(&a.recv_text().await.unwrap()).unwrap();
     assert_eq!(count["clients"], 1);
     assert_eq!(count["tagged"], 0);
     socket.shutdown().await;
+}
+
+async fn send(c: &mut TestClient, msg: &str) {
+    c.send(msg.as_bytes()).await;
+}
+
+fn engine(source: &str, callback: &str) -> Result<(), script::ScriptError> {
+    Engine::check(&ScriptConfig {
+        file: PathBuf::from("test.lua"),
+        source: Some(source.to_string()),
+        event_callback: callback.to_string(),
+    })
 }
 
 #[test]

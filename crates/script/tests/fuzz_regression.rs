@@ -4,9 +4,7 @@
 //! connection must end (whatever its bytes), and the server must still
 //! serve a new client afterwards.
 
-use evapi::{Config, EventSocket};
-use script::{Engine, ScriptConfig};
-use std::sync::Arc;
+use evapi::Config;
 use std::time::Duration;
 
 mod common;
@@ -14,26 +12,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evapi_message_corpus() {
-    let events = Arc::new(common::LateEvents::default());
-    let engine = Engine::new(
-        &ScriptConfig {
-            file: "router.lua".into(),
-            source: Some(include_str!("../../../examples/default/router.lua").to_string()),
-            event_callback: "ksr_evapi_event".into(),
-        },
-        events.clone(),
-        Arc::new(common::NoSip),
-    )
-    .unwrap();
     let config = Config {
-        bind_addr: "127.0.0.1:0".into(),
         max_frame_size: 64 * 1024,
         ..Config::default()
     };
-    let socket = EventSocket::bind(config, engine.evapi_handler())
-        .await
-        .unwrap();
-    let _ = events.0.set(socket.handle());
+    let (engine, bound, _sip) = common::engine(
+        include_str!("../../../examples/default/router.lua"),
+        "ksr_evapi_event",
+        config,
+    )
+    .await
+    .unwrap();
+    let socket = bound.start(engine.evapi_handler()).unwrap();
     let h = socket.handle();
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -16,7 +16,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip::{HostConfig, Method, Request, Router, SipHandle, SipHost, SipMessage, Transport, TxRef};
+use sip::{
+    HostConfig, Method, Request, Router, SipConfig, SipHandle, SipHost, SipMessage, Transport,
+    TxRef,
+};
 
 struct SuspendRouter {
     to_worker: Mutex<mpsc::Sender<TxRef>>,
@@ -145,9 +148,12 @@ fn main() {
             to_worker: Mutex::new(tx),
         });
         let cfg = HostConfig {
-            listen: vec!["udp:127.0.0.1:0".into()],
-            children,
-            max_transactions: 2_000_000,
+            sip: SipConfig {
+                listen: vec!["udp:127.0.0.1:0".into()],
+                children,
+                max_transactions: 2_000_000,
+                ..SipConfig::default()
+            },
             ..HostConfig::default()
         };
         let host = rt.block_on(SipHost::start(cfg, router)).unwrap();

@@ -1,127 +1,265 @@
-//! The host's settings: the `[sip]` and `[tm]` sections of the config file
-//! (spec/interface.md), mapped here by the binary.
+//! The host's settings: the `[sip]` and `[tm]` sections of the program's
+//! config file (docs/configuration.md), owned here so the file format, the
+//! defaults and the bounds have one source of truth.
+//!
+//! Each section deserializes itself (serde, `deny_unknown_fields`, every
+//! key defaulted) and checks itself ([`SipConfig::validate`],
+//! [`TmConfig::validate`]); [`HostConfig`] is the two together, and
+//! [`crate::SipHost::bind`] runs the same checks, so `evapi check` and
+//! `evapi run` report a mistake with the same words.
 
-use crate::host::StartError;
+use std::net::SocketAddr;
+
 use serde::Deserialize;
 
-/// Settings of a [`crate::SipHost`]. Every field has a default; unknown
-/// keys are refused so a typo in a config file does not pass silently.
+use crate::request::Transport;
+
+/// A setting out of range, or a `listen` entry that does not parse. The
+/// message names the section, the key and the value as given, e.g.
+/// `[tm] fr_timer = 0: must be at least 1 (milliseconds)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[{section}] {key} = {value}: {reason}")]
+pub struct ConfigError {
+    /// The section: `sip` or `tm`.
+    pub section: &'static str,
+    /// The key.
+    pub key: &'static str,
+    /// The value as it would be written in the file.
+    pub value: String,
+    /// What is wrong, and what is accepted.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(
+        section: &'static str,
+        key: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            section,
+            key,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Longest timer accepted (ms): a day is far past any sensible SIP timer,
+/// and the bound keeps timer arithmetic from overflowing.
+const DAY_MS: u64 = 86_400_000;
+
+/// Largest `max_message_size` (bytes): each UDP socket keeps a receive
+/// buffer of this size, and SIP messages are a few kilobytes.
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// `[sip]`: sockets, router threads and limits. Every key has a default;
+/// unknown keys are refused so a typo in a config file does not pass
+/// silently.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HostConfig {
+pub struct SipConfig {
     /// Sockets to listen on, as `proto:host:port` (`udp:127.0.0.1:5060`,
     /// `tcp:[::1]:5060`); port 0 picks a free port (see
-    /// [`crate::SipHost::local_addrs`]).
+    /// [`crate::SipHost::local_addrs`]). At least one.
     pub listen: Vec<String>,
-    /// Router threads (`sip-child-N`).
+    /// Router threads (`sip-child-N`), 1 to 1024.
     pub children: usize,
-    /// Final-reply timeout (ms) of non-INVITE transactions, of a relayed
-    /// INVITE branch until its first provisional, and of suspended
-    /// non-INVITE transactions (Kamailio's `fr_timer`).
-    pub fr_timer_ms: u64,
-    /// Final-reply timeout (ms) of INVITE transactions: of a branch after a
-    /// provisional, and of a suspended or unanswered INVITE
-    /// (Kamailio's `fr_inv_timer`).
-    pub fr_inv_timer_ms: u64,
-    /// How long (ms) a finished transaction stays to absorb
-    /// retransmissions (Kamailio's `wait_timer`; stands for RFC 3261's
-    /// timers I, J, K and RFC 6026's L over UDP).
-    pub wait_timer_ms: u64,
-    /// RFC 3261 T1 (ms): the first retransmission interval over UDP.
-    pub t1_ms: u64,
-    /// RFC 3261 T2 (ms): the longest retransmission interval.
-    pub t2_ms: u64,
-    /// Most transactions held at once; beyond it new ones are refused
-    /// (the router can answer 503 statelessly), so a flood cannot take
-    /// all memory.
+    /// Most transactions held at once (at least 1); beyond it new ones are
+    /// refused (the router can answer 503 statelessly), so a flood cannot
+    /// take all memory.
     pub max_transactions: usize,
-    /// Largest message accepted (bytes), over UDP and TCP; a TCP peer that
-    /// exceeds it is disconnected.
+    /// Largest message accepted (bytes, 512 to 64 MiB), over UDP and TCP; a
+    /// TCP peer that exceeds it is disconnected.
     pub max_message_size: usize,
     /// Receive buffer asked for each UDP socket (bytes; 0 keeps the
     /// system default). Bursts beyond the buffer are lost in the kernel;
     /// the system caps it at `net.core.rmem_max`.
     pub udp_recv_buffer: usize,
-    /// A TCP connection with nothing received for this long (ms) is closed
-    /// (Kamailio's `tcp_connection_lifetime`), so idle peers do not hold
-    /// descriptors forever.
+    /// A TCP connection with nothing received for this long (ms, at most a
+    /// day) is closed (Kamailio's `tcp_connection_lifetime`), so idle peers
+    /// do not hold descriptors forever.
     pub tcp_idle_timeout_ms: u64,
     /// Most TCP connections open at once (accepted and opened by us);
     /// beyond it new ones are refused.
     pub max_tcp_connections: usize,
-    /// Requests queued for one router thread before new ones are dropped
-    /// (UDP peers retransmit), so a stalled router cannot take all memory.
+    /// Requests queued for one router thread (at least 1) before new ones
+    /// are dropped (UDP peers retransmit), so a stalled router cannot take
+    /// all memory.
     pub queue_size: usize,
 }
 
-impl HostConfig {
-    /// Check every setting without binding anything: each `listen` entry
-    /// parses, and each number is in range. [`crate::SipHost::start`] runs
-    /// the same checks.
-    pub fn validate(&self) -> Result<(), StartError> {
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            children: 4,
+            max_transactions: 500_000,
+            max_message_size: 65_535,
+            udp_recv_buffer: 1 << 20,
+            tcp_idle_timeout_ms: 120_000,
+            max_tcp_connections: 4096,
+            queue_size: 16_384,
+        }
+    }
+}
+
+impl SipConfig {
+    /// Check every key of `[sip]` without binding anything: each `listen`
+    /// entry parses and each number is in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, value: &dyn std::fmt::Display, reason: &str| {
+            Err(ConfigError::new("sip", key, value, reason))
+        };
         if self.listen.is_empty() {
-            return Err(StartError::NoListeners);
-        }
-        if self.children == 0 || self.children > 1024 {
-            return Err(StartError::BadConfig(format!(
-                "children = {}: must be 1 to 1024",
-                self.children
-            )));
-        }
-        if self.t1_ms == 0 || self.t2_ms < self.t1_ms {
-            return Err(StartError::BadConfig(format!(
-                "t1_ms = {}, t2_ms = {}: need 0 < t1 <= t2",
-                self.t1_ms, self.t2_ms
-            )));
-        }
-        // Bounded so timer arithmetic cannot overflow: a day is far past any
-        // sensible SIP timer.
-        const DAY_MS: u64 = 86_400_000;
-        for (name, v) in [
-            ("t1_ms", self.t1_ms),
-            ("t2_ms", self.t2_ms),
-            ("fr_timer_ms", self.fr_timer_ms),
-            ("fr_inv_timer_ms", self.fr_inv_timer_ms),
-            ("wait_timer_ms", self.wait_timer_ms),
-            ("tcp_idle_timeout_ms", self.tcp_idle_timeout_ms),
-        ] {
-            if v > DAY_MS {
-                return Err(StartError::BadConfig(format!(
-                    "{name} = {v}: at most {DAY_MS} (one day)"
-                )));
-            }
-        }
-        if self.max_message_size < 512 {
-            return Err(StartError::BadConfig(format!(
-                "max_message_size = {}: at least 512",
-                self.max_message_size
-            )));
+            return bad(
+                "listen",
+                &"[]",
+                "give at least one \"udp:IP:PORT\" or \"tcp:IP:PORT\"",
+            );
         }
         for entry in &self.listen {
-            crate::transport::parse_listen(entry)?;
+            parse_listen(entry)?;
+        }
+        if !(1..=1024).contains(&self.children) {
+            return bad("children", &self.children, "must be 1 to 1024");
+        }
+        if self.max_transactions == 0 {
+            return bad("max_transactions", &0, "must be at least 1");
+        }
+        if !(512..=MAX_MESSAGE_SIZE).contains(&self.max_message_size) {
+            return bad(
+                "max_message_size",
+                &self.max_message_size,
+                &format!("must be 512 to {MAX_MESSAGE_SIZE} (bytes)"),
+            );
+        }
+        if self.tcp_idle_timeout_ms > DAY_MS {
+            return bad(
+                "tcp_idle_timeout_ms",
+                &self.tcp_idle_timeout_ms,
+                &format!("must be at most {DAY_MS} (one day, in milliseconds)"),
+            );
+        }
+        if self.queue_size == 0 {
+            return bad("queue_size", &0, "must be at least 1");
         }
         Ok(())
     }
 }
 
-impl Default for HostConfig {
+/// `[tm]`: transaction timers, in milliseconds, under Kamailio's names.
+/// Every key has a default; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TmConfig {
+    /// Final-reply timeout of non-INVITE transactions, of a relayed INVITE
+    /// branch until its first provisional, and of suspended non-INVITE
+    /// transactions (Kamailio's `fr_timer`). 1 ms to a day.
+    pub fr_timer: u64,
+    /// Final-reply timeout of INVITE transactions: of a branch after a
+    /// provisional, and of a suspended or unanswered INVITE (Kamailio's
+    /// `fr_inv_timer`). 1 ms to a day.
+    pub fr_inv_timer: u64,
+    /// How long a finished transaction stays to absorb retransmissions
+    /// (Kamailio's `wait_timer`; stands for RFC 3261's timers I, J, K and
+    /// RFC 6026's L over UDP). At most a day.
+    pub wait_timer: u64,
+    /// RFC 3261 T1: the first retransmission interval over UDP (Kamailio's
+    /// `retr_timer1`). 1 ms to a day, at most `t2`.
+    pub t1: u64,
+    /// RFC 3261 T2: the longest retransmission interval (Kamailio's
+    /// `retr_timer2`). At least `t1`, at most a day.
+    pub t2: u64,
+}
+
+impl Default for TmConfig {
     fn default() -> Self {
-        HostConfig {
-            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
-            children: 4,
-            fr_timer_ms: 30_000,
-            fr_inv_timer_ms: 120_000,
-            wait_timer_ms: 5_000,
-            t1_ms: 500,
-            t2_ms: 4_000,
-            max_transactions: 500_000,
-            max_message_size: 65_535,
-            queue_size: 16_384,
-            udp_recv_buffer: 1 << 20,
-            tcp_idle_timeout_ms: 120_000,
-            max_tcp_connections: 4096,
+        TmConfig {
+            fr_timer: 30_000,
+            fr_inv_timer: 120_000,
+            wait_timer: 5_000,
+            t1: 500,
+            t2: 4_000,
         }
     }
+}
+
+impl TmConfig {
+    /// Check every key of `[tm]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v, min) in [
+            ("fr_timer", self.fr_timer, 1),
+            ("fr_inv_timer", self.fr_inv_timer, 1),
+            ("wait_timer", self.wait_timer, 0),
+            ("t1", self.t1, 1),
+            ("t2", self.t2, 1),
+        ] {
+            if v < min {
+                return Err(ConfigError::new(
+                    "tm",
+                    key,
+                    v,
+                    format!("must be at least {min} (milliseconds)"),
+                ));
+            }
+            if v > DAY_MS {
+                return Err(ConfigError::new(
+                    "tm",
+                    key,
+                    v,
+                    format!("must be at most {DAY_MS} (one day, in milliseconds)"),
+                ));
+            }
+        }
+        if self.t1 > self.t2 {
+            return Err(ConfigError::new(
+                "tm",
+                "t1",
+                self.t1,
+                format!("must not exceed t2 = {}", self.t2),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a [`crate::SipHost`]: the `[sip]` and `[tm]` sections
+/// together. Deserializes from a document holding those two tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// `[sip]`.
+    pub sip: SipConfig,
+    /// `[tm]`.
+    pub tm: TmConfig,
+}
+
+impl HostConfig {
+    /// Check both sections without binding anything; the first mistake is
+    /// reported. [`crate::SipHost::bind`] runs the same checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.sip.validate()?;
+        self.tm.validate()
+    }
+}
+
+/// Parse one `listen` entry: `udp:127.0.0.1:5060`, `tcp:[::1]:0`.
+pub(crate) fn parse_listen(entry: &str) -> Result<(Transport, SocketAddr), ConfigError> {
+    let bad = |reason: &str| ConfigError::new("sip", "listen", format!("{entry:?}"), reason);
+    let (proto, addr) = entry
+        .split_once(':')
+        .ok_or_else(|| bad("expected proto:address:port"))?;
+    let t = match proto.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        _ => return Err(bad("the protocol must be udp or tcp")),
+    };
+    let a = addr
+        .parse::<SocketAddr>()
+        .map_err(|_| bad("expected an IP address and port, IPv6 in brackets"))?;
+    Ok((t, a))
 }
 
 #[cfg(test)]
@@ -129,36 +267,172 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_and_unknown_keys() {
-        let c: HostConfig = toml::from_str("children = 2").unwrap();
-        assert_eq!(c.children, 2);
-        assert_eq!(c.fr_inv_timer_ms, 120_000);
-        assert!(toml::from_str::<HostConfig>("chidlren = 2").is_err());
+    fn sections_deserialize_with_defaults_and_refuse_unknown_keys() {
+        let c: HostConfig = toml::from_str("[sip]\nchildren = 2\n[tm]\nfr_timer = 7\n").unwrap();
+        assert_eq!(c.sip.children, 2);
+        assert_eq!(c.tm.fr_timer, 7);
+        assert_eq!(c.tm.fr_inv_timer, 120_000);
+        let s: SipConfig = toml::from_str("queue_size = 3").unwrap();
+        assert_eq!((s.queue_size, s.children), (3, 4));
+        let t: TmConfig = toml::from_str("t1 = 100\nt2 = 200").unwrap();
+        assert_eq!((t.t1, t.t2, t.wait_timer), (100, 200, 5_000));
+        assert!(toml::from_str::<SipConfig>("chidlren = 2").is_err());
+        assert!(toml::from_str::<TmConfig>("fr_timer_ms = 2").is_err());
+        assert!(toml::from_str::<HostConfig>("[sip]\nfr_timer = 2").is_err());
+        assert!(toml::from_str::<HostConfig>("[evapi]\n").is_err());
+    }
+
+    fn sip_err(c: SipConfig) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    fn tm_err(c: TmConfig) -> String {
+        c.validate().unwrap_err().to_string()
     }
 
     #[test]
-    fn validate_names_the_bad_setting() {
+    fn sip_bounds_name_section_key_and_value() {
         assert!(HostConfig::default().validate().is_ok());
-        let bad = |c: HostConfig| c.validate().unwrap_err().to_string();
-        let e = bad(HostConfig {
-            listen: vec!["udp:127.0.0.1:5060".into(), "sctp:127.0.0.1:5060".into()],
+        let d = SipConfig::default;
+        let listen = |l: &[&str]| SipConfig {
+            listen: l.iter().map(|s| s.to_string()).collect(),
+            ..d()
+        };
+        assert_eq!(
+            sip_err(listen(&["udp:127.0.0.1:5060", "sctp:127.0.0.1:5060"])),
+            "[sip] listen = \"sctp:127.0.0.1:5060\": the protocol must be udp or tcp"
+        );
+        let e = sip_err(listen(&["tcp:localhost"]));
+        assert!(e.starts_with("[sip] listen = \"tcp:localhost\": "), "{e}");
+        let e = sip_err(listen(&["udp:localhost:5060"]));
+        assert!(e.contains("IP address and port"), "{e}");
+        let e = sip_err(listen(&[]));
+        assert!(e.starts_with("[sip] listen = []: give at least one"), "{e}");
+        for (c, want) in [
+            (
+                SipConfig { children: 0, ..d() },
+                "[sip] children = 0: must be 1 to 1024",
+            ),
+            (
+                SipConfig {
+                    children: 1025,
+                    ..d()
+                },
+                "[sip] children = 1025: must be 1 to 1024",
+            ),
+            (
+                SipConfig {
+                    max_message_size: 511,
+                    ..d()
+                },
+                "[sip] max_message_size = 511: must be 512 to 67108864 (bytes)",
+            ),
+            (
+                SipConfig {
+                    max_transactions: 0,
+                    ..d()
+                },
+                "[sip] max_transactions = 0: must be at least 1",
+            ),
+            (
+                SipConfig {
+                    tcp_idle_timeout_ms: DAY_MS + 1,
+                    ..d()
+                },
+                "[sip] tcp_idle_timeout_ms = 86400001: must be at most 86400000 (one day, in milliseconds)",
+            ),
+            (
+                SipConfig {
+                    queue_size: 0,
+                    ..d()
+                },
+                "[sip] queue_size = 0: must be at least 1",
+            ),
+        ] {
+            assert_eq!(sip_err(c), want);
+        }
+        assert!(SipConfig {
+            children: 1024,
+            max_message_size: 512,
+            ..d()
+        }
+        .validate()
+        .is_ok());
+    }
+
+    #[test]
+    fn tm_bounds_name_section_key_and_value() {
+        let d = TmConfig::default;
+        for (c, want) in [
+            (
+                TmConfig { fr_timer: 0, ..d() },
+                "[tm] fr_timer = 0: must be at least 1 (milliseconds)",
+            ),
+            (
+                TmConfig {
+                    fr_inv_timer: 0,
+                    ..d()
+                },
+                "[tm] fr_inv_timer = 0: must be at least 1 (milliseconds)",
+            ),
+            (
+                TmConfig {
+                    fr_inv_timer: DAY_MS + 1,
+                    ..d()
+                },
+                "[tm] fr_inv_timer = 86400001: must be at most 86400000 (one day, in milliseconds)",
+            ),
+            (
+                TmConfig {
+                    wait_timer: u64::MAX,
+                    ..d()
+                },
+                "[tm] wait_timer = 18446744073709551615: must be at most 86400000 (one day, in milliseconds)",
+            ),
+            (
+                TmConfig { t1: 0, ..d() },
+                "[tm] t1 = 0: must be at least 1 (milliseconds)",
+            ),
+            (
+                TmConfig {
+                    t1: 5000,
+                    t2: 4000,
+                    ..d()
+                },
+                "[tm] t1 = 5000: must not exceed t2 = 4000",
+            ),
+        ] {
+            assert_eq!(tm_err(c), want);
+        }
+        assert!(TmConfig {
+            wait_timer: 0,
+            t1: 4000,
+            ..d()
+        }
+        .validate()
+        .is_ok());
+        // The composition reports the same words as the section.
+        let h = HostConfig {
+            tm: TmConfig { fr_timer: 0, ..d() },
             ..HostConfig::default()
-        });
-        assert!(e.contains("sctp:127.0.0.1:5060"), "{e}");
-        let e = bad(HostConfig {
-            listen: vec!["tcp:localhost".into()],
-            ..HostConfig::default()
-        });
-        assert!(e.contains("tcp:localhost"), "{e}");
-        let e = bad(HostConfig {
-            children: 0,
-            ..HostConfig::default()
-        });
-        assert!(e.contains("children = 0"), "{e}");
-        let e = bad(HostConfig {
-            listen: vec![],
-            ..HostConfig::default()
-        });
-        assert!(e.contains("no listen address"), "{e}");
+        };
+        assert_eq!(
+            h.validate().unwrap_err().to_string(),
+            "[tm] fr_timer = 0: must be at least 1 (milliseconds)"
+        );
+    }
+
+    #[test]
+    fn listen_entries() {
+        assert!(matches!(
+            parse_listen("udp:127.0.0.1:0"),
+            Ok((Transport::Udp, _))
+        ));
+        assert!(matches!(
+            parse_listen("TCP:[::1]:5060"),
+            Ok((Transport::Tcp, _))
+        ));
+        assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
+        assert!(parse_listen("udp:localhost").is_err());
     }
 }

@@ -1,8 +1,14 @@
 //! The SIP router host: transports, the message parser and transactions
-//! (Kamailio's core and tm, re-done). It hands each request, reply and
-//! resumed transaction to a routing trait and offers reply, relay, suspend
-//! and continue to it. It knows nothing of Lua or of the evapi event
-//! socket: those meet in the `script` crate, above this one.
+//! (Kamailio's core and tm, re-done). It hands each request, each reply to
+//! a relayed request and each failed branch to a routing trait
+//! ([`Router`]), and offers reply, relay, suspend and continue through a
+//! [`SipHandle`]. It knows nothing of Lua or of the evapi event socket:
+//! those meet in the `script` crate, above this one.
+//!
+//! A suspended transaction is not handed back to the [`Router`]: whoever
+//! calls [`SipHandle::t_continue`] (in the program, the event socket worker
+//! that received the answer) gets the request back and goes on with it on
+//! its own thread. See [`Router`] for why, and what ordering that keeps.
 //!
 //! The message layer:
 //!
@@ -19,7 +25,15 @@
 //! The host ([`SipHost`]): UDP and TCP transports on tokio, router threads
 //! running a [`Router`], and the transaction table (index and label,
 //! suspend / continue, stateful relay, CANCEL, timers) driven through a
-//! [`SipHandle`]. See the crate README for the flow.
+//! [`SipHandle`]. It starts in two phases: [`SipHost::bind`] checks the
+//! settings ([`HostConfig`]: the config file's `[sip]` and `[tm]`
+//! sections, [`SipConfig`] and [`TmConfig`]) and binds the sockets; the
+//! [`BoundHost`]'s handle can be given to whatever the router is built
+//! from; [`BoundHost::start`] then starts routing. See the crate README for
+//! the flow.
+//!
+//! Modules depend one way: `config` ← `transport` ← `host`; the
+//! transaction table (`tm`) and the message layer depend on neither.
 //!
 //! Nothing here panics on any input, and there is no `unsafe`.
 
@@ -43,16 +57,16 @@ mod transport;
 mod uri;
 mod values;
 
-pub use config::HostConfig;
+pub use config::{ConfigError, HostConfig, SipConfig, TmConfig};
 pub use edit::{Edit, Editor};
 pub use error::{ParseError, Shown};
 pub use header::HeaderName;
-pub use host::{SipHandle, SipHost, StartError};
+pub use host::{BoundHost, SipHandle, SipHost, StartError};
 pub use key::{TransactionKey, MAGIC_COOKIE};
 pub use message::{frame_length, unfold, Method, SipMessage};
 pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};
 pub use router::Router;
-pub use tm::{TmError, TmStats};
+pub use tm::{check_reply, TmError, TmStats};
 pub use uri::{Scheme, Uri};
 pub use values::{CSeq, NameAddr, Params, Via};
 

@@ -125,11 +125,13 @@ pub struct Request {
 }
 
 /// Split a whole header line (`"X-Foo: bar"`, with or without its CRLF)
-/// into name and value; one line only, the name a token.
+/// into name and value; one line only, the name a token. A CR, LF or NUL
+/// anywhere else is refused: it would end the line we write and let the
+/// text add headers of its own.
 fn split_header_line(line: &str) -> Result<(String, String), EditError> {
     let bad = || EditError::BadHeader(line.to_owned());
     let l = line.strip_suffix("\r\n").unwrap_or(line);
-    if l.contains(['\r', '\n']) {
+    if l.contains(['\r', '\n', '\0']) {
         return Err(bad());
     }
     let (name, value) = l.split_once(':').ok_or_else(bad)?;
@@ -290,7 +292,10 @@ impl Request {
     /// Add a header line to the replies built for this request by
     /// [`crate::SipHandle::t_reply`] and [`crate::SipHandle::sl_reply`]
     /// (Kamailio's `append_to_reply`), given as for
-    /// [`Request::append_header`].
+    /// [`Request::append_header`]: one `Name: value` line per call, its
+    /// final CRLF optional (we write the terminator ourselves); a CR, LF
+    /// or NUL anywhere else is refused, here and again when a reply is
+    /// built.
     pub fn append_to_reply(&mut self, line: &str) -> Result<(), EditError> {
         let (name, value) = split_header_line(line)?;
         self.reply_headers.push((name, value));
@@ -300,7 +305,7 @@ impl Request {
     /// Set the body of the replies built for this request (Kamailio's
     /// `set_reply_body`), e.g. an SDP answer from an event socket client.
     pub fn set_reply_body(&mut self, content_type: &str, body: &[u8]) -> Result<(), EditError> {
-        if content_type.is_empty() || content_type.contains(['\r', '\n']) {
+        if content_type.is_empty() || content_type.contains(['\r', '\n', '\0']) {
             return Err(EditError::BadHeader(format!(
                 "Content-Type: {content_type}"
             )));
@@ -337,6 +342,15 @@ impl Request {
                 self.msg
                     .response_with_body(code, reason.as_bytes(), None, &extra, body)
             })
+    }
+
+    /// The reply header lines (name, value) and the reply body's
+    /// Content-Type, for the reply check.
+    pub(crate) fn reply_parts(&self) -> (&[(String, String)], Option<&str>) {
+        (
+            &self.reply_headers,
+            self.reply_body.as_ref().map(|(ct, _)| ct.as_str()),
+        )
     }
 
     /// Take the reply headers and body of `other` (the same request, as

@@ -8,12 +8,27 @@ use crate::message::SipMessage;
 use crate::request::{Request, Source};
 
 /// User code that routes SIP traffic. One value is shared by every router
-/// thread (`sip-child-N`), hence `Send + Sync`.
+/// thread (`sip-child-N`), hence `Send + Sync`. The router threads own it:
+/// it is dropped when they stop at [`crate::SipHost::shutdown`], even if it
+/// holds a [`SipHandle`] of its own.
 ///
 /// The methods run on router threads, never on the socket I/O runtime, so
 /// they may block (a Lua VM, a database); while one does, other threads
 /// keep routing. Messages with the same Call-ID always run on the same
 /// thread, in the order they arrived.
+///
+/// There is no phase for a resumed transaction. [`SipHandle::t_continue`]
+/// hands the suspended request straight back to its caller, and the caller
+/// goes on with it ([`SipHandle::t_reply`], [`SipHandle::t_relay`]...) on
+/// its own thread: in the program, the event socket worker that received
+/// the answer, whose Lua state holds that answer. Continuing there avoids
+/// a hand-off to a router thread and a copy of the answer. Order within
+/// the transaction still holds: while it is suspended, the table absorbs
+/// its retransmissions and answers a CANCEL itself, so no other message of
+/// it reaches the router; after the continue, replies to a relayed branch
+/// come to [`Router::reply`] on the router thread. Other transactions of
+/// the same call (an in-dialog request, say) are not held back and may run
+/// on the router thread at the same time as the continued one.
 pub trait Router: Send + Sync + 'static {
     /// Runs once on each router thread before it handles any message, with
     /// the thread's number (0-based): the place to build per-thread state.

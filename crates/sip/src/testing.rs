@@ -4,6 +4,11 @@
 //!
 //! Every receive takes a timeout, so a test that waits for a message that
 //! never comes fails instead of hanging.
+//!
+//! Tests that check the wire text of what a program sends (the program's
+//! own integration tests, for one) use the text forms: [`Agent::invite`],
+//! [`Agent::recv_text`], [`Agent::recv_status`], [`Agent::ack_for`], and
+//! the [`status`] and [`header`] readers of a message's text.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -85,11 +90,12 @@ impl Agent {
     }
 
     /// Send raw bytes (`to` is ignored on a TCP stream).
-    pub fn send(&mut self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
-        match &mut self.sock {
+    pub fn send(&self, to: SocketAddr, data: impl AsRef<[u8]>) -> io::Result<()> {
+        let data = data.as_ref();
+        match &self.sock {
             Sock::Udp(s) => s.send_to(data, to).map(|_| ()),
-            Sock::Tcp(s, _) => s.write_all(data),
-            Sock::TcpListen(_, Some((s, _))) => s.write_all(data),
+            Sock::Tcp(s, _) => (&*s).write_all(data),
+            Sock::TcpListen(_, Some((s, _))) => (&*s).write_all(data),
             Sock::TcpListen(_, None) => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "no connection accepted yet",
@@ -216,6 +222,87 @@ impl Agent {
         self.expect(timeout, |m| m.method() == Some(&method))
     }
 
+    /// Send an INVITE from this agent (`sip:alice@<agent>`, with `rport`)
+    /// to `sip:bob@<to>`, with Call-ID `call_id` and branch
+    /// `z9hG4bK<branch>`; returns its text, for [`Agent::ack_for`] and for
+    /// assertions.
+    pub fn invite(&self, to: SocketAddr, call_id: &str, branch: &str) -> io::Result<String> {
+        let msg = format!(
+            "INVITE sip:bob@{to} SIP/2.0\r\n\
+             Via: SIP/2.0/{t} {me};branch=z9hG4bK{branch};rport\r\n\
+             From: \"Alice\" <sip:alice@{me}>;tag=from-{call_id}\r\n\
+             To: <sip:bob@{to}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@{me}>\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            t = self.transport().via_name(),
+            me = self.local
+        );
+        self.send(to, &msg)?;
+        Ok(msg)
+    }
+
+    /// The next message as text (lossy UTF-8) with its sender, or `None`
+    /// when `timeout` passes first.
+    pub fn recv_text(&mut self, timeout: Duration) -> Option<(String, SocketAddr)> {
+        self.recv(timeout).map(|(m, from)| (text(&m), from))
+    }
+
+    /// The next reply whose code is not in `skip` (e.g. `&[100]` to pass
+    /// over 100 Trying), as (code, text). Replies with a skipped code are
+    /// dropped; requests that arrive meanwhile are kept for later
+    /// receives. `None` when `timeout` passes first.
+    pub fn recv_status(&mut self, skip: &[u16], timeout: Duration) -> Option<(u16, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut requests = Vec::new();
+        let found = loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break None;
+            };
+            let Some((m, from)) = self.recv(left) else {
+                break None;
+            };
+            match m.status() {
+                Some(c) if skip.contains(&c) => {}
+                Some(c) => break Some((c, text(&m))),
+                None => requests.push((m, from)),
+            }
+        };
+        self.queue.extend(requests);
+        found
+    }
+
+    /// Send the ACK of a non-2xx final `reply` to `invite` (both as text,
+    /// as [`Agent::invite`] and [`Agent::recv_status`] give them): the
+    /// INVITE's Via (same branch, RFC 3261 §17.1.1.3), From, Call-ID and
+    /// CSeq number, the reply's To (with its tag). Returns its text.
+    pub fn ack_for(&self, to: SocketAddr, invite: &str, reply: &str) -> io::Result<String> {
+        let missing = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no {what} to build the ACK from"),
+            )
+        };
+        let get = |msg: &str, name: &str| header(msg, name).ok_or_else(|| missing(name));
+        let via = get(invite, "Via")?;
+        let from = get(invite, "From")?;
+        let call_id = get(invite, "Call-ID")?;
+        let cseq = get(invite, "CSeq")?;
+        let number = cseq.split_whitespace().next().unwrap_or("1");
+        let to_hdr = get(reply, "To")?;
+        let ruri = invite
+            .split(' ')
+            .nth(1)
+            .ok_or_else(|| missing("Request-URI"))?;
+        let ack = format!(
+            "ACK {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to_hdr}\r\nCall-ID: {call_id}\r\nCSeq: {number} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.send(to, &ack)?;
+        Ok(ack)
+    }
+
     /// Drop whatever is queued or arrives within `for_`.
     pub fn drain(&mut self, for_: Duration) -> usize {
         let mut n = self.queue.len();
@@ -326,6 +413,29 @@ impl Call {
     }
 }
 
+/// A message's text, as it was on the wire (lossy UTF-8).
+pub fn text(m: &SipMessage) -> String {
+    String::from_utf8_lossy(m.buffer()).into_owned()
+}
+
+/// The status code of a reply's text (`None` for a request).
+pub fn status(msg: &str) -> Option<u16> {
+    let line = msg.lines().next()?;
+    let rest = line.strip_prefix("SIP/2.0 ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The first value of a header in a message's text, trimmed (the name
+/// matched case-insensitively, full names only).
+pub fn header(msg: &str, name: &str) -> Option<String> {
+    msg.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
 /// A reply to `req` (its Vias, From, To, Call-ID, CSeq copied), with a To
 /// tag when given.
 pub fn reply(req: &SipMessage, code: u16, reason: &str, to_tag: Option<&str>) -> Vec<u8> {
@@ -365,4 +475,44 @@ pub fn sipp_available() -> bool {
         );
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent against itself over loopback: the text forms round-trip.
+    #[test]
+    fn invite_recv_status_and_ack_over_loopback() {
+        let mut uas = Agent::udp("127.0.0.1:0").unwrap();
+        let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+        let to = uas.addr();
+        let invite = uac.invite(to, "agent-1", "a1").unwrap();
+        let (got, from) = uas.recv_text(Duration::from_secs(5)).unwrap();
+        assert_eq!(got, invite);
+        assert_eq!(from, uac.addr());
+        assert_eq!(header(&got, "call-id").as_deref(), Some("agent-1"));
+        assert_eq!(status(&got), None);
+        let inv = SipMessage::parse(Bytes::from(got.into_bytes())).unwrap();
+        // A request in between is kept; 100 and 180 are skipped.
+        for (code, tag) in [(100, None), (180, Some("t")), (486, Some("t"))] {
+            uas.send(from, reply(&inv, code, "X", tag)).unwrap();
+            if code == 180 {
+                uas.send(from, b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKo\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+        }
+        let (code, final_) = uac
+            .recv_status(&[100, 180], Duration::from_secs(5))
+            .unwrap();
+        assert_eq!((code, status(&final_)), (486, Some(486)));
+        let (kept, _) = uac.recv(Duration::from_secs(5)).unwrap();
+        assert_eq!(kept.method(), Some(&Method::Options));
+        let ack = uac.ack_for(to, &invite, &final_).unwrap();
+        let (got, _) = uas.recv_text(Duration::from_secs(5)).unwrap();
+        assert_eq!(got, ack);
+        assert_eq!(header(&ack, "Via"), header(&invite, "Via"));
+        assert!(header(&ack, "To").unwrap().ends_with(";tag=t"), "{ack}");
+        assert_eq!(header(&ack, "CSeq").as_deref(), Some("1 ACK"));
+        assert!(uac.recv_status(&[], Duration::from_millis(1)).is_none());
+    }
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sip::{HostConfig, Method, Request, Router, SipHandle, SipHost, Transport, TxRef};
+use sip::{HostConfig, Method, Request, Router, SipConfig, SipHandle, SipHost, Transport, TxRef};
 
 const CALLS: u32 = 1000;
 const RATE: u32 = 100;
@@ -79,8 +79,11 @@ fn start_host(
         .build()
         .unwrap();
     let cfg = HostConfig {
-        listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
-        children: 2,
+        sip: SipConfig {
+            listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
+            children: 2,
+            ..SipConfig::default()
+        },
         ..HostConfig::default()
     };
     let host = rt.block_on(SipHost::start(cfg, router)).unwrap();

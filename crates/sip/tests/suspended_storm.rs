@@ -3,7 +3,7 @@
 //! suspended counts return to zero).
 
 use sip::testing::{branch, Agent, Call};
-use sip::{HostConfig, Request, Router, SipHandle, SipHost, Transport};
+use sip::{HostConfig, Request, Router, SipConfig, SipHandle, SipHost, TmConfig, Transport};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,16 +23,20 @@ impl Router for SuspendAll {
 async fn thousands_of_suspended_transactions_end_by_timer() {
     const CALLS: usize = 2000;
     let config = HostConfig {
-        listen: vec!["udp:127.0.0.1:0".into()],
-        children: 2,
-        fr_inv_timer_ms: 500,
-        fr_timer_ms: 500,
-        wait_timer_ms: 200,
-        // A short T1 keeps Timer H (64 × T1, how long an un-ACKed 408
-        // lingers over UDP) at 6.4 s instead of 32 s.
-        t1_ms: 100,
-        t2_ms: 400,
-        ..HostConfig::default()
+        sip: SipConfig {
+            listen: vec!["udp:127.0.0.1:0".into()],
+            children: 2,
+            ..SipConfig::default()
+        },
+        tm: TmConfig {
+            fr_inv_timer: 500,
+            fr_timer: 500,
+            wait_timer: 200,
+            // A short T1 keeps Timer H (64 × T1, how long an un-ACKed 408
+            // lingers over UDP) at 6.4 s instead of 32 s.
+            t1: 100,
+            t2: 400,
+        },
     };
     let host = SipHost::start(config, Arc::new(SuspendAll)).await.unwrap();
     let to = host
@@ -55,7 +59,7 @@ async fn thousands_of_suspended_transactions_end_by_timer() {
                     "sip:bob@127.0.0.1",
                 );
                 agent
-                    .send(to, &call.request("INVITE", &branch(), 1, None, ""))
+                    .send(to, call.request("INVITE", &branch(), 1, None, ""))
                     .unwrap();
             }
             let mut trying = 0;

@@ -5,11 +5,16 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The SIP test agent and its text readers, shared with the sip crate's
+/// own tests.
+#[allow(unused_imports)]
+pub use sip::testing::{header, status, Agent};
 
 /// Longest single wait.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -221,101 +226,6 @@ pub use evapi::testing::BlockingClient as EventClient;
 pub fn recv_json(c: &mut EventClient) -> serde_json::Value {
     let m = c.recv().expect("an event");
     serde_json::from_str(&m).unwrap_or_else(|e| panic!("not JSON ({e}): {m}"))
-}
-
-/// A SIP user agent over UDP that writes requests as text.
-pub struct Agent {
-    pub sock: UdpSocket,
-    pub addr: SocketAddr,
-}
-
-impl Agent {
-    pub fn new() -> Agent {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(WAIT)).unwrap();
-        let addr = sock.local_addr().unwrap();
-        Agent { sock, addr }
-    }
-
-    pub fn invite(&self, to: SocketAddr, call_id: &str, branch: &str) -> String {
-        let msg = format!(
-            "INVITE sip:bob@{to} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {me};branch=z9hG4bK{branch};rport\r\n\
-             From: \"Alice\" <sip:alice@{me}>;tag=from-{call_id}\r\n\
-             To: <sip:bob@{to}>\r\n\
-             Call-ID: {call_id}\r\n\
-             CSeq: 1 INVITE\r\n\
-             Contact: <sip:alice@{me}>\r\n\
-             Max-Forwards: 70\r\n\
-             Content-Length: 0\r\n\r\n",
-            me = self.addr
-        );
-        self.sock.send_to(msg.as_bytes(), to).unwrap();
-        msg
-    }
-
-    pub fn send(&self, to: SocketAddr, msg: &str) {
-        self.sock.send_to(msg.as_bytes(), to).unwrap();
-    }
-
-    /// Next SIP message received, as text, with its sender.
-    pub fn recv(&self) -> (String, SocketAddr) {
-        let mut buf = vec![0u8; 65536];
-        let (n, from) = self
-            .sock
-            .recv_from(&mut buf)
-            .expect("a SIP message in time");
-        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
-    }
-
-    /// The status code of the next reply, skipping those in `skip`.
-    pub fn recv_status(&self, skip: &[u16]) -> (u16, String) {
-        loop {
-            let (m, _) = self.recv();
-            let code = status(&m).unwrap_or_else(|| panic!("expected a reply, got {m}"));
-            if !skip.contains(&code) {
-                return (code, m);
-            }
-        }
-    }
-
-    /// The ACK for a non-2xx final reply to `invite` (same branch).
-    pub fn ack_for(&self, to: SocketAddr, invite: &str, reply: &str) -> String {
-        let via = header(invite, "Via").unwrap();
-        let from = header(invite, "From").unwrap();
-        let call_id = header(invite, "Call-ID").unwrap();
-        let to_hdr = header(reply, "To").unwrap();
-        let ruri = invite.split(' ').nth(1).unwrap();
-        format!(
-            "ACK {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to_hdr}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-        .tap(|ack| self.send(to, ack))
-    }
-}
-
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl Tap for String {}
-
-/// Status code of a reply.
-pub fn status(msg: &str) -> Option<u16> {
-    let line = msg.lines().next()?;
-    let rest = line.strip_prefix("SIP/2.0 ")?;
-    rest.get(..3)?.parse().ok()
-}
-
-/// First value of a header (case-insensitive name).
-pub fn header(msg: &str, name: &str) -> Option<String> {
-    msg.lines().take_while(|l| !l.is_empty()).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
 }
 
 /// Run `evapi` with `args`; (exit code, stdout, stderr).

@@ -58,7 +58,9 @@ impl FakeSip {
 const TX: TxRef = TxRef { index: 7, label: 9 };
 
 impl SipOps for FakeSip {
-    fn sl_reply(&self, _: &Request, code: u16, reason: &str) -> Result<(), TmError> {
+    fn sl_reply(&self, req: &Request, code: i64, reason: &str) -> Result<(), TmError> {
+        // The host's own gate, so the fake refuses what the host refuses.
+        sip::check_reply(req, code, reason)?;
         self.op(format!("sl_reply {code} {reason}"))
     }
     fn t_newtran(&self, _: &mut Request) -> Result<TxRef, TmError> {
@@ -68,7 +70,8 @@ impl SipOps for FakeSip {
         lock(&self.calls).push("t_check_trans".into());
         self.known.load(Ordering::SeqCst)
     }
-    fn t_reply(&self, _: &mut Request, code: u16, reason: &str) -> Result<(), TmError> {
+    fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError> {
+        sip::check_reply(req, code, reason)?;
         self.op(format!("t_reply {code} {reason}"))
     }
     fn t_relay(&self, _: &mut Request) -> Result<(), TmError> {

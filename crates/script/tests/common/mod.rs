@@ -1,66 +1,45 @@
-//! Handles for engines in these tests: the event socket's handle only
-//! exists once the socket is bound with the engine's handler, so it is
-//! filled in after; there is no SIP host.
+//! The real handles for engines in these tests: an event socket and a SIP
+//! host, both bound on loopback with free ports, given to the engine
+//! before either starts (the two-phase start). The SIP host is never
+//! started: these tests route no SIP.
 
-use evapi::{EvapiHandle, SendError};
-use script::{EventOps, SipOps};
-use sip::{Request, TmError, TxRef};
-use std::sync::OnceLock;
+use evapi::{BoundSocket, Config, EventSocket};
+use script::{Engine, ScriptConfig, ScriptError};
+use sip::{BoundHost, HostConfig, SipConfig, SipHost};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-/// An event socket handle set after the socket is bound.
-#[derive(Debug, Default)]
-pub struct LateEvents(pub OnceLock<EvapiHandle>);
-
-impl LateEvents {
-    fn h(&self) -> Result<&EvapiHandle, SendError> {
-        self.0.get().ok_or(SendError::Shutdown)
-    }
-}
-
-impl EventOps for LateEvents {
-    fn relay(&self, data: &[u8]) -> Result<usize, SendError> {
-        self.h()?.relay(data)
-    }
-    fn multicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.h()?.multicast(data, tag)
-    }
-    fn unicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.h()?.unicast(data, tag)
-    }
-    fn unicast_round_robin(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.h()?.unicast_round_robin(data, tag)
-    }
-    fn client_count(&self) -> usize {
-        self.h().map_or(0, |h| h.client_count())
-    }
-    fn tag_count(&self, tag: &[u8]) -> usize {
-        self.h().map_or(0, |h| h.tag_count(tag))
-    }
-}
-
-/// No SIP host: every operation fails as a host shutting down would.
-pub struct NoSip;
-
-impl SipOps for NoSip {
-    fn sl_reply(&self, _: &Request, _: u16, _: &str) -> Result<(), TmError> {
-        Err(TmError::ShuttingDown)
-    }
-    fn t_newtran(&self, _: &mut Request) -> Result<TxRef, TmError> {
-        Err(TmError::ShuttingDown)
-    }
-    fn t_check_trans(&self, _: &Request) -> bool {
-        false
-    }
-    fn t_reply(&self, _: &mut Request, _: u16, _: &str) -> Result<(), TmError> {
-        Err(TmError::ShuttingDown)
-    }
-    fn t_relay(&self, _: &mut Request) -> Result<(), TmError> {
-        Err(TmError::ShuttingDown)
-    }
-    fn t_suspend(&self, _: &mut Request) -> Result<TxRef, TmError> {
-        Err(TmError::ShuttingDown)
-    }
-    fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
-        Err(TmError::NoTransaction { index, label })
-    }
+/// An engine for `source` with its event socket bound (not yet started)
+/// with `config`, and a SIP host bound on loopback.
+pub async fn engine(
+    source: &str,
+    callback: &str,
+    config: Config,
+) -> Result<(Arc<Engine>, BoundSocket, BoundHost), ScriptError> {
+    let events = EventSocket::listen(Config {
+        bind_addr: "127.0.0.1:0".into(),
+        ..config
+    })
+    .await
+    .expect("event socket binds");
+    let sip = SipHost::bind(HostConfig {
+        sip: SipConfig {
+            listen: vec!["udp:127.0.0.1:0".into()],
+            children: 1,
+            ..SipConfig::default()
+        },
+        ..HostConfig::default()
+    })
+    .await
+    .expect("SIP host binds");
+    let engine = Engine::new(
+        &ScriptConfig {
+            file: PathBuf::from("test.lua"),
+            source: Some(source.to_string()),
+            event_callback: callback.to_string(),
+        },
+        Arc::new(events.handle()),
+        Arc::new(sip.handle()),
+    )?;
+    Ok((engine, events, sip))
 }

@@ -1,0 +1,203 @@
+//! The running host: sockets on tokio, router threads, the timer task, and
+//! the handle the router (and anyone else) uses to act on transactions.
+//!
+//! Message flow: a socket task parses what arrives, fixes the top Via of a
+//! request (`received`, `rport`), and queues it to router thread
+//! `hash(Call-ID) % children`, so messages of one call are handled in
+//! order by one thread. That thread asks the transaction table whether the
+//! message is absorbed (a retransmission, an ACK, a known CANCEL) and
+//! otherwise calls the [`crate::Router`]. Table operations return the sends
+//! to do; they are done after the table lock is released, without
+//! blocking.
+//!
+//! Files: this one holds [`Shared`], the state every part of a host points
+//! to; `start.rs` the two-phase start ([`SipHost::bind`], [`BoundHost`]),
+//! the router threads and the timer task; `handle.rs` the [`SipHandle`]
+//! operations.
+
+mod handle;
+mod start;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use crate::config::ConfigError;
+use crate::message::{Method, SipMessage};
+use crate::request::{Request, Source};
+use crate::tm::{Action, Tm};
+use crate::transport::{check_request, fix_via, lock, Net, Upcalls};
+
+pub use handle::SipHandle;
+pub use start::{BoundHost, SipHost};
+
+/// Why the host did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is out of range or a `listen` entry does not parse.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {entry:?}: {reason}")]
+    Bind {
+        /// The entry as given.
+        entry: String,
+        /// The system's error (in the message, so not also a `source`).
+        reason: io::Error,
+    },
+    /// A router thread could not be started.
+    #[error("cannot start router thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Work queued to a router thread.
+pub(crate) enum Work {
+    Request(Box<Request>),
+    Reply(Box<(SipMessage, Source)>),
+    Failure {
+        id: u64,
+        req: Box<Request>,
+        route: String,
+    },
+    Stop,
+}
+
+/// What every part of a host points to: the table, the sockets, the
+/// router threads' queues. It holds no [`crate::Router`]: the router
+/// belongs to the router threads, so a [`SipHandle`] kept by the router
+/// itself (a script engine) makes no reference cycle.
+pub(crate) struct Shared {
+    pub(crate) tm: Mutex<Tm>,
+    pub(crate) epoch: Instant,
+    pub(crate) timer_wake: Notify,
+    /// One queue per router thread; filled from bind on, read once the
+    /// host starts.
+    pub(crate) children: Vec<flume::Sender<Work>>,
+    pub(crate) net: Arc<Net>,
+    /// For stateless To tags.
+    pub(crate) sl_tag: String,
+}
+
+/// FNV-1a: the same Call-ID must pick the same thread from any thread.
+pub(crate) fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &c in b {
+        h ^= u64::from(c);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Run a table operation, then do the sends it asked for (outside the
+    /// lock) and wake the timer task if it armed an earlier timer.
+    pub(crate) fn tm_op<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Tm, u64, &mut Vec<Action>) -> R,
+    ) -> R {
+        let mut out = Vec::new();
+        let (r, wake) = {
+            let mut tm = lock(&self.tm);
+            let now = self.now();
+            let r = f(&mut tm, now, &mut out);
+            (r, tm.take_wake())
+        };
+        if wake {
+            self.timer_wake.notify_one();
+        }
+        self.execute(out);
+        r
+    }
+
+    pub(crate) fn execute(self: &Arc<Self>, out: Vec<Action>) {
+        for a in out {
+            match a {
+                Action::Send { dest, data, branch } => self.net.send(&dest, data, branch),
+                Action::Failure { id, req, route } => {
+                    let cid = req.msg().call_id().unwrap_or_default().to_vec();
+                    if let Err(w) = self.dispatch(&cid, Work::Failure { id, req, route }) {
+                        // The route cannot run: forward the best reply now
+                        // rather than leave the transaction hanging.
+                        drop(w);
+                        self.tm_op(|tm, now, out| tm.failure_done(id, now, out));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn dispatch(&self, call_id: &[u8], w: Work) -> Result<(), Work> {
+        let n = self.children.len() as u64;
+        let child = (fnv(call_id) % n) as usize;
+        self.children[child].try_send(w).map_err(|e| {
+            if matches!(e, flume::TrySendError::Full(_)) {
+                warn!(child, "router thread queue full, dropping a message");
+            } else {
+                debug!(child, "router thread stopped, dropping a message");
+            }
+            e.into_inner()
+        })
+    }
+}
+
+/// The sockets' upcalls: weak from the transport, so it never keeps the
+/// host alive.
+struct Up(std::sync::Weak<Shared>);
+
+impl Upcalls for Up {
+    /// A message off the wire: parse, check, fix the Via, queue to its
+    /// router thread. Bad requests get 400 when a reply can be routed.
+    fn incoming(&self, data: Bytes, src: Source) {
+        let Some(sh) = self.0.upgrade() else { return };
+        let msg = match SipMessage::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peer = %src.remote, transport = %src.transport, error = %e, "dropping unparseable message");
+                return;
+            }
+        };
+        if !msg.is_request() {
+            let Ok(cid) = msg.call_id().map(<[u8]>::to_vec) else {
+                warn!(peer = %src.remote, "dropping reply without Call-ID");
+                return;
+            };
+            if msg.top_via().is_err() {
+                warn!(peer = %src.remote, "dropping reply with a bad Via");
+                return;
+            }
+            let _ = sh.dispatch(&cid, Work::Reply(Box::new((msg, src))));
+            return;
+        }
+        let msg = match fix_via(msg, &src) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peer = %src.remote, error = %e, "dropping request with a bad top Via");
+                return;
+            }
+        };
+        let req = Request::new(msg, src);
+        if let Err((code, reason, e)) = check_request(req.msg()) {
+            warn!(peer = %req.source().remote, error = %e, code, "refusing malformed request");
+            if req.msg().method() != Some(&Method::Ack) {
+                let _ = SipHandle::from(sh).sl_reply(&req, code.into(), reason);
+            }
+            return;
+        }
+        let cid = req.msg().call_id().unwrap_or_default().to_vec();
+        let _ = sh.dispatch(&cid, Work::Request(Box::new(req)));
+    }
+
+    fn send_failed(&self, id: u64, no: u32) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.tm_op(|tm, now, out| tm.send_failed(id, no, now, out));
+        }
+    }
+}

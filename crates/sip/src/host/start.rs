@@ -1,0 +1,254 @@
+//! Starting and stopping a host, in two phases: [`SipHost::bind`] checks
+//! the settings and binds every socket (a [`BoundHost`], whose handle
+//! already works), then [`BoundHost::start`] gives it a router and starts
+//! reading. Also the router threads and the timer task.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{fnv, Shared, SipHandle, StartError, Up, Work};
+use crate::config::HostConfig;
+use crate::request::Transport;
+use crate::router::Router;
+use crate::tm::{Incoming, TableConfig, Tm};
+use crate::transport::{bind_all, lock, Net, Pending};
+
+/// A host whose sockets are bound but not yet read, and with no router
+/// yet: hand its [`BoundHost::handle`] to whatever the router needs to be
+/// built with, then [`BoundHost::start`].
+pub struct BoundHost {
+    shared: Arc<Shared>,
+    addrs: Vec<(Transport, SocketAddr)>,
+    pending: Pending,
+    receivers: Vec<flume::Receiver<Work>>,
+}
+
+/// A running SIP host. Stop it with [`SipHost::shutdown`].
+pub struct SipHost {
+    shared: Arc<Shared>,
+    addrs: Vec<(Transport, SocketAddr)>,
+    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SipHost {
+    /// Check the settings ([`HostConfig::validate`]) and bind every
+    /// `listen` socket, on the current tokio runtime. Nothing is read and
+    /// no thread runs until [`BoundHost::start`].
+    pub async fn bind(config: HostConfig) -> Result<BoundHost, StartError> {
+        config.validate()?;
+        let sip = &config.sip;
+        let bound = bind_all(sip).await.map_err(|e| StartError::Bind {
+            entry: e.entry,
+            reason: e.reason,
+        })?;
+        let addrs = bound.addrs.clone();
+        let tm = Tm::new(TableConfig {
+            t1: config.tm.t1,
+            t2: config.tm.t2,
+            fr: config.tm.fr_timer,
+            fr_inv: config.tm.fr_inv_timer,
+            wait: config.tm.wait_timer,
+            max: sip.max_transactions,
+            listeners: addrs.clone(),
+        });
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..sip.children)
+            .map(|_| flume::bounded(sip.queue_size))
+            .unzip();
+        let epoch = Instant::now();
+        let sl_tag = format!(
+            "{:08x}.sl",
+            fnv(format!("{epoch:?}{:p}", &config).as_bytes()) as u32
+        );
+        let (sockets, pending) = bound.split();
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
+            tm: Mutex::new(tm),
+            epoch,
+            timer_wake: Notify::new(),
+            children: senders,
+            net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
+            sl_tag,
+        });
+        Ok(BoundHost {
+            shared,
+            addrs,
+            pending,
+            receivers,
+        })
+    }
+
+    /// Bind and start in one step: [`SipHost::bind`] then
+    /// [`BoundHost::start`].
+    pub async fn start(config: HostConfig, router: Arc<dyn Router>) -> Result<SipHost, StartError> {
+        SipHost::bind(config).await?.start(router)
+    }
+
+    /// The bound sockets (ports resolved when 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.addrs.clone()
+    }
+
+    /// A handle for acting on transactions from any thread.
+    pub fn handle(&self) -> SipHandle {
+        SipHandle::from(Arc::clone(&self.shared))
+    }
+
+    /// Stop: answer every transaction still without a final reply with
+    /// 503, stop reading sockets, stop the router threads (waiting up to
+    /// 5 s for one busy in the router). Once they stopped, the router has
+    /// been dropped by them, even while [`SipHandle`]s remain.
+    pub async fn shutdown(mut self) {
+        self.shared.tm_op(|tm, now, out| tm.shutdown(now, out));
+        for s in &self.shared.children {
+            let _ = s.send(Work::Stop);
+        }
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            warn!("a router thread did not stop within 5 s");
+        }
+        // Let queued TCP replies go out: closing the queues ends each
+        // writer after it wrote what it had.
+        self.shared.net.close_conns();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.shared.net.cancel.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+        info!("SIP host stopped");
+    }
+}
+
+impl BoundHost {
+    /// A handle usable before the host starts (see [`SipHandle`]).
+    pub fn handle(&self) -> SipHandle {
+        SipHandle::from(Arc::clone(&self.shared))
+    }
+
+    /// The bound sockets (ports resolved when 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.addrs.clone()
+    }
+
+    /// Start the router threads (each owns a clone of `router`, dropped
+    /// when it stops), the socket tasks and the timer task, on the runtime
+    /// the host was bound on. Callable from any thread.
+    pub fn start(self, router: Arc<dyn Router>) -> Result<SipHost, StartError> {
+        let BoundHost {
+            shared,
+            addrs,
+            pending,
+            receivers,
+        } = self;
+        let children = receivers.len();
+        let mut threads = Vec::new();
+        for (n, rx) in receivers.into_iter().enumerate() {
+            let h = SipHandle::from(Arc::clone(&shared));
+            let r = Arc::clone(&router);
+            let t = std::thread::Builder::new()
+                .name(format!("sip-child-{n}"))
+                .spawn(move || child_loop(n, h, r, rx));
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the threads already started before failing.
+                    for s in &shared.children {
+                        let _ = s.try_send(Work::Stop);
+                    }
+                    return Err(StartError::Thread(e));
+                }
+            }
+        }
+        drop(router);
+        let mut tasks = shared.net.start(pending);
+        tasks.push(shared.net.spawn(timer_task(Arc::clone(&shared))));
+        info!(?addrs, children, "SIP host started");
+        Ok(SipHost {
+            shared,
+            addrs,
+            tasks,
+            threads,
+        })
+    }
+}
+
+impl Drop for SipHost {
+    fn drop(&mut self) {
+        // Dropped without shutdown: at least stop the tasks and threads.
+        self.shared.net.cancel.cancel();
+        if !self.threads.is_empty() {
+            for s in &self.shared.children {
+                let _ = s.try_send(Work::Stop);
+            }
+        }
+    }
+}
+
+async fn timer_task(sh: Arc<Shared>) {
+    loop {
+        let next = lock(&sh.tm).next_deadline();
+        let sleep = async {
+            match next {
+                Some(t) => {
+                    tokio::time::sleep_until((sh.epoch + Duration::from_millis(t)).into()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sh.net.cancel.cancelled() => break,
+            _ = sh.timer_wake.notified() => {}
+            _ = sleep => sh.tm_op(|tm, now, out| tm.on_timer(now, out)),
+        }
+    }
+}
+
+fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiver<Work>) {
+    let sh = Arc::clone(&h.shared);
+    let guarded = |what: &str, f: &mut dyn FnMut()| {
+        if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+            warn!(child = n, "router panicked in {what}; message dropped");
+        }
+    };
+    guarded("thread_started", &mut || router.thread_started(n));
+    while let Ok(w) = rx.recv() {
+        match w {
+            Work::Stop => break,
+            Work::Request(mut req) => {
+                let inc = sh.tm_op(|tm, now, out| tm.on_request(&req, now, out));
+                if inc == Incoming::Route {
+                    guarded("request", &mut || router.request(&h, &mut req));
+                }
+            }
+            Work::Reply(b) => {
+                let (msg, src) = *b;
+                if lock(&sh.tm).match_reply(&msg).is_none() {
+                    debug!(peer = %src.remote, code = msg.status(), "dropping reply matching no branch");
+                    continue;
+                }
+                let mut pass = true;
+                guarded("reply", &mut || pass = router.reply(&h, &msg, &src));
+                if pass {
+                    sh.tm_op(|tm, now, out| tm.on_reply(&msg, now, out));
+                }
+            }
+            Work::Failure { id, mut req, route } => {
+                guarded("failure", &mut || router.failure(&h, &mut req, &route));
+                sh.tm_op(|tm, now, out| tm.failure_done(id, now, out));
+            }
+        }
+    }
+}
