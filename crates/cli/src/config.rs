@@ -18,9 +18,10 @@ pub const DEFAULT_SCRIPT: &str = include_str!("../../../examples/default/router.
 pub struct FileConfig {
     /// `[sip]`: owned, defaulted and checked by the sip crate.
     pub sip: sip::SipConfig,
-    /// `[script]`
-    pub script: ScriptSection,
-    /// `[evapi]`: the ten parameters of the original, and our limits.
+    /// `[script]`: owned, defaulted and checked by the script crate.
+    pub script: script::ScriptSection,
+    /// `[evapi]`: the ten parameters of the original, and our limits; owned,
+    /// defaulted and checked by the evapi crate.
     pub evapi: evapi::Config,
     /// `[tm]`: owned, defaulted and checked by the sip crate.
     pub tm: sip::TmConfig,
@@ -28,35 +29,38 @@ pub struct FileConfig {
     pub log: LogSection,
 }
 
-/// `[script]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScriptSection {
-    /// The KEMI-style Lua routing script.
-    pub file: PathBuf,
-}
-
-impl Default for ScriptSection {
-    fn default() -> Self {
-        ScriptSection {
-            file: PathBuf::from("router.lua"),
-        }
-    }
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[log]`: the binary's own section.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
     /// `error`, `warn`, `info`, `debug` or `trace` (`-v`/`-q` move it).
-    pub level: String,
+    pub level: LogLevel,
 }
 
-impl Default for LogSection {
-    fn default() -> Self {
-        LogSection {
-            level: "info".into(),
-        }
+/// A log level, as written in `[log] level`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// One line per notable event (the default).
+    #[default]
+    Info,
+    /// Every message in and out.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// Levels from quietest to loudest, as `tracing` filters name them.
+    pub const ALL: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+    /// This level's place in [`LogLevel::ALL`].
+    pub fn rank(self) -> usize {
+        self as usize
     }
 }
 
@@ -92,28 +96,16 @@ impl Loaded {
     }
 }
 
-/// Parse config text; errors name `origin` and the line.
+/// Parse config text, then let each section check itself (the same checks
+/// the parts run when they start, so `check` and `run` say the same);
+/// errors name `origin`, and the line for a syntax error or an unknown key.
 pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
     let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    file.evapi
-        .validate()
-        .with_context(|| format!("{origin}: in [evapi]"))?;
-    // The one check of [sip] and [tm], also run by `SipHost::bind`.
-    sip::HostConfig {
-        sip: file.sip.clone(),
-        tm: file.tm.clone(),
-    }
-    .validate()
-    .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    if !matches!(
-        file.log.level.as_str(),
-        "error" | "warn" | "info" | "debug" | "trace"
-    ) {
-        bail!(
-            "{origin}: in [log]: level = {:?}: use error, warn, info, debug or trace",
-            file.log.level
-        );
-    }
+    let in_origin = |e: &dyn std::fmt::Display| anyhow::anyhow!("{origin}: {e}");
+    file.sip.validate().map_err(|e| in_origin(&e))?;
+    file.tm.validate().map_err(|e| in_origin(&e))?;
+    file.script.validate().map_err(|e| in_origin(&e))?;
+    file.evapi.validate().map_err(|e| in_origin(&e))?;
     Ok(file)
 }
 

@@ -74,15 +74,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => config::load(config.as_deref()).and_then(|loaded| {
-            init_logs(&loaded.file.log.level, cli.verbose, cli.quiet);
+            init_logs(loaded.file.log.level, cli.verbose, cli.quiet);
             run::run(loaded)
         }),
         Command::Check { config } => {
-            init_logs("warn", cli.verbose, cli.quiet);
+            init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
             config::load(config.as_deref()).and_then(run::check)
         }
         Command::Tap(args) => {
-            init_logs("warn", cli.verbose, cli.quiet);
+            init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
             tap::tap(args)
         }
         Command::Defaults {
@@ -134,11 +134,11 @@ fn main() -> ExitCode {
 
 /// Logs to stderr, one line per event, at `level` moved by -v/-q;
 /// `RUST_LOG`, when set, wins.
-fn init_logs(level: &str, verbose: u8, quiet: u8) {
-    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-    let base = LEVELS.iter().position(|l| *l == level).unwrap_or(2) as i32;
-    let at = (base + verbose as i32 - quiet as i32).clamp(0, 4) as usize;
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LEVELS[at].to_string());
+fn init_logs(level: config::LogLevel, verbose: u8, quiet: u8) {
+    use config::LogLevel;
+    let top = LogLevel::ALL.len() as i32 - 1;
+    let at = (level.rank() as i32 + verbose as i32 - quiet as i32).clamp(0, top) as usize;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LogLevel::ALL[at].to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -330,6 +330,40 @@ function ksr_evapi_event(evname)
 end
 "#;
 
+/// `evapi check` and `evapi run` load a config the same way, so each
+/// mistake gets the same message from both, naming section, key and value,
+/// and `run` starts nothing.
+#[test]
+fn check_and_run_say_the_same_for_the_same_mistake() {
+    let dir = TempDir::new("same-error");
+    dir.write("router.lua", "function ksr_request_route() end\n");
+    for (section, expect) in [
+        (
+            "[sip]\nchildren = 5000",
+            "[sip] children = 5000: must be 1 to 1024",
+        ),
+        (
+            "[tm]\nfr_timer = 0",
+            "[tm] fr_timer = 0: must be at least 1",
+        ),
+        ("[evapi]\nmax_clients = 0", "[evapi] max_clients = 0"),
+        (
+            "[script]\nfile = \"\"",
+            "[script] file = \"\": must name the Lua script",
+        ),
+        ("[log]\nlevel = \"loud\"", "unknown variant `loud`"),
+    ] {
+        let cfg = dir.write("bad.toml", &format!("{section}\n"));
+        let cfg = cfg.display().to_string();
+        let (code, _, check_err) = evapi(&["check", "-c", &cfg], "", &dir.0);
+        assert_ne!(code, 0, "{section}");
+        let (code, _, run_err) = evapi(&["run", "-c", &cfg], "", &dir.0);
+        assert_ne!(code, 0, "{section}");
+        assert!(check_err.contains(expect), "check: {check_err}");
+        assert_eq!(check_err, run_err, "{section}");
+    }
+}
+
 /// `evapi tap`: prints what it receives, one message a line, and sends
 /// each stdin line as a message.
 #[test]

@@ -161,9 +161,11 @@ impl Default for Config {
     }
 }
 
-/// A parameter with a value that cannot be used.
+/// A parameter with a value that cannot be used. Shown as the line of a
+/// config file's `[evapi]` section would name it:
+/// `[evapi] max_clients = 0: must be between 1 and 1000000`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("evapi parameter {param} = {value}: {reason}")]
+#[error("[evapi] {param} = {value}: {reason}")]
 pub struct ConfigError {
     /// The parameter's name, as written in a config file.
     pub param: &'static str,

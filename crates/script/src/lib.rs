@@ -30,7 +30,9 @@ mod json;
 mod ksr;
 mod ops;
 pub mod pv;
+mod section;
 mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
 pub use ops::{EventClient, EventOps, SipOps};
+pub use section::{ScriptSection, SectionError};

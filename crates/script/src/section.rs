@@ -1,0 +1,71 @@
+//! `[script]`, the script's section of the program's config file: owned
+//! here, with its defaults and bounds, so the file format has one source of
+//! truth. The program composes it with what comes from elsewhere (the
+//! `[evapi] event_callback`, an embedded script's text) into a
+//! [`crate::ScriptConfig`].
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `[script]`. Every key has a default; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptSection {
+    /// The KEMI-style Lua routing script; a relative path is relative to
+    /// the config file.
+    pub file: PathBuf,
+}
+
+impl Default for ScriptSection {
+    fn default() -> Self {
+        ScriptSection {
+            file: PathBuf::from("router.lua"),
+        }
+    }
+}
+
+/// A `[script]` setting that cannot be used; the message names the key and
+/// the value: `[script] file = "": must name the Lua script`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[script] {key} = {value}: {reason}")]
+pub struct SectionError {
+    /// The key.
+    pub key: &'static str,
+    /// The value as it would be written in the file.
+    pub value: String,
+    /// What is wrong, and what is accepted.
+    pub reason: String,
+}
+
+impl ScriptSection {
+    /// Check every key.
+    pub fn validate(&self) -> Result<(), SectionError> {
+        if self.file.as_os_str().is_empty() {
+            return Err(SectionError {
+                key: "file",
+                value: "\"\"".into(),
+                reason: "must name the Lua script".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_unknown_keys_and_bounds() {
+        let s: ScriptSection = toml::from_str("").unwrap();
+        assert_eq!(s.file, PathBuf::from("router.lua"));
+        assert!(s.validate().is_ok());
+        let e = toml::from_str::<ScriptSection>("fiel = \"x.lua\"").unwrap_err();
+        assert!(e.to_string().contains("fiel"), "{e}");
+        let s: ScriptSection = toml::from_str("file = \"\"").unwrap();
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "[script] file = \"\": must name the Lua script"
+        );
+    }
+}
