@@ -211,3 +211,44 @@ fn connection_storms_leave_memory_at_its_baseline() {
         "memory grew storm after storm: {rss:?} kB"
     );
 }
+
+/// A flood of bad event messages: the default script warns about each
+/// ("ignoring event-socket message without tindex/tlabel"), but one script
+/// line writes a few lines a second and then one with the count held back,
+/// not one line per message; a good call beside the flood is answered.
+#[test]
+fn a_flood_of_bad_event_messages_does_not_flood_the_log() {
+    let ev = Evapi::start(
+        &config(""),
+        include_str!("../../../examples/default/router.lua"),
+    );
+    let mut answering = EventClient::connect(ev.events);
+    let mut flooder = EventClient::connect(ev.events);
+    ev.wait_log("event client 1 connected");
+    const BAD: usize = 20_000;
+    let junk = "x".repeat(200);
+    for n in 0..BAD {
+        flooder.send(&format!("{{\"junk\":\"{junk}\",\"n\":{n}}}"));
+    }
+    // A call in the middle of the flood still gets its answer.
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    uac.invite(ev.udp, "beside-the-flood", "besideflood")
+        .unwrap();
+    let event = recv_json(&mut answering);
+    answering.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"code":486,"reason":"Busy Here"}}"#,
+        event["tindex"], event["tlabel"]
+    ));
+    let (code, _) = uac.recv_status(&[100], WAIT).expect("a final reply");
+    assert_eq!(code, 486);
+    // The last bad message has been handled once this marker comes back.
+    flooder.send(r#"{"tindex":1,"tlabel":1,"code":486}"#);
+    ev.wait_log("no suspended call 1:1");
+    let warned = ev.log_count("ignoring event-socket message");
+    assert!(
+        (1..100).contains(&warned),
+        "{warned} lines for {BAD} bad messages"
+    );
+    let summary = ev.wait_log("suppressed=");
+    assert!(summary.contains("router.lua:"), "{summary}");
+}

@@ -24,6 +24,7 @@
 mod call;
 mod compat;
 mod context;
+mod diag;
 mod engine;
 mod hooks;
 mod json;

@@ -3,17 +3,21 @@
 //! level closest to Kamailio's; a trailing newline is dropped.
 
 use super::module::Module;
-use mlua::LuaString;
-use tracing::{debug, error, info, warn};
+use crate::diag;
+use mlua::{Lua, LuaString};
+use tracing::{debug, info};
 
-/// Log `msg` at Kamailio's `level`; false for an unknown level.
-pub(crate) fn log_at(level: &str, msg: &str) -> bool {
+/// Log `msg` at Kamailio's `level`; false for an unknown level. Warnings
+/// and errors carry their script line and Call-ID and are rate-limited per
+/// script line (see [`crate::diag`]); debug and info lines are the
+/// operator's choice and are not.
+pub(crate) fn log_at(lua: &Lua, level: &str, msg: &str) -> bool {
     let msg = msg.trim_end_matches(['\n', '\r']);
     match level {
         "dbg" | "debug" => debug!(target: "script", "{msg}"),
         "info" | "notice" => info!(target: "script", "{msg}"),
-        "warn" | "warning" => warn!(target: "script", "{msg}"),
-        "err" | "error" | "crit" | "alert" | "bug" => error!(target: "script", "{msg}"),
+        "warn" | "warning" => diag::emit(lua, diag::Level::Warn, &msg),
+        "err" | "error" | "crit" | "alert" | "bug" => diag::emit(lua, diag::Level::Error, &msg),
         _ => return false,
     }
     true
@@ -21,14 +25,14 @@ pub(crate) fn log_at(level: &str, msg: &str) -> bool {
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for level in ["dbg", "info", "notice", "warn", "err", "crit", "alert"] {
-        m.func(level, move |_, msg: LuaString| {
-            log_at(level, &msg.to_string_lossy());
+        m.func(level, move |cx, msg: LuaString| {
+            log_at(cx.lua, level, &msg.to_string_lossy());
             Ok(())
         })?;
     }
     m.func("log", |cx, (level, msg): (String, LuaString)| {
         let msg = msg.to_string_lossy();
-        if !log_at(&level, &msg) {
+        if !log_at(cx.lua, &level, &msg) {
             cx.warn(format_args!("unknown level {level:?}; message: {msg}"));
         }
         Ok(())
@@ -46,8 +50,8 @@ mod tests {
             r#"KSR.info("hello\n"); KSR.dbg("d"); KSR.err("e"); KSR.alert("a")
                KSR.log("warn", "w"); KSR.log("nonsense", "still fine")"#,
         );
-        assert!(super::log_at("notice", "x\n"));
-        assert!(!super::log_at("loud", "x"));
+        assert!(super::log_at(&vm.lua, "notice", "x\n"));
+        assert!(!super::log_at(&vm.lua, "loud", "x"));
         // A message that is not text (no tostring) is a Lua error.
         assert!(vm.try_run("KSR.info({})").is_err());
     }

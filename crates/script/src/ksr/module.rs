@@ -22,7 +22,6 @@ use sip::{EditError, Request, TmError};
 use std::fmt::Display;
 use std::rc::Rc;
 use std::sync::Arc;
-use tracing::warn;
 
 /// What the `KSR` functions act through, shared by every VM of an engine.
 pub(crate) struct Handles {
@@ -176,8 +175,11 @@ impl<'a> Cx<'a> {
     }
 
     /// Log a problem that does not end the function.
+    /// The line names the function, the script line that called it and
+    /// the Call-ID, and is rate-limited per script line.
     pub fn warn(&self, why: impl Display) {
-        warn!(target: "script", "{}: {why}", self.name);
+        let msg = format_args!("{}: {why}", self.name);
+        crate::diag::emit(self.lua, crate::diag::Level::Warn, &msg);
     }
 
     /// Log a refusal the function recovers from (it returns a value of

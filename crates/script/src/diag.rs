@@ -1,0 +1,127 @@
+//! Log lines about the script: where in the script they come from, which
+//! call they concern, and how often one place may speak.
+//!
+//! A warning from a `KSR` function (a refused argument, a reply the host
+//! would not send) names the function, the script file and line, and the
+//! Call-ID when a SIP message is being routed, so a porter can act on it.
+//! Warnings and errors, the script's own (`KSR.warn`, `KSR.err`) and the
+//! `KSR` functions', are rate-limited per script line: a flood of bad input
+//! that makes one line warn for every message writes a few lines a second
+//! and then one with the count held back (see the `lograte` crate), instead
+//! of a log as big as the flood.
+
+use crate::context;
+use lograte::RateLimit;
+use mlua::Lua;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::{error, warn};
+
+/// Script lines with a budget of their own, per VM; past it, further lines
+/// share one budget (a script has far fewer lines that warn than this).
+const MAX_SITES: usize = 1024;
+
+/// The per-VM budgets, by script line.
+#[derive(Default)]
+struct Sites(HashMap<String, Arc<RateLimit>>);
+
+/// How loud a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Warn,
+    Error,
+}
+
+/// `file:line` of the innermost Lua function on the stack (the script line
+/// that called the running `KSR` function), if any.
+pub(crate) fn location(lua: &Lua) -> Option<String> {
+    (1..8).find_map(|level| {
+        lua.inspect_stack(level, |d| {
+            let line = d.current_line()?;
+            let src = d.source();
+            (src.what != "C").then(|| {
+                let file = src.short_src.as_deref().unwrap_or("?");
+                format!("{file}:{line}")
+            })
+        })
+        .flatten()
+    })
+}
+
+/// The Call-ID of the SIP message being routed, if any.
+pub(crate) fn call_id(lua: &Lua) -> Option<String> {
+    context::with_view(lua, |v| {
+        v.msg()
+            .call_id()
+            .ok()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+    })
+    .ok()
+    .flatten()
+}
+
+/// Log `msg` at `level` with its script line and Call-ID, within the
+/// line's budget.
+pub(crate) fn emit(lua: &Lua, level: Level, msg: &dyn std::fmt::Display) {
+    let at = location(lua).unwrap_or_default();
+    let Some(suppressed) = allow(lua, &at) else {
+        return;
+    };
+    let call_id = call_id(lua).unwrap_or_default();
+    match (level, suppressed) {
+        (Level::Warn, 0) => warn!(target: "script", at, call_id, "{msg}"),
+        (Level::Warn, n) => warn!(target: "script", at, call_id, suppressed = n, "{msg}"),
+        (Level::Error, 0) => error!(target: "script", at, call_id, "{msg}"),
+        (Level::Error, n) => error!(target: "script", at, call_id, suppressed = n, "{msg}"),
+    }
+}
+
+/// May the line at `at` log now? `Some(n)`: yes, with `n` held back
+/// since its last line.
+fn allow(lua: &Lua, at: &str) -> Option<u64> {
+    if lua.app_data_ref::<Sites>().is_none() {
+        lua.set_app_data(Sites::default());
+    }
+    let mut sites = lua.app_data_mut::<Sites>()?;
+    let key = if sites.0.len() < MAX_SITES || sites.0.contains_key(at) {
+        at
+    } else {
+        "(other lines)"
+    };
+    if !sites.0.contains_key(key) {
+        sites
+            .0
+            .insert(key.to_string(), RateLimit::shared(key.to_string()));
+    }
+    sites.0[key].check_shared()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_names_the_calling_script_line() {
+        let lua = Lua::new();
+        let f = lua
+            .create_function(|lua, ()| Ok(location(lua).unwrap_or_default()))
+            .unwrap();
+        lua.globals().set("where", f).unwrap();
+        let at: String = lua
+            .load("local x = 1\nreturn where()")
+            .set_name("@router.lua")
+            .eval()
+            .unwrap();
+        assert_eq!(at, "router.lua:2");
+    }
+
+    #[test]
+    fn each_line_has_its_budget() {
+        let lua = Lua::new();
+        let allowed = (0..100)
+            .filter(|_| allow(&lua, "a.lua:1").is_some())
+            .count();
+        assert_eq!(allowed as u64, lograte::BURST);
+        assert!(allow(&lua, "a.lua:2").is_some(), "another line speaks");
+    }
+}
