@@ -43,6 +43,7 @@ struct Target {
     addr: std::net::SocketAddr,
     counting: Arc<Counting>,
     _socket: EventSocket,
+    _sip: sip::BoundHost,
 }
 
 fn target() -> &'static Target {
@@ -53,29 +54,46 @@ fn target() -> &'static Target {
             .enable_all()
             .build()
             .unwrap();
-        let engine = script::Engine::load(&script::ScriptConfig {
-            file: "router.lua".into(),
-            source: Some(include_str!("../../examples/default/router.lua").to_string()),
-            event_callback: "ksr_evapi_event".into(),
-        })
+        let config = Config {
+            bind_addr: "127.0.0.1:0".into(),
+            max_frame_size: 64 * 1024,
+            ..Config::default()
+        };
+        let bound = rt.block_on(EventSocket::listen(config)).unwrap();
+        // A SIP host bound on loopback and never started: the script's
+        // t_continue finds no transaction, as for a stale answer.
+        let sip = rt
+            .block_on(sip::SipHost::bind(sip::HostConfig {
+                sip: sip::SipConfig {
+                    listen: vec!["udp:127.0.0.1:0".into()],
+                    children: 1,
+                    ..sip::SipConfig::default()
+                },
+                ..sip::HostConfig::default()
+            }))
+            .unwrap();
+        let engine = script::Engine::new(
+            &script::ScriptConfig {
+                file: "router.lua".into(),
+                source: Some(include_str!("../../examples/default/router.lua").to_string()),
+                event_callback: "ksr_evapi_event".into(),
+            },
+            Arc::new(bound.handle()),
+            Arc::new(sip.handle()),
+        )
         .unwrap();
         let counting = Arc::new(Counting {
             inner: engine.evapi_handler(),
             opened: AtomicU64::new(0),
             closed: AtomicU64::new(0),
         });
-        let config = Config {
-            bind_addr: "127.0.0.1:0".into(),
-            max_frame_size: 64 * 1024,
-            ..Config::default()
-        };
-        let socket = rt.block_on(EventSocket::bind(config, counting.clone())).unwrap();
-        engine.set_evapi(socket.handle());
+        let socket = bound.start(counting.clone()).unwrap();
         Target {
             addr: socket.local_addr(),
             rt,
             counting,
             _socket: socket,
+            _sip: sip,
         }
     })
 }
