@@ -32,8 +32,10 @@
 //! ```
 
 pub mod access;
+mod admit;
 pub mod codec;
 mod config;
+mod connection;
 mod handle;
 mod handler;
 mod outbox;

@@ -1,0 +1,218 @@
+//! One client's connection once it is a client (connection-new, reading,
+//! writing, connection-closed exactly once), and the threads that run the
+//! handler: the dispatcher and the workers.
+
+use crate::codec::{FrameCodec, NetstringError};
+use crate::handle::{bump, EvapiHandle, Shared};
+use crate::handler::{Event, EventContext, EventHandler};
+use crate::outbox::{WriteStop, Writer};
+use crate::registry::{Client, CloseReason, InFlight};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lograte::{error_limited, warn_limited};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info};
+
+/// Events queued for the dispatcher thread, in the order they happened.
+pub(crate) enum Dispatch {
+    New(Arc<Client>, oneshot::Sender<()>),
+    Message(InFlight, Bytes),
+    Closed(Arc<Client>, CloseReason),
+}
+
+/// Initial read buffer of a connection; it grows to fit larger frames.
+pub(crate) const READ_BUFFER: usize = 1024;
+
+#[derive(Clone)]
+pub(crate) struct Senders {
+    pub dispatch: flume::Sender<Dispatch>,
+    pub work: Option<flume::Sender<(InFlight, Bytes)>>,
+}
+
+/// Run one client's connection: connection-new, then reading and writing
+/// until it ends, then connection-closed.
+pub(crate) async fn serve<R, W>(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    mut frames: FramedRead<R, FrameCodec>,
+    wr: W,
+    senders: Senders,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mut writer = Writer::new(wr);
+
+    // connection-new runs before anything of the client is read.
+    let (done_tx, done_rx) = oneshot::channel();
+    let reason = if senders
+        .dispatch
+        .send_async(Dispatch::New(client.clone(), done_tx))
+        .await
+        .is_err()
+        || done_rx.await.is_err()
+    {
+        CloseReason::Shutdown
+    } else if let Some(reason) = client.close_reason() {
+        reason
+    } else {
+        let timeout = shared.config.send_data_timeout();
+        tokio::select! {
+            r = read_loop(&mut frames, &shared, &client, &senders) => r,
+            w = writer.run(&client.outbox, timeout) => match w {
+                WriteStop::Closed => client.close_reason().unwrap_or(CloseReason::Shutdown),
+                WriteStop::Timeout(t) => CloseReason::SendTimeout(t),
+                WriteStop::Io(e) => CloseReason::Io(e.to_string()),
+            },
+            r = client.closed() => r,
+        }
+    };
+    client.request_close(reason.clone());
+    // The slot is free at once, before any flush below: a client that has
+    // gone must not keep the next one out.
+    shared.registry_mut().remove(client.conidx, client.id);
+
+    // On a clean close (shutdown, or close() by the handler), what was
+    // queued before it still goes out, within a bound. After a failed or
+    // timed-out write nothing more is written: a frame cut short is never
+    // followed by another.
+    if matches!(reason, CloseReason::Shutdown | CloseReason::Closed) {
+        let bound = Duration::from_millis(shared.config.shutdown_flush_ms);
+        let timeout = shared.config.send_data_timeout();
+        let flushed = tokio::time::timeout(bound, writer.flush(&client.outbox, timeout)).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            debug!(conidx = client.conidx, peer = %client.peer, mid_frame = writer.mid_frame(), "queued frames not all written before close");
+        }
+    }
+    client.outbox.close();
+    let mut wr = writer.into_inner();
+    let _ = tokio::time::timeout(Duration::from_millis(100), wr.shutdown()).await;
+    drop(wr);
+
+    bump(&shared.counters.closed);
+    match &reason {
+        CloseReason::QueueLimit(_) | CloseReason::SendTimeout(_) => {
+            bump(&shared.counters.slow_cut);
+            warn_limited!(conidx = client.conidx, peer = %client.peer, %reason, "client cut");
+        }
+        CloseReason::Protocol(_) => {
+            bump(&shared.counters.protocol_errors);
+            warn_limited!(conidx = client.conidx, peer = %client.peer, %reason, "client closed");
+        }
+        _ => info!(conidx = client.conidx, peer = %client.peer, %reason, "client disconnected"),
+    }
+    // connection-closed runs once, whatever ended the connection, after the
+    // connection's last message-received. The dispatcher outlives every
+    // connection task, so this send only fails if its thread died, and then
+    // there is nobody left to tell.
+    client.messages_drained().await;
+    let _ = senders
+        .dispatch
+        .send_async(Dispatch::Closed(client, reason))
+        .await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
+    shared: &Shared,
+    client: &Arc<Client>,
+    senders: &Senders,
+) -> CloseReason {
+    loop {
+        let msg = match frames.next().await {
+            None => return CloseReason::PeerClosed,
+            Some(Err(NetstringError::Io(e))) => return CloseReason::Io(e.to_string()),
+            Some(Err(e)) => return CloseReason::Protocol(e.to_string()),
+            Some(Ok(msg)) => msg,
+        };
+        if msg.is_empty() {
+            continue; // `0:,` keep-alive
+        }
+        bump(&shared.counters.messages_received);
+        let ticket = InFlight::new(client);
+        let queued = match &senders.work {
+            Some(work) => work.send_async((ticket, msg)).await.is_ok(),
+            None => senders
+                .dispatch
+                .send_async(Dispatch::Message(ticket, msg))
+                .await
+                .is_ok(),
+        };
+        if !queued {
+            return CloseReason::Shutdown;
+        }
+    }
+}
+
+pub(crate) fn dispatcher(
+    handler: &dyn EventHandler,
+    handle: &EvapiHandle,
+    rx: flume::Receiver<Dispatch>,
+) {
+    handler.thread_started(None);
+    for event in rx.iter() {
+        match event {
+            Dispatch::New(client, done) => {
+                let ctx = EventContext {
+                    event: Event::ConnectionNew,
+                    client: &client,
+                    handle,
+                    message: None,
+                    reason: None,
+                };
+                guarded(Event::ConnectionNew, &client, || {
+                    handler.connection_new(&ctx)
+                });
+                let _ = done.send(());
+            }
+            Dispatch::Message(client, msg) => run_message(handler, handle, &client.0, &msg),
+            Dispatch::Closed(client, reason) => {
+                let ctx = EventContext {
+                    event: Event::ConnectionClosed,
+                    client: &client,
+                    handle,
+                    message: None,
+                    reason: Some(&reason),
+                };
+                guarded(Event::ConnectionClosed, &client, || {
+                    handler.connection_closed(&ctx)
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn run_message(
+    handler: &dyn EventHandler,
+    handle: &EvapiHandle,
+    client: &Arc<Client>,
+    msg: &Bytes,
+) {
+    let ctx = EventContext {
+        event: Event::MessageReceived,
+        client,
+        handle,
+        message: Some(msg),
+        reason: None,
+    };
+    guarded(Event::MessageReceived, client, || {
+        handler.message_received(&ctx)
+    });
+}
+
+/// Run a handler; a panic is logged and the thread goes on.
+fn guarded(event: Event, client: &Client, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        error_limited!(%event, conidx = client.conidx, peer = %client.peer, panic = %what, "event handler panicked");
+    }
+}
