@@ -1,5 +1,5 @@
-//! The listener, one task per connection, the dispatcher and the workers.
-//!
+//! The event socket itself: the listener, the two-phase start, shutdown. A
+//! connection passes `admit` to become a client, then `connection` serves it.
 //! Socket I/O runs on the caller's tokio runtime. Event handlers run on
 //! threads of their own: the dispatcher (connection-new, connection-closed,
 //! and messages when `workers` is 0) and the workers (messages). They wait
