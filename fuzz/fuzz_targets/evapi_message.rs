@@ -77,6 +77,7 @@ fn target() -> &'static Target {
                 file: "router.lua".into(),
                 source: Some(include_str!("../../examples/default/router.lua").to_string()),
                 event_callback: "ksr_evapi_event".into(),
+                limits: Default::default(),
             },
             Arc::new(bound.handle()),
             Arc::new(sip.handle()),

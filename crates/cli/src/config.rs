@@ -92,6 +92,7 @@ impl Loaded {
             file: self.script_path.clone(),
             source: self.script_source.clone(),
             event_callback: self.file.evapi.event_callback.clone(),
+            limits: self.file.script.limits(),
         }
     }
 }

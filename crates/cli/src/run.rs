@@ -23,7 +23,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let bound_events = EventSocket::listen(loaded.file.evapi.clone())
             .await
             .context("cannot start the event socket")?;
@@ -75,7 +75,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         drop(engine);
         info!("stopped");
         Ok(())
-    })
+    });
+    // A thread left behind by a shutdown (a script stuck in a C call) must
+    // not keep the process alive: returning from main ends it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

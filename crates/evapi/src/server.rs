@@ -285,7 +285,9 @@ impl EventSocket {
 
     /// Stop accepting, write what is queued to each client (at most
     /// `shutdown_flush_ms`), close every connection, run connection-closed
-    /// for each, and wait for the dispatcher and workers to finish.
+    /// for each, and wait for the dispatcher and workers to finish: at most
+    /// 5 s; one still busy in the handler then is named in a warning and
+    /// left behind, so shutdown never hangs on a stuck handler.
     pub async fn shutdown(mut self) {
         self.begin_stop();
         if let Some(t) = self.accept_task.take() {
@@ -295,16 +297,34 @@ impl EventSocket {
             client.request_close(CloseReason::Shutdown);
         }
         self.connections.close();
-        self.connections.wait().await;
+        // A connection waits for its last message to be handled before
+        // connection-closed; a handler stuck on one must not hang shutdown.
+        if tokio::time::timeout(Duration::from_secs(5), self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "connections still waiting on a busy handler after 5 s at shutdown; leaving them"
+            );
+        }
         // The last senders went with the accept task and the connections,
         // so the threads see their channels end once they are drained.
-        let threads = std::mem::take(&mut self.threads);
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
+        let mut threads = std::mem::take(&mut self.threads);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            threads.retain(|t| !t.is_finished());
+            if threads.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
             }
-        })
-        .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for t in &threads {
+            warn!(
+                thread = t.thread().name().unwrap_or("?"),
+                "event thread still busy after 5 s at shutdown (a handler that does not \
+                 return); leaving it"
+            );
+        }
         info!(local_addr = %self.local_addr, "event socket stopped");
     }
 }

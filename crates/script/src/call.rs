@@ -73,11 +73,21 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
             return Outcome::Missing;
         }
     };
-    match f.call::<()>(args) {
+    let outer = crate::limits::enter(lua);
+    let result = f.call::<()>(args);
+    crate::limits::leave(lua, outer);
+    match result {
         Ok(()) => Outcome::Done,
         Err(e) => match unwind_of(&e) {
             Some(Unwind::Exit) => Outcome::Done,
             Some(Unwind::Drop) => Outcome::Dropped,
+            None if matches!(e, mlua::Error::MemoryError(_)) => {
+                error!(
+                    function = name,
+                    "script error: the Lua state is out of memory ([script] memory_limit_mb)"
+                );
+                Outcome::Failed
+            }
             None => {
                 error!(function = name, error = %lua_error_text(&e), "script error");
                 debug!(function = name, error = %e, "script error with traceback");

@@ -25,6 +25,8 @@ pub struct ScriptConfig {
     pub source: Option<String>,
     /// Function run for the three evapi events; empty: none.
     pub event_callback: String,
+    /// Time and memory limits of each Lua state.
+    pub limits: crate::Limits,
 }
 
 /// A script that cannot be used.
@@ -63,6 +65,7 @@ pub struct Engine {
     source: String,
     pub(crate) event_callback: Option<String>,
     pub(crate) handles: Arc<Handles>,
+    limits: crate::Limits,
 }
 
 impl std::fmt::Debug for Engine {
@@ -115,6 +118,7 @@ impl Engine {
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
             handles: Arc::new(Handles::new(sip, events)),
+            limits: config.limits,
         });
         let lua = engine.new_vm()?;
         let globals = lua.globals();
@@ -157,6 +161,7 @@ impl Engine {
     fn new_vm(&self) -> Result<Lua, ScriptError> {
         let lua = Lua::new();
         let lua_err = |e: mlua::Error| ScriptError::Lua(lua_error_text(&e));
+        crate::limits::install(&lua, &self.limits).map_err(lua_err)?;
         crate::compat::install(&lua).map_err(lua_err)?;
         lua.set_app_data(Context::default());
         crate::ksr::install(&lua, &self.handles).map_err(lua_err)?;
@@ -196,6 +201,7 @@ mod tests {
             file: PathBuf::from("t.lua"),
             source: Some(source.into()),
             event_callback: callback.into(),
+            limits: Default::default(),
         }
     }
 

@@ -29,11 +29,13 @@ mod engine;
 mod hooks;
 mod json;
 mod ksr;
+mod limits;
 mod ops;
 pub mod pv;
 mod section;
 mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
+pub use limits::Limits;
 pub use ops::{EventClient, EventOps, SipOps};
 pub use section::{ScriptSection, SectionError};

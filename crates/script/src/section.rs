@@ -4,6 +4,7 @@
 //! `[evapi] event_callback`, an embedded script's text) into a
 //! [`crate::ScriptConfig`].
 
+use crate::limits::{Limits, MAX_MEMORY_MB, MAX_ROUTE_MS};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -14,12 +15,21 @@ pub struct ScriptSection {
     /// The KEMI-style Lua routing script; a relative path is relative to
     /// the config file.
     pub file: PathBuf,
+    /// Longest a route or event callback may run, ms (0: no limit); see
+    /// [`Limits::max_route_ms`].
+    pub max_route_ms: u64,
+    /// Most memory of one Lua state, MiB (0: no limit); see
+    /// [`Limits::memory_limit_mb`].
+    pub memory_limit_mb: u64,
 }
 
 impl Default for ScriptSection {
     fn default() -> Self {
+        let limits = Limits::default();
         ScriptSection {
             file: PathBuf::from("router.lua"),
+            max_route_ms: limits.max_route_ms,
+            memory_limit_mb: limits.memory_limit_mb,
         }
     }
 }
@@ -47,7 +57,31 @@ impl ScriptSection {
                 reason: "must name the Lua script".into(),
             });
         }
+        if self.max_route_ms > MAX_ROUTE_MS {
+            return Err(SectionError {
+                key: "max_route_ms",
+                value: self.max_route_ms.to_string(),
+                reason: format!(
+                    "must be at most {MAX_ROUTE_MS} (an hour, in milliseconds); 0: no limit"
+                ),
+            });
+        }
+        if self.memory_limit_mb > MAX_MEMORY_MB {
+            return Err(SectionError {
+                key: "memory_limit_mb",
+                value: self.memory_limit_mb.to_string(),
+                reason: format!("must be at most {MAX_MEMORY_MB} (MiB); 0: no limit"),
+            });
+        }
         Ok(())
+    }
+
+    /// The limits of each Lua state.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_route_ms: self.max_route_ms,
+            memory_limit_mb: self.memory_limit_mb,
+        }
     }
 }
 
