@@ -252,3 +252,43 @@ fn a_flood_of_bad_event_messages_does_not_flood_the_log() {
     let summary = ev.wait_log("suppressed=");
     assert!(summary.contains("router.lua:"), "{summary}");
 }
+
+/// Squatters on the event socket: with `auth_token`, idle connections hold
+/// no `max_clients` slot and the script does not see them as clients, so
+/// the real application (with the token) gets in and every call it is
+/// offered is answered, while the squatters are cut at `auth_timeout_ms`.
+/// (Without the token, 8 idle connections took every slot and every call
+/// ended with 408.)
+#[test]
+fn event_socket_squatters_cannot_lock_the_application_out() {
+    let ev = Evapi::start(
+        &config("max_clients = 2\nauth_token = \"app-secret\"\nauth_timeout_ms = 1000"),
+        include_str!("../../../examples/default/router.lua"),
+    );
+    let squatters: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(ev.events).unwrap())
+        .collect();
+    let mut app = EventClient::connect(ev.events);
+    app.send("app-secret");
+    ev.wait_log("event client 0 connected");
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    for i in 0..10 {
+        let cid = format!("squat-{i}");
+        uac.invite(ev.udp, &cid, &format!("squat{i}")).unwrap();
+        let event = recv_json(&mut app);
+        assert_eq!(event["callid"], cid.as_str());
+        app.send(&format!(
+            r#"{{"tindex":{},"tlabel":{},"code":486,"reason":"Busy Here"}}"#,
+            event["tindex"], event["tlabel"]
+        ));
+        let (code, _) = uac.recv_status(&[100], WAIT).expect("a final reply");
+        assert_eq!(code, 486, "call {i} answered by the application");
+    }
+    ev.wait_log("no auth_token within 1000 ms");
+    assert_eq!(
+        ev.log_count("event client 1 connected"),
+        0,
+        "no squatter became a client"
+    );
+    drop(squatters);
+}
