@@ -27,12 +27,7 @@ fn everything_received(uac: &mut Agent, d: Duration) -> Vec<String> {
 /// injected header.
 #[test]
 fn an_event_clients_reason_cannot_write_headers() {
-    let ev = Evapi::start(
-        &config(""),
-        include_str!("../../../examples/default/router.lua"),
-    );
-    let mut client = EventClient::connect(ev.events);
-    ev.wait_log("event client 0 connected");
+    let (ev, mut client) = default_script_with_client();
     let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let invite = uac.invite(ev.udp, "forged-reason", "forged1").unwrap();
     let event = recv_json(&mut client);

@@ -218,10 +218,7 @@ fn connection_storms_leave_memory_at_its_baseline() {
 /// not one line per message; a good call beside the flood is answered.
 #[test]
 fn a_flood_of_bad_event_messages_does_not_flood_the_log() {
-    let ev = Evapi::start(
-        &config(""),
-        include_str!("../../../examples/default/router.lua"),
-    );
+    let ev = Evapi::start(&config(""), DEFAULT_SCRIPT);
     let mut answering = EventClient::connect(ev.events);
     let mut flooder = EventClient::connect(ev.events);
     ev.wait_log("event client 1 connected");
@@ -263,7 +260,7 @@ fn a_flood_of_bad_event_messages_does_not_flood_the_log() {
 fn event_socket_squatters_cannot_lock_the_application_out() {
     let ev = Evapi::start(
         &config("max_clients = 2\nauth_token = \"app-secret\"\nauth_timeout_ms = 1000"),
-        include_str!("../../../examples/default/router.lua"),
+        DEFAULT_SCRIPT,
     );
     let squatters: Vec<_> = (0..8)
         .map(|_| std::net::TcpStream::connect(ev.events).unwrap())

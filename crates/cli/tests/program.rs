@@ -10,10 +10,7 @@ use std::time::Duration;
 /// decides the reply; the ACK ends it.
 #[test]
 fn default_flow_client_answer_decides_the_reply() {
-    let default_script = include_str!("../../../examples/default/router.lua");
-    let ev = Evapi::start(&config(""), default_script);
-    let mut client = EventClient::connect(ev.events);
-    ev.wait_log("event client 0 connected");
+    let (ev, mut client) = default_script_with_client();
     let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let invite = uac.invite(ev.udp, "flow-486", "flow486").unwrap();
     let (code, _) = uac.recv_status(&[], WAIT).expect("a reply in time");
@@ -51,10 +48,7 @@ fn default_flow_client_answer_decides_the_reply() {
 /// With no event client connected, an INVITE is refused at once.
 #[test]
 fn default_flow_no_client_gets_503() {
-    let ev = Evapi::start(
-        &config(""),
-        include_str!("../../../examples/default/router.lua"),
-    );
+    let ev = Evapi::start(&config(""), DEFAULT_SCRIPT);
     let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     uac.invite(ev.udp, "no-client", "noclient").unwrap();
     let (code, reply) = uac.recv_status(&[100], WAIT).expect("a reply in time");
@@ -65,12 +59,7 @@ fn default_flow_no_client_gets_503() {
 /// t_continue; the UAS's replies come back to the caller.
 #[test]
 fn default_flow_relay_to_destination() {
-    let ev = Evapi::start(
-        &config(""),
-        include_str!("../../../examples/default/router.lua"),
-    );
-    let mut client = EventClient::connect(ev.events);
-    ev.wait_log("event client 0 connected");
+    let (ev, mut client) = default_script_with_client();
     let mut uac = Agent::udp("127.0.0.1:0").unwrap();
     let mut uas = Agent::udp("127.0.0.1:0").unwrap();
     uac.invite(ev.udp, "flow-relay", "flowrelay").unwrap();
@@ -242,10 +231,7 @@ fn script_error_gives_500_and_the_server_keeps_running() {
 /// closed (connection-closed runs), the process exits 0.
 #[test]
 fn sigterm_ends_suspended_calls_and_closes_clients() {
-    let mut ev = Evapi::start(
-        &config(""),
-        include_str!("../../../examples/default/router.lua"),
-    );
+    let mut ev = Evapi::start(&config(""), DEFAULT_SCRIPT);
     let mut client = EventClient::connect(ev.events);
     ev.wait_log("event client 0 connected");
     let mut uac = Agent::udp("127.0.0.1:0").unwrap();

@@ -222,6 +222,18 @@ impl Drop for Evapi {
 /// The netstring event client shared by every crate's tests.
 pub use evapi::testing::BlockingClient as EventClient;
 
+/// The shipped default script (examples/default/router.lua).
+pub const DEFAULT_SCRIPT: &str = include_str!("../../../../examples/default/router.lua");
+
+/// `evapi run` with the default script on ephemeral ports, and one event
+/// client connected (connection-new has run for it).
+pub fn default_script_with_client() -> (Evapi, EventClient) {
+    let ev = Evapi::start(&config(""), DEFAULT_SCRIPT);
+    let client = EventClient::connect(ev.events);
+    ev.wait_log("event client 0 connected");
+    (ev, client)
+}
+
 /// The next event, parsed as JSON.
 pub fn recv_json(c: &mut EventClient) -> serde_json::Value {
     let m = c.recv().expect("an event");
