@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::{lock, Conn, Net};
-use crate::message::frame_length;
+use crate::message::StreamFramer;
 use crate::request::{ConnId, Source, Transport};
 
 pub(crate) async fn run_conn(
@@ -51,9 +51,11 @@ pub(crate) async fn run_conn(
     };
     let max = net.max_message_size;
     let mut buf = BytesMut::with_capacity(8192);
+    // Keeps its place between reads: each byte is looked at once.
+    let mut framer = StreamFramer::new();
     'conn: loop {
         loop {
-            match frame_length(&buf, max) {
+            match framer.next_frame(&buf, max) {
                 Ok(Some(n)) => {
                     let frame = buf.split_to(n).freeze();
                     if frame.iter().all(|&c| c == b'\r' || c == b'\n') {
