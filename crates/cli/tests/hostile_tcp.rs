@@ -354,3 +354,32 @@ fn a_huge_message_one_byte_per_segment_is_answered() {
     );
     healthy_call(&mut uac, &ev, 1);
 }
+
+/// A flood of input that each triggers a warning (5,000 unparseable
+/// datagrams, 200 TCP connections of garbage): a few lines per second per
+/// kind and a summary with the count held back, not a line per message;
+/// the healthy caller is answered.
+#[test]
+fn floods_of_bad_input_are_summarised_in_the_log() {
+    const JUNK: usize = 5_000;
+    let ev = Evapi::start(&sip_config("", "info"), OPTIONS_SCRIPT);
+    let mut uac = Agent::udp("127.0.0.1:0").unwrap();
+    let junk = Agent::udp("127.0.0.1:0").unwrap();
+    for n in 0..JUNK {
+        junk.send(ev.udp, format!("\x01\x02 not SIP {n}")).unwrap();
+        if n % 1000 == 0 {
+            healthy_call(&mut uac, &ev, n);
+        }
+    }
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(ev.tcp).unwrap();
+        let _ = s.write_all(b"this is not SIP at all\r\n\r\n");
+    }
+    healthy_call(&mut uac, &ev, JUNK);
+    let summary = ev.wait_log("more lines held back");
+    assert!(summary.contains("sip::"), "{summary}");
+    let udp = ev.log_count("dropping unparseable message");
+    assert!((1..100).contains(&udp), "{udp} lines for {JUNK} datagrams");
+    let tcp = ev.log_count("cannot frame its stream");
+    assert!((1..100).contains(&tcp), "{tcp} lines for 200 connections");
+}
