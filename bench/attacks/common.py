@@ -104,7 +104,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
+            self.dir.cleanup()
 
     def __enter__(self):
         return self
