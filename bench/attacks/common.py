@@ -76,8 +76,9 @@ class Server:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
+        logs = self.logs()
         self.stop()
-        sys.exit(f"{binary} did not start:\n{self.logs()}")
+        sys.exit(f"{binary} did not start:\n{logs}")
 
     def logs(self):
         with open(self.log_path, errors="replace") as f:
