@@ -54,6 +54,14 @@ const DAY_MS: u64 = 86_400_000;
 /// buffer of this size, and SIP messages are a few kilobytes.
 const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
+/// Smallest `tcp_send_queue_limit` (bytes): room for a few replies of the
+/// usual size, so a peer that reads is never cut for a burst.
+const MIN_SEND_QUEUE: usize = 64 << 10;
+
+/// Largest `tcp_send_queue_limit` (bytes): beyond it one connection could
+/// take a good part of a server's memory.
+const MAX_SEND_QUEUE: usize = 1 << 30;
+
 /// `[sip]`: sockets, router threads and limits. Every key has a default;
 /// unknown keys are refused so a typo in a config file does not pass
 /// silently.
@@ -88,6 +96,21 @@ pub struct SipConfig {
     /// are dropped (UDP peers retransmit), so a stalled router cannot take
     /// all memory.
     pub queue_size: usize,
+    /// Bytes queued for one TCP connection and not yet taken by the
+    /// kernel (64 KiB to 1 GiB). A peer that does not read its replies
+    /// past this is cut, so it cannot make us buffer without end; one
+    /// message is always accepted into an empty queue, so a single large
+    /// reply never cuts a reading peer.
+    pub tcp_send_queue_limit: usize,
+    /// A message must arrive whole within this long of its first byte (ms,
+    /// 1 to a day), else its TCP connection is closed (Kamailio's
+    /// `tcp_msg_read_timeout`), so a peer sending a byte now and then
+    /// cannot hold a connection slot for ever.
+    pub tcp_message_timeout_ms: u64,
+    /// Most TCP connections accepted from one IP address at once (at
+    /// least 1); beyond it that address's new connections are refused, so
+    /// one address cannot take every slot of `max_tcp_connections`.
+    pub max_tcp_connections_per_ip: usize,
 }
 
 impl Default for SipConfig {
@@ -101,6 +124,13 @@ impl Default for SipConfig {
             tcp_idle_timeout_ms: 120_000,
             max_tcp_connections: 4096,
             queue_size: 16_384,
+            tcp_send_queue_limit: 4 << 20,
+            tcp_message_timeout_ms: 10_000,
+            // A sixteenth of the default max_tcp_connections: enough for a
+            // peer proxy or SBC with many connections, or a NAT with a few
+            // hundred TCP phones, while an attacker needs 16 addresses to
+            // fill every slot.
+            max_tcp_connections_per_ip: 256,
         }
     }
 }
@@ -144,6 +174,23 @@ impl SipConfig {
         }
         if self.queue_size == 0 {
             return bad("queue_size", &0, "must be at least 1");
+        }
+        if !(MIN_SEND_QUEUE..=MAX_SEND_QUEUE).contains(&self.tcp_send_queue_limit) {
+            return bad(
+                "tcp_send_queue_limit",
+                &self.tcp_send_queue_limit,
+                &format!("must be {MIN_SEND_QUEUE} to {MAX_SEND_QUEUE} (bytes)"),
+            );
+        }
+        if !(1..=DAY_MS).contains(&self.tcp_message_timeout_ms) {
+            return bad(
+                "tcp_message_timeout_ms",
+                &self.tcp_message_timeout_ms,
+                &format!("must be 1 to {DAY_MS} (milliseconds)"),
+            );
+        }
+        if self.max_tcp_connections_per_ip == 0 {
+            return bad("max_tcp_connections_per_ip", &0, "must be at least 1");
         }
         Ok(())
     }
@@ -348,12 +395,36 @@ mod tests {
                 },
                 "[sip] queue_size = 0: must be at least 1",
             ),
+            (
+                SipConfig {
+                    tcp_send_queue_limit: 1000,
+                    ..d()
+                },
+                "[sip] tcp_send_queue_limit = 1000: must be 65536 to 1073741824 (bytes)",
+            ),
+            (
+                SipConfig {
+                    tcp_message_timeout_ms: 0,
+                    ..d()
+                },
+                "[sip] tcp_message_timeout_ms = 0: must be 1 to 86400000 (milliseconds)",
+            ),
+            (
+                SipConfig {
+                    max_tcp_connections_per_ip: 0,
+                    ..d()
+                },
+                "[sip] max_tcp_connections_per_ip = 0: must be at least 1",
+            ),
         ] {
             assert_eq!(sip_err(c), want);
         }
         assert!(SipConfig {
             children: 1024,
             max_message_size: 512,
+            tcp_send_queue_limit: MIN_SEND_QUEUE,
+            tcp_message_timeout_ms: 1,
+            max_tcp_connections_per_ip: 1,
             ..d()
         }
         .validate()

@@ -17,7 +17,8 @@
 //!   (Via, CSeq, From/To, URIs...) are parsed when read, from slices of that
 //!   buffer. This is Kamailio's lazy design: a proxy reads a few headers of
 //!   each message and forwards the rest untouched.
-//! - [`frame_length`] cuts messages out of a stream transport.
+//! - [`StreamFramer`] cuts messages out of a stream transport, resuming
+//!   where the last read stopped ([`frame_length`] for a buffer seen once).
 //! - [`Editor`] writes a forwarded request with a list of edits, and
 //!   [`SipMessage::response`], [`SipMessage::cancel`] and [`SipMessage::ack`]
 //!   build the messages a proxy generates.
@@ -63,7 +64,7 @@ pub use error::{ParseError, Shown};
 pub use header::HeaderName;
 pub use host::{BoundHost, SipHandle, SipHost, StartError};
 pub use key::{TransactionKey, MAGIC_COOKIE};
-pub use message::{frame_length, unfold, Method, SipMessage};
+pub use message::{frame_length, unfold, Method, SipMessage, StreamFramer};
 pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};
 pub use router::Router;
 pub use tm::{check_reply, TmError, TmStats};

@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use lograte::warn_limited;
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::ConfigError;
 use crate::message::{Method, SipMessage};
@@ -139,7 +140,7 @@ impl Shared {
         let child = (fnv(call_id) % n) as usize;
         self.children[child].try_send(w).map_err(|e| {
             if matches!(e, flume::TrySendError::Full(_)) {
-                warn!(child, "router thread queue full, dropping a message");
+                warn_limited!(child, "router thread queue full, dropping a message");
             } else {
                 debug!(child, "router thread stopped, dropping a message");
             }
@@ -160,17 +161,17 @@ impl Upcalls for Up {
         let msg = match SipMessage::parse(data) {
             Ok(m) => m,
             Err(e) => {
-                warn!(peer = %src.remote, transport = %src.transport, error = %e, "dropping unparseable message");
+                warn_limited!(peer = %src.remote, transport = %src.transport, error = %e, "dropping unparseable message");
                 return;
             }
         };
         if !msg.is_request() {
             let Ok(cid) = msg.call_id().map(<[u8]>::to_vec) else {
-                warn!(peer = %src.remote, "dropping reply without Call-ID");
+                warn_limited!(peer = %src.remote, "dropping reply without Call-ID");
                 return;
             };
             if msg.top_via().is_err() {
-                warn!(peer = %src.remote, "dropping reply with a bad Via");
+                warn_limited!(peer = %src.remote, "dropping reply with a bad Via");
                 return;
             }
             let _ = sh.dispatch(&cid, Work::Reply(Box::new((msg, src))));
@@ -179,13 +180,13 @@ impl Upcalls for Up {
         let msg = match fix_via(msg, &src) {
             Ok(m) => m,
             Err(e) => {
-                warn!(peer = %src.remote, error = %e, "dropping request with a bad top Via");
+                warn_limited!(peer = %src.remote, error = %e, "dropping request with a bad top Via");
                 return;
             }
         };
         let req = Request::new(msg, src);
         if let Err((code, reason, e)) = check_request(req.msg()) {
-            warn!(peer = %req.source().remote, error = %e, code, "refusing malformed request");
+            warn_limited!(peer = %req.source().remote, error = %e, code, "refusing malformed request");
             if req.msg().method() != Some(&Method::Ack) {
                 let _ = SipHandle::from(sh).sl_reply(&req, code.into(), reason);
             }

@@ -8,6 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use lograte::warn_limited;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -226,7 +227,7 @@ fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiv
     let sh = Arc::clone(&h.shared);
     let guarded = |what: &str, f: &mut dyn FnMut()| {
         if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-            warn!(child = n, "router panicked in {what}; message dropped");
+            warn_limited!(child = n, "router panicked in {what}; message dropped");
         }
     };
     guarded("thread_started", &mut || router.thread_started(n));

@@ -6,6 +6,7 @@
 //! front would be wasted work. What the boundary pass records is small
 //! (a few integers per header row) and every read slices the shared buffer.
 
+mod framer;
 mod scan;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::lex::{first_element, parse_u64, CommaSplit};
 use crate::uri::Uri;
 use crate::values::{parse_cseq, CSeq, NameAddr, Via};
 
-pub use scan::frame_length;
+pub use framer::{frame_length, StreamFramer};
 use scan::{content_end, content_length_of, leading_crlf, parse_start_line, scan_headers};
 
 /// A byte range of the message buffer. `u32` halves the size of a header

@@ -7,11 +7,11 @@
 //! run one way (config ← transport ← host).
 
 mod checks;
+mod conn;
 mod hop;
 mod tcp;
 mod udp;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,17 +19,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use lograte::warn_limited;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::{parse_listen, SipConfig};
 use crate::request::{ConnId, Source, Transport};
 use crate::tm::Dest;
 
 pub(crate) use checks::{check_request, fix_via};
+use conn::{Conn, Conns, NotQueued};
 pub(crate) use hop::{resolve_hop, route_ip};
 use tcp::run_conn;
 
@@ -46,17 +48,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A router panic is caught on its thread; a poisoned lock still holds
     // consistent data (every table operation completes or returns early).
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) struct Conn {
-    pub(crate) tx: mpsc::UnboundedSender<Bytes>,
-    pub(crate) remote: SocketAddr,
-}
-
-#[derive(Default)]
-pub(crate) struct Conns {
-    pub(crate) by_id: HashMap<ConnId, Conn>,
-    pub(crate) by_remote: HashMap<SocketAddr, ConnId>,
 }
 
 /// A `listen` entry that could not be bound.
@@ -114,12 +105,18 @@ pub(crate) struct Net {
     /// that awaits the socket.
     udp_slow: mpsc::UnboundedSender<(usize, SocketAddr, Bytes)>,
     pub(crate) conns: Mutex<Conns>,
-    next_conn: AtomicU64,
+    pub(crate) next_conn: AtomicU64,
     rt: tokio::runtime::Handle,
     pub(crate) cancel: CancellationToken,
     max_message_size: usize,
     tcp_idle: Duration,
     max_tcp: usize,
+    /// `tcp_send_queue_limit`: bytes one connection may have waiting.
+    send_queue_limit: usize,
+    /// `tcp_message_timeout_ms`: from a message's first byte to its last.
+    message_timeout: Duration,
+    /// `max_tcp_connections_per_ip`: accepted connections from one address.
+    max_tcp_per_ip: usize,
     /// Some listener is bound to 0.0.0.0 or `::`.
     pub(crate) wildcard: bool,
     /// The host's side; its implementation holds the host weakly, so the
@@ -174,6 +171,9 @@ impl Net {
             max_message_size: cfg.max_message_size,
             tcp_idle: Duration::from_millis(cfg.tcp_idle_timeout_ms.max(1)),
             max_tcp: cfg.max_tcp_connections,
+            send_queue_limit: cfg.tcp_send_queue_limit,
+            message_timeout: Duration::from_millis(cfg.tcp_message_timeout_ms.max(1)),
+            max_tcp_per_ip: cfg.max_tcp_connections_per_ip,
             up,
         }
     }
@@ -215,9 +215,7 @@ impl Net {
 
     /// Close every stream connection once its queued data is written.
     pub(crate) fn close_conns(&self) {
-        let mut c = lock(&self.conns);
-        c.by_id.clear();
-        c.by_remote.clear();
+        lock(&self.conns).clear();
     }
 
     /// Send without blocking. `branch`: the relayed branch to report to
@@ -240,7 +238,7 @@ impl Net {
                     .position(|(a, _)| a.is_ipv4() == dest.addr.is_ipv4())
             });
         let Some(i) = sock else {
-            warn!(to = %dest.addr, "no UDP socket for the address family");
+            warn_limited!(to = %dest.addr, "no UDP socket for the address family");
             return self.report_failure(branch);
         };
         match self.udp[i].1.try_send_to(&data, dest.addr) {
@@ -249,7 +247,7 @@ impl Net {
                 let _ = self.udp_slow.send((i, dest.addr, data));
             }
             Err(e) => {
-                warn!(to = %dest.addr, error = %e, "UDP send failed");
+                warn_limited!(to = %dest.addr, error = %e, "UDP send failed");
                 self.report_failure(branch);
             }
         }
@@ -264,34 +262,42 @@ impl Net {
     fn send_tcp(self: &Arc<Self>, dest: &Dest, data: Bytes, branch: Option<(u64, u32)>) {
         let mut data = Some(data);
         {
-            let conns = lock(&self.conns);
+            let mut conns = lock(&self.conns);
             let id = dest
                 .conn
                 .filter(|c| conns.by_id.contains_key(c))
                 .or_else(|| conns.by_remote.get(&dest.addr).copied());
-            if let Some(c) = id.and_then(|i| conns.by_id.get(&i)) {
-                match c.tx.send(data.take().unwrap_or_default()) {
+            if let Some((id, c)) = id.and_then(|i| Some((i, conns.by_id.get(&i)?))) {
+                match c.queue(data.take().unwrap_or_default(), self.send_queue_limit) {
                     Ok(()) => return,
-                    Err(e) => data = Some(e.0),
+                    Err(NotQueued::Closed(d)) => data = Some(d),
+                    Err(NotQueued::OverLimit { queued, len }) => {
+                        // The peer does not read what we send: cut it
+                        // rather than buffer without end. Once out of the
+                        // table nothing more is queued for it, so this is
+                        // logged once per connection.
+                        warn_limited!(
+                            conn = id,
+                            peer = %c.remote,
+                            queued,
+                            len,
+                            limit = self.send_queue_limit,
+                            "cutting TCP connection: its peer does not read (over tcp_send_queue_limit)"
+                        );
+                        conns.remove(id);
+                        drop(conns);
+                        return self.report_failure(branch);
+                    }
                 }
             }
         }
         // No open connection: open one (RFC 3261 §18.2.2 for replies, and
         // every new destination of a relay).
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(data.unwrap_or_default());
-        {
-            let mut conns = lock(&self.conns);
-            conns.by_remote.insert(dest.addr, id);
-            conns.by_id.insert(
-                id,
-                Conn {
-                    tx,
-                    remote: dest.addr,
-                },
-            );
-        }
+        let (conn, rx) = Conn::new(dest.addr, false);
+        let _ = conn.queue(data.unwrap_or_default(), self.send_queue_limit);
+        let state = Arc::clone(&conn.state);
+        lock(&self.conns).insert(id, conn);
         let net = Arc::clone(self);
         let addr = dest.addr;
         self.rt.spawn(async move {
@@ -300,15 +306,15 @@ impl Net {
                 Ok(Ok(s)) => {
                     let local = s.local_addr().unwrap_or(addr);
                     debug!(conn = id, peer = %addr, "TCP connection opened");
-                    run_conn(net, id, s, rx, addr, local).await;
+                    run_conn(net, id, s, rx, state, addr, local).await;
                 }
                 Ok(Err(e)) => {
-                    warn!(conn = id, peer = %addr, error = %e, "TCP connect failed");
+                    warn_limited!(conn = id, peer = %addr, error = %e, "TCP connect failed");
                     net.forget_conn(id);
                     net.report_failure(branch);
                 }
                 Err(_) => {
-                    warn!(conn = id, peer = %addr, "TCP connect timed out");
+                    warn_limited!(conn = id, peer = %addr, "TCP connect timed out");
                     net.forget_conn(id);
                     net.report_failure(branch);
                 }
@@ -317,11 +323,6 @@ impl Net {
     }
 
     pub(crate) fn forget_conn(&self, id: ConnId) {
-        let mut conns = lock(&self.conns);
-        if let Some(c) = conns.by_id.remove(&id) {
-            if conns.by_remote.get(&c.remote) == Some(&id) {
-                conns.by_remote.remove(&c.remote);
-            }
-        }
+        lock(&self.conns).remove(id);
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lograte::warn_limited;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -49,7 +50,7 @@ pub(crate) fn spawn_udp_reader(
                 _ = net.cancel.cancelled() => break,
                 r = sock.recv_from(&mut buf) => match r {
                     Ok((n, from)) if n > max => {
-                        warn!(peer = %from, len = n, max, "dropping oversized datagram");
+                        warn_limited!(peer = %from, len = n, max, "dropping oversized datagram");
                     }
                     Ok((n, from)) => {
                         let src = Source { transport: Transport::Udp, remote: from, local, conn: None };
@@ -75,7 +76,7 @@ pub(crate) fn spawn_udp_slow_sender(
                     Some((i, to, data)) => {
                         if let Some((_, s)) = net.udp.get(i) {
                             if let Err(e) = s.send_to(&data, to).await {
-                                warn!(to = %to, error = %e, "UDP send failed");
+                                warn_limited!(to = %to, error = %e, "UDP send failed");
                             }
                         }
                     }
