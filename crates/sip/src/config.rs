@@ -61,6 +61,9 @@ const MIN_SEND_QUEUE: usize = 64 << 10;
 /// Largest `tcp_send_queue_limit` (bytes): beyond it one connection could
 /// take a good part of a server's memory.
 const MAX_SEND_QUEUE: usize = 1 << 30;
+/// Longest `dns_timeout_ms`: a minute; a relay waiting longer for an
+/// address would be better answered 478 and retried by the caller.
+const MAX_DNS_TIMEOUT_MS: u64 = 60_000;
 
 /// `[sip]`: sockets, router threads and limits. Every key has a default;
 /// unknown keys are refused so a typo in a config file does not pass
@@ -111,6 +114,14 @@ pub struct SipConfig {
     /// least 1); beyond it that address's new connections are refused, so
     /// one address cannot take every slot of `max_tcp_connections`.
     pub max_tcp_connections_per_ip: usize,
+    /// How long a relay to a name waits for DNS (ms, 1 to 60000) before
+    /// the request gets 478 Unresolvable Destination (or its failure
+    /// route runs with 478). Resolution never runs on a router thread.
+    pub dns_timeout_ms: u64,
+    /// DNS servers to ask, as `IP` or `IP:port` (`"10.0.0.53"`,
+    /// `"[::1]:5353"`); empty: the system's (`/etc/resolv.conf`). The
+    /// hosts file (`/etc/hosts`) is read either way.
+    pub dns_servers: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -131,6 +142,8 @@ impl Default for SipConfig {
             // hundred TCP phones, while an attacker needs 16 addresses to
             // fill every slot.
             max_tcp_connections_per_ip: 256,
+            dns_timeout_ms: 3_000,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -191,6 +204,16 @@ impl SipConfig {
         }
         if self.max_tcp_connections_per_ip == 0 {
             return bad("max_tcp_connections_per_ip", &0, "must be at least 1");
+        }
+        if !(1..=MAX_DNS_TIMEOUT_MS).contains(&self.dns_timeout_ms) {
+            return bad(
+                "dns_timeout_ms",
+                &self.dns_timeout_ms,
+                &format!("must be 1 to {MAX_DNS_TIMEOUT_MS} (milliseconds)"),
+            );
+        }
+        for entry in &self.dns_servers {
+            parse_dns_server(entry)?;
         }
         Ok(())
     }
@@ -309,6 +332,22 @@ pub(crate) fn parse_listen(entry: &str) -> Result<(Transport, SocketAddr), Confi
     Ok((t, a))
 }
 
+/// Parse one `dns_servers` entry: `10.0.0.53` (port 53), `[::1]:5353`,
+/// `127.0.0.1:5353`.
+pub(crate) fn parse_dns_server(entry: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    entry.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::new(
+            "sip",
+            "dns_servers",
+            format!("{entry:?}"),
+            "expected an IP address, or IP:port (IPv6 in brackets)",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +455,27 @@ mod tests {
                 },
                 "[sip] max_tcp_connections_per_ip = 0: must be at least 1",
             ),
+            (
+                SipConfig {
+                    dns_timeout_ms: 0,
+                    ..d()
+                },
+                "[sip] dns_timeout_ms = 0: must be 1 to 60000 (milliseconds)",
+            ),
+            (
+                SipConfig {
+                    dns_timeout_ms: 60_001,
+                    ..d()
+                },
+                "[sip] dns_timeout_ms = 60001: must be 1 to 60000 (milliseconds)",
+            ),
+            (
+                SipConfig {
+                    dns_servers: vec!["127.0.0.1:5353".into(), "ns.example".into()],
+                    ..d()
+                },
+                "[sip] dns_servers = \"ns.example\": expected an IP address, or IP:port (IPv6 in brackets)",
+            ),
         ] {
             assert_eq!(sip_err(c), want);
         }
@@ -505,5 +565,27 @@ mod tests {
         ));
         assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
         assert!(parse_listen("udp:localhost").is_err());
+    }
+
+    #[test]
+    fn dns_server_entries() {
+        assert_eq!(
+            parse_dns_server("10.0.0.53").unwrap(),
+            "10.0.0.53:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("::1").unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
+        assert!(parse_dns_server("127.0.0.1:").is_err());
+        let s: SipConfig =
+            toml::from_str("dns_timeout_ms = 250\ndns_servers = [\"127.0.0.1:5353\"]").unwrap();
+        assert_eq!(s.dns_timeout_ms, 250);
+        assert_eq!(s.dns_servers, ["127.0.0.1:5353"]);
+        assert_eq!(SipConfig::default().dns_timeout_ms, 3_000);
     }
 }

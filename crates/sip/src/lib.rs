@@ -44,6 +44,8 @@
 mod config;
 mod edit;
 mod error;
+#[cfg(feature = "test-agent")]
+pub mod fake_dns;
 mod header;
 mod host;
 mod key;

@@ -3,10 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lograte::warn_limited;
+use tracing::debug;
+
 use super::Shared;
+use crate::message::Method;
 use crate::request::{Request, Transport, TxRef};
 use crate::tm::{build_reply, check_reply, Tm, TmError, TmStats};
-use crate::transport::{lock, resolve_hop, route_ip};
+use crate::transport::{lock, parse_hop, Target};
 
 /// The host's operations, callable from any thread (router threads, event
 /// socket workers, tests): none of them waits on a socket.
@@ -76,20 +80,86 @@ impl SipHandle {
     /// Relay statefully to the destination URI if set, else the
     /// Request-URI, creating the transaction if needed (an ACK is relayed
     /// statelessly). With Max-Forwards 0, replies 483 and fails.
+    ///
+    /// An IP literal is relayed at once. A name is resolved on the host's
+    /// runtime, never on the calling thread: this returns as soon as the
+    /// transaction holds the relay (`Ok` means "under way", as Kamailio's
+    /// `t_relay`), and the branch is sent when the name resolves. If it
+    /// does not within `[sip] dns_timeout_ms` (or does not exist, or has
+    /// no address we can send to), the branch ends with 478 Unresolvable
+    /// Destination: the failure route runs if one was armed
+    /// ([`Request::set_failure_route`], `failure_code` 478), else the
+    /// request gets 478. An ACK to a name is relayed once resolved, or
+    /// dropped (nothing answers an ACK).
     pub fn t_relay(&self, req: &mut Request) -> Result<(), TmError> {
-        let hop = resolve_hop(&req.next_hop()).map_err(|e| TmError::BadDestination {
-            uri: e.uri,
-            reason: e.reason,
-        })?;
-        // A wildcard listener has no address to advertise: ask the routing
-        // table which local address reaches the next hop.
-        let via_ip = if self.shared.net.wildcard {
-            route_ip(hop.1)
-        } else {
-            None
-        };
-        self.shared
-            .tm_op(|tm, now, out| tm.relay(req, hop, via_ip, now, out))
+        let (transport, target) =
+            parse_hop(&req.next_hop()).map_err(|e| TmError::BadDestination {
+                uri: e.uri,
+                reason: e.reason,
+            })?;
+        match target {
+            Target::Addr(addr) => {
+                let via_ip = self.shared.via_ip(addr);
+                self.shared
+                    .tm_op(|tm, now, out| tm.relay(req, (transport, addr), via_ip, now, out))
+            }
+            Target::Name(name, port) => self.relay_to_name(req, transport, name, port),
+        }
+    }
+
+    /// The lookup goes to the runtime; the table holds the relay meanwhile.
+    fn relay_to_name(
+        &self,
+        req: &mut Request,
+        transport: Transport,
+        name: String,
+        port: u16,
+    ) -> Result<(), TmError> {
+        if !self.shared.dns.can_send(transport) {
+            return Err(TmError::BadDestination {
+                uri: String::from_utf8_lossy(&req.next_hop()).into_owned(),
+                reason: format!("no {transport} socket to relay from"),
+            });
+        }
+        let sh = Arc::clone(&self.shared);
+        if req.msg().method() == Some(&Method::Ack) {
+            let mut ack = req.clone();
+            self.shared.net.spawn(async move {
+                match sh.dns.resolve(&name, transport).await {
+                    Ok(ip) => {
+                        let addr = SocketAddr::new(ip, port);
+                        let via_ip = sh.via_ip(addr);
+                        let r = sh.tm_op(|tm, now, out| {
+                            tm.relay(&mut ack, (transport, addr), via_ip, now, out)
+                        });
+                        if let Err(e) = r {
+                            debug!(error = %e, "ACK not relayed");
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "ACK not relayed"),
+                }
+            });
+            return Ok(());
+        }
+        let (t, no) = self
+            .shared
+            .tm_op(|tm, now, out| tm.relay_resolving(req, now, out))?;
+        self.shared.net.spawn(async move {
+            match sh.dns.resolve(&name, transport).await {
+                Ok(ip) => {
+                    let addr = SocketAddr::new(ip, port);
+                    let via_ip = sh.via_ip(addr);
+                    sh.tm_op(|tm, now, out| {
+                        tm.relay_resolved(t, no, (transport, addr), via_ip, now, out)
+                    });
+                }
+                Err(e) => {
+                    warn_limited!(index = t.index, label = t.label, error = %e, "relay destination unresolvable: 478");
+                    sh.tm_op(|tm, now, out| tm.relay_unresolved(t, no, now, out));
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Suspend the request's transaction (created if needed) and return

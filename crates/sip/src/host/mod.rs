@@ -13,8 +13,10 @@
 //! Files: this one holds [`Shared`], the state every part of a host points
 //! to; `start.rs` the two-phase start ([`SipHost::bind`], [`BoundHost`]),
 //! the router threads and the timer task; `handle.rs` the [`SipHandle`]
-//! operations.
+//! operations; `dns.rs` the resolver that turns a relay's name into an
+//! address on the runtime, never on a router thread.
 
+mod dns;
 mod handle;
 mod start;
 
@@ -31,7 +33,7 @@ use crate::config::ConfigError;
 use crate::message::{Method, SipMessage};
 use crate::request::{Request, Source};
 use crate::tm::{Action, Tm};
-use crate::transport::{check_request, fix_via, lock, Net, Upcalls};
+use crate::transport::{check_request, fix_via, lock, route_ip, Net, Upcalls};
 
 pub use handle::SipHandle;
 pub use start::{BoundHost, SipHost};
@@ -81,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) net: Arc<Net>,
     /// For stateless To tags.
     pub(crate) sl_tag: String,
+    /// Resolves relay destinations that are names, on the runtime.
+    pub(crate) dns: dns::Dns,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.
@@ -116,6 +120,16 @@ impl Shared {
         }
         self.execute(out);
         r
+    }
+
+    /// The address our Via advertises for a relay to `to`: on a wildcard
+    /// listener, the local address the routing table picks for it.
+    pub(crate) fn via_ip(&self, to: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+        if self.net.wildcard {
+            route_ip(to)
+        } else {
+            None
+        }
     }
 
     pub(crate) fn execute(self: &Arc<Self>, out: Vec<Action>) {

@@ -67,6 +67,7 @@ impl SipHost {
             "{:08x}.sl",
             fnv(format!("{epoch:?}{:p}", &config).as_bytes()) as u32
         );
+        let dns = super::dns::Dns::new(sip, &addrs);
         let (sockets, pending) = bound.split();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
             tm: Mutex::new(tm),
@@ -75,6 +76,7 @@ impl SipHost {
             children: senders,
             net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
             sl_tag,
+            dns,
         });
         Ok(BoundHost {
             shared,

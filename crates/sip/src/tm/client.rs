@@ -55,6 +55,16 @@ impl Branch {
     }
 }
 
+/// The reason phrase of a final reply we make for a branch that ended
+/// with no reply: timed out, unresolvable, or not sent.
+fn local_reason(code: u16) -> &'static str {
+    match code {
+        408 => "Request Timeout",
+        478 => "Unresolvable Destination",
+        _ => "Service Unavailable",
+    }
+}
+
 impl Tm {
     pub(super) fn start_cancel(
         b: &mut Branch,
@@ -114,12 +124,40 @@ impl Tm {
             self.relay_ack(req, &dest, sent_by, out);
             return Ok(());
         }
+        let (t, no) = self.begin_relay(req, now, out)?;
+        self.send_relay(t, no, dest, sent_by, now, out)
+    }
+
+    /// The part of a relay that needs no destination address: 483 at
+    /// Max-Forwards 0, the transaction (created if needed), a new branch
+    /// number, and the request stored as the transaction's.
+    pub(super) fn begin_relay(
+        &mut self,
+        req: &mut Request,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(TxRef, u32), TmError> {
         if !req.max_forwards_set() && req.msg().max_forwards() == Ok(Some(0)) {
             self.reply(req, 483, "Too Many Hops", now, out)?;
             return Err(TmError::TooManyHops);
         }
         let t = self.newtran(req, now, out)?;
         let no = self.next_branch(t)?;
+        self.store_relayed(t, req);
+        Ok((t, no))
+    }
+
+    /// Send branch `no` of transaction `t`: the stored request with our
+    /// Via on top, to `dest`.
+    pub(super) fn send_relay(
+        &mut self,
+        t: TxRef,
+        no: u32,
+        dest: Dest,
+        sent_by: SocketAddr,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), TmError> {
         let via = Self::our_via(
             dest.transport,
             sent_by,
@@ -130,15 +168,14 @@ impl Tm {
                 no,
             },
         );
-        let data = req.serialize_for_relay(&via);
+        let data = self.tx_mut(t)?.req.serialize_for_relay(&via);
         let sent = SipMessage::parse(data.clone()).map_err(TmError::BadRequest)?;
-        self.store_relayed(t, req);
         self.send_branch(tx_id(t), no, dest, data, sent, now, out);
         Ok(())
     }
 
     /// Where a relay goes, and the address our Via advertises.
-    fn relay_dest(
+    pub(super) fn relay_dest(
         &self,
         (transport, addr): (Transport, SocketAddr),
         via_ip: Option<std::net::IpAddr>,
@@ -163,7 +200,13 @@ impl Tm {
 
     /// An ACK goes on statelessly: its branch only has to be the same for
     /// the same ACK, so it is derived from the incoming one.
-    fn relay_ack(&self, req: &Request, dest: &Dest, sent_by: SocketAddr, out: &mut Vec<Action>) {
+    pub(super) fn relay_ack(
+        &self,
+        req: &Request,
+        dest: &Dest,
+        sent_by: SocketAddr,
+        out: &mut Vec<Action>,
+    ) {
         let hash = self.hasher.hash_one(
             req.msg()
                 .top_via()
@@ -183,7 +226,7 @@ impl Tm {
     fn next_branch(&mut self, t: TxRef) -> Result<u32, TmError> {
         let tx = self.tx_mut(t)?;
         tx.open(t)?;
-        if tx.branch_active() {
+        if tx.relaying() {
             return Err(TmError::BranchPending {
                 index: t.index,
                 label: t.label,
@@ -405,11 +448,8 @@ impl Tm {
                 let data = reply.edit().with(Edit::RemoveFirstVia).serialize();
                 self.send_final(id, data, code, now, out);
             }
-            Some((408, None)) => {
-                let _ = self.local_final(id, 408, "Request Timeout", now, out);
-            }
             Some((code, None)) => {
-                let _ = self.local_final(id, code, "Service Unavailable", now, out);
+                let _ = self.local_final(id, code, local_reason(code), now, out);
             }
             None => {
                 let _ = self.local_final(id, 500, "Server Internal Error", now, out);
@@ -427,7 +467,7 @@ impl Tm {
             return;
         }
         tx.in_failure = false;
-        if tx.state == ServerState::Proceeding && !tx.branch_active() && tx.stash.is_none() {
+        if tx.state == ServerState::Proceeding && !tx.relaying() && tx.stash.is_none() {
             self.send_best(id, now, out);
         }
     }

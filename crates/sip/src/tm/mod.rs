@@ -19,7 +19,7 @@
 //!
 //! Files, one job each: `server` (the upstream side: requests, ACK, CANCEL,
 //! our replies, suspend / continue), `client` (the relayed branch and the
-//! replies from downstream), `branch_id` (the branch parameter we write
+//! replies from downstream), `resolving` (a relay waiting for DNS), `branch_id` (the branch parameter we write
 //! and read back), `timers` (the ordered timer map), `sharded` (the
 //! table's maps), `error` and `stats`; this file holds the table itself,
 //! its lookups and the timer dispatch.
@@ -28,6 +28,7 @@ mod branch_id;
 mod client;
 mod error;
 mod reply;
+mod resolving;
 mod server;
 mod sharded;
 mod stats;
@@ -141,6 +142,8 @@ pub(crate) struct Tm {
     by_dialog: HashMap<(Bytes, u32), u64>,
     timers: Timers,
     suspended: usize,
+    /// Branches waiting for DNS now.
+    resolving: usize,
     stats: TmStats,
     closing: bool,
 }
@@ -162,6 +165,7 @@ impl Tm {
                 ..Timers::default()
             },
             suspended: 0,
+            resolving: 0,
             stats: TmStats::default(),
             closing: false,
         }
@@ -175,6 +179,7 @@ impl Tm {
         TmStats {
             live: self.txs.len(),
             suspended: self.suspended,
+            resolving: self.resolving,
             ..self.stats
         }
     }
@@ -362,6 +367,9 @@ impl Tm {
             }
             if tx.stash.is_some() {
                 self.suspended -= 1;
+            }
+            if tx.resolving.is_some() {
+                self.resolving -= 1;
             }
             if self.by_key.get(&tx.key) == Some(&id) {
                 self.by_key.remove(&tx.key);

@@ -47,6 +47,8 @@ pub(super) struct Tx {
     pub(super) in_failure: bool,
     pub(super) branch: Option<Box<Branch>>,
     pub(super) branches: u32,
+    /// The number of the branch waiting for DNS, if one is.
+    pub(super) resolving: Option<u32>,
     /// Best final reply of ended branches: (code, the reply, if one came).
     pub(super) best: Option<Box<(u16, Option<SipMessage>)>>,
     /// (Call-ID, CSeq) while a local 2xx waits for its ACK.
@@ -57,6 +59,12 @@ pub(super) struct Tx {
 impl Tx {
     pub(super) fn branch_active(&self) -> bool {
         self.branch.as_ref().is_some_and(|b| b.active())
+    }
+
+    /// A branch is under way: sent and not ended, or waiting for its
+    /// destination's address.
+    pub(super) fn relaying(&self) -> bool {
+        self.resolving.is_some() || self.branch_active()
     }
 
     /// Whether the transaction can still be suspended or relayed: no final
@@ -240,7 +248,8 @@ impl Tm {
             }
             return;
         }
-        // Suspended, routing, or in a failure route: we answer for it.
+        // Suspended, routing, resolving, or in a failure route: we answer
+        // for it (a branch still resolving is then never sent).
         let _ = self.local_final(inv, 487, "Request Terminated", now, out);
     }
     /// Create the transaction of a request, or find the existing one.
@@ -325,6 +334,7 @@ impl Tm {
             in_failure: false,
             branch: None,
             branches: 0,
+            resolving: None,
             best: None,
             dialog: None,
             timers: [None; 6],
@@ -519,7 +529,7 @@ impl Tm {
         if tx.stash.is_some() {
             return Err(TmError::AlreadySuspended { index, label });
         }
-        if tx.branch_active() {
+        if tx.relaying() {
             return Err(TmError::BranchPending { index, label });
         }
         tx.stash = Some(Box::new(req.clone()));

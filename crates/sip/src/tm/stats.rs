@@ -8,6 +8,8 @@ pub struct TmStats {
     pub live: usize,
     /// Suspended transactions now.
     pub suspended: usize,
+    /// Relays waiting for their destination's name to resolve now.
+    pub resolving: usize,
     /// Transactions created since start.
     pub created: u64,
     /// Final replies generated locally (t_reply, 408, 487, 503...).
@@ -18,6 +20,8 @@ pub struct TmStats {
     pub resumed: u64,
     /// Final-reply timeouts (408), server side and branches.
     pub timeouts: u64,
+    /// Relays whose destination did not resolve in time (478).
+    pub unresolvable: u64,
     /// INVITEs cancelled.
     pub canceled: u64,
     /// Retransmitted requests, and ACKs of non-2xx finals, absorbed.

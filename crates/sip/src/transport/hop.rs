@@ -1,7 +1,8 @@
-//! Where a relay goes: the next hop from a URI, and the local address
-//! that reaches it.
+//! Where a relay goes: the next hop from a URI (an address, or a name for
+//! the host's resolver), and the local address that reaches it. Nothing
+//! here looks a name up: that is the host's job, off the router threads.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::request::Transport;
 use crate::uri::{Scheme, Uri};
@@ -26,9 +27,17 @@ pub(crate) fn route_ip(to: SocketAddr) -> Option<IpAddr> {
     s.local_addr().ok().map(|a| a.ip())
 }
 
-/// Where a relay goes, from a SIP URI: IP literals as they are, names
-/// through the system resolver (blocking the calling thread).
-pub(crate) fn resolve_hop(uri: &[u8]) -> Result<(Transport, SocketAddr), HopError> {
+/// The next hop named by a URI: an address at once, or a name and port
+/// still to be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Addr(SocketAddr),
+    Name(String, u16),
+}
+
+/// Where a relay goes, from a SIP URI: the transport, and an IP literal as
+/// it is or the name to resolve (no DNS here, so no wait).
+pub(crate) fn parse_hop(uri: &[u8]) -> Result<(Transport, Target), HopError> {
     let text = String::from_utf8_lossy(uri).into_owned();
     let bad = |reason: &str| HopError {
         uri: text.clone(),
@@ -58,14 +67,12 @@ pub(crate) fn resolve_hop(uri: &[u8]) -> Result<(Transport, SocketAddr), HopErro
         .unwrap_or(u.host);
     let host = std::str::from_utf8(host).map_err(|_| bad("host is not text"))?;
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok((transport, SocketAddr::new(ip, port)));
+        return Ok((transport, Target::Addr(SocketAddr::new(ip, port))));
     }
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(&format!("cannot resolve host: {e}")))?
-        .next()
-        .ok_or_else(|| bad("host resolves to no address"))?;
-    Ok((transport, addr))
+    if host.is_empty() || u.host.starts_with(b"[") {
+        return Err(bad("not a host name or IP address"));
+    }
+    Ok((transport, Target::Name(host.to_owned(), port)))
 }
 
 #[cfg(test)]
@@ -74,14 +81,24 @@ mod tests {
 
     #[test]
     fn hops() {
+        let addr = |a: &str| Target::Addr(a.parse().unwrap());
         assert_eq!(
-            resolve_hop(b"sip:bob@127.0.0.1:5080;transport=tcp").unwrap(),
-            (Transport::Tcp, "127.0.0.1:5080".parse().unwrap())
+            parse_hop(b"sip:bob@127.0.0.1:5080;transport=tcp").unwrap(),
+            (Transport::Tcp, addr("127.0.0.1:5080"))
         );
         assert_eq!(
-            resolve_hop(b"sip:[::1]").unwrap(),
-            (Transport::Udp, "[::1]:5060".parse().unwrap())
+            parse_hop(b"sip:[::1]").unwrap(),
+            (Transport::Udp, addr("[::1]:5060"))
         );
-        assert!(resolve_hop(b"tel:+123").is_err());
+        assert_eq!(
+            parse_hop(b"sip:callee@blackhole.test:5070").unwrap(),
+            (Transport::Udp, Target::Name("blackhole.test".into(), 5070))
+        );
+        assert_eq!(
+            parse_hop(b"sip:localhost;transport=TCP").unwrap(),
+            (Transport::Tcp, Target::Name("localhost".into(), 5060))
+        );
+        assert!(parse_hop(b"tel:+123").is_err());
+        assert!(parse_hop(b"sips:bob@example.com").is_err());
     }
 }

@@ -32,7 +32,7 @@ use crate::tm::Dest;
 
 pub(crate) use checks::{check_request, fix_via};
 use conn::{Conn, Conns, NotQueued};
-pub(crate) use hop::{resolve_hop, route_ip};
+pub(crate) use hop::{parse_hop, route_ip, Target};
 use tcp::run_conn;
 
 /// What the sockets hand up to the host.

@@ -331,6 +331,7 @@ fn answer(sent: &SipMessage, code: u16) -> SipMessage {
 
 mod random;
 mod relay;
+mod resolving;
 
 /// A refused reply is refused before the transaction exists: no
 /// transaction, no 100 Trying, nothing in the output.
