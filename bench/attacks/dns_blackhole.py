@@ -9,10 +9,12 @@ BINARY with a config and script of its own on free ports, stops it by its
 PID at the end.
 
 Usage: python3 bench/attacks/dns_blackhole.py BINARY [--legacy]
-  --legacy: leave out dns_servers / dns_timeout_ms (a binary older than
-  them refuses unknown keys); it then asks the system's resolver, so the
-  figure only means something where that resolver is silent for
-  blackhole.test.
+  --legacy: for a binary older than dns_servers / dns_timeout_ms (it
+  refuses unknown keys and asks the system's resolver): the keys are left
+  out, the silent server listens on 127.0.0.1:53, and the binary runs in
+  a mount namespace of its own (`unshare -m`, so root) whose
+  /etc/resolv.conf names only that server. Nothing outside loopback is
+  ever asked.
 """
 
 import os
@@ -45,10 +47,10 @@ function ksr_evapi_event(evname) end
 """
 
 
-def silent_dns(stop):
+def silent_dns(stop, port=0):
     """A DNS server that reads every query and never answers."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind(("127.0.0.1", port))
     s.settimeout(0.1)
     count = [0]
 
@@ -85,7 +87,15 @@ bind_addr = "127.0.0.1:0"
 level = "info"
 """)
     log = open(os.path.join(tmp, "evapi.log"), "w+")
-    proc = subprocess.Popen([binary, "run", "-c", cfg], stdin=subprocess.DEVNULL,
+    cmd = [binary, "run", "-c", cfg]
+    if legacy:
+        resolv = os.path.join(tmp, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.1\n")
+        cmd = ["unshare", "-m", "sh", "-c",
+               f'mount --bind "{resolv}" /etc/resolv.conf && exec "$0" run -c "$1"',
+               binary, cfg]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 15
     while time.time() < deadline:
@@ -133,7 +143,7 @@ def main():
         sys.exit(__doc__)
     binary, legacy = sys.argv[1], "--legacy" in sys.argv[2:]
     stop = threading.Event()
-    dns, queries = silent_dns(stop)
+    dns, queries = silent_dns(stop, 53 if legacy else 0)
     with tempfile.TemporaryDirectory() as tmp:
         proc, sip = start(binary, dns, legacy, tmp)
         try:
