@@ -9,9 +9,12 @@
 
 mod core;
 mod evapi;
+mod flags;
 mod hdr;
 mod htable;
+mod is_myself;
 mod jansson;
+mod kx;
 mod log;
 mod maxfwd;
 mod module;
@@ -47,6 +50,9 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("evapi"), evapi::register),
     (Some("htable"), htable::register),
     (Some("jansson"), jansson::register),
+    (None, flags::register),
+    (None, is_myself::register),
+    (Some("kx"), kx::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

@@ -15,6 +15,7 @@
 
 use crate::context::{self, EvapiCurrent, NotHere};
 use crate::ops::{EventOps, SipOps};
+use crate::route_state::TooManyValues;
 use crate::shared::SharedVars;
 use evapi::{SendError, TagError};
 use mlua::{FromLuaMulti, IntoLuaMulti, Lua, Table, Value};
@@ -85,7 +86,7 @@ macro_rules! fail_from {
         }
     )*};
 }
-fail_from!(TmError, SendError, TagError, EditError, NotHere);
+fail_from!(TmError, SendError, TagError, EditError, NotHere, TooManyValues);
 
 impl From<mlua::Error> for Fail {
     fn from(e: mlua::Error) -> Fail {

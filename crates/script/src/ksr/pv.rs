@@ -70,8 +70,24 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
                 EvField::ConIdx => PvValue::Int(ev.client.conidx() as i64),
             })
         }
+        Pv::TimeNow => Some(PvValue::Int(unix_now())),
+        Pv::MsgTime => {
+            context::with_state(cx.lua, |s| PvValue::Int(*s.time.get_or_insert_with(unix_now))).ok()
+        }
+        // Branch routes are the proxy helper's: until they exist, every
+        // SIP route routes branch 0.
+        Pv::TBranchIdx => context::route_kind(cx.lua).map(|_| PvValue::Int(0)),
+        Pv::Avp(n) => context::with_state(cx.lua, |s| s.avp(n)).ok()?,
+        Pv::Xavp(n, k) => context::with_state(cx.lua, |s| s.xavp(n, k)).ok()?,
         _ => context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?,
     }
+}
+
+/// Seconds since the Unix epoch (`$TS`, `KSR.kx.get_timestamp()`).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Write (`Some`) or unset (`None`) `pv`.
@@ -91,6 +107,20 @@ pub(crate) fn set(cx: &Cx<'_>, pv: &Pv, value: Option<PvValue>) -> Result<(), Fa
             cx.request(|req| set_sip(req, pv, text.as_deref()))?
                 .map_err(|e| Fail::new(format_args!("cannot set {pv:?}: {e}")))?;
         }
+        Pv::Avp(n) => context::with_state(cx.lua, |s| match value {
+            Some(v) => s.push_avp(n, v),
+            None => {
+                s.unset_avp(n);
+                Ok(())
+            }
+        })??,
+        Pv::Xavp(n, k) => context::with_state(cx.lua, |s| match value {
+            Some(v) => s.set_xavp(n, k, v),
+            None => {
+                s.unset_xavp(n, k);
+                Ok(())
+            }
+        })??,
         _ => return Err(Fail::new(format_args!("{pv:?} is not writable"))),
     }
     Ok(())
