@@ -20,7 +20,9 @@ mod maxfwd;
 mod module;
 mod pv;
 mod reply;
+mod siputils;
 mod sl;
+mod textops;
 mod tm;
 mod tmx;
 mod x;
@@ -53,6 +55,9 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (None, flags::register),
     (None, is_myself::register),
     (Some("kx"), kx::register),
+    (Some("siputils"), siputils::register),
+    (Some("corex"), siputils::register_corex),
+    (Some("textops"), textops::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

@@ -170,6 +170,13 @@ impl<'a> Cx<'a> {
         Ok(context::event(self.lua)?)
     }
 
+    /// Record `e` as the route's last internal error, the one
+    /// `KSR.sl.sl_reply_error()` answers with (no effect outside a SIP
+    /// route).
+    pub fn record_error(&self, e: &TmError) {
+        let _ = context::with_state(self.lua, |s| s.set_error(e));
+    }
+
     /// Record that the route replied, relayed or suspended.
     pub fn mark_handled(&self) {
         context::mark_handled(self.lua);
