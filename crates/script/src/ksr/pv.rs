@@ -300,6 +300,65 @@ mod tests {
     }
 
     #[test]
+    fn avp_and_xavp_live_for_the_route() {
+        let vm = Vm::new();
+        let mut req = request("INVITE", "");
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<(i64, i64, String, i64, bool, i64, i64, Option<String>)>(
+                r#"KSR.pv.sets("$avp(a)", "one"), KSR.pv.seti("$avp(s:a)", 2), KSR.pv.get("$avp(b)") or "nil",
+                   KSR.pv.get("$avp(a)"), (KSR.pv.unset("$avp(a)") == 1) and KSR.pv.is_null("$avp(a)"),
+                   KSR.pv.seti("$xavp(r=>k)", 5), KSR.pv.get("$xavp(r=>k)"), KSR.pv.get("$xavp(r=>x)")"#,
+            )
+        });
+        assert_eq!(r, (1, 1, "nil".into(), 2, true, 1, 5, None));
+        // A new route starts empty; outside a route they cannot be set.
+        let r = vm.in_request(&mut req, |vm| vm.eval::<bool>(r#"KSR.pv.is_null("$xavp(r=>k)")"#));
+        assert!(r);
+        assert_eq!(vm.eval::<i64>(r#"KSR.pv.sets("$avp(a)", "x")"#), -1);
+    }
+
+    #[test]
+    fn time_body_contact_and_credentials() {
+        let vm = Vm::new();
+        let mut req = request(
+            "REGISTER",
+            "Contact: <sip:alice@192.0.2.1:5061>;expires=60\r\n\
+             Proxy-Authorization: Digest username=\"alice\", realm=\"a.example\"\r\n",
+        );
+        let before = super::unix_now();
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<(i64, i64, i64, String, i64, String, String, String, i64)>(
+                r#"KSR.pv.get("$TS"), KSR.pv.get("$Ts"), KSR.pv.get("$Ts"), KSR.pv.get("$rb"),
+                   KSR.pv.get("$cl"), KSR.pv.get("$ct"), KSR.pv.get("$au"), KSR.pv.get("$ar"),
+                   KSR.pv.get("$T_branch_idx")"#,
+            )
+        });
+        assert!(r.0 >= before && r.1 >= before);
+        assert_eq!(r.1, r.2, "$Ts is fixed for the message");
+        assert_eq!(
+            (r.3, r.4, r.5, r.6, r.7, r.8),
+            (
+                String::new(),
+                0,
+                "<sip:alice@192.0.2.1:5061>;expires=60".into(),
+                "alice".into(),
+                "a.example".into(),
+                0
+            )
+        );
+        // No credentials: null; outside a route $Ts and $T_branch_idx are.
+        let mut plain = request("INVITE", "");
+        let r = vm.in_request(&mut plain, |vm| vm.eval::<bool>(r#"KSR.pv.is_null("$au")"#));
+        assert!(r);
+        assert_eq!(
+            vm.eval::<(bool, bool, bool)>(
+                r#"KSR.pv.is_null("$Ts"), KSR.pv.is_null("$T_branch_idx"), KSR.pv.is_null("$TS")"#
+            ),
+            (true, true, false)
+        );
+    }
+
+    #[test]
     fn names_are_parsed_once_up_to_the_cap() {
         let vm = Vm::new();
         vm.run(r#"for i = 1, 3 do KSR.pv.get("$ru"); KSR.pv.get("$var(a)") end"#);
