@@ -17,7 +17,11 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 /// Whether `host` (a name, an IPv4 address or an IPv6 address with or
 /// without brackets) with `port` is one of `listeners`.
-pub(crate) fn is_myself(listeners: &[(Transport, SocketAddr)], host: &str, port: Option<u16>) -> bool {
+pub(crate) fn is_myself(
+    listeners: &[(Transport, SocketAddr)],
+    host: &str,
+    port: Option<u16>,
+) -> bool {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn digest_params_are_read() {
-        let h = br#"Digest username="alice@example.com", realm="ex\"ample", nonce=abc, uri="sip:x""#;
+        let h =
+            br#"Digest username="alice@example.com", realm="ex\"ample", nonce=abc, uri="sip:x""#;
         assert_eq!(digest_param(h, "username").unwrap(), b"alice@example.com");
         assert_eq!(digest_param(h, "REALM").unwrap(), b"ex\"ample");
         assert_eq!(digest_param(h, "nonce").unwrap(), b"abc");

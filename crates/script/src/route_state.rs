@@ -163,7 +163,10 @@ mod tests {
     #[test]
     fn errors_map_to_kamailio_codes() {
         let e = TmError::Canceled { index: 1, label: 2 };
-        assert_eq!(error_reply(&e), (487, "Transaction canceled (487/SL)".into()));
+        assert_eq!(
+            error_reply(&e),
+            (487, "Transaction canceled (487/SL)".into())
+        );
         let e = TmError::TableFull { max: 1 };
         assert_eq!(error_reply(&e), (500, "Server Internal Error".into()));
     }

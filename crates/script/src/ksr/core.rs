@@ -98,7 +98,11 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
 fn route(cx: &Cx<'_>, name: String) -> Result<i64, Fail> {
     let f = match cx.lua.globals().get::<Value>(name.as_str())? {
         Value::Function(f) => f,
-        _ => return Err(Fail::new(format_args!("no function {name:?} in the script"))),
+        _ => {
+            return Err(Fail::new(format_args!(
+                "no function {name:?} in the script"
+            )))
+        }
     };
     let r = Function::call::<Value>(&f, ())?;
     Ok(match r {
@@ -159,7 +163,8 @@ mod tests {
         );
         let mut req = request("INVITE", "");
         let sip = Some(&*vm.sip as &dyn crate::SipOps);
-        let run = |f: &str, req: &mut sip::Request| run_route(&vm.lua, sip, f, RouteKind::Request, req);
+        let run =
+            |f: &str, req: &mut sip::Request| run_route(&vm.lua, sip, f, RouteKind::Request, req);
         assert_eq!(run("r", &mut req), Outcome::Dropped);
         assert_eq!(vm.eval::<i64>(r#"KSR.pv.get("$var(after)")"#), 1);
         assert_eq!(run("s", &mut req), Outcome::Dropped);
@@ -183,7 +188,10 @@ mod tests {
         assert_eq!(r, (7, 1, 1, 1, -1));
         // exit inside ends the caller too.
         vm.run(r#"function caller() KSR.route("quits"); KSR.pv.seti("$var(c)", 1) end"#);
-        assert_eq!(crate::call::call(&vm.lua, "caller", ()), crate::call::Outcome::Done);
+        assert_eq!(
+            crate::call::call(&vm.lua, "caller", ()),
+            crate::call::Outcome::Done
+        );
         assert!(vm.eval::<bool>(r#"KSR.pv.is_null("$var(c)")"#));
     }
 }

@@ -89,13 +89,13 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for (name, indexed, word, op) in FUNCS {
         m.func(name, move |cx, flag: Value| {
             let bit = bit(&flag)?;
-            Ok(cx.request(|req| apply(req, word, op, bit))?)
+            cx.request(|req| apply(req, word, op, bit))
         })?;
         if !indexed.is_empty() {
             m.func(indexed, move |cx, (flag, idx): (Value, Value)| {
                 let bit = bit(&flag)?;
                 branch(&idx)?;
-                Ok(cx.request(|req| apply(req, word, op, bit))?)
+                cx.request(|req| apply(req, word, op, bit))
             })?;
         }
     }

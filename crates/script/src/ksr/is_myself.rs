@@ -44,7 +44,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("is_myself", |cx, uri: mlua::LuaString| {
         uri_is_myself(cx, &uri.as_bytes())
     })?;
-    m.func("is_myself_ruri", |cx, ()| msg_uri_is_myself(cx, |v| v.ruri()))?;
+    m.func("is_myself_ruri", |cx, ()| {
+        msg_uri_is_myself(cx, |v| v.ruri())
+    })?;
     m.func("is_myself_duri", |cx, ()| {
         msg_uri_is_myself(cx, |v| v.dst_uri())
     })?;

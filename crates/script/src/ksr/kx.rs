@@ -24,6 +24,9 @@ use mlua::Value;
 /// A read of the current message.
 type Read = fn(&dyn MsgView) -> Option<PvValue>;
 
+/// An integer read of the current message.
+type ReadInt = fn(&dyn MsgView) -> Option<i64>;
+
 /// What a string getter gives when there is no value.
 #[derive(Clone, Copy)]
 enum Null {
@@ -77,7 +80,11 @@ const SINGLES: [(&str, Read, Null); 14] = [
     ("get_method", |v| get_sip(&Pv::Method, v), Null::Nil),
     (
         "gets_status",
-        |v| v.msg().status().map(|s| PvValue::from(s.to_string().as_str())),
+        |v| {
+            v.msg()
+                .status()
+                .map(|s| PvValue::from(s.to_string().as_str()))
+        },
         Null::Nil,
     ),
     ("get_callid", |v| get_sip(&Pv::CallId, v), Null::Empty),
@@ -85,7 +92,7 @@ const SINGLES: [(&str, Read, Null); 14] = [
 ];
 
 /// Integer getters: (full name, read, value when none).
-const INTS: [(&str, fn(&dyn MsgView) -> Option<i64>, i64); 8] = [
+const INTS: [(&str, ReadInt, i64); 8] = [
     ("get_srcport", |v| Some(v.source()?.1.port().into()), 0),
     ("get_rcvport", |v| Some(v.source()?.2.port().into()), 0),
     ("get_rcvadvport", |v| Some(v.source()?.2.port().into()), 0),
@@ -122,7 +129,11 @@ fn string(cx: &Cx<'_>, v: Option<PvValue>, null: Null) -> Result<Value, Fail> {
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for (name, f) in TRIPLES {
-        for (prefix, null) in [("get_", Null::Nil), ("gete_", Null::Empty), ("getw_", Null::Print)] {
+        for (prefix, null) in [
+            ("get_", Null::Nil),
+            ("gete_", Null::Empty),
+            ("getw_", Null::Print),
+        ] {
             m.func(&format!("{prefix}{name}"), move |cx, ()| {
                 string(cx, read(cx, f), null)
             })?;
@@ -172,7 +183,16 @@ mod tests {
              User-Agent: phone 1\r\n",
         );
         let r = vm.in_request(&mut req, |vm| {
-            vm.eval::<(String, String, String, String, String, String, String, String)>(
+            vm.eval::<(
+                String,
+                String,
+                String,
+                String,
+                String,
+                String,
+                String,
+                String,
+            )>(
                 r#"KSR.kx.get_ruri(), KSR.kx.get_ruser(), KSR.kx.get_rhost(), KSR.kx.get_furi(),
                    KSR.kx.get_fuser(), KSR.kx.get_thost(), KSR.kx.get_cturi(), KSR.kx.get_au()"#,
             )
@@ -221,7 +241,10 @@ mod tests {
             )
         });
         assert!(r.0.is_nil() && r.3.is_nil() && r.5.is_nil());
-        assert_eq!((r.1, r.2, r.4, r.6), ("".into(), "<null>".into(), "".into(), "<null>".into()));
+        assert_eq!(
+            (r.1, r.2, r.4, r.6),
+            ("".into(), "<null>".into(), "".into(), "<null>".into())
+        );
         // Outside a route: the same "none" values, no error.
         let r = vm.eval::<(Value, String, i64, i64, String)>(
             r#"KSR.kx.get_ruri(), KSR.kx.gete_fhost(), KSR.kx.get_srcport(), KSR.kx.get_status(),

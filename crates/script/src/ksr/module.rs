@@ -86,7 +86,14 @@ macro_rules! fail_from {
         }
     )*};
 }
-fail_from!(TmError, SendError, TagError, EditError, NotHere, TooManyValues);
+fail_from!(
+    TmError,
+    SendError,
+    TagError,
+    EditError,
+    NotHere,
+    TooManyValues
+);
 
 impl From<mlua::Error> for Fail {
     fn from(e: mlua::Error) -> Fail {

@@ -71,9 +71,10 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
             })
         }
         Pv::TimeNow => Some(PvValue::Int(unix_now())),
-        Pv::MsgTime => {
-            context::with_state(cx.lua, |s| PvValue::Int(*s.time.get_or_insert_with(unix_now))).ok()
-        }
+        Pv::MsgTime => context::with_state(cx.lua, |s| {
+            PvValue::Int(*s.time.get_or_insert_with(unix_now))
+        })
+        .ok(),
         // Branch routes are the proxy helper's: until they exist, every
         // SIP route routes branch 0.
         Pv::TBranchIdx => context::route_kind(cx.lua).map(|_| PvValue::Int(0)),
@@ -312,7 +313,9 @@ mod tests {
         });
         assert_eq!(r, (1, 1, "nil".into(), 2, true, 1, 5, None));
         // A new route starts empty; outside a route they cannot be set.
-        let r = vm.in_request(&mut req, |vm| vm.eval::<bool>(r#"KSR.pv.is_null("$xavp(r=>k)")"#));
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<bool>(r#"KSR.pv.is_null("$xavp(r=>k)")"#)
+        });
         assert!(r);
         assert_eq!(vm.eval::<i64>(r#"KSR.pv.sets("$avp(a)", "x")"#), -1);
     }

@@ -26,9 +26,12 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("sl_reply_error", |cx, ()| {
         let (code, reason) = context::with_state(cx.lua, |s| s.last_error.clone())?
             .unwrap_or_else(|| (DEFAULT_ERROR.0, DEFAULT_ERROR.1.to_owned()));
-        reply::send(cx, &Value::Integer(code.into()), &reason, |host, req, code, reason| {
-            host.sl_reply(req, code, reason)
-        })
+        reply::send(
+            cx,
+            &Value::Integer(code.into()),
+            &reason,
+            |host, req, code, reason| host.sl_reply(req, code, reason),
+        )
     })
 }
 
@@ -106,7 +109,10 @@ mod tests {
             vm.eval::<i64>("KSR.sl.sl_reply_error()")
         });
         assert_eq!(r, 1);
-        assert_eq!(vm.sip.take(), ["sl_reply 487 Transaction canceled (487/SL)"]);
+        assert_eq!(
+            vm.sip.take(),
+            ["sl_reply 487 Transaction canceled (487/SL)"]
+        );
         assert_eq!(vm.eval::<i64>("KSR.sl.sl_reply_error()"), -1, "no route");
     }
 

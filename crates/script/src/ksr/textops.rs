@@ -33,7 +33,11 @@ const SIZE_LIMIT: usize = 1 << 20;
 struct Cache(HashMap<String, Regex>);
 
 fn compiled(cx: &Cx<'_>, re: &str) -> Result<Regex, Fail> {
-    if let Some(r) = cx.lua.app_data_ref::<Cache>().and_then(|c| c.0.get(re).cloned()) {
+    if let Some(r) = cx
+        .lua
+        .app_data_ref::<Cache>()
+        .and_then(|c| c.0.get(re).cloned())
+    {
         return Ok(r);
     }
     let r = RegexBuilder::new(re)
@@ -91,9 +95,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("has_body", |cx, ()| has_body(cx, None))?;
     m.func("has_body_type", |cx, t: String| has_body(cx, Some(&t)))?;
     m.func("is_present_hf", |cx, name: String| {
-        Ok(kemi_bool(
-            context::with_view(cx.lua, |v| v.header(&name).is_some())?,
-        ))
+        Ok(kemi_bool(context::with_view(cx.lua, |v| {
+            v.header(&name).is_some()
+        })?))
     })?;
     m.func("search", |cx, re: String| search(cx, &re, false))?;
     m.func("search_body", |cx, re: String| search(cx, &re, true))
@@ -119,7 +123,9 @@ mod tests {
         assert_eq!(r, (1, -1, 1, -1, -1, -1));
         // `$` is before the LF, so a SIP line ends with `\r$`, as in
         // Kamailio.
-        let r = vm.in_request(&mut req, |vm| vm.eval::<i64>(r#"KSR.textops.search("blue$")"#));
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<i64>(r#"KSR.textops.search("blue$")"#)
+        });
         assert_eq!(r, -1);
     }
 

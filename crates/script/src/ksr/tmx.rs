@@ -17,9 +17,9 @@
 //! reaches the route is never such a retransmission, so -1 is the true
 //! answer and the script's retransmission branch is simply not taken.
 
+use super::module::kemi_bool;
 use super::module::{lua_int, Fail, Module};
 use crate::call;
-use super::module::kemi_bool;
 use crate::context::{self, RouteKind};
 use mlua::Value;
 
@@ -47,7 +47,10 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     )?;
     const KINDS: [(&str, &[RouteKind]); 4] = [
         ("t_is_request_route", &[RouteKind::Request]),
-        ("t_is_failure_route", &[RouteKind::Failure, RouteKind::Resumed]),
+        (
+            "t_is_failure_route",
+            &[RouteKind::Failure, RouteKind::Resumed],
+        ),
         ("t_is_reply_route", &[RouteKind::Reply]),
         // No branch routes yet: the proxy work adds RouteKind::Branch and
         // its line here.
@@ -125,7 +128,11 @@ mod tests {
             (RouteKind::Resumed, "-11-1-1-1"),
         ] {
             run_route(&vm.lua, sip, "k", kind, &mut req);
-            assert_eq!(vm.eval::<String>(r#"KSR.pv.get("$var(k)")"#), want, "{kind:?}");
+            assert_eq!(
+                vm.eval::<String>(r#"KSR.pv.get("$var(k)")"#),
+                want,
+                "{kind:?}"
+            );
         }
         assert_eq!(
             vm.eval::<(i64, i64)>("KSR.tmx.t_is_request_route(), KSR.tmx.t_precheck_trans()"),
