@@ -111,7 +111,7 @@ pub(crate) fn run_route(
         let previous = context::enter(lua, context::sip_context(lua, ud, kind));
         let outcome = call(lua, fname, ());
         let mine = context::leave(lua, previous);
-        Ok((outcome, context::was_handled(&mine)))
+        Ok((marked_drop(outcome, &mine), context::was_handled(&mine)))
     });
     let (outcome, handled) = match result {
         Ok(r) => r,
@@ -124,6 +124,14 @@ pub(crate) fn run_route(
         reply_500(sip, req);
     }
     outcome
+}
+
+/// A route that returned after `KSR.drop()` counts as dropped.
+fn marked_drop(outcome: Outcome, cx: &Context) -> Outcome {
+    match outcome {
+        Outcome::Done if context::drop_marked(cx) => Outcome::Dropped,
+        other => other,
+    }
 }
 
 fn reply_500(sip: Option<&dyn SipOps>, req: &mut Request) {
@@ -161,8 +169,8 @@ pub(crate) fn run_reply_route(lua: &Lua, reply: &SipMessage, source: &Source) ->
         let ud = scope.create_any_userdata_ref_mut(&mut current)?;
         let previous = context::enter(lua, context::sip_context(lua, ud, RouteKind::Reply));
         let outcome = call(lua, "ksr_reply_route", ());
-        context::leave(lua, previous);
-        Ok(outcome)
+        let mine = context::leave(lua, previous);
+        Ok(marked_drop(outcome, &mine))
     });
     !matches!(result, Ok(Outcome::Dropped))
 }

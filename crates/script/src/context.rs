@@ -14,6 +14,7 @@
 
 use crate::ops::EventClient;
 use crate::pv::MsgView;
+use crate::route_state::RouteState;
 use bytes::Bytes;
 use mlua::{AnyUserData, Lua};
 use sip::{Method, Request, SipMessage, Source};
@@ -63,6 +64,9 @@ pub(crate) struct SipCurrent {
     handled: bool,
     /// The evapi event this route runs inside, if any.
     event: Option<Rc<EvapiCurrent>>,
+    /// What the route keeps beside its message (drop mark, last error,
+    /// `$avp`, `$xavp`, `$Ts`).
+    pub state: RouteState,
 }
 
 /// The reply a reply route runs for.
@@ -116,6 +120,7 @@ pub(crate) fn sip_context(lua: &Lua, target: AnyUserData, kind: RouteKind) -> Co
         kind,
         handled: false,
         event,
+        state: RouteState::default(),
     })
 }
 
@@ -184,6 +189,19 @@ pub(crate) fn method(lua: &Lua) -> Result<Option<Method>, NotHere> {
 /// The kind of the running SIP route.
 pub(crate) fn route_kind(lua: &Lua) -> Option<RouteKind> {
     with(lua, |cur| cur.sip().map(|s| s.kind))
+}
+
+/// Run `f` on the running SIP route's [`RouteState`].
+pub(crate) fn with_state<R>(lua: &Lua, f: impl FnOnce(&mut RouteState) -> R) -> Result<R, NotHere> {
+    with(lua, |cur| match cur {
+        Context::Sip(s) => Ok(f(&mut s.state)),
+        _ => Err(NotHere::NoSip),
+    })
+}
+
+/// Whether a context's route called `KSR.drop()`.
+pub(crate) fn drop_marked(cx: &Context) -> bool {
+    cx.sip().is_some_and(|s| s.state.drop)
 }
 
 /// Record that the route replied, relayed or suspended.

@@ -30,8 +30,11 @@ mod hooks;
 mod json;
 mod ksr;
 mod limits;
+mod myself;
 mod ops;
 pub mod pv;
+mod pvx;
+mod route_state;
 mod section;
 mod shared;
 

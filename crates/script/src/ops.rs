@@ -31,6 +31,9 @@ pub trait SipOps: Send + Sync {
     fn t_suspend(&self, req: &mut Request) -> Result<TxRef, TmError>;
     /// Take a suspended request back by index and label.
     fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError>;
+    /// Whether `host` (and `port`, when the URI had one) names this host
+    /// (Kamailio's `myself`): see [`crate::myself`] for the rules.
+    fn is_myself(&self, host: &str, port: Option<u16>) -> bool;
 }
 
 /// The event socket operations `KSR.evapi.*` send through. Called on the
@@ -84,6 +87,9 @@ impl SipOps for SipHandle {
     }
     fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
         SipHandle::t_continue(self, index, label)
+    }
+    fn is_myself(&self, host: &str, port: Option<u16>) -> bool {
+        crate::myself::is_myself(&self.local_addrs(), host, port)
     }
 }
 

@@ -3,6 +3,7 @@
 //! A name is parsed into a [`Pv`] once; reading and writing then go to the
 //! current SIP message, the current evapi event, or the variable stores.
 
+use crate::pvx::{auth_attr, AuthAttr};
 use sip::SipMessage;
 use std::fmt;
 use std::net::SocketAddr;
@@ -130,6 +131,26 @@ pub enum Pv {
     Sht(String, String),
     /// `$evapi(...)`
     Evapi(EvField),
+    /// `$rb` the message body
+    Body,
+    /// `$ct` the first Contact header's value
+    Contact,
+    /// `$cl` Content-Length
+    ContentLength,
+    /// `$au` user of the credentials' username
+    AuthUser,
+    /// `$ar` realm of the credentials
+    AuthRealm,
+    /// `$TS` the current Unix time
+    TimeNow,
+    /// `$Ts` the Unix time of the message (fixed at first read)
+    MsgTime,
+    /// `$T_branch_idx` the branch being routed (0 outside branch routes)
+    TBranchIdx,
+    /// `$avp(name)` per route run (w)
+    Avp(String),
+    /// `$xavp(name=>key)` per route run (w)
+    Xavp(String, String),
 }
 
 /// A name that is not a pseudo-variable we know.
@@ -189,6 +210,22 @@ impl Pv {
                 }
                 Pv::Sht(t.to_string(), k.to_string())
             }
+            ("rb", None) => Pv::Body,
+            ("ct", None) => Pv::Contact,
+            ("cl", None) => Pv::ContentLength,
+            ("au", None) => Pv::AuthUser,
+            ("ar", None) => Pv::AuthRealm,
+            ("TS", None) => Pv::TimeNow,
+            ("Ts", None) => Pv::MsgTime,
+            ("T_branch_idx", None) => Pv::TBranchIdx,
+            // Kamailio's `s:` prefix names a string AVP: the same name.
+            ("avp", Some(v)) if !v.is_empty() && v != "s:" => {
+                Pv::Avp(v.strip_prefix("s:").unwrap_or(v).to_string())
+            }
+            ("xavp", Some(v)) => match v.split_once("=>") {
+                Some((n, k)) if !n.is_empty() && !k.is_empty() => Pv::Xavp(n.into(), k.into()),
+                _ => return Err(unknown()),
+            },
             ("evapi", Some("msg")) => Pv::Evapi(EvField::Msg),
             ("evapi", Some("srcaddr")) => Pv::Evapi(EvField::SrcAddr),
             ("evapi", Some("srcport")) => Pv::Evapi(EvField::SrcPort),
@@ -278,6 +315,11 @@ pub fn get_sip(pv: &Pv, view: &dyn MsgView) -> Option<PvValue> {
         Pv::T(TField::IdIndex) => PvValue::Int(view.tx()?.0.into()),
         Pv::T(TField::IdLabel) => PvValue::Int(view.tx()?.1.into()),
         Pv::T(TField::ReplyCode) => PvValue::Int(view.reply_code()?.into()),
+        Pv::Body => PvValue::from(m.body()),
+        Pv::Contact => PvValue::Str(view.header("Contact")?),
+        Pv::ContentLength => PvValue::Int(i64::try_from(m.content_length()?).ok()?),
+        Pv::AuthUser => PvValue::Str(auth_attr(view, AuthAttr::User)?),
+        Pv::AuthRealm => PvValue::Str(auth_attr(view, AuthAttr::Realm)?),
         _ => return None,
     })
 }
@@ -338,6 +380,15 @@ mod tests {
             Pv::parse("$evapi(conidx)").unwrap(),
             Pv::Evapi(EvField::ConIdx)
         );
+        assert_eq!(Pv::parse("$avp(s:a)").unwrap(), Pv::Avp("a".into()));
+        assert_eq!(
+            Pv::parse("$xavp(r=>k)").unwrap(),
+            Pv::Xavp("r".into(), "k".into())
+        );
+        assert_eq!(Pv::parse("$T_branch_idx").unwrap(), Pv::TBranchIdx);
+        for bad in ["$avp()", "$avp(s:)", "$xavp(r)", "$xavp(=>k)", "$xavp(r=>)"] {
+            assert!(Pv::parse(bad).is_err(), "{bad}");
+        }
         for bad in [
             "ru",
             "$nope",

@@ -122,6 +122,19 @@ pub struct Request {
     reply_headers: Vec<(String, String)>,
     /// Body for the replies we build: (Content-Type, body).
     reply_body: Option<(String, Bytes)>,
+    /// The router's message flags (Kamailio's `setflag`, 0 to 31). They
+    /// live here so the transaction's copy of the request carries them
+    /// into its failure route and into a resumed route.
+    flags: u32,
+    /// The router's flags of branch 0 (Kamailio's `setbflag`).
+    bflags: u32,
+    /// Reply to the source port even without `rport` in the Via
+    /// (Kamailio's `force_rport`).
+    force_rport: bool,
+    /// The router asked not to open a new connection for replies
+    /// (Kamailio's `set_reply_no_connect`); recorded only, see
+    /// [`Request::reply_no_connect`].
+    reply_no_connect: bool,
 }
 
 /// Split a whole header line (`"X-Foo: bar"`, with or without its CRLF)
@@ -167,7 +180,57 @@ impl Request {
             failure_code: None,
             reply_headers: Vec::new(),
             reply_body: None,
+            flags: 0,
+            bflags: 0,
+            force_rport: false,
+            reply_no_connect: false,
         }
+    }
+
+    /// The router's message flags, one bit per flag (bit `n` is flag `n`).
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Replace the router's message flags.
+    pub fn set_flags(&mut self, flags: u32) {
+        self.flags = flags;
+    }
+
+    /// The router's flags of branch 0, one bit per flag.
+    pub fn branch_flags(&self) -> u32 {
+        self.bflags
+    }
+
+    /// Replace the router's flags of branch 0.
+    pub fn set_branch_flags(&mut self, flags: u32) {
+        self.bflags = flags;
+    }
+
+    /// Send replies to the packet's source port over UDP even when the
+    /// top Via has no `rport` (RFC 3581 behaviour forced, as Kamailio's
+    /// `force_rport`). Takes effect for replies whose destination is
+    /// worked out after this call: a transaction records it when created.
+    pub fn set_force_rport(&mut self) {
+        self.force_rport = true;
+    }
+
+    /// Whether replies are forced to the source port.
+    pub fn force_rport(&self) -> bool {
+        self.force_rport
+    }
+
+    /// Record that replies should not open a new stream connection
+    /// (Kamailio's `set_reply_no_connect`). Recorded only: the transport
+    /// does not read it yet, and a reply whose connection closed opens a
+    /// new one as RFC 3261 §18.2.2 says.
+    pub fn set_reply_no_connect(&mut self) {
+        self.reply_no_connect = true;
+    }
+
+    /// Whether the router asked not to open connections for replies.
+    pub fn reply_no_connect(&self) -> bool {
+        self.reply_no_connect
     }
 
     /// The message as received (edits are not applied to it).
@@ -500,5 +563,29 @@ mod tests {
         r.append_header("Max-Forwards: 9").unwrap();
         let m = SipMessage::parse(r.serialize_for_relay(via)).unwrap();
         assert_eq!(m.max_forwards().unwrap(), Some(9));
+    }
+
+    #[test]
+    fn force_rport_sends_replies_to_the_source_port() {
+        // The test request's Via says port 5070 without rport; it came
+        // from 127.0.0.1:5070, so make the source port differ.
+        let mut r = req();
+        r.source.remote = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(crate::tm::Tm::reply_dest(&r).addr.port(), 5070);
+        r.set_force_rport();
+        assert_eq!(crate::tm::Tm::reply_dest(&r).addr.port(), 40000);
+    }
+
+    #[test]
+    fn router_flags_travel_with_copies() {
+        let mut r = req();
+        r.set_flags(1 << 3);
+        r.set_branch_flags(1 << 6);
+        r.set_reply_no_connect();
+        let copy = r.clone();
+        assert_eq!(
+            (copy.flags(), copy.branch_flags(), copy.reply_no_connect()),
+            (8, 64, true)
+        );
     }
 }

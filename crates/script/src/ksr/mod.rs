@@ -9,15 +9,20 @@
 
 mod core;
 mod evapi;
+mod flags;
 mod hdr;
 mod htable;
+mod is_myself;
 mod jansson;
+mod kx;
 mod log;
 mod maxfwd;
 mod module;
 mod pv;
 mod reply;
+mod siputils;
 mod sl;
+mod textops;
 mod tm;
 mod tmx;
 mod x;
@@ -47,6 +52,12 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("evapi"), evapi::register),
     (Some("htable"), htable::register),
     (Some("jansson"), jansson::register),
+    (None, flags::register),
+    (None, is_myself::register),
+    (Some("kx"), kx::register),
+    (Some("siputils"), siputils::register),
+    (Some("corex"), siputils::register_corex),
+    (Some("textops"), textops::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

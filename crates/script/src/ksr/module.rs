@@ -15,6 +15,7 @@
 
 use crate::context::{self, EvapiCurrent, NotHere};
 use crate::ops::{EventOps, SipOps};
+use crate::route_state::TooManyValues;
 use crate::shared::SharedVars;
 use evapi::{SendError, TagError};
 use mlua::{FromLuaMulti, IntoLuaMulti, Lua, Table, Value};
@@ -85,7 +86,14 @@ macro_rules! fail_from {
         }
     )*};
 }
-fail_from!(TmError, SendError, TagError, EditError, NotHere);
+fail_from!(
+    TmError,
+    SendError,
+    TagError,
+    EditError,
+    NotHere,
+    TooManyValues
+);
 
 impl From<mlua::Error> for Fail {
     fn from(e: mlua::Error) -> Fail {
@@ -167,6 +175,13 @@ impl<'a> Cx<'a> {
     /// The current evapi event.
     pub fn event(&self) -> Result<Rc<EvapiCurrent>, Fail> {
         Ok(context::event(self.lua)?)
+    }
+
+    /// Record `e` as the route's last internal error, the one
+    /// `KSR.sl.sl_reply_error()` answers with (no effect outside a SIP
+    /// route).
+    pub fn record_error(&self, e: &TmError) {
+        let _ = context::with_state(self.lua, |s| s.set_error(e));
     }
 
     /// Record that the route replied, relayed or suspended.

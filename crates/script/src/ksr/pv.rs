@@ -70,8 +70,25 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
                 EvField::ConIdx => PvValue::Int(ev.client.conidx() as i64),
             })
         }
+        Pv::TimeNow => Some(PvValue::Int(unix_now())),
+        Pv::MsgTime => context::with_state(cx.lua, |s| {
+            PvValue::Int(*s.time.get_or_insert_with(unix_now))
+        })
+        .ok(),
+        // Branch routes are the proxy helper's: until they exist, every
+        // SIP route routes branch 0.
+        Pv::TBranchIdx => context::route_kind(cx.lua).map(|_| PvValue::Int(0)),
+        Pv::Avp(n) => context::with_state(cx.lua, |s| s.avp(n)).ok()?,
+        Pv::Xavp(n, k) => context::with_state(cx.lua, |s| s.xavp(n, k)).ok()?,
         _ => context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?,
     }
+}
+
+/// Seconds since the Unix epoch (`$TS`, `KSR.kx.get_timestamp()`).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Write (`Some`) or unset (`None`) `pv`.
@@ -91,6 +108,20 @@ pub(crate) fn set(cx: &Cx<'_>, pv: &Pv, value: Option<PvValue>) -> Result<(), Fa
             cx.request(|req| set_sip(req, pv, text.as_deref()))?
                 .map_err(|e| Fail::new(format_args!("cannot set {pv:?}: {e}")))?;
         }
+        Pv::Avp(n) => context::with_state(cx.lua, |s| match value {
+            Some(v) => s.push_avp(n, v),
+            None => {
+                s.unset_avp(n);
+                Ok(())
+            }
+        })??,
+        Pv::Xavp(n, k) => context::with_state(cx.lua, |s| match value {
+            Some(v) => s.set_xavp(n, k, v),
+            None => {
+                s.unset_xavp(n, k);
+                Ok(())
+            }
+        })??,
         _ => return Err(Fail::new(format_args!("{pv:?} is not writable"))),
     }
     Ok(())
@@ -267,6 +298,67 @@ mod tests {
             })
         });
         assert_eq!(r, (4, "cid-1".into(), true));
+    }
+
+    #[test]
+    fn avp_and_xavp_live_for_the_route() {
+        let vm = Vm::new();
+        let mut req = request("INVITE", "");
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<(i64, i64, String, i64, bool, i64, i64, Option<String>)>(
+                r#"KSR.pv.sets("$avp(a)", "one"), KSR.pv.seti("$avp(s:a)", 2), KSR.pv.get("$avp(b)") or "nil",
+                   KSR.pv.get("$avp(a)"), (KSR.pv.unset("$avp(a)") == 1) and KSR.pv.is_null("$avp(a)"),
+                   KSR.pv.seti("$xavp(r=>k)", 5), KSR.pv.get("$xavp(r=>k)"), KSR.pv.get("$xavp(r=>x)")"#,
+            )
+        });
+        assert_eq!(r, (1, 1, "nil".into(), 2, true, 1, 5, None));
+        // A new route starts empty; outside a route they cannot be set.
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<bool>(r#"KSR.pv.is_null("$xavp(r=>k)")"#)
+        });
+        assert!(r);
+        assert_eq!(vm.eval::<i64>(r#"KSR.pv.sets("$avp(a)", "x")"#), -1);
+    }
+
+    #[test]
+    fn time_body_contact_and_credentials() {
+        let vm = Vm::new();
+        let mut req = request(
+            "REGISTER",
+            "Contact: <sip:alice@192.0.2.1:5061>;expires=60\r\n\
+             Proxy-Authorization: Digest username=\"alice\", realm=\"a.example\"\r\n",
+        );
+        let before = super::unix_now();
+        let r = vm.in_request(&mut req, |vm| {
+            vm.eval::<(i64, i64, i64, String, i64, String, String, String, i64)>(
+                r#"KSR.pv.get("$TS"), KSR.pv.get("$Ts"), KSR.pv.get("$Ts"), KSR.pv.get("$rb"),
+                   KSR.pv.get("$cl"), KSR.pv.get("$ct"), KSR.pv.get("$au"), KSR.pv.get("$ar"),
+                   KSR.pv.get("$T_branch_idx")"#,
+            )
+        });
+        assert!(r.0 >= before && r.1 >= before);
+        assert_eq!(r.1, r.2, "$Ts is fixed for the message");
+        assert_eq!(
+            (r.3, r.4, r.5, r.6, r.7, r.8),
+            (
+                String::new(),
+                0,
+                "<sip:alice@192.0.2.1:5061>;expires=60".into(),
+                "alice".into(),
+                "a.example".into(),
+                0
+            )
+        );
+        // No credentials: null; outside a route $Ts and $T_branch_idx are.
+        let mut plain = request("INVITE", "");
+        let r = vm.in_request(&mut plain, |vm| vm.eval::<bool>(r#"KSR.pv.is_null("$au")"#));
+        assert!(r);
+        assert_eq!(
+            vm.eval::<(bool, bool, bool)>(
+                r#"KSR.pv.is_null("$Ts"), KSR.pv.is_null("$T_branch_idx"), KSR.pv.is_null("$TS")"#
+            ),
+            (true, true, false)
+        );
     }
 
     #[test]

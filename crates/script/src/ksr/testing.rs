@@ -88,6 +88,14 @@ impl SipOps for FakeSip {
         self.op(format!("t_continue {index}:{label}"))?;
         parked.ok_or(TmError::NoTransaction { index, label })
     }
+    /// The fake listens on 127.0.0.1:5060 and 192.0.2.10:5060 (UDP).
+    fn is_myself(&self, host: &str, port: Option<u16>) -> bool {
+        let listeners = [
+            (sip::Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
+            (sip::Transport::Udp, "192.0.2.10:5060".parse().unwrap()),
+        ];
+        crate::myself::is_myself(&listeners, host, port)
+    }
 }
 
 /// An event socket that records what was sent ("relay a", "multicast b t",

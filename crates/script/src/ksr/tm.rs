@@ -3,6 +3,8 @@
 //! `t_relay()` (to `$du` if set, else the Request-URI),
 //! `t_on_failure(fname)` and `t_check_trans()`. 1 on success, -1 on
 //! failure (logged, but `t_check_trans` finding nothing is an answer).
+//! A failed `t_newtran` or `t_relay` is recorded as the route's last
+//! error, for `KSR.sl.sl_reply_error()`.
 
 use super::module::{kemi_bool, Module};
 use super::reply;
@@ -11,12 +13,14 @@ use mlua::Value;
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("t_newtran", |cx, ()| {
         let host = cx.sip()?;
-        cx.request(|req| host.t_newtran(req))??;
+        cx.request(|req| host.t_newtran(req))?
+            .inspect_err(|e| cx.record_error(e))?;
         Ok(1)
     })?;
     m.func("t_relay", |cx, ()| {
         let host = cx.sip()?;
-        cx.request(|req| host.t_relay(req))??;
+        cx.request(|req| host.t_relay(req))?
+            .inspect_err(|e| cx.record_error(e))?;
         cx.mark_handled();
         Ok(1)
     })?;

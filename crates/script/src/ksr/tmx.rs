@@ -3,10 +3,24 @@
 //! `$T(id_label)` name it); `KSR.tmx.t_continue(index, label, fname)`
 //! takes a suspended transaction back and runs route `fname` on it right
 //! away, on this thread (so `$var` set before it is seen there). 1 or -1.
+//!
+//! Route tests, 1 or -1: `t_is_request_route()`, `t_is_failure_route()`
+//! (also in a route resumed by `t_continue`, which Kamailio runs as a
+//! failure route), `t_is_reply_route()` (`ksr_reply_route`),
+//! `t_is_branch_route()` (-1: there are no branch routes yet).
+//!
+//! `t_precheck_trans()` is always -1 ("not a retransmission"): Kamailio
+//! uses it to catch a retransmission that arrives while the first copy
+//! is still in the script, before the transaction exists. Our transaction
+//! layer matches every request against the table, and holds a second
+//! copy of one still being routed, before any script runs: a request that
+//! reaches the route is never such a retransmission, so -1 is the true
+//! answer and the script's retransmission branch is simply not taken.
 
+use super::module::kemi_bool;
 use super::module::{lua_int, Fail, Module};
 use crate::call;
-use crate::context::RouteKind;
+use crate::context::{self, RouteKind};
 use mlua::Value;
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
@@ -30,7 +44,26 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             call::run_route(cx.lua, Some(host), &fname, RouteKind::Resumed, &mut req);
             Ok(1)
         },
-    )
+    )?;
+    const KINDS: [(&str, &[RouteKind]); 4] = [
+        ("t_is_request_route", &[RouteKind::Request]),
+        (
+            "t_is_failure_route",
+            &[RouteKind::Failure, RouteKind::Resumed],
+        ),
+        ("t_is_reply_route", &[RouteKind::Reply]),
+        // No branch routes yet: the proxy work adds RouteKind::Branch and
+        // its line here.
+        ("t_is_branch_route", &[]),
+    ];
+    for (name, kinds) in KINDS {
+        m.func(name, move |cx, ()| {
+            Ok(kemi_bool(
+                context::route_kind(cx.lua).is_some_and(|k| kinds.contains(&k)),
+            ))
+        })?;
+    }
+    m.func("t_precheck_trans", |_, ()| Ok(-1))
 }
 
 #[cfg(test)]
@@ -73,6 +106,39 @@ mod tests {
         assert_eq!(vm.sip.take(), ["t_continue 1:2 (refused)"]);
         // t_suspend outside a request route.
         assert_eq!(vm.eval::<i64>("KSR.tmx.t_suspend()"), -1);
+    }
+
+    #[test]
+    fn route_kind_tests() {
+        use crate::call::run_route;
+        use crate::context::RouteKind;
+        let vm = Vm::new();
+        vm.run(
+            r#"function k()
+                 KSR.pv.sets("$var(k)", KSR.tmx.t_is_request_route() .. KSR.tmx.t_is_failure_route()
+                   .. KSR.tmx.t_is_reply_route() .. KSR.tmx.t_is_branch_route()
+                   .. KSR.tmx.t_precheck_trans())
+               end"#,
+        );
+        let sip = Some(&*vm.sip as &dyn crate::SipOps);
+        let mut req = request("INVITE", "");
+        for (kind, want) in [
+            (RouteKind::Request, "1-1-1-1-1"),
+            (RouteKind::Failure, "-11-1-1-1"),
+            (RouteKind::Resumed, "-11-1-1-1"),
+        ] {
+            run_route(&vm.lua, sip, "k", kind, &mut req);
+            assert_eq!(
+                vm.eval::<String>(r#"KSR.pv.get("$var(k)")"#),
+                want,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            vm.eval::<(i64, i64)>("KSR.tmx.t_is_request_route(), KSR.tmx.t_precheck_trans()"),
+            (-1, -1),
+            "outside a route"
+        );
     }
 
     #[test]

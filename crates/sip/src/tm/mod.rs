@@ -221,15 +221,15 @@ impl Tm {
 
     /// Where replies to a request go (RFC 3261 §18.2.2, RFC 3581): back on
     /// its connection for TCP; over UDP to the source address when rport
-    /// was asked for, else to the source IP (what `received` holds) and the
-    /// Via port.
+    /// was asked for (or forced by the router), else to the source IP
+    /// (what `received` holds) and the Via port.
     pub(crate) fn reply_dest(req: &Request) -> Dest {
         let s = req.source();
         // Over TCP the connection (`conn`) is tried first; this address is
         // where a new one is opened if it closed: the Via's port, since
         // the source port of a closed connection is nobody's.
         let addr = match (s.transport, req.msg().top_via()) {
-            (Transport::Udp, Ok(v)) if v.rport.is_some() => s.remote,
+            (Transport::Udp, Ok(v)) if v.rport.is_some() || req.force_rport() => s.remote,
             (_, Ok(v)) => SocketAddr::new(s.remote.ip(), v.port.unwrap_or(5060)),
             (_, Err(_)) => s.remote,
         };
