@@ -78,6 +78,8 @@ fn target() -> &'static Target {
                 source: Some(include_str!("../../examples/default/router.lua").to_string()),
                 event_callback: "ksr_evapi_event".into(),
                 limits: Default::default(),
+                htable: Default::default(),
+                pike: Default::default(),
             },
             Arc::new(bound.handle()),
             Arc::new(sip.handle()),

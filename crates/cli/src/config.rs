@@ -27,6 +27,10 @@ pub struct FileConfig {
     pub tm: sip::TmConfig,
     /// `[log]`
     pub log: LogSection,
+    /// `[htable]`: Kamailio's htable definitions; owned by the script crate.
+    pub htable: script::HtableSection,
+    /// `[pike]`: Kamailio's pike parameters; owned by the script crate.
+    pub pike: script::PikeSection,
 }
 
 /// `[log]`: the binary's own section.
@@ -93,6 +97,8 @@ impl Loaded {
             source: self.script_source.clone(),
             event_callback: self.file.evapi.event_callback.clone(),
             limits: self.file.script.limits(),
+            htable: self.file.htable.clone(),
+            pike: self.file.pike,
         }
     }
 }
@@ -106,6 +112,8 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
     file.sip.validate().map_err(|e| in_origin(&e))?;
     file.tm.validate().map_err(|e| in_origin(&e))?;
     file.script.validate().map_err(|e| in_origin(&e))?;
+    file.htable.validate().map_err(|e| in_origin(&e))?;
+    file.pike.validate().map_err(|e| in_origin(&e))?;
     file.evapi.validate().map_err(|e| in_origin(&e))?;
     Ok(file)
 }

@@ -27,6 +27,10 @@ pub struct ScriptConfig {
     pub event_callback: String,
     /// Time and memory limits of each Lua state.
     pub limits: crate::Limits,
+    /// `[htable]`: table definitions and the key limit.
+    pub htable: crate::HtableSection,
+    /// `[pike]`: flood detection parameters.
+    pub pike: crate::PikeSection,
 }
 
 /// A script that cannot be used.
@@ -117,7 +121,11 @@ impl Engine {
             source,
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
-            handles: Arc::new(Handles::new(sip, events)),
+            handles: Arc::new(Handles::with_shared(
+                sip,
+                events,
+                crate::shared::SharedVars::new(&config.htable, config.pike),
+            )),
             limits: config.limits,
         });
         let lua = engine.new_vm()?;
@@ -202,6 +210,8 @@ mod tests {
             source: Some(source.into()),
             event_callback: callback.into(),
             limits: Default::default(),
+            htable: Default::default(),
+            pike: Default::default(),
         }
     }
 

@@ -30,6 +30,7 @@ mod hooks;
 mod json;
 mod ksr;
 mod limits;
+mod modparams;
 mod myself;
 mod ops;
 pub mod pv;
@@ -40,5 +41,6 @@ mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
 pub use limits::Limits;
+pub use modparams::{HtableSection, ModParamError, PikeSection};
 pub use ops::{EventClient, EventOps, SipOps};
 pub use section::{ScriptSection, SectionError};

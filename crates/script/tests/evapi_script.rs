@@ -148,6 +148,8 @@ fn engine(source: &str, callback: &str) -> Result<(), script::ScriptError> {
         source: Some(source.to_string()),
         event_callback: callback.to_string(),
         limits: Default::default(),
+        htable: Default::default(),
+        pike: Default::default(),
     })
 }
 
@@ -177,6 +179,8 @@ fn load_errors_name_file_and_line() {
         source: None,
         event_callback: String::new(),
         limits: Default::default(),
+        htable: Default::default(),
+        pike: Default::default(),
     })
     .unwrap_err();
     assert!(e.to_string().contains("/nonexistent/router.lua"), "{e}");

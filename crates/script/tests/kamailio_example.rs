@@ -16,6 +16,8 @@ fn kamailio_basic_kemi_script_loads() {
         source: None,
         event_callback: String::new(),
         limits: Default::default(),
+        htable: Default::default(),
+        pike: Default::default(),
     };
     Engine::check(&config).expect("the example script loads");
 }

@@ -18,6 +18,7 @@ mod kx;
 mod log;
 mod maxfwd;
 mod module;
+mod pike;
 mod pv;
 mod reply;
 mod siputils;
@@ -51,6 +52,7 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("maxfwd"), maxfwd::register),
     (Some("evapi"), evapi::register),
     (Some("htable"), htable::register),
+    (Some("pike"), pike::register),
     (Some("jansson"), jansson::register),
     (None, flags::register),
     (None, is_myself::register),

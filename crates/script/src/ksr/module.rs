@@ -35,11 +35,21 @@ pub(crate) struct Handles {
 }
 
 impl Handles {
+    #[cfg(test)]
     pub fn new(sip: Option<Arc<dyn SipOps>>, events: Option<Arc<dyn EventOps>>) -> Self {
+        Handles::with_shared(sip, events, SharedVars::default())
+    }
+
+    /// With shared state configured by `[htable]` and `[pike]`.
+    pub fn with_shared(
+        sip: Option<Arc<dyn SipOps>>,
+        events: Option<Arc<dyn EventOps>>,
+        shared: SharedVars,
+    ) -> Self {
         Handles {
             sip,
             events,
-            shared: SharedVars::default(),
+            shared,
         }
     }
 

@@ -102,7 +102,12 @@ pub(crate) fn set(cx: &Cx<'_>, pv: &Pv, value: Option<PvValue>) -> Result<(), Fa
             };
         }
         Pv::Shv(n) => cx.shared().shv_set(n, value),
-        Pv::Sht(t, k) => cx.shared().sht_set(t, k, value),
+        Pv::Sht(t, k) => cx.shared().sht_set(t, k, value).map_err(|full| {
+            Fail::new(format_args!(
+                "$sht({t}=>{k}): table {t} holds [htable] max_entries = {} keys; not set",
+                full.max
+            ))
+        })?,
         Pv::DstUri | Pv::Ruri | Pv::RuriUser | Pv::RuriHost => {
             let text = value.as_ref().map(PvValue::to_text);
             cx.request(|req| set_sip(req, pv, text.as_deref()))?

@@ -38,6 +38,8 @@ pub async fn engine(
             source: Some(source.to_string()),
             event_callback: callback.to_string(),
             limits: Default::default(),
+            htable: Default::default(),
+            pike: Default::default(),
         },
         Arc::new(events.handle()),
         Arc::new(sip.handle()),
