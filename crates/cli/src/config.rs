@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub evapi: evapi::Config,
     /// `[tm]`: owned, defaulted and checked by the sip crate.
     pub tm: sip::TmConfig,
+    /// `[maxfwd]`: owned, defaulted and checked by the script crate.
+    pub maxfwd: script::MaxfwdSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -93,6 +95,8 @@ impl Loaded {
             source: self.script_source.clone(),
             event_callback: self.file.evapi.event_callback.clone(),
             limits: self.file.script.limits(),
+            maxfwd: self.file.maxfwd,
+            ..Default::default()
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
     file.tm.validate().map_err(|e| in_origin(&e))?;
     file.script.validate().map_err(|e| in_origin(&e))?;
     file.evapi.validate().map_err(|e| in_origin(&e))?;
+    file.maxfwd.validate().map_err(|e| in_origin(&e))?;
     Ok(file)
 }
 

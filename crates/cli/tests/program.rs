@@ -75,8 +75,8 @@ fn default_flow_relay_to_destination() {
     assert_eq!(header(&fwd, "Call-ID").unwrap(), "flow-relay");
     assert_eq!(
         header(&fwd, "Max-Forwards").unwrap(),
-        "9",
-        "process_maxfwd(10) capped and decremented it"
+        "69",
+        "process_maxfwd(10) decremented the received 70, as Kamailio does (10 is only for a missing header)"
     );
     let top_via = header(&fwd, "Via").unwrap();
     assert!(

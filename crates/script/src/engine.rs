@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tracing::{debug, error};
 
 /// Where the script comes from and what it is asked to provide.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScriptConfig {
     /// Path of the Lua file (for messages: errors name it with the line).
     pub file: PathBuf,
@@ -27,6 +27,17 @@ pub struct ScriptConfig {
     pub event_callback: String,
     /// Time and memory limits of each Lua state.
     pub limits: crate::Limits,
+    /// `[maxfwd]`: what `KSR.maxfwd` relays at most.
+    pub maxfwd: crate::MaxfwdSection,
+    /// `?.lua` patterns put before Lua's own in `package.path` (already
+    /// resolved against the config file's folder).
+    pub lua_path: Vec<String>,
+    /// Patterns put before Lua's own in `package.cpath`; used only with
+    /// `allow_c_modules`.
+    pub lua_cpath: Vec<String>,
+    /// Whether `require` may load C modules (off: a C module runs with
+    /// the process's rights and can crash it).
+    pub allow_c_modules: bool,
 }
 
 /// A script that cannot be used.
@@ -117,7 +128,7 @@ impl Engine {
             source,
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
-            handles: Arc::new(Handles::new(sip, events)),
+            handles: Arc::new(Handles::new(sip, events).with_maxfwd_limit(config.maxfwd.limit())),
             limits: config.limits,
         });
         let lua = engine.new_vm()?;
@@ -201,7 +212,7 @@ mod tests {
             file: PathBuf::from("t.lua"),
             source: Some(source.into()),
             event_callback: callback.into(),
-            limits: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -30,6 +30,7 @@ mod hooks;
 mod json;
 mod ksr;
 mod limits;
+mod maxfwd_section;
 mod ops;
 pub mod pv;
 mod section;
@@ -37,5 +38,6 @@ mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
 pub use limits::Limits;
+pub use maxfwd_section::MaxfwdSection;
 pub use ops::{EventClient, EventOps, SipOps};
 pub use section::{ScriptSection, SectionError};

@@ -34,11 +34,14 @@ impl Default for ScriptSection {
     }
 }
 
-/// A `[script]` setting that cannot be used; the message names the key and
-/// the value: `[script] file = "": must name the Lua script`.
+/// A setting of a section owned here (`[script]`, `[maxfwd]`) that cannot
+/// be used; the message names the key and the value: `[script] file = "":
+/// must name the Lua script`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("[script] {key} = {value}: {reason}")]
+#[error("[{section}] {key} = {value}: {reason}")]
 pub struct SectionError {
+    /// The section.
+    pub section: &'static str,
     /// The key.
     pub key: &'static str,
     /// The value as it would be written in the file.
@@ -52,6 +55,7 @@ impl ScriptSection {
     pub fn validate(&self) -> Result<(), SectionError> {
         if self.file.as_os_str().is_empty() {
             return Err(SectionError {
+                section: "script",
                 key: "file",
                 value: "\"\"".into(),
                 reason: "must name the Lua script".into(),
@@ -59,6 +63,7 @@ impl ScriptSection {
         }
         if self.max_route_ms > MAX_ROUTE_MS {
             return Err(SectionError {
+                section: "script",
                 key: "max_route_ms",
                 value: self.max_route_ms.to_string(),
                 reason: format!(
@@ -68,6 +73,7 @@ impl ScriptSection {
         }
         if self.memory_limit_mb > MAX_MEMORY_MB {
             return Err(SectionError {
+                section: "script",
                 key: "memory_limit_mb",
                 value: self.memory_limit_mb.to_string(),
                 reason: format!("must be at most {MAX_MEMORY_MB} (MiB); 0: no limit"),
