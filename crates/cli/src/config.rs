@@ -96,7 +96,9 @@ impl Loaded {
             event_callback: self.file.evapi.event_callback.clone(),
             limits: self.file.script.limits(),
             maxfwd: self.file.maxfwd,
-            ..Default::default()
+            lua_path: self.file.script.lua_path.clone(),
+            lua_cpath: self.file.script.lua_cpath.clone(),
+            allow_c_modules: self.file.script.allow_c_modules,
         }
     }
 }
@@ -165,6 +167,12 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
             } else {
                 base.join(&file.script.file)
             };
+            let s = &mut file.script;
+            for p in s.lua_path.iter_mut().chain(s.lua_cpath.iter_mut()) {
+                if Path::new(p.as_str()).is_relative() {
+                    *p = base.join(p.as_str()).display().to_string();
+                }
+            }
             let e = &mut file.evapi;
             for p in [&mut e.tls_cert, &mut e.tls_key, &mut e.tls_client_ca] {
                 if !p.is_empty() && Path::new(p.as_str()).is_relative() {
@@ -238,7 +246,7 @@ mod tests {
         let cfg = dir.join("my.toml");
         std::fs::write(
             &cfg,
-            "[script]\nfile = \"r.lua\"\n[evapi]\ntls_cert = \"tls/c.pem\"\ntls_key = \"/abs/k.pem\"\n",
+            "[script]\nfile = \"r.lua\"\nlua_path = [\"lib/?.lua\", \"/usr/share/lua/5.4/?.lua\"]\n[evapi]\ntls_cert = \"tls/c.pem\"\ntls_key = \"/abs/k.pem\"\n",
         )
         .unwrap();
         let l = load(Some(&cfg)).unwrap();
@@ -248,6 +256,13 @@ mod tests {
             dir.join("tls/c.pem").display().to_string()
         );
         assert_eq!(l.file.evapi.tls_key, "/abs/k.pem");
+        assert_eq!(
+            l.script_config().lua_path,
+            [
+                dir.join("lib/?.lua").display().to_string(),
+                "/usr/share/lua/5.4/?.lua".to_string()
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

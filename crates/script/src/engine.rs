@@ -77,6 +77,7 @@ pub struct Engine {
     pub(crate) event_callback: Option<String>,
     pub(crate) handles: Arc<Handles>,
     limits: crate::Limits,
+    packages: crate::packages::Packages,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,6 +131,11 @@ impl Engine {
                 .then(|| config.event_callback.clone()),
             handles: Arc::new(Handles::new(sip, events).with_maxfwd_limit(config.maxfwd.limit())),
             limits: config.limits,
+            packages: crate::packages::Packages {
+                lua_path: config.lua_path.clone(),
+                lua_cpath: config.lua_cpath.clone(),
+                allow_c: config.allow_c_modules,
+            },
         });
         let lua = engine.new_vm()?;
         let globals = lua.globals();
@@ -170,8 +176,8 @@ impl Engine {
 
     /// A new VM with the KSR API, the script loaded and its top level run.
     fn new_vm(&self) -> Result<Lua, ScriptError> {
-        let lua = Lua::new();
         let lua_err = |e: mlua::Error| ScriptError::Lua(lua_error_text(&e));
+        let lua = self.packages.new_lua().map_err(lua_err)?;
         crate::limits::install(&lua, &self.limits).map_err(lua_err)?;
         crate::compat::install(&lua).map_err(lua_err)?;
         lua.set_app_data(Context::default());
@@ -239,6 +245,21 @@ mod tests {
         let src = r#"KSR.info("loading"); r = KSR.sl.send_reply(200, "OK")
                      function ksr_request_route() end"#;
         assert!(Engine::check(&config(src, "")).is_ok());
+    }
+
+    #[test]
+    fn the_script_requires_through_lua_path() {
+        let dir = std::env::temp_dir().join(format!("evapi-engine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("helpers.lua"), "return { code = 404 }").unwrap();
+        let mut cfg = config(
+            "local h = require('helpers')\nfunction ksr_request_route() end",
+            "",
+        );
+        assert!(Engine::check(&cfg).is_err(), "not found without lua_path");
+        cfg.lua_path = vec![format!("{}/?.lua", dir.display())];
+        Engine::check(&cfg).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

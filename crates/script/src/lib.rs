@@ -32,6 +32,7 @@ mod ksr;
 mod limits;
 mod maxfwd_section;
 mod ops;
+mod packages;
 pub mod pv;
 mod section;
 mod shared;
