@@ -275,7 +275,7 @@ fn check_reports_errors_with_file_and_line() {
     let (code, _, err) = evapi(&["check", "-c", bad.to_str().unwrap()], "", &dir.0);
     assert_ne!(code, 0);
     assert!(
-        err.contains("bad.toml") && err.contains("line 3") && err.contains("max_client"),
+        err.contains("bad.toml:3: [evapi] max_client: unknown key"),
         "{err}"
     );
 
@@ -337,7 +337,10 @@ fn check_and_run_say_the_same_for_the_same_mistake() {
             "[script]\nfile = \"\"",
             "[script] file = \"\": must name the Lua script",
         ),
-        ("[log]\nlevel = \"loud\"", "unknown variant `loud`"),
+        (
+            "[log]\nlevel = \"loud\"",
+            "bad.toml:2: [log] level = \"loud\": must be one of \"error\"",
+        ),
     ] {
         let cfg = dir.write("bad.toml", &format!("{section}\n"));
         let cfg = cfg.display().to_string();
@@ -348,6 +351,33 @@ fn check_and_run_say_the_same_for_the_same_mistake() {
         assert!(check_err.contains(expect), "check: {check_err}");
         assert_eq!(check_err, run_err, "{section}");
     }
+}
+
+/// Every mistake of a config file in one run, each with its line, from
+/// `check` and `run` alike.
+#[test]
+fn every_config_mistake_in_one_run() {
+    let dir = TempDir::new("all-errors");
+    dir.write("router.lua", "function ksr_request_route() end\n");
+    let cfg = dir.write(
+        "bad.toml",
+        "[sip]\nchildren = \"four\"\n[evapi]\nmax_client = 4\nworkers = 5000\n[tm]\nt1 = true\n",
+    );
+    let cfg = cfg.display().to_string();
+    let (code, out, check_err) = evapi(&["check", "-c", &cfg], "", &dir.0);
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out}");
+    for want in [
+        "bad.toml:2: [sip] children = \"four\": must be a whole number",
+        "bad.toml:4: [evapi] max_client: unknown key (did you mean max_clients?)",
+        "bad.toml:5: [evapi] workers = 5000",
+        "bad.toml:7: [tm] t1 = true: must be a whole number, 0 or more, not true or false",
+    ] {
+        assert!(check_err.contains(want), "{want}\n{check_err}");
+    }
+    let (code, _, run_err) = evapi(&["run", "-c", &cfg], "", &dir.0);
+    assert_ne!(code, 0);
+    assert_eq!(check_err, run_err);
 }
 
 /// `evapi tap`: prints what it receives, one message a line, and sends

@@ -296,7 +296,10 @@ mod tests {
         let e = f.call::<()>(()).unwrap_err();
         assert!(e.to_string().contains("stack traceback"), "{e}");
         let text = lua_error_text(&e);
-        assert!(text.starts_with("r.lua:1: attempt to index a nil value"), "{text}");
+        assert!(
+            text.starts_with("r.lua:1: attempt to index a nil value"),
+            "{text}"
+        );
         assert!(!text.contains("traceback"), "{text}");
     }
 }

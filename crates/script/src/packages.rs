@@ -94,7 +94,10 @@ mod tests {
             ..Default::default()
         };
         let lua = p.new_lua().unwrap();
-        let n: i64 = lua.load(r#"return require("mylib").answer"#).eval().unwrap();
+        let n: i64 = lua
+            .load(r#"return require("mylib").answer"#)
+            .eval()
+            .unwrap();
         assert_eq!(n, 42);
         // Without it, not found.
         let lua = Packages::default().new_lua().unwrap();
@@ -113,11 +116,16 @@ mod tests {
             ..Default::default()
         };
         let lua = off.new_lua().unwrap();
-        assert!(lua.load("return package.loadlib == nil").eval::<bool>().unwrap());
+        assert!(lua
+            .load("return package.loadlib == nil")
+            .eval::<bool>()
+            .unwrap());
         let e = lua.load(r#"require("fakec")"#).exec().unwrap_err();
         let text = e.to_string();
         assert!(
-            text.contains("fakec.so not loaded: C modules are off ([script] allow_c_modules = false)"),
+            text.contains(
+                "fakec.so not loaded: C modules are off ([script] allow_c_modules = false)"
+            ),
             "{text}"
         );
         let e = lua.load(r#"require("nosuchc")"#).exec().unwrap_err();

@@ -105,7 +105,10 @@ impl ScriptSection {
             ("lua_path", &self.lua_path, "lua"),
             ("lua_cpath", &self.lua_cpath, "so"),
         ] {
-            for p in patterns.iter().filter(|p| !p.contains('?') || p.contains(';')) {
+            for p in patterns
+                .iter()
+                .filter(|p| !p.contains('?') || p.contains(';'))
+            {
                 all.push(SectionError {
                     section: "script",
                     key,
@@ -161,8 +164,8 @@ mod tests {
                  allow_c_modules = true to use it",
             ]
         );
-        let s: ScriptSection = toml::from_str("lua_cpath = [\"c/?.so\"]\nallow_c_modules = true")
-            .unwrap();
+        let s: ScriptSection =
+            toml::from_str("lua_cpath = [\"c/?.so\"]\nallow_c_modules = true").unwrap();
         assert!(s.validate().is_ok());
         let s: ScriptSection = toml::from_str("file = \"\"").unwrap();
         assert_eq!(
