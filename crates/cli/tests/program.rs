@@ -353,6 +353,36 @@ fn check_and_run_say_the_same_for_the_same_mistake() {
     }
 }
 
+/// `evapi check` reads the script's source: what this program does not
+/// provide is a warning (exit 0), a guarded use a note; both on stdout,
+/// one `file:line: level: ...` a line.
+#[test]
+fn check_warns_about_what_the_script_uses_and_we_lack() {
+    let dir = TempDir::new("lint");
+    let cfg = dir.write("evapi.toml", &config(""));
+    dir.write(
+        "router.lua",
+        "function ksr_request_route()\n\
+         \x20 KSR.nathelper.fix_nated_register()\n\
+         \x20 KSR.tm.t_on_failure(\"nowhere\")\n\
+         \x20 if not KSR.auth then return 1 end\n\
+         \x20 KSR.auth.auth_challenge(\"example.com\", 0)\n\
+         end\n\
+         function ksr_evapi_event(e) end\n",
+    );
+    let (code, out, err) = evapi(&["check", "-c", cfg.to_str().unwrap()], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+    let script = dir.0.join("router.lua").display().to_string();
+    for want in [
+        format!("{script}:2: warning: KSR.nathelper.fix_nated_register: module nathelper is absent here"),
+        format!("{script}:3: warning: KSR.tm.t_on_failure: the script defines no function nowhere()"),
+        format!("{script}:5: note: KSR.auth.auth_challenge: module auth is absent here, as in a Kamailio built without it; the script tests for it at line 4"),
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(&want)), "{want}\n{out}");
+    }
+    assert!(out.contains("ok: config"), "{out}");
+}
+
 /// Every mistake of a config file in one run, each with its line, from
 /// `check` and `run` alike.
 #[test]

@@ -30,6 +30,7 @@ mod hooks;
 mod json;
 mod ksr;
 mod limits;
+mod lint;
 mod maxfwd_section;
 mod ops;
 mod packages;
@@ -39,6 +40,7 @@ mod shared;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
 pub use limits::Limits;
+pub use lint::{lint, Finding, Severity};
 pub use maxfwd_section::MaxfwdSection;
 pub use ops::{EventClient, EventOps, SipOps};
 pub use section::{ScriptSection, SectionError};
