@@ -383,6 +383,52 @@ fn check_warns_about_what_the_script_uses_and_we_lack() {
     assert!(out.contains("ok: config"), "{out}");
 }
 
+/// `localhost` is accepted in every address setting, and any other name
+/// refused in the same words; a host started on localhost answers there.
+#[test]
+fn localhost_the_same_in_every_address_setting() {
+    let dir = TempDir::new("localhost");
+    dir.write(
+        "router.lua",
+        "function ksr_request_route() KSR.sl.send_reply(404, \"Not Here\") end\n",
+    );
+    let good = dir.write(
+        "good.toml",
+        "[sip]\nlisten = [\"udp:localhost:0\"]\n[evapi]\nbind_addr = \"localhost:0\"\n",
+    );
+    let (code, out, err) = evapi(&["check", "-c", good.to_str().unwrap()], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+    let bad = dir.write(
+        "bad.toml",
+        "[sip]\nlisten = [\"udp:sip.example.com:5060\"]\n[evapi]\nbind_addr = \"events.example.com:8448\"\n",
+    );
+    let (code, _, err) = evapi(&["check", "-c", bad.to_str().unwrap()], "", &dir.0);
+    assert_ne!(code, 0);
+    let words = "the host must be an IP address or localhost";
+    assert!(
+        err.contains(&format!(
+            "bad.toml:2: [sip] listen = \"udp:sip.example.com:5060\": {words}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "bad.toml:4: [evapi] bind_addr = \"events.example.com:8448\": {words}"
+        )),
+        "{err}"
+    );
+
+    let cfg = config("").replace("udp:127.0.0.1:0", "udp:localhost:0");
+    let ev = Evapi::start(&cfg, "function ksr_request_route() KSR.sl.send_reply(404, \"Not Here\") end\nfunction ksr_evapi_event(e) end\n");
+    assert!(ev.udp.ip().is_loopback(), "{}", ev.udp);
+    let mut uac = Agent::udp(&std::net::SocketAddr::new(ev.udp.ip(), 0).to_string()).unwrap();
+    uac.invite(ev.udp, "on-localhost", "onlocalhost").unwrap();
+    assert_eq!(
+        uac.recv_status(&[100], WAIT).expect("a reply in time").0,
+        404
+    );
+}
+
 /// Every mistake of a config file in one run, each with its line, from
 /// `check` and `run` alike.
 #[test]
