@@ -3,6 +3,7 @@
 //! Every key has a default; unknown keys are errors, so a typo does not
 //! pass silently. Relative paths are relative to the config file.
 
+use crate::config_errors::{render, Reader};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub struct FileConfig {
     pub evapi: evapi::Config,
     /// `[tm]`: owned, defaulted and checked by the sip crate.
     pub tm: sip::TmConfig,
+    /// `[maxfwd]`: owned, defaulted and checked by the script crate.
+    pub maxfwd: script::MaxfwdSection,
     /// `[log]`
     pub log: LogSection,
     /// `[htable]`: Kamailio's htable definitions; owned by the script crate.
@@ -99,22 +102,40 @@ impl Loaded {
             limits: self.file.script.limits(),
             htable: self.file.htable.clone(),
             pike: self.file.pike,
+            maxfwd: self.file.maxfwd,
+            lua_path: self.file.script.lua_path.clone(),
+            lua_cpath: self.file.script.lua_cpath.clone(),
+            allow_c_modules: self.file.script.allow_c_modules,
         }
     }
 }
 
+/// The sections of the file, in the order the docs list them.
+pub const SECTIONS: [&str; 8] = [
+    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike",
+];
+
 /// Parse config text, then let each section check itself (the same checks
-/// the parts run when they start, so `check` and `run` say the same);
-/// errors name `origin`, and the line for a syntax error or an unknown key.
+/// the parts run when they start, so `check` and `run` say the same).
+/// Every mistake is reported in one error, one per line, each as
+/// `origin:line: [section] key = value: what is wrong`.
 pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
-    let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    let in_origin = |e: &dyn std::fmt::Display| anyhow::anyhow!("{origin}: {e}");
-    file.sip.validate().map_err(|e| in_origin(&e))?;
-    file.tm.validate().map_err(|e| in_origin(&e))?;
-    file.script.validate().map_err(|e| in_origin(&e))?;
-    file.htable.validate().map_err(|e| in_origin(&e))?;
-    file.pike.validate().map_err(|e| in_origin(&e))?;
-    file.evapi.validate().map_err(|e| in_origin(&e))?;
+    let mut r = Reader::new(text).map_err(|p| anyhow::anyhow!("{}", render(origin, vec![p])))?;
+    r.unknown_sections(&SECTIONS);
+    let no_checks = |_: &LogSection| Ok::<(), String>(());
+    let file = FileConfig {
+        sip: r.section("sip", sip::SipConfig::validate),
+        script: r.section("script", script::ScriptSection::validate),
+        evapi: r.section("evapi", evapi::Config::validate),
+        tm: r.section("tm", sip::TmConfig::validate),
+        maxfwd: r.section("maxfwd", script::MaxfwdSection::validate),
+        log: r.section("log", no_checks),
+        htable: r.section("htable", script::HtableSection::validate),
+        pike: r.section("pike", script::PikeSection::validate),
+    };
+    if !r.problems.is_empty() {
+        anyhow::bail!("{}", render(origin, r.problems));
+    }
     Ok(file)
 }
 
@@ -168,6 +189,12 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
             } else {
                 base.join(&file.script.file)
             };
+            let s = &mut file.script;
+            for p in s.lua_path.iter_mut().chain(s.lua_cpath.iter_mut()) {
+                if Path::new(p.as_str()).is_relative() {
+                    *p = base.join(p.as_str()).display().to_string();
+                }
+            }
             let e = &mut file.evapi;
             for p in [&mut e.tls_cert, &mut e.tls_key, &mut e.tls_client_ca] {
                 if !p.is_empty() && Path::new(p.as_str()).is_relative() {
@@ -210,7 +237,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("x.toml") && e.contains("line 3") && e.contains("max_client"),
+            e.starts_with("x.toml:3: [evapi] max_client: unknown key (did you mean max_clients?)"),
             "{e}"
         );
         let e = parse("[sip]\nchildren = 0\n", "x.toml")
@@ -229,9 +256,67 @@ mod tests {
         let e = parse("[log]\nlevel = \"loud\"\n", "x.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("loud"), "{e}");
+        assert_eq!(
+            e,
+            "x.toml:2: [log] level = \"loud\": must be one of \"error\", \"warn\", \"info\", \
+             \"debug\", \"trace\""
+        );
         let e = parse("[nope]\n", "x.toml").unwrap_err().to_string();
-        assert!(e.contains("nope"), "{e}");
+        assert!(e.starts_with("x.toml:1: [nope]: unknown section"), "{e}");
+        let e = parse("[sip]\nchildren = [\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml:3: not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn every_mistake_in_one_run_in_words_a_user_knows() {
+        let text = "\
+[sip]
+children = \"four\"
+max_message_size = 10
+listen = \"udp:127.0.0.1:5060\"
+
+[evapi]
+workers = -1
+wait_idle = true
+max_client = 4
+event_callback = 3
+
+[tm]
+fr_timer = 0
+fr_inv_timer = 0
+
+[script]
+lua_path = [1, 2]
+
+[maxfwd]
+max_limit = 300
+
+[lgo]
+level = \"info\"
+";
+        let e = parse(text, "x.toml").unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        let expect = [
+            "12 mistakes in x.toml:",
+            "x.toml:2: [sip] children = \"four\": must be a whole number, 0 or more, not text in quotes",
+            "x.toml:3: [sip] max_message_size = 10: must be 512 to 67108864",
+            "x.toml:4: [sip] listen = \"udp:127.0.0.1:5060\": must be a list like [\"a\", \"b\"], not text in quotes",
+            "x.toml:7: [evapi] workers = -1: must be a whole number, 0 or more",
+            "x.toml:8: [evapi] wait_idle = true: must be a whole number, 0 or more, not true or false",
+            "x.toml:9: [evapi] max_client: unknown key (did you mean max_clients?)",
+            "x.toml:10: [evapi] event_callback = 3: must be text in quotes, not a whole number",
+            "x.toml:13: [tm] fr_timer = 0: must be at least 1",
+            "x.toml:14: [tm] fr_inv_timer = 0: must be at least 1",
+            "x.toml:17: [script] lua_path = [1, 2]: each entry must be text in quotes, not a whole number",
+            "x.toml:20: [maxfwd] max_limit = 300: must be 0 to 255",
+            "x.toml:22: [lgo]: unknown section (did you mean log?)",
+        ];
+        assert_eq!(lines.len(), expect.len(), "{e}");
+        for (line, want) in lines.iter().zip(expect) {
+            assert!(line.starts_with(want), "{line}\nwanted: {want}\nall:\n{e}");
+        }
     }
 
     #[test]
@@ -241,7 +326,7 @@ mod tests {
         let cfg = dir.join("my.toml");
         std::fs::write(
             &cfg,
-            "[script]\nfile = \"r.lua\"\n[evapi]\ntls_cert = \"tls/c.pem\"\ntls_key = \"/abs/k.pem\"\n",
+            "[script]\nfile = \"r.lua\"\nlua_path = [\"lib/?.lua\", \"/usr/share/lua/5.4/?.lua\"]\n[evapi]\ntls_cert = \"tls/c.pem\"\ntls_key = \"/abs/k.pem\"\n",
         )
         .unwrap();
         let l = load(Some(&cfg)).unwrap();
@@ -251,6 +336,13 @@ mod tests {
             dir.join("tls/c.pem").display().to_string()
         );
         assert_eq!(l.file.evapi.tls_key, "/abs/k.pem");
+        assert_eq!(
+            l.script_config().lua_path,
+            [
+                dir.join("lib/?.lua").display().to_string(),
+                "/usr/share/lua/5.4/?.lua".to_string()
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! command line and the config file, builds the parts and starts them.
 
 mod config;
+mod config_errors;
 mod run;
 mod tap;
 

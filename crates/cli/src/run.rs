@@ -92,12 +92,30 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-/// Check the config and the script without starting anything.
+/// Check the config and the script without starting anything; then print
+/// what the script's source tells (KSR functions and pseudo-variables this
+/// program does not provide, routes named but not defined...), one
+/// `file:line: warning: ...` or `note:` a line on stdout. Only errors make
+/// it fail: warnings are for the porter to read.
 pub fn check(loaded: Loaded) -> anyhow::Result<()> {
     // Every section was checked when the file was loaded, by the same
     // validate functions that `evapi run` reaches through the same load.
     let script = loaded.script_config();
     Engine::check(&script)?;
+    let findings = script::lint(&script);
+    for f in &findings {
+        println!("{f}");
+    }
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == script::Severity::Warning)
+        .count();
+    if warnings > 0 {
+        println!(
+            "{warnings} warning(s), {} note(s)",
+            findings.len() - warnings
+        );
+    }
     println!(
         "ok: config {} and script {}",
         loaded.origin,

@@ -113,7 +113,7 @@ fn kamailio_style_script_runs_unchanged() {
         Some("relayed"),
         "{fwd}"
     );
-    assert_eq!(header(&fwd, "Max-Forwards").as_deref(), Some("9"), "{fwd}");
+    assert_eq!(header(&fwd, "Max-Forwards").as_deref(), Some("69"), "{fwd}");
     let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
     uas.send(
         from,

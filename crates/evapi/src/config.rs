@@ -2,7 +2,7 @@
 //! defaults, and the limits of our own.
 
 use serde::Deserialize;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Configuration of an event socket.
@@ -193,7 +193,7 @@ impl Config {
                 format!("at most {MAX_WORKERS}"),
             ));
         }
-        parse_bind_addr(&self.bind_addr)?;
+        self.bind_addrs()?;
         if self.netstring_format > 1 {
             return Err(bad(
                 "netstring_format",
@@ -306,30 +306,23 @@ impl Config {
         !self.tls_cert.is_empty()
     }
 
-    /// The listen addresses `bind_addr` names (a host name may give several).
+    /// The listen addresses `bind_addr` names: an IP address, or
+    /// `localhost` (its loopback addresses in the hosts file, so perhaps
+    /// both 127.0.0.1 and ::1); other names are refused, with the words
+    /// `[sip] listen` uses ([`hostaddr`]).
     pub fn bind_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         let (host, port) = parse_bind_addr(&self.bind_addr)?;
-        if let Ok(ip) = host.parse() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
-        let addrs: Vec<SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| {
-                bad(
-                    "bind_addr",
-                    &self.bind_addr,
-                    format!("cannot resolve host: {e}"),
-                )
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(bad(
+        let ips = hostaddr::resolve(host).ok_or_else(|| {
+            bad(
                 "bind_addr",
-                &self.bind_addr,
-                "host resolves to no address",
-            ));
-        }
-        Ok(addrs)
+                format!("{:?}", self.bind_addr),
+                hostaddr::ONLY_IP_OR_LOCALHOST,
+            )
+        })?;
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
     }
 }
 
@@ -424,6 +417,8 @@ mod tests {
             ("[::1]8448", "':PORT'"),
             ("[nothost]:8448", "IPv6"),
             (":8448", "empty"),
+            ("example.com:8448", hostaddr::ONLY_IP_OR_LOCALHOST),
+            ("localhost.localdomain:8448", hostaddr::ONLY_IP_OR_LOCALHOST),
         ] {
             let e = addrs(bad_value).unwrap_err();
             assert_eq!(e.param, "bind_addr");

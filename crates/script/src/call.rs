@@ -51,7 +51,9 @@ fn unwind_of(err: &mlua::Error) -> Option<Unwind> {
     }
 }
 
-/// The first line of a Lua error: "file.lua:12: message".
+/// A Lua error as a porter needs it: "file.lua:12: message", the whole
+/// message (a multi-line `error()` text included) without the stack
+/// traceback mlua appends, which is logged at debug level instead.
 pub(crate) fn lua_error_text(err: &mlua::Error) -> String {
     match err {
         mlua::Error::CallbackError { cause, .. } => lua_error_text(cause),
@@ -59,9 +61,15 @@ pub(crate) fn lua_error_text(err: &mlua::Error) -> String {
             format!("{context}: {}", lua_error_text(cause))
         }
         mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or("").to_string(),
-        other => other.to_string().lines().next().unwrap_or("").to_string(),
+        mlua::Error::RuntimeError(m) => without_traceback(m).to_string(),
+        other => without_traceback(&other.to_string()).to_string(),
     }
+}
+
+/// `text` up to the traceback mlua adds to runtime errors.
+fn without_traceback(text: &str) -> &str {
+    let end = text.find("\nstack traceback:").unwrap_or(text.len());
+    text[..end].trim_end()
 }
 
 /// Call the global function `name` with `args`.
@@ -278,13 +286,28 @@ mod tests {
     }
 
     #[test]
-    fn error_text_is_the_first_line() {
+    fn error_text_is_the_whole_message_without_the_traceback() {
         let lua = Lua::new();
         let e = lua
             .load("error('bad thing\\nmore')")
             .set_name("@r.lua")
             .exec()
             .unwrap_err();
-        assert_eq!(lua_error_text(&e), "r.lua:1: bad thing");
+        assert_eq!(lua_error_text(&e), "r.lua:1: bad thing\nmore");
+        // Raised inside a function called from Rust: mlua appends the
+        // traceback, which stays out of the text.
+        lua.load("function f() local t = nil; return t.x end")
+            .set_name("@r.lua")
+            .exec()
+            .unwrap();
+        let f: Function = lua.globals().get("f").unwrap();
+        let e = f.call::<()>(()).unwrap_err();
+        assert!(e.to_string().contains("stack traceback"), "{e}");
+        let text = lua_error_text(&e);
+        assert!(
+            text.starts_with("r.lua:1: attempt to index a nil value"),
+            "{text}"
+        );
+        assert!(!text.contains("traceback"), "{text}");
     }
 }

@@ -124,4 +124,51 @@ mod tests {
         assert_eq!(allowed as u64, lograte::BURST);
         assert!(allow(&lua, "a.lua:2").is_some(), "another line speaks");
     }
+
+    /// Log lines written while `f` runs on this thread, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::Mutex;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_wrong_argument_names_the_function_the_line_and_the_call() {
+        use crate::ksr::testing::{request, Vm};
+        let vm = Vm::new();
+        let mut req = request("INVITE", "");
+        let mut r = 0;
+        let log = logged(|| {
+            r = vm.in_request(&mut req, |vm| {
+                vm.lua
+                    .load("local a = 1\nreturn KSR.sl.send_reply(\"abc\", 1)")
+                    .set_name("@porting.lua")
+                    .eval::<i64>()
+                    .unwrap()
+            })
+        });
+        assert_eq!(r, -1);
+        assert!(vm.sip.take().is_empty(), "nothing sent");
+        assert!(log.contains("KSR.sl.send_reply:"), "{log}");
+        assert!(log.contains("porting.lua:2"), "{log}");
+        assert!(log.contains("cid-1"), "{log}");
+    }
 }

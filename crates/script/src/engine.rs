@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tracing::{debug, error};
 
 /// Where the script comes from and what it is asked to provide.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScriptConfig {
     /// Path of the Lua file (for messages: errors name it with the line).
     pub file: PathBuf,
@@ -31,6 +31,17 @@ pub struct ScriptConfig {
     pub htable: crate::HtableSection,
     /// `[pike]`: flood detection parameters.
     pub pike: crate::PikeSection,
+    /// `[maxfwd]`: what `KSR.maxfwd` relays at most.
+    pub maxfwd: crate::MaxfwdSection,
+    /// `?.lua` patterns put before Lua's own in `package.path` (already
+    /// resolved against the config file's folder).
+    pub lua_path: Vec<String>,
+    /// Patterns put before Lua's own in `package.cpath`; used only with
+    /// `allow_c_modules`.
+    pub lua_cpath: Vec<String>,
+    /// Whether `require` may load C modules (off: a C module runs with
+    /// the process's rights and can crash it).
+    pub allow_c_modules: bool,
 }
 
 /// A script that cannot be used.
@@ -70,6 +81,7 @@ pub struct Engine {
     pub(crate) event_callback: Option<String>,
     pub(crate) handles: Arc<Handles>,
     limits: crate::Limits,
+    packages: crate::packages::Packages,
 }
 
 impl std::fmt::Debug for Engine {
@@ -121,12 +133,20 @@ impl Engine {
             source,
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
-            handles: Arc::new(Handles::with_shared(
-                sip,
-                events,
-                crate::shared::SharedVars::new(&config.htable, config.pike),
-            )),
+            handles: Arc::new(
+                Handles::with_shared(
+                    sip,
+                    events,
+                    crate::shared::SharedVars::new(&config.htable, config.pike),
+                )
+                .with_maxfwd_limit(config.maxfwd.limit()),
+            ),
             limits: config.limits,
+            packages: crate::packages::Packages {
+                lua_path: config.lua_path.clone(),
+                lua_cpath: config.lua_cpath.clone(),
+                allow_c: config.allow_c_modules,
+            },
         });
         let lua = engine.new_vm()?;
         let globals = lua.globals();
@@ -167,8 +187,8 @@ impl Engine {
 
     /// A new VM with the KSR API, the script loaded and its top level run.
     fn new_vm(&self) -> Result<Lua, ScriptError> {
-        let lua = Lua::new();
         let lua_err = |e: mlua::Error| ScriptError::Lua(lua_error_text(&e));
+        let lua = self.packages.new_lua().map_err(lua_err)?;
         crate::limits::install(&lua, &self.limits).map_err(lua_err)?;
         crate::compat::install(&lua).map_err(lua_err)?;
         lua.set_app_data(Context::default());
@@ -209,9 +229,7 @@ mod tests {
             file: PathBuf::from("t.lua"),
             source: Some(source.into()),
             event_callback: callback.into(),
-            limits: Default::default(),
-            htable: Default::default(),
-            pike: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -238,6 +256,21 @@ mod tests {
         let src = r#"KSR.info("loading"); r = KSR.sl.send_reply(200, "OK")
                      function ksr_request_route() end"#;
         assert!(Engine::check(&config(src, "")).is_ok());
+    }
+
+    #[test]
+    fn the_script_requires_through_lua_path() {
+        let dir = std::env::temp_dir().join(format!("evapi-engine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("helpers.lua"), "return { code = 404 }").unwrap();
+        let mut cfg = config(
+            "local h = require('helpers')\nfunction ksr_request_route() end",
+            "",
+        );
+        assert!(Engine::check(&cfg).is_err(), "not found without lua_path");
+        cfg.lua_path = vec![format!("{}/?.lua", dir.display())];
+        Engine::check(&cfg).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

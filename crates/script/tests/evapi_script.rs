@@ -147,9 +147,7 @@ fn engine(source: &str, callback: &str) -> Result<(), script::ScriptError> {
         file: PathBuf::from("test.lua"),
         source: Some(source.to_string()),
         event_callback: callback.to_string(),
-        limits: Default::default(),
-        htable: Default::default(),
-        pike: Default::default(),
+        ..Default::default()
     })
 }
 
@@ -178,9 +176,7 @@ fn load_errors_name_file_and_line() {
         file: PathBuf::from("/nonexistent/router.lua"),
         source: None,
         event_callback: String::new(),
-        limits: Default::default(),
-        htable: Default::default(),
-        pike: Default::default(),
+        ..Default::default()
     })
     .unwrap_err();
     assert!(e.to_string().contains("/nonexistent/router.lua"), "{e}");

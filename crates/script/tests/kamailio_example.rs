@@ -15,9 +15,7 @@ fn kamailio_basic_kemi_script_loads() {
         file,
         source: None,
         event_callback: String::new(),
-        limits: Default::default(),
-        htable: Default::default(),
-        pike: Default::default(),
+        ..Default::default()
     };
     Engine::check(&config).expect("the example script loads");
 }

@@ -316,7 +316,7 @@ impl HostConfig {
 }
 
 /// Parse one `listen` entry: `udp:127.0.0.1:5060`, `tcp:[::1]:0`.
-pub(crate) fn parse_listen(entry: &str) -> Result<(Transport, SocketAddr), ConfigError> {
+pub(crate) fn parse_listen(entry: &str) -> Result<(Transport, Vec<SocketAddr>), ConfigError> {
     let bad = |reason: &str| ConfigError::new("sip", "listen", format!("{entry:?}"), reason);
     let (proto, addr) = entry
         .split_once(':')
@@ -326,10 +326,25 @@ pub(crate) fn parse_listen(entry: &str) -> Result<(Transport, SocketAddr), Confi
         "tcp" => Transport::Tcp,
         _ => return Err(bad("the protocol must be udp or tcp")),
     };
-    let a = addr
-        .parse::<SocketAddr>()
-        .map_err(|_| bad("expected an IP address and port, IPv6 in brackets"))?;
-    Ok((t, a))
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok((t, vec![a]));
+    }
+    // `localhost:5060` (or another name, refused with the words every
+    // listen setting uses: see the hostaddr crate).
+    let (host, port) = addr
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.contains(':') && !h.starts_with('['))
+        .ok_or_else(|| bad("expected an IP address and port, IPv6 in brackets"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+    let ips = hostaddr::resolve(host).ok_or_else(|| bad(hostaddr::ONLY_IP_OR_LOCALHOST))?;
+    Ok((
+        t,
+        ips.into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+    ))
 }
 
 /// Parse one `dns_servers` entry: `10.0.0.53` (port 53), `[::1]:5353`,
@@ -390,8 +405,11 @@ mod tests {
         );
         let e = sip_err(listen(&["tcp:localhost"]));
         assert!(e.starts_with("[sip] listen = \"tcp:localhost\": "), "{e}");
-        let e = sip_err(listen(&["udp:localhost:5060"]));
-        assert!(e.contains("IP address and port"), "{e}");
+        // localhost is accepted (as in [evapi] bind_addr); other names are
+        // refused with the same words.
+        assert!(listen(&["udp:localhost:5060"]).validate().is_ok());
+        let e = sip_err(listen(&["udp:sip.example.com:5060"]));
+        assert!(e.contains(hostaddr::ONLY_IP_OR_LOCALHOST), "{e}");
         let e = sip_err(listen(&[]));
         assert!(e.starts_with("[sip] listen = []: give at least one"), "{e}");
         for (c, want) in [
@@ -565,6 +583,23 @@ mod tests {
         ));
         assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
         assert!(parse_listen("udp:localhost").is_err());
+        let (t, local) = parse_listen("udp:localhost:5060").unwrap();
+        assert_eq!(t, Transport::Udp);
+        assert!(!local.is_empty());
+        assert!(local
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 5060));
+        let e = parse_listen("tcp:example.com:5060")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "[sip] listen = \"tcp:example.com:5060\": {}",
+                hostaddr::ONLY_IP_OR_LOCALHOST
+            )
+        );
+        assert!(parse_listen("udp:localhost:99999").is_err());
     }
 
     #[test]

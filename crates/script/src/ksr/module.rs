@@ -32,10 +32,11 @@ pub(crate) struct Handles {
     events: Option<Arc<dyn EventOps>>,
     /// `$shv` and `$sht`.
     shared: SharedVars,
+    /// `[maxfwd] max_limit`.
+    maxfwd_limit: u8,
 }
 
 impl Handles {
-    #[cfg(test)]
     pub fn new(sip: Option<Arc<dyn SipOps>>, events: Option<Arc<dyn EventOps>>) -> Self {
         Handles::with_shared(sip, events, SharedVars::default())
     }
@@ -50,7 +51,14 @@ impl Handles {
             sip,
             events,
             shared,
+            maxfwd_limit: crate::maxfwd_section::DEFAULT_MAX_LIMIT as u8,
         }
+    }
+
+    /// With `[maxfwd] max_limit` set to `limit`.
+    pub fn with_maxfwd_limit(mut self, limit: u8) -> Self {
+        self.maxfwd_limit = limit;
+        self
     }
 
     /// The SIP host, if there is one.
@@ -170,6 +178,11 @@ impl<'a> Cx<'a> {
             .events
             .as_deref()
             .ok_or_else(|| Fail::new("no event socket (the script is only being checked)"))
+    }
+
+    /// `[maxfwd] max_limit`.
+    pub fn maxfwd_limit(&self) -> u8 {
+        self.handles.maxfwd_limit
     }
 
     /// `$shv` and `$sht`.

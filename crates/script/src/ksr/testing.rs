@@ -235,6 +235,17 @@ impl Vm {
         Vm::with(sip, events, handles)
     }
 
+    /// A VM as [`Vm::new`], with `[maxfwd] max_limit = limit`.
+    pub fn with_maxfwd_limit(limit: u8) -> Vm {
+        let sip = Arc::new(FakeSip::default());
+        let events = Arc::new(FakeEvents::default());
+        let handles = Handles::new(
+            Some(sip.clone() as Arc<dyn SipOps>),
+            Some(events.clone() as Arc<dyn EventOps>),
+        );
+        Vm::with(sip, events, Arc::new(handles.with_maxfwd_limit(limit)))
+    }
+
     /// A VM with no handles, as for a script being checked.
     pub fn detached() -> Vm {
         let handles = Arc::new(Handles::new(None, None));

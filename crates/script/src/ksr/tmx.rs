@@ -16,12 +16,22 @@
 //! copy of one still being routed, before any script runs: a request that
 //! reaches the route is never such a retransmission, so -1 is the true
 //! answer and the script's retransmission branch is simply not taken.
+//!
+//! Unlike Kamailio, `t_continue` naming a function the script does not
+//! define fails at once (-1, an error naming the script line) and leaves
+//! the transaction suspended, instead of resuming it into nothing and
+//! leaving the caller to wait for `fr_inv_timer`.
 
 use super::module::kemi_bool;
 use super::module::{lua_int, Fail, Module};
 use crate::call;
 use crate::context::{self, RouteKind};
 use mlua::Value;
+
+/// Whether the script defines the global function `name`.
+fn defined(lua: &mlua::Lua, name: &str) -> bool {
+    matches!(lua.globals().get::<Value>(name), Ok(Value::Function(_)))
+}
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("t_suspend", |cx, ()| {
@@ -40,6 +50,14 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             let (Ok(i), Ok(l)) = (u32::try_from(index), u32::try_from(label)) else {
                 return Err(Fail::new(format_args!("no transaction {index}:{label}")));
             };
+            if !defined(cx.lua, &fname) {
+                let why = format_args!(
+                    "KSR.tmx.t_continue: function {fname}() is not defined by the script; \
+                     transaction {index}:{label} left suspended"
+                );
+                crate::diag::emit(cx.lua, crate::diag::Level::Error, &why);
+                return Ok(-1);
+            }
             let mut req = host.t_continue(i, l)?;
             call::run_route(cx.lua, Some(host), &fname, RouteKind::Resumed, &mut req);
             Ok(1)
@@ -97,6 +115,7 @@ mod tests {
     #[test]
     fn bad_continues_are_minus_one() {
         let vm = Vm::new();
+        vm.run("function f() end");
         // Nothing parked: the host says no such transaction.
         let r = vm.eval::<(i64, i64, i64)>(
             r#"KSR.tmx.t_continue(1, 2, "f"), KSR.tmx.t_continue("x", 2, "f"),
@@ -138,6 +157,21 @@ mod tests {
             vm.eval::<(i64, i64)>("KSR.tmx.t_is_request_route(), KSR.tmx.t_precheck_trans()"),
             (-1, -1),
             "outside a route"
+        );
+    }
+
+    #[test]
+    fn continuing_into_an_undefined_function_fails_at_once() {
+        let vm = Vm::new();
+        vm.sip.park(request("INVITE", ""));
+        vm.run("resumed = 42");
+        let r = vm.eval::<(i64, i64)>(
+            r#"KSR.tmx.t_continue(7, 9, "nowhere"), KSR.tmx.t_continue(7, 9, "resumed")"#,
+        );
+        assert_eq!(r, (-1, -1));
+        assert!(
+            vm.sip.take().is_empty(),
+            "the transaction was not taken back: still suspended"
         );
     }
 

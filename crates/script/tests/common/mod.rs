@@ -37,9 +37,7 @@ pub async fn engine(
             file: PathBuf::from("test.lua"),
             source: Some(source.to_string()),
             event_callback: callback.to_string(),
-            limits: Default::default(),
-            htable: Default::default(),
-            pike: Default::default(),
+            ..Default::default()
         },
         Arc::new(events.handle()),
         Arc::new(sip.handle()),

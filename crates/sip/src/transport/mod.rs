@@ -77,20 +77,23 @@ pub(crate) async fn bind_all(cfg: &SipConfig) -> Result<Bound, BindError> {
             entry: entry.clone(),
             reason,
         };
-        let (t, a) = parse_listen(entry)
+        let (t, addrs) = parse_listen(entry)
             .map_err(|e| bind_err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
-        match t {
-            Transport::Udp => {
-                let s = udp::bind_udp(a, cfg.udp_recv_buffer).map_err(bind_err)?;
-                let la = s.local_addr().map_err(bind_err)?;
-                b.addrs.push((t, la));
-                b.udp.push((la, Arc::new(s)));
-            }
-            Transport::Tcp => {
-                let l = TcpListener::bind(a).await.map_err(bind_err)?;
-                let la = l.local_addr().map_err(bind_err)?;
-                b.addrs.push((t, la));
-                b.tcp.push((la, l));
+        // One socket per address (`localhost` may stand for two).
+        for a in addrs {
+            match t {
+                Transport::Udp => {
+                    let s = udp::bind_udp(a, cfg.udp_recv_buffer).map_err(bind_err)?;
+                    let la = s.local_addr().map_err(bind_err)?;
+                    b.addrs.push((t, la));
+                    b.udp.push((la, Arc::new(s)));
+                }
+                Transport::Tcp => {
+                    let l = TcpListener::bind(a).await.map_err(bind_err)?;
+                    let la = l.local_addr().map_err(bind_err)?;
+                    b.addrs.push((t, la));
+                    b.tcp.push((la, l));
+                }
             }
         }
     }
