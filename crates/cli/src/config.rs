@@ -1,4 +1,5 @@
-//! The config file (TOML): `[sip]`, `[script]`, `[evapi]`, `[tm]`, `[log]`.
+//! The config file (TOML): `[sip]`, `[script]`, `[evapi]`, `[tm]`,
+//! `[usrloc]`, `[log]`.
 //!
 //! Every key has a default; unknown keys are errors, so a typo does not
 //! pass silently. Relative paths are relative to the config file.
@@ -25,6 +26,9 @@ pub struct FileConfig {
     pub evapi: evapi::Config,
     /// `[tm]`: owned, defaulted and checked by the sip crate.
     pub tm: sip::TmConfig,
+    /// `[usrloc]`: the location table; owned, defaulted and checked by the
+    /// sip crate.
+    pub usrloc: sip::UsrlocConfig,
     /// `[log]`
     pub log: LogSection,
 }
@@ -78,11 +82,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The host's settings: `[sip]` and `[tm]` as they are.
+    /// The host's settings: `[sip]`, `[tm]` and `[usrloc]` as they are.
     pub fn host_config(&self) -> sip::HostConfig {
         sip::HostConfig {
             sip: self.file.sip.clone(),
             tm: self.file.tm.clone(),
+            usrloc: self.file.usrloc.clone(),
         }
     }
 
@@ -105,6 +110,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
     let in_origin = |e: &dyn std::fmt::Display| anyhow::anyhow!("{origin}: {e}");
     file.sip.validate().map_err(|e| in_origin(&e))?;
     file.tm.validate().map_err(|e| in_origin(&e))?;
+    file.usrloc.validate().map_err(|e| in_origin(&e))?;
     file.script.validate().map_err(|e| in_origin(&e))?;
     file.evapi.validate().map_err(|e| in_origin(&e))?;
     Ok(file)
@@ -218,6 +224,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fr_timer = 0"), "{e}");
+        let e = parse("[usrloc]\nmax_contacts = 0\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml: [usrloc] max_contacts = 0"), "{e}");
+        let f = parse("[usrloc]\nmax_aors = 5\n", "x.toml").unwrap();
+        assert_eq!(f.usrloc.max_aors, 5);
         let e = parse("[log]\nlevel = \"loud\"\n", "x.toml")
             .unwrap_err()
             .to_string();

@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) net: Arc<Net>,
     /// For stateless To tags.
     pub(crate) sl_tag: String,
+    /// The location table (`[usrloc]`).
+    pub(crate) usrloc: Arc<crate::usrloc::Usrloc>,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.

@@ -75,6 +75,7 @@ impl SipHost {
             children: senders,
             net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
             sl_tag,
+            usrloc: Arc::new(crate::usrloc::Usrloc::new(config.usrloc.clone())),
         });
         Ok(BoundHost {
             shared,
