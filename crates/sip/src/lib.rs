@@ -55,6 +55,7 @@ mod lex;
 mod message;
 mod request;
 mod router;
+pub mod sanity;
 #[cfg(feature = "test-agent")]
 pub mod testing;
 mod tm;
