@@ -63,6 +63,9 @@ pub(crate) struct SipCurrent {
     handled: bool,
     /// The evapi event this route runs inside, if any.
     event: Option<Rc<EvapiCurrent>>,
+    /// The last error a `KSR` function met on this message (code, reason),
+    /// for `KSR.sl.sl_reply_error()` (Kamailio's last error).
+    last_error: Option<(u16, String)>,
 }
 
 /// The reply a reply route runs for.
@@ -116,6 +119,7 @@ pub(crate) fn sip_context(lua: &Lua, target: AnyUserData, kind: RouteKind) -> Co
         kind,
         handled: false,
         event,
+        last_error: None,
     })
 }
 
@@ -193,6 +197,27 @@ pub(crate) fn mark_handled(lua: &Lua) {
             s.handled = true;
         }
     });
+}
+
+/// Record the reply a failed `KSR` function would have the request
+/// answered with (e.g. `KSR.registrar.save`: 423, 503...), so that
+/// `KSR.sl.sl_reply_error()` can send it. Outside a SIP route: nothing.
+pub(crate) fn set_last_error(lua: &Lua, code: u16, reason: &str) {
+    with(lua, |cur| {
+        if let Context::Sip(s) = cur {
+            s.last_error = Some((code, reason.to_owned()));
+        }
+    });
+}
+
+/// The last error recorded on the current message, if any.
+// Read by `KSR.sl.sl_reply_error` (added beside this by another change).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn last_error(lua: &Lua) -> Option<(u16, String)> {
+    with(lua, |cur| match cur {
+        Context::Sip(s) => s.last_error.clone(),
+        _ => None,
+    })
 }
 
 /// The current evapi event.

@@ -31,6 +31,10 @@ pub trait SipOps: Send + Sync {
     fn t_suspend(&self, req: &mut Request) -> Result<TxRef, TmError>;
     /// Take a suspended request back by index and label.
     fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError>;
+    /// The location table (`KSR.registrar`); `None`: the host has none.
+    fn usrloc(&self) -> Option<&sip::Usrloc> {
+        None
+    }
 }
 
 /// The event socket operations `KSR.evapi.*` send through. Called on the
@@ -84,6 +88,9 @@ impl SipOps for SipHandle {
     }
     fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
         SipHandle::t_continue(self, index, label)
+    }
+    fn usrloc(&self) -> Option<&sip::Usrloc> {
+        Some(SipHandle::usrloc(self))
     }
 }
 

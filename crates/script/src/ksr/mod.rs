@@ -16,7 +16,9 @@ mod log;
 mod maxfwd;
 mod module;
 mod pv;
+mod registrar;
 mod reply;
+mod sanity;
 mod sl;
 mod tm;
 mod tmx;
@@ -47,6 +49,8 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("evapi"), evapi::register),
     (Some("htable"), htable::register),
     (Some("jansson"), jansson::register),
+    (Some("registrar"), registrar::register),
+    (Some("sanity"), sanity::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.
