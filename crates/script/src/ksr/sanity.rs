@@ -139,6 +139,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_route_checks_the_reply_and_sends_nothing() {
+        let vm = Vm::new();
+        vm.run(
+            r#"function ksr_reply_route()
+                 KSR.pv.seti("$var(s)", KSR.sanity.sanity_check(17604, 6))
+               end"#,
+        );
+        let reply = |cseq: &str| {
+            SipMessage::parse(bytes::Bytes::from(format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\n\
+                 To: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: {cseq} INVITE\r\nContent-Length: 0\r\n\r\n"
+            )))
+            .unwrap()
+        };
+        let src = request("INVITE", "").source().clone();
+        for (cseq, want) in [("1", 1), ("2147483648", -1)] {
+            crate::call::run_reply_route(&vm.lua, &reply(cseq), &src);
+            assert_eq!(vm.eval::<i64>(r#"KSR.pv.get("$var(s)")"#), want, "{cseq}");
+        }
+        assert!(vm.sip.take().is_empty(), "a reply is never answered");
+    }
+
+    #[test]
     fn an_ack_is_never_answered_and_bad_flags_are_minus_1() {
         let vm = Vm::new();
         let mut ack = request("ACK", "Expires: soon\r\n");
