@@ -98,7 +98,9 @@ fn save(cx: &Cx<'_>, ul: &Usrloc, flags: i64) -> Result<i64, Fail> {
     let host = cx.sip()?;
     let use_domain = ul.config().use_domain;
     let send = flags & NO_REPLY == 0;
+    let mut from = None;
     let outcome = cx.request(|req| -> Result<Result<i64, RegError>, Fail> {
+        from = Some(req.source().remote);
         let saved = register_of(req, use_domain).and_then(|r| ul.save(&r, flags & REPLACE != 0));
         match &saved {
             Ok(s) if send || flags & PREPARE_REPLY != 0 => {
@@ -132,8 +134,9 @@ fn save(cx: &Cx<'_>, ul: &Usrloc, flags: i64) -> Result<i64, Fail> {
         Err(e) => {
             context::set_last_error(cx.lua, e.code(), e.reason());
             let what = if send { "replied" } else { "to reply" };
+            let from = from.map(|a| a.to_string()).unwrap_or_default();
             Err(Fail::new(format_args!(
-                "REGISTER refused: {e}; {what} {} {}",
+                "REGISTER from {from} refused: {e}; {what} {} {}",
                 e.code(),
                 e.reason()
             ))

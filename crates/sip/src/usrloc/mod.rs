@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use lograte::warn_limited;
-
 pub use config::UsrlocConfig;
 pub use error::RegError;
 pub use register::{aor_of, contact_line, format_q, parse_q, register_of};
@@ -98,16 +96,12 @@ impl Usrloc {
         lock(&self.table).config().clone()
     }
 
-    /// Apply a REGISTER ([`Table::save`]). A refusal for a limit
-    /// (`max_contacts`, `max_aors`) is logged here, rate-limited, so a
-    /// flood shows in the log without flooding it.
+    /// Apply a REGISTER ([`Table::save`]). Nothing is logged here: the
+    /// caller (`KSR.registrar.save`) logs a refusal with the script line,
+    /// the Call-ID and the sender.
     pub fn save(&self, reg: &Register, replace: bool) -> Result<Saved, RegError> {
         let now = self.now();
-        let r = lock(&self.table).save(reg, replace, now);
-        if let Err(e @ (RegError::TooManyContacts { .. } | RegError::TableFull { .. })) = &r {
-            warn_limited!(peer = %reg.received, aor = %register::shown(&reg.aor), "REGISTER refused with 503: {e}");
-        }
-        r
+        lock(&self.table).save(reg, replace, now)
     }
 
     /// The AoR's valid contacts, best first ([`Table::lookup`]).

@@ -2,8 +2,6 @@
 //! the AoR, Contact, `*`, expires and q), and writing the Contact line of
 //! its 200 OK.
 
-use std::borrow::Cow;
-
 use super::error::RegError;
 use super::table::{Binding, ContactIn, Contacts, Register};
 use crate::header::HeaderName;
@@ -225,18 +223,6 @@ pub fn contact_line(bindings: &[Binding], now: u64) -> Option<String> {
         line.push_str(&b.expires_in(now).to_string());
     }
     Some(line)
-}
-
-/// Text for logs, cut to a readable length.
-pub(crate) fn shown(s: &str) -> Cow<'_, str> {
-    if s.len() <= 80 {
-        return Cow::Borrowed(s);
-    }
-    let mut end = 80;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}...", &s[..end]))
 }
 
 #[cfg(test)]
