@@ -1,4 +1,5 @@
-//! The config file (TOML): `[sip]`, `[script]`, `[evapi]`, `[tm]`, `[log]`.
+//! The config file (TOML): `[sip]`, `[script]`, `[evapi]`, `[tm]`,
+//! `[usrloc]`, `[log]`.
 //!
 //! Every key has a default; unknown keys are errors, so a typo does not
 //! pass silently. Relative paths are relative to the config file.
@@ -28,6 +29,9 @@ pub struct FileConfig {
     pub tm: sip::TmConfig,
     /// `[maxfwd]`: owned, defaulted and checked by the script crate.
     pub maxfwd: script::MaxfwdSection,
+    /// `[usrloc]`: the location table; owned, defaulted and checked by the
+    /// sip crate.
+    pub usrloc: sip::UsrlocConfig,
     /// `[log]`
     pub log: LogSection,
     /// `[htable]`: Kamailio's htable definitions; owned by the script crate.
@@ -85,11 +89,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The host's settings: `[sip]` and `[tm]` as they are.
+    /// The host's settings: `[sip]`, `[tm]` and `[usrloc]` as they are.
     pub fn host_config(&self) -> sip::HostConfig {
         sip::HostConfig {
             sip: self.file.sip.clone(),
             tm: self.file.tm.clone(),
+            usrloc: self.file.usrloc.clone(),
         }
     }
 
@@ -111,8 +116,8 @@ impl Loaded {
 }
 
 /// The sections of the file, in the order the docs list them.
-pub const SECTIONS: [&str; 8] = [
-    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike",
+pub const SECTIONS: [&str; 9] = [
+    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike", "usrloc",
 ];
 
 /// Parse config text, then let each section check itself (the same checks
@@ -129,6 +134,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
         evapi: r.section("evapi", evapi::Config::validate),
         tm: r.section("tm", sip::TmConfig::validate),
         maxfwd: r.section("maxfwd", script::MaxfwdSection::validate),
+        usrloc: r.section("usrloc", sip::UsrlocConfig::validate),
         log: r.section("log", no_checks),
         htable: r.section("htable", script::HtableSection::validate),
         pike: r.section("pike", script::PikeSection::validate),
@@ -253,6 +259,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fr_timer = 0"), "{e}");
+        let e = parse("[usrloc]\nmax_contacts = 0\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml:2: [usrloc] max_contacts = 0"), "{e}");
+        let f = parse("[usrloc]\nmax_aors = 5\n", "x.toml").unwrap();
+        assert_eq!(f.usrloc.max_aors, 5);
         let e = parse("[log]\nlevel = \"loud\"\n", "x.toml")
             .unwrap_err()
             .to_string();

@@ -213,6 +213,19 @@ pub(crate) fn mark_handled(lua: &Lua) {
     });
 }
 
+/// Record the reply a failed `KSR` function would have the request
+/// answered with (e.g. `KSR.registrar.save`: 423, 503...), so that
+/// `KSR.sl.sl_reply_error()` can send it. Outside a SIP route: nothing.
+pub(crate) fn set_last_error(lua: &Lua, code: u16, reason: &str) {
+    let _ = with_state(lua, |s| s.last_error = Some((code, reason.to_owned())));
+}
+
+/// The last error recorded on the current message, if any.
+#[cfg(test)]
+pub(crate) fn last_error(lua: &Lua) -> Option<(u16, String)> {
+    with_state(lua, |s| s.last_error.clone()).ok().flatten()
+}
+
 /// The current evapi event.
 pub(crate) fn event(lua: &Lua) -> Result<Rc<EvapiCurrent>, NotHere> {
     with(lua, |cur| cur.event().cloned()).ok_or(NotHere::NoEvent)

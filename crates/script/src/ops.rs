@@ -34,6 +34,10 @@ pub trait SipOps: Send + Sync {
     /// Whether `host` (and `port`, when the URI had one) names this host
     /// (Kamailio's `myself`): see [`crate::myself`] for the rules.
     fn is_myself(&self, host: &str, port: Option<u16>) -> bool;
+    /// The location table (`KSR.registrar`); `None`: the host has none.
+    fn usrloc(&self) -> Option<&sip::Usrloc> {
+        None
+    }
 }
 
 /// The event socket operations `KSR.evapi.*` send through. Called on the
@@ -90,6 +94,9 @@ impl SipOps for SipHandle {
     }
     fn is_myself(&self, host: &str, port: Option<u16>) -> bool {
         crate::myself::is_myself(&self.local_addrs(), host, port)
+    }
+    fn usrloc(&self) -> Option<&sip::Usrloc> {
+        Some(SipHandle::usrloc(self))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::request::Transport;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("[{section}] {key} = {value}: {reason}")]
 pub struct ConfigError {
-    /// The section: `sip` or `tm`.
+    /// The section: `sip`, `tm` or `usrloc`.
     pub section: &'static str,
     /// The key.
     pub key: &'static str,
@@ -295,8 +295,8 @@ impl TmConfig {
     }
 }
 
-/// Settings of a [`crate::SipHost`]: the `[sip]` and `[tm]` sections
-/// together. Deserializes from a document holding those two tables.
+/// Settings of a [`crate::SipHost`]: the `[sip]`, `[tm]` and `[usrloc]`
+/// sections together. Deserializes from a document holding those tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
@@ -304,14 +304,17 @@ pub struct HostConfig {
     pub sip: SipConfig,
     /// `[tm]`.
     pub tm: TmConfig,
+    /// `[usrloc]`: the location table ([`crate::usrloc`]).
+    pub usrloc: crate::UsrlocConfig,
 }
 
 impl HostConfig {
-    /// Check both sections without binding anything; the first mistake is
+    /// Check every section without binding anything; the first mistake is
     /// reported. [`crate::SipHost::bind`] runs the same checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.sip.validate()?;
-        self.tm.validate()
+        self.tm.validate()?;
+        self.usrloc.validate()
     }
 }
 

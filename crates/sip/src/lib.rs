@@ -33,6 +33,10 @@
 //! from; [`BoundHost::start`] then starts routing. See the crate README for
 //! the flow.
 //!
+//! The location table ([`usrloc`], Kamailio's usrloc and the registrar's
+//! rules) is held by the host ([`SipHandle::usrloc`]), sized by the
+//! `[usrloc]` section ([`UsrlocConfig`]).
+//!
 //! Modules depend one way: `config` ← `transport` ← `host`; the
 //! transaction table (`tm`) and the message layer depend on neither.
 //!
@@ -53,11 +57,13 @@ mod lex;
 mod message;
 mod request;
 mod router;
+pub mod sanity;
 #[cfg(feature = "test-agent")]
 pub mod testing;
 mod tm;
 mod transport;
 mod uri;
+pub mod usrloc;
 mod values;
 
 pub use config::{ConfigError, HostConfig, SipConfig, TmConfig};
@@ -71,6 +77,7 @@ pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};
 pub use router::Router;
 pub use tm::{check_reply, TmError, TmStats};
 pub use uri::{Scheme, Uri};
+pub use usrloc::{Usrloc, UsrlocConfig};
 pub use values::{CSeq, NameAddr, Params, Via};
 
 #[cfg(test)]

@@ -365,6 +365,14 @@ impl Request {
         Ok(())
     }
 
+    /// The header lines added with [`Request::append_to_reply`], as (name,
+    /// value), in order.
+    pub fn reply_headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.reply_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// Set the body of the replies built for this request (Kamailio's
     /// `set_reply_body`), e.g. an SDP answer from an event socket client.
     pub fn set_reply_body(&mut self, content_type: &str, body: &[u8]) -> Result<(), EditError> {

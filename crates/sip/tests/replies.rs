@@ -67,6 +67,7 @@ fn refused_replies_never_reach_the_peer() {
             t2: 10_000,
             ..TmConfig::default()
         },
+        ..HostConfig::default()
     };
     let (tx, results) = mpsc::channel();
     let router = Arc::new(Refuser {

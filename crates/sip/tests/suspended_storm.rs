@@ -37,6 +37,7 @@ async fn thousands_of_suspended_transactions_end_by_timer() {
             t1: 100,
             t2: 400,
         },
+        ..HostConfig::default()
     };
     let host = SipHost::start(config, Arc::new(SuspendAll)).await.unwrap();
     let to = host

@@ -20,7 +20,9 @@ mod maxfwd;
 mod module;
 mod pike;
 mod pv;
+mod registrar;
 mod reply;
+mod sanity;
 mod siputils;
 mod sl;
 mod textops;
@@ -60,6 +62,8 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("siputils"), siputils::register),
     (Some("corex"), siputils::register_corex),
     (Some("textops"), textops::register),
+    (Some("registrar"), registrar::register),
+    (Some("sanity"), sanity::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

@@ -26,6 +26,22 @@ pub(crate) struct FakeSip {
     fail: AtomicBool,
     known: AtomicBool,
     parked: Mutex<Option<Request>>,
+    /// The location table, on a clock the test moves.
+    pub usrloc: FakeUsrloc,
+}
+
+/// The fake host's location table: a manual clock (`usrloc.0.advance`),
+/// and small limits (2 contacts per AoR, 3 AoRs) so tests reach them.
+pub(crate) struct FakeUsrloc(pub sip::Usrloc);
+
+impl Default for FakeUsrloc {
+    fn default() -> Self {
+        FakeUsrloc(sip::Usrloc::with_manual_clock(sip::UsrlocConfig {
+            max_contacts: 2,
+            max_aors: 3,
+            ..sip::UsrlocConfig::default()
+        }))
+    }
 }
 
 impl FakeSip {
@@ -95,6 +111,9 @@ impl SipOps for FakeSip {
             (sip::Transport::Udp, "192.0.2.10:5060".parse().unwrap()),
         ];
         crate::myself::is_myself(&listeners, host, port)
+    }
+    fn usrloc(&self) -> Option<&sip::Usrloc> {
+        Some(&self.usrloc.0)
     }
 }
 

@@ -189,6 +189,12 @@ impl SipHandle {
         lock(&self.shared.tm).stats()
     }
 
+    /// The location table (Kamailio's usrloc), shared by every handle of
+    /// this host.
+    pub fn usrloc(&self) -> &Arc<crate::usrloc::Usrloc> {
+        &self.shared.usrloc
+    }
+
     /// The bound sockets.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         lock(&self.shared.tm).listeners()

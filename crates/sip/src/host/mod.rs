@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) sl_tag: String,
     /// Resolves relay destinations that are names, on the runtime.
     pub(crate) dns: dns::Dns,
+    /// The location table (`[usrloc]`).
+    pub(crate) usrloc: Arc<crate::usrloc::Usrloc>,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.

@@ -77,6 +77,7 @@ impl SipHost {
             net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
             sl_tag,
             dns,
+            usrloc: Arc::new(crate::usrloc::Usrloc::new(config.usrloc.clone())),
         });
         Ok(BoundHost {
             shared,
