@@ -51,12 +51,15 @@ mod host;
 mod key;
 mod lex;
 mod message;
+mod myself;
 mod request;
 mod router;
+mod rr;
 #[cfg(feature = "test-agent")]
 pub mod testing;
 mod tm;
 mod transport;
+mod tx_routes;
 mod uri;
 mod values;
 
@@ -67,8 +70,10 @@ pub use header::HeaderName;
 pub use host::{BoundHost, SipHandle, SipHost, StartError};
 pub use key::{TransactionKey, MAGIC_COOKIE};
 pub use message::{frame_length, unfold, Method, SipMessage, StreamFramer};
+pub use myself::Myself;
 pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};
 pub use router::Router;
+pub use rr::{IsMyself, LooseRoute};
 pub use tm::{check_reply, TmError, TmStats};
 pub use uri::{Scheme, Uri};
 pub use values::{CSeq, NameAddr, Params, Via};
