@@ -30,7 +30,6 @@ mod hooks;
 mod json;
 mod ksr;
 mod limits;
-mod myself;
 mod ops;
 pub mod pv;
 mod pvx;

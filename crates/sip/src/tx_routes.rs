@@ -75,4 +75,21 @@ impl Request {
     pub fn failure_branch(&self) -> u32 {
         self.routes.branch_index
     }
+
+    /// The 0-based index the next branch of this request's transaction
+    /// gets: 0 from a request route, the failed one's plus 1 from a
+    /// failure route (serial forking: one branch at a time).
+    pub fn next_branch_index(&self) -> u32 {
+        match self.failure_code {
+            Some(_) => self.routes.branch_index + 1,
+            None => 0,
+        }
+    }
+
+    /// Take the armed failure route: a relay made from a copy of this
+    /// request (after a branch route) used it up, as relaying this one
+    /// would have.
+    pub fn take_failure_route(&mut self) -> Option<String> {
+        self.failure_route.take()
+    }
 }

@@ -20,10 +20,12 @@ mod maxfwd;
 mod module;
 mod pv;
 mod reply;
+mod rr;
 mod siputils;
 mod sl;
 mod textops;
 mod tm;
+mod tm_routes;
 mod tmx;
 mod x;
 
@@ -58,6 +60,7 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("siputils"), siputils::register),
     (Some("corex"), siputils::register_corex),
     (Some("textops"), textops::register),
+    (Some("rr"), rr::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.
