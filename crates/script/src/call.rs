@@ -114,9 +114,13 @@ pub(crate) fn run_route(
     kind: RouteKind,
     req: &mut Request,
 ) -> Outcome {
+    let failure_branch = req.failure_branch();
     let result = lua.scope(|scope| {
         let ud = scope.create_any_userdata_ref_mut(req)?;
         let previous = context::enter(lua, context::sip_context(lua, ud, kind));
+        if kind == RouteKind::Failure {
+            context::set_branch(lua, failure_branch);
+        }
         let outcome = call(lua, fname, ());
         let mine = context::leave(lua, previous);
         Ok((marked_drop(outcome, &mine), context::was_handled(&mine)))
@@ -169,14 +173,58 @@ pub(crate) fn run_reply_route(lua: &Lua, reply: &SipMessage, source: &Source) ->
     ) {
         return true;
     }
+    run_reply(lua, "ksr_reply_route", RouteKind::Reply, reply, source, 0)
+}
+
+/// Run a transaction's reply route `fname` (`KSR.tm.t_on_reply`) for a
+/// reply to its branch `branch`; false when the script dropped the reply.
+/// A route that is not defined lets the reply pass (logged).
+pub(crate) fn run_onreply_route(
+    lua: &Lua,
+    fname: &str,
+    reply: &SipMessage,
+    source: &Source,
+    branch: u32,
+) -> bool {
+    run_reply(lua, fname, RouteKind::OnReply, reply, source, branch)
+}
+
+/// Run the branch route `fname` (`KSR.tm.t_on_branch`) on `req`, the copy
+/// of the request that becomes branch `branch`. Only `KSR.x.drop()`
+/// drops the branch: a script error is logged and the branch goes on,
+/// and no 500 is sent from here (the route that relays still runs).
+pub(crate) fn run_branch_route(lua: &Lua, fname: &str, req: &mut Request, branch: u32) -> Outcome {
+    let result = lua.scope(|scope| {
+        let ud = scope.create_any_userdata_ref_mut(req)?;
+        let previous = context::enter(lua, context::sip_context(lua, ud, RouteKind::Branch));
+        context::set_branch(lua, branch);
+        let outcome = call(lua, fname, ());
+        let mine = context::leave(lua, previous);
+        Ok(marked_drop(outcome, &mine))
+    });
+    result.unwrap_or_else(|e| {
+        error!(error = %e, "cannot run branch route {fname}");
+        Outcome::Failed
+    })
+}
+
+fn run_reply(
+    lua: &Lua,
+    fname: &str,
+    kind: RouteKind,
+    reply: &SipMessage,
+    source: &Source,
+    branch: u32,
+) -> bool {
     let mut current = ReplyCurrent {
         msg: reply.clone(),
         source: source.clone(),
     };
     let result = lua.scope(|scope| {
         let ud = scope.create_any_userdata_ref_mut(&mut current)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, RouteKind::Reply));
-        let outcome = call(lua, "ksr_reply_route", ());
+        let previous = context::enter(lua, context::sip_context(lua, ud, kind));
+        context::set_branch(lua, branch);
+        let outcome = call(lua, fname, ());
         let mine = context::leave(lua, previous);
         Ok(marked_drop(outcome, &mine))
     });

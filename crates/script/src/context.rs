@@ -31,6 +31,19 @@ pub(crate) enum RouteKind {
     Resumed,
     /// `ksr_reply_route`.
     Reply,
+    /// A branch route (`KSR.tm.t_on_branch`), on the copy of the request
+    /// that becomes one branch, just before it is sent.
+    Branch,
+    /// A transaction's reply route (`KSR.tm.t_on_reply`).
+    OnReply,
+}
+
+impl RouteKind {
+    /// Whether the route runs for a reply (its message is a
+    /// [`ReplyCurrent`]).
+    pub fn is_reply(self) -> bool {
+        matches!(self, RouteKind::Reply | RouteKind::OnReply)
+    }
 }
 
 /// The current call's subject.
@@ -64,6 +77,9 @@ pub(crate) struct SipCurrent {
     handled: bool,
     /// The evapi event this route runs inside, if any.
     event: Option<Rc<EvapiCurrent>>,
+    /// `$T_branch_idx`: the branch a branch, reply or failure route runs
+    /// for (0-based); 0 elsewhere.
+    branch: u32,
     /// What the route keeps beside its message (drop mark, last error,
     /// `$avp`, `$xavp`, `$Ts`).
     pub state: RouteState,
@@ -73,6 +89,20 @@ pub(crate) struct SipCurrent {
 pub(crate) struct ReplyCurrent {
     pub msg: SipMessage,
     pub source: Source,
+}
+
+/// Set `$T_branch_idx` for the running SIP route.
+pub(crate) fn set_branch(lua: &Lua, branch: u32) {
+    with(lua, |cur| {
+        if let Context::Sip(s) = cur {
+            s.branch = branch;
+        }
+    });
+}
+
+/// `$T_branch_idx` of the running SIP route.
+pub(crate) fn branch_index(lua: &Lua) -> Option<u32> {
+    with(lua, |cur| cur.sip().map(|s| s.branch))
 }
 
 impl Context {
@@ -120,6 +150,7 @@ pub(crate) fn sip_context(lua: &Lua, target: AnyUserData, kind: RouteKind) -> Co
         kind,
         handled: false,
         event,
+        branch: 0,
         state: RouteState::default(),
     })
 }
@@ -154,7 +185,7 @@ impl std::fmt::Display for NotHere {
 pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> Result<R, NotHere> {
     let target = with(lua, |cur| match cur.sip() {
         None => Err(NotHere::NoSip),
-        Some(s) if s.kind == RouteKind::Reply => Err(NotHere::Reply),
+        Some(s) if s.kind.is_reply() => Err(NotHere::Reply),
         Some(s) => Ok(s.target.clone()),
     })?;
     target
@@ -167,7 +198,7 @@ pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> R
 pub(crate) fn with_view<R>(lua: &Lua, f: impl FnOnce(&dyn MsgView) -> R) -> Result<R, NotHere> {
     let (target, kind) =
         with(lua, |cur| cur.sip().map(|s| (s.target.clone(), s.kind))).ok_or(NotHere::NoSip)?;
-    let done = if kind == RouteKind::Reply {
+    let done = if kind.is_reply() {
         target.borrow_mut_scoped::<ReplyCurrent, R>(|r| f(r))
     } else {
         target.borrow_mut_scoped::<Request, R>(|r| f(r))
@@ -258,6 +289,12 @@ impl MsgView for Request {
     fn reply_code(&self) -> Option<u16> {
         self.failure_code()
     }
+    fn reply_reason(&self) -> Option<Vec<u8>> {
+        self.failure_reason().map(|r| r.as_bytes().to_vec())
+    }
+    fn reply_local(&self) -> Option<bool> {
+        self.failure_code().map(|_| self.failure_is_local())
+    }
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         Request::header(self, name).map(<[u8]>::to_vec)
     }
@@ -276,5 +313,11 @@ impl MsgView for ReplyCurrent {
     }
     fn reply_code(&self) -> Option<u16> {
         self.msg.status()
+    }
+    fn reply_reason(&self) -> Option<Vec<u8>> {
+        self.msg.reason().map(<[u8]>::to_vec)
+    }
+    fn reply_local(&self) -> Option<bool> {
+        Some(false)
     }
 }

@@ -42,6 +42,21 @@ impl Router for SipHooks {
         call::run_reply_route(&lua, reply, source)
     }
 
+    fn reply_route(
+        &self,
+        _host: &SipHandle,
+        reply: &SipMessage,
+        source: &Source,
+        route: &str,
+        _req: &Request,
+        branch: u32,
+    ) -> bool {
+        let Some(lua) = self.0.vm() else {
+            return true;
+        };
+        call::run_onreply_route(&lua, route, reply, source, branch)
+    }
+
     fn failure(&self, _host: &SipHandle, req: &mut Request, route: &str) {
         self.route(route, RouteKind::Failure, req);
     }

@@ -33,7 +33,6 @@ mod limits;
 mod lint;
 mod maxfwd_section;
 mod modparams;
-mod myself;
 mod ops;
 mod packages;
 pub mod pv;

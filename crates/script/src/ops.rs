@@ -32,7 +32,7 @@ pub trait SipOps: Send + Sync {
     /// Take a suspended request back by index and label.
     fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError>;
     /// Whether `host` (and `port`, when the URI had one) names this host
-    /// (Kamailio's `myself`): see [`crate::myself`] for the rules.
+    /// (Kamailio's `myself`): see [`sip::Myself`] for the rules (listen addresses, loopback, `[sip] alias`).
     fn is_myself(&self, host: &str, port: Option<u16>) -> bool;
     /// The location table (`KSR.registrar`); `None`: the host has none.
     fn usrloc(&self) -> Option<&sip::Usrloc> {
@@ -93,7 +93,7 @@ impl SipOps for SipHandle {
         SipHandle::t_continue(self, index, label)
     }
     fn is_myself(&self, host: &str, port: Option<u16>) -> bool {
-        crate::myself::is_myself(&self.local_addrs(), host, port)
+        SipHandle::is_myself(self, host, port)
     }
     fn usrloc(&self) -> Option<&sip::Usrloc> {
         Some(SipHandle::usrloc(self))

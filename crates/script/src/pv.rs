@@ -49,6 +49,9 @@ pub enum TField {
     IdLabel,
     /// `$T(reply_code)`
     ReplyCode,
+    /// `$T(reply_type)`: 1 for a reply made here (a timeout...), 0 for a
+    /// received one
+    ReplyType,
 }
 
 /// Fields of `$evapi(...)`.
@@ -147,6 +150,11 @@ pub enum Pv {
     MsgTime,
     /// `$T_branch_idx` the branch being routed (0 outside branch routes)
     TBranchIdx,
+    /// `$T_reply_code` the reply's code (reply and failure routes)
+    TReplyCode,
+    /// `$T_reply_reason` the reply's reason phrase (reply and failure
+    /// routes)
+    TReplyReason,
     /// `$avp(name)` per route run (w)
     Avp(String),
     /// `$xavp(name=>key)` per route run (w)
@@ -201,6 +209,9 @@ impl Pv {
             ("T", Some("id_index")) => Pv::T(TField::IdIndex),
             ("T", Some("id_label")) => Pv::T(TField::IdLabel),
             ("T", Some("reply_code")) => Pv::T(TField::ReplyCode),
+            ("T", Some("reply_type")) => Pv::T(TField::ReplyType),
+            ("T_reply_code", None) => Pv::TReplyCode,
+            ("T_reply_reason", None) => Pv::TReplyReason,
             ("var", Some(v)) if !v.is_empty() => Pv::Var(v.to_string()),
             ("shv", Some(v)) if !v.is_empty() => Pv::Shv(v.to_string()),
             ("sht", Some(v)) => {
@@ -265,6 +276,15 @@ pub trait MsgView {
     fn reply_code(&self) -> Option<u16> {
         None
     }
+    /// The reason phrase of that reply (failure and reply routes).
+    fn reply_reason(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Whether that reply was made here (a timeout...) rather than
+    /// received; `None` where there is no such reply.
+    fn reply_local(&self) -> Option<bool> {
+        None
+    }
     /// First value of a header, seeing routing's edits.
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         self.msg().header(name).map(<[u8]>::to_vec)
@@ -314,7 +334,9 @@ pub fn get_sip(pv: &Pv, view: &dyn MsgView) -> Option<PvValue> {
         Pv::Hdr(name) => PvValue::Str(view.header(name)?),
         Pv::T(TField::IdIndex) => PvValue::Int(view.tx()?.0.into()),
         Pv::T(TField::IdLabel) => PvValue::Int(view.tx()?.1.into()),
-        Pv::T(TField::ReplyCode) => PvValue::Int(view.reply_code()?.into()),
+        Pv::T(TField::ReplyCode) | Pv::TReplyCode => PvValue::Int(view.reply_code()?.into()),
+        Pv::T(TField::ReplyType) => PvValue::Int(view.reply_local()?.into()),
+        Pv::TReplyReason => PvValue::Str(view.reply_reason()?),
         Pv::Body => PvValue::from(m.body()),
         Pv::Contact => PvValue::Str(view.header("Contact")?),
         Pv::ContentLength => PvValue::Int(i64::try_from(m.content_length()?).ok()?),

@@ -31,7 +31,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(
+    pub(crate) fn new(
         section: &'static str,
         key: &'static str,
         value: impl std::fmt::Display,
@@ -122,6 +122,12 @@ pub struct SipConfig {
     /// `"[::1]:5353"`); empty: the system's (`/etc/resolv.conf`). The
     /// hosts file (`/etc/hosts`) is read either way.
     pub dns_servers: Vec<String>,
+    /// Other names of this host (Kamailio's `alias`): `"host"` (any of our
+    /// ports) or `"host:port"`, IPv6 in brackets. A URI naming one is
+    /// ours for the myself checks (`loose_route`, `KSR.is_myself*`),
+    /// besides our listen addresses and, for loopback listeners,
+    /// `localhost`.
+    pub alias: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -144,6 +150,7 @@ impl Default for SipConfig {
             max_tcp_connections_per_ip: 256,
             dns_timeout_ms: 3_000,
             dns_servers: Vec::new(),
+            alias: Vec::new(),
         }
     }
 }
@@ -214,6 +221,9 @@ impl SipConfig {
         }
         for entry in &self.dns_servers {
             parse_dns_server(entry)?;
+        }
+        for entry in &self.alias {
+            crate::myself::parse_alias(entry)?;
         }
         Ok(())
     }

@@ -45,6 +45,14 @@ pub enum Edit {
     },
     /// Remove every header with this name (any case, compact forms too).
     RemoveHeaders(Bytes),
+    /// Add a Record-Route value (the whole value, `<sip:...;lr>`) above
+    /// the existing ones. Several are written in the order given, the
+    /// first on top.
+    InsertRecordRoute(Bytes),
+    /// Replace the route set: every Route row goes, and these values are
+    /// written instead (one row each, in order) where the first Route row
+    /// was, or after the other rows when there was none.
+    SetRoutes(Vec<Bytes>),
     /// Replace the body; Content-Length is rewritten to match, and
     /// Content-Type too when one is given.
     SetBody {
@@ -151,6 +159,8 @@ struct Plan<'a> {
     appends: Vec<(&'a [u8], &'a [u8])>,
     removes: Vec<(HeaderName, &'a [u8])>,
     body: Option<(Option<&'a [u8]>, &'a [u8])>,
+    record_routes: Vec<&'a [u8]>,
+    routes: Option<&'a [Bytes]>,
 }
 
 impl<'a> Plan<'a> {
@@ -165,6 +175,8 @@ impl<'a> Plan<'a> {
             appends: Vec::new(),
             removes: Vec::new(),
             body: None,
+            record_routes: Vec::new(),
+            routes: None,
         };
         for e in edits {
             match e {
@@ -175,6 +187,8 @@ impl<'a> Plan<'a> {
                 Edit::SetMaxForwards(v) => p.mf_set = Some(*v),
                 Edit::AppendHeader { name, value } => p.appends.push((name, value)),
                 Edit::RemoveHeaders(n) => p.removes.push((HeaderName::classify(n), n)),
+                Edit::InsertRecordRoute(v) => p.record_routes.push(v),
+                Edit::SetRoutes(r) => p.routes = Some(r),
                 Edit::SetBody { content_type, body } => {
                     p.body = Some((content_type.as_deref(), body))
                 }
@@ -214,6 +228,8 @@ impl<'a> Plan<'a> {
         let has_via = m.rows.iter().any(|r| r.kind == HeaderName::Via);
         let mut seen_via = false;
         let mut seen_mf = false;
+        let mut seen_rr = false;
+        let mut seen_route = false;
         if !has_via {
             self.put_vias(s);
         }
@@ -250,10 +266,29 @@ impl<'a> Plan<'a> {
                     continue;
                 }
             }
+            if r.kind == HeaderName::RecordRoute && !seen_rr {
+                seen_rr = true;
+                self.put_record_routes(s);
+            }
+            if r.kind == HeaderName::Route {
+                if let Some(routes) = self.routes {
+                    if !seen_route {
+                        seen_route = true;
+                        Self::put_routes(s, routes);
+                    }
+                    continue;
+                }
+            }
             if self.removed(r) {
                 continue;
             }
             s.put(&buf[r.line.range()]);
+        }
+        if !seen_rr {
+            self.put_record_routes(s);
+        }
+        if let (Some(routes), false) = (self.routes, seen_route) {
+            Self::put_routes(s, routes);
         }
         if let (Some(v), false) = (self.mf_set.or(self.mf_default), seen_mf) {
             s.put(b"Max-Forwards: ");
@@ -277,6 +312,18 @@ impl<'a> Plan<'a> {
         };
         s.put(b"\r\n");
         s.put(body);
+    }
+
+    fn put_record_routes(&self, s: &mut dyn Sink) {
+        for v in &self.record_routes {
+            put_header(s, b"Record-Route", v);
+        }
+    }
+
+    fn put_routes(s: &mut dyn Sink, routes: &[Bytes]) {
+        for v in routes {
+            put_header(s, b"Route", v);
+        }
     }
 
     fn put_vias(&self, s: &mut dyn Sink) {

@@ -135,6 +135,13 @@ pub struct Request {
     /// (Kamailio's `set_reply_no_connect`); recorded only, see
     /// [`Request::reply_no_connect`].
     reply_no_connect: bool,
+    /// The message as it arrived, when the host rewrote its top Via
+    /// (`received`, `rport`): what the router reads headers from.
+    as_received: Option<SipMessage>,
+    /// Record-Route and the route set after loose routing.
+    pub(crate) rr: crate::rr::RrState,
+    /// Reply and branch routes armed, and what a failure route is told.
+    pub(crate) routes: crate::tx_routes::TxRoutes,
 }
 
 /// Split a whole header line (`"X-Foo: bar"`, with or without its CRLF)
@@ -184,7 +191,27 @@ impl Request {
             bflags: 0,
             force_rport: false,
             reply_no_connect: false,
+            as_received: None,
+            rr: Default::default(),
+            routes: Default::default(),
         }
+    }
+
+    /// As [`Request::new`], for a message the host rewrote on arrival
+    /// (`msg`, with `received` / `rport` in its top Via) from `original`
+    /// (as it arrived): the router's header reads see `original`, while
+    /// replies and relays are built from `msg`.
+    pub(crate) fn with_original(msg: SipMessage, original: SipMessage, source: Source) -> Request {
+        let mut r = Request::new(msg, source);
+        r.as_received = Some(original);
+        r
+    }
+
+    /// The message exactly as it arrived: [`Request::msg`] but for the
+    /// `received` and `rport` parameters the host adds to the top Via
+    /// (RFC 3261 §18.2.1), which this one does not show.
+    pub fn msg_as_received(&self) -> &SipMessage {
+        self.as_received.as_ref().unwrap_or(&self.msg)
     }
 
     /// The router's message flags, one bit per flag (bit `n` is flag `n`).
@@ -307,17 +334,19 @@ impl Request {
         n + before - self.appended.len()
     }
 
-    fn is_removed(&self, kind: HeaderName, name: &str) -> bool {
+    pub(crate) fn is_removed(&self, kind: HeaderName, name: &str) -> bool {
         self.removed
             .iter()
             .any(|(k, n)| same_name(*k, n, kind, name))
     }
 
-    /// The value of the first header with this name, edits applied.
+    /// The value of the first header with this name, edits applied, as
+    /// the message arrived (a top Via without the `received` / `rport`
+    /// the host added).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         let kind = HeaderName::classify(name.as_bytes());
         if !self.is_removed(kind, name) {
-            if let Some(v) = self.msg.header(name) {
+            if let Some(v) = self.msg_as_received().header(name) {
                 return Some(v);
             }
         }
@@ -468,9 +497,28 @@ impl Request {
     /// routing already set it: a ported Kamailio script decrements it with
     /// `process_maxfwd`, and a second decrement here would count the hop
     /// twice.
-    pub(crate) fn serialize_for_relay(&self, via: &str) -> Bytes {
+    ///
+    /// `out`: the socket it leaves from (transport and the address our Via
+    /// advertises), for the Record-Route rows the router asked for (two
+    /// when it differs from the one the request came in on); `None`: as
+    /// if the same.
+    pub(crate) fn serialize_for_relay(
+        &self,
+        via: &str,
+        out: Option<(Transport, SocketAddr)>,
+    ) -> Bytes {
         let mut e = self.msg.edit();
         e.push(Edit::PrependVia(Bytes::copy_from_slice(via.as_bytes())));
+        for rr in self.record_route_values(out) {
+            e.push(Edit::InsertRecordRoute(rr));
+        }
+        if let Some(routes) = self.rr.route_set() {
+            // The script removing Route after loose routing removes the
+            // rest of the route set too, as it would in Kamailio.
+            if !self.is_removed(HeaderName::Route, "Route") {
+                e.push(Edit::SetRoutes(routes));
+            }
+        }
         if !self.max_forwards_edited() {
             e.push(match self.max_forwards {
                 Some(v) => Edit::SetMaxForwards(v),
@@ -503,97 +551,4 @@ impl Request {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req() -> Request {
-        let m = SipMessage::parse(Bytes::from_static(
-            b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nSubject: hi\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
-        ))
-        .unwrap();
-        Request::new(
-            m,
-            Source {
-                transport: Transport::Udp,
-                remote: "127.0.0.1:5070".parse().unwrap(),
-                local: "127.0.0.1:5060".parse().unwrap(),
-                conn: None,
-            },
-        )
-    }
-
-    #[test]
-    fn edits_are_seen_and_applied() {
-        let mut r = req();
-        assert!(r.has_header("s"));
-        assert_eq!(r.remove_header("Subject"), 1);
-        assert!(!r.has_header("subject"));
-        r.append_header("X-B: two\r\n").unwrap();
-        r.append_header("Subject: again").unwrap();
-        assert_eq!(r.header("s"), Some(&b"again"[..]));
-        assert_eq!(r.header("x-b"), Some(&b"two"[..]));
-        assert_eq!(r.remove_header("x-a"), 1);
-        assert!(r.append_header("bad line").is_err());
-        assert!(r.append_header("X: a\r\nY: b").is_err());
-        r.set_ruri("sip:carol@127.0.0.2:5080").unwrap();
-        assert!(r.set_ruri("not a uri").is_err());
-        let out = r.serialize_for_relay("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKme");
-        let m = SipMessage::parse(out).unwrap();
-        assert_eq!(m.request_uri_raw(), Some(&b"sip:carol@127.0.0.2:5080"[..]));
-        assert_eq!(m.top_via().unwrap().branch, Some(&b"z9hG4bKme"[..]));
-        assert_eq!(m.max_forwards().unwrap(), Some(70));
-        assert_eq!(m.header("Subject"), Some(&b"again"[..]));
-        assert_eq!(m.headers("Subject").count(), 1);
-        assert_eq!(m.header("X-A"), None);
-        assert_eq!(m.header("X-B"), Some(&b"two"[..]));
-        r.set_max_forwards(9);
-        assert_eq!(r.max_forwards(), Some(9));
-        let m = SipMessage::parse(r.serialize_for_relay("SIP/2.0/UDP h;branch=z9hG4bKx")).unwrap();
-        assert_eq!(m.max_forwards().unwrap(), Some(9));
-        assert_eq!(m.headers("Max-Forwards").count(), 1);
-    }
-
-    #[test]
-    fn max_forwards_set_by_routing_is_not_decremented_again() {
-        let via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKme";
-        // Appended by routing: relayed as set, not decremented again.
-        let mut r = req();
-        r.append_header("Max-Forwards: 5\r\n").unwrap();
-        let m = SipMessage::parse(r.serialize_for_relay(via)).unwrap();
-        assert_eq!(
-            m.max_forwards().unwrap(),
-            Some(5),
-            "set by routing: kept as set"
-        );
-        assert_eq!(m.headers("Max-Forwards").count(), 1);
-        let mut r = req();
-        r.remove_header("Max-Forwards");
-        r.append_header("Max-Forwards: 9").unwrap();
-        let m = SipMessage::parse(r.serialize_for_relay(via)).unwrap();
-        assert_eq!(m.max_forwards().unwrap(), Some(9));
-    }
-
-    #[test]
-    fn force_rport_sends_replies_to_the_source_port() {
-        // The test request's Via says port 5070 without rport; it came
-        // from 127.0.0.1:5070, so make the source port differ.
-        let mut r = req();
-        r.source.remote = "127.0.0.1:40000".parse().unwrap();
-        assert_eq!(crate::tm::Tm::reply_dest(&r).addr.port(), 5070);
-        r.set_force_rport();
-        assert_eq!(crate::tm::Tm::reply_dest(&r).addr.port(), 40000);
-    }
-
-    #[test]
-    fn router_flags_travel_with_copies() {
-        let mut r = req();
-        r.set_flags(1 << 3);
-        r.set_branch_flags(1 << 6);
-        r.set_reply_no_connect();
-        let copy = r.clone();
-        assert_eq!(
-            (copy.flags(), copy.branch_flags(), copy.reply_no_connect()),
-            (8, 64, true)
-        );
-    }
-}
+mod tests;

@@ -49,10 +49,34 @@ pub trait Router: Send + Sync + 'static {
     }
 
     /// Every reply received for a relayed request, before the transaction
-    /// layer acts on it. Return `false` to drop it (as if never received;
-    /// the branch's timers keep running). Default: `true`.
+    /// layer acts on it (Kamailio's core `reply_route`); also a reply that
+    /// matches no transaction but carries our Via on top, before it is
+    /// forwarded statelessly by its next Via. Return `false` to drop it (as
+    /// if never received; the branch's timers keep running). Default:
+    /// `true`.
     fn reply(&self, host: &SipHandle, reply: &SipMessage, source: &Source) -> bool {
         let _ = (host, reply, source);
+        true
+    }
+
+    /// A reply to a branch of a transaction whose request armed a reply
+    /// route ([`Request::set_reply_route`], Kamailio's `t_on_reply`), after
+    /// [`Router::reply`] let it pass and before the transaction layer acts
+    /// on it: `route` is the route's name, `req` the transaction's request
+    /// (as last relayed, with [`Request::tx`] set) and `branch` the
+    /// branch's 0-based index. Replies to our CANCELs do not run it.
+    /// Return `false` to drop the reply (as if never received; the
+    /// branch's timers keep running). Default: `true`.
+    fn reply_route(
+        &self,
+        host: &SipHandle,
+        reply: &SipMessage,
+        source: &Source,
+        route: &str,
+        req: &Request,
+        branch: u32,
+    ) -> bool {
+        let _ = (host, reply, source, route, req, branch);
         true
     }
 

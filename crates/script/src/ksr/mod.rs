@@ -22,11 +22,13 @@ mod pike;
 mod pv;
 mod registrar;
 mod reply;
+mod rr;
 mod sanity;
 mod siputils;
 mod sl;
 mod textops;
 mod tm;
+mod tm_routes;
 mod tmx;
 mod x;
 
@@ -64,6 +66,7 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("textops"), textops::register),
     (Some("registrar"), registrar::register),
     (Some("sanity"), sanity::register),
+    (Some("rr"), rr::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

@@ -75,9 +75,8 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
             PvValue::Int(*s.time.get_or_insert_with(unix_now))
         })
         .ok(),
-        // Branch routes are the proxy helper's: until they exist, every
-        // SIP route routes branch 0.
-        Pv::TBranchIdx => context::route_kind(cx.lua).map(|_| PvValue::Int(0)),
+        // The branch of a branch, reply or failure route; 0 elsewhere.
+        Pv::TBranchIdx => context::branch_index(cx.lua).map(|b| PvValue::Int(b.into())),
         Pv::Avp(n) => context::with_state(cx.lua, |s| s.avp(n)).ok()?,
         Pv::Xavp(n, k) => context::with_state(cx.lua, |s| s.xavp(n, k)).ok()?,
         _ => context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?,

@@ -26,6 +26,7 @@ pub(crate) struct FakeSip {
     fail: AtomicBool,
     known: AtomicBool,
     parked: Mutex<Option<Request>>,
+    relayed: Mutex<Vec<Request>>,
     /// The location table, on a clock the test moves.
     pub usrloc: FakeUsrloc,
 }
@@ -56,6 +57,10 @@ impl FakeSip {
     /// What `t_check_trans` answers.
     pub fn set_known(&self, known: bool) {
         self.known.store(known, Ordering::SeqCst);
+    }
+    /// The requests relayed so far (as `t_relay` got them), emptied.
+    pub fn take_relayed(&self) -> Vec<Request> {
+        std::mem::take(&mut lock(&self.relayed))
     }
     /// The request the next `t_continue` gives back.
     pub fn park(&self, req: Request) {
@@ -90,8 +95,10 @@ impl SipOps for FakeSip {
         sip::check_reply(req, code, reason)?;
         self.op(format!("t_reply {code} {reason}"))
     }
-    fn t_relay(&self, _: &mut Request) -> Result<(), TmError> {
-        self.op("t_relay".into())
+    fn t_relay(&self, req: &mut Request) -> Result<(), TmError> {
+        self.op("t_relay".into())?;
+        lock(&self.relayed).push(req.clone());
+        Ok(())
     }
     fn t_suspend(&self, _: &mut Request) -> Result<TxRef, TmError> {
         self.op("t_suspend".into()).map(|()| TX)
@@ -104,13 +111,14 @@ impl SipOps for FakeSip {
         self.op(format!("t_continue {index}:{label}"))?;
         parked.ok_or(TmError::NoTransaction { index, label })
     }
-    /// The fake listens on 127.0.0.1:5060 and 192.0.2.10:5060 (UDP).
+    /// The fake listens on 127.0.0.1:5060 and 192.0.2.10:5060 (UDP), and
+    /// has the alias `proxy.test`.
     fn is_myself(&self, host: &str, port: Option<u16>) -> bool {
         let listeners = [
             (sip::Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
             (sip::Transport::Udp, "192.0.2.10:5060".parse().unwrap()),
         ];
-        crate::myself::is_myself(&listeners, host, port)
+        sip::Myself::new(listeners.to_vec(), &["proxy.test".to_owned()]).contains(host, port)
     }
     fn usrloc(&self) -> Option<&sip::Usrloc> {
         Some(&self.usrloc.0)

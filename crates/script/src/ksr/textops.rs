@@ -32,7 +32,7 @@ const SIZE_LIMIT: usize = 1 << 20;
 #[derive(Default)]
 struct Cache(HashMap<String, Regex>);
 
-fn compiled(cx: &Cx<'_>, re: &str) -> Result<Regex, Fail> {
+pub(super) fn compiled(cx: &Cx<'_>, re: &str) -> Result<Regex, Fail> {
     if let Some(r) = cx
         .lua
         .app_data_ref::<Cache>()

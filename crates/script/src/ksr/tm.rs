@@ -4,10 +4,12 @@
 //! `t_on_failure(fname)` and `t_check_trans()`. 1 on success, -1 on
 //! failure (logged, but `t_check_trans` finding nothing is an answer).
 //! A failed `t_newtran` or `t_relay` is recorded as the route's last
-//! error, for `KSR.sl.sl_reply_error()`.
+//! error, for `KSR.sl.sl_reply_error()`. Reply and branch routes and the
+//! status tests are in [`super::tm_routes`].
 
 use super::module::{kemi_bool, Module};
 use super::reply;
+use super::tm_routes;
 use mlua::Value;
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
@@ -18,9 +20,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         Ok(1)
     })?;
     m.func("t_relay", |cx, ()| {
-        let host = cx.sip()?;
-        cx.request(|req| host.t_relay(req))?
-            .inspect_err(|e| cx.record_error(e))?;
+        tm_routes::relay(cx)?;
         cx.mark_handled();
         Ok(1)
     })?;
@@ -37,7 +37,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         let host = cx.sip()?;
         let found = cx.request(|req| req.tx().is_some() || host.t_check_trans(req))?;
         Ok(kemi_bool(found))
-    })
+    })?;
+    tm_routes::register(m)
 }
 
 #[cfg(test)]

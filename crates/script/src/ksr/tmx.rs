@@ -6,8 +6,9 @@
 //!
 //! Route tests, 1 or -1: `t_is_request_route()`, `t_is_failure_route()`
 //! (also in a route resumed by `t_continue`, which Kamailio runs as a
-//! failure route), `t_is_reply_route()` (`ksr_reply_route`),
-//! `t_is_branch_route()` (-1: there are no branch routes yet).
+//! failure route), `t_is_reply_route()` (`ksr_reply_route` and the
+//! transaction reply routes of `KSR.tm.t_on_reply`),
+//! `t_is_branch_route()` (the branch routes of `KSR.tm.t_on_branch`).
 //!
 //! `t_precheck_trans()` is always -1 ("not a retransmission"): Kamailio
 //! uses it to catch a retransmission that arrives while the first copy
@@ -69,10 +70,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             "t_is_failure_route",
             &[RouteKind::Failure, RouteKind::Resumed],
         ),
-        ("t_is_reply_route", &[RouteKind::Reply]),
-        // No branch routes yet: the proxy work adds RouteKind::Branch and
-        // its line here.
-        ("t_is_branch_route", &[]),
+        ("t_is_reply_route", &[RouteKind::Reply, RouteKind::OnReply]),
+        ("t_is_branch_route", &[RouteKind::Branch]),
     ];
     for (name, kinds) in KINDS {
         m.func(name, move |cx, ()| {
@@ -145,6 +144,7 @@ mod tests {
             (RouteKind::Request, "1-1-1-1-1"),
             (RouteKind::Failure, "-11-1-1-1"),
             (RouteKind::Resumed, "-11-1-1-1"),
+            (RouteKind::Branch, "-1-1-11-1"),
         ] {
             run_route(&vm.lua, sip, "k", kind, &mut req);
             assert_eq!(

@@ -199,4 +199,24 @@ impl SipHandle {
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         lock(&self.shared.tm).listeners()
     }
+
+    /// Whether `host` (and `port`, when the URI had one) names this host
+    /// (Kamailio's `myself`): a listen address, `localhost` or a loopback
+    /// address for a loopback listener, or a `[sip] alias`. See
+    /// [`crate::Myself`] for the rules.
+    pub fn is_myself(&self, host: &str, port: Option<u16>) -> bool {
+        self.shared.myself.contains(host, port)
+    }
+
+    /// This host's addresses and names, for myself checks without a lock.
+    pub fn myself(&self) -> &crate::Myself {
+        &self.shared.myself
+    }
+
+    /// Loose routing (Kamailio's `loose_route`) against this host's
+    /// addresses and aliases: see [`Request::loose_route`].
+    pub fn loose_route(&self, req: &mut Request) -> crate::LooseRoute {
+        let m = &self.shared.myself;
+        req.loose_route(&|h, p| m.contains(h, p))
+    }
 }

@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) dns: dns::Dns,
     /// The location table (`[usrloc]`).
     pub(crate) usrloc: Arc<crate::usrloc::Usrloc>,
+    /// This host's addresses and `[sip] alias` names.
+    pub(crate) myself: crate::myself::Myself,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.
@@ -193,6 +195,7 @@ impl Upcalls for Up {
             let _ = sh.dispatch(&cid, Work::Reply(Box::new((msg, src))));
             return;
         }
+        let original = msg.clone();
         let msg = match fix_via(msg, &src) {
             Ok(m) => m,
             Err(e) => {
@@ -200,7 +203,13 @@ impl Upcalls for Up {
                 return;
             }
         };
-        let req = Request::new(msg, src);
+        // The router reads headers as they arrived; the rewritten top Via
+        // (received, rport) is for the replies and relays we build.
+        let req = if msg.buffer().as_ptr() == original.buffer().as_ptr() {
+            Request::new(msg, src)
+        } else {
+            Request::with_original(msg, original, src)
+        };
         if let Err((code, reason, e)) = check_request(req.msg()) {
             warn_limited!(peer = %req.source().remote, error = %e, code, "refusing malformed request");
             if req.msg().method() != Some(&Method::Ack) {

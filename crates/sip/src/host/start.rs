@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 
 use super::{fnv, Shared, SipHandle, StartError, Up, Work};
 use crate::config::HostConfig;
-use crate::request::Transport;
+use crate::message::SipMessage;
+use crate::myself::Myself;
+use crate::request::{Source, Transport};
 use crate::router::Router;
 use crate::tm::{Incoming, TableConfig, Tm};
 use crate::transport::{bind_all, lock, Net, Pending};
@@ -58,6 +60,7 @@ impl SipHost {
             wait: config.tm.wait_timer,
             max: sip.max_transactions,
             listeners: addrs.clone(),
+            myself: Myself::new(addrs.clone(), &sip.alias),
         });
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..sip.children)
             .map(|_| flume::bounded(sip.queue_size))
@@ -78,6 +81,7 @@ impl SipHost {
             sl_tag,
             dns,
             usrloc: Arc::new(crate::usrloc::Usrloc::new(config.usrloc.clone())),
+            myself: Myself::new(addrs.clone(), &sip.alias),
         });
         Ok(BoundHost {
             shared,
@@ -245,12 +249,26 @@ fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiv
             }
             Work::Reply(b) => {
                 let (msg, src) = *b;
-                if lock(&sh.tm).match_reply(&msg).is_none() {
-                    debug!(peer = %src.remote, code = msg.status(), "dropping reply matching no branch");
+                let matched = lock(&sh.tm).match_reply(&msg);
+                let Some((id, no)) = matched else {
+                    stateless_reply(&sh, &h, &*router, &msg, &src, &guarded);
                     continue;
-                }
+                };
                 let mut pass = true;
                 guarded("reply", &mut || pass = router.reply(&h, &msg, &src));
+                let tx_route = if pass {
+                    lock(&sh.tm).reply_route_of(id, &msg)
+                } else {
+                    None
+                };
+                if let Some((route, req)) = tx_route {
+                    // Branches are numbered from 1 in our Via; Kamailio's
+                    // $T_branch_idx counts from 0.
+                    let branch = no.saturating_sub(1);
+                    guarded("reply_route", &mut || {
+                        pass = router.reply_route(&h, &msg, &src, &route, &req, branch)
+                    });
+                }
                 if pass {
                     sh.tm_op(|tm, now, out| tm.on_reply(&msg, now, out));
                 }
@@ -260,5 +278,32 @@ fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiv
                 sh.tm_op(|tm, now, out| tm.failure_done(id, now, out));
             }
         }
+    }
+}
+
+/// A reply that matched no branch: forwarded by its Via when the top Via
+/// is ours (after the router's reply phase, which may drop it), else
+/// dropped with a rate-limited log line.
+fn stateless_reply(
+    sh: &Arc<Shared>,
+    h: &SipHandle,
+    router: &dyn Router,
+    msg: &SipMessage,
+    src: &Source,
+    guarded: &dyn Fn(&str, &mut dyn FnMut()),
+) {
+    let target = lock(&sh.tm).stateless_dest(msg);
+    let (dest, data) = match target {
+        Ok(t) => t,
+        Err(e) => {
+            warn_limited!(peer = %src.remote, code = msg.status(), reason = %e, "dropping reply matching no transaction");
+            return;
+        }
+    };
+    let mut pass = true;
+    guarded("reply", &mut || pass = router.reply(h, msg, src));
+    if pass {
+        debug!(peer = %src.remote, to = %dest.addr, code = msg.status(), "forwarding reply with no transaction by its Via");
+        sh.tm_op(|tm, _, out| tm.forward_stateless(dest, data, out));
     }
 }

@@ -168,7 +168,8 @@ impl Tm {
                 no,
             },
         );
-        let data = self.tx_mut(t)?.req.serialize_for_relay(&via);
+        let out_sock = Some((dest.transport, sent_by));
+        let data = self.tx_mut(t)?.req.serialize_for_relay(&via, out_sock);
         let sent = SipMessage::parse(data.clone()).map_err(TmError::BadRequest)?;
         self.send_branch(tx_id(t), no, dest, data, sent, now, out);
         Ok(())
@@ -219,7 +220,11 @@ impl Tm {
             hash,
         };
         let via = Self::our_via(dest.transport, sent_by, branch);
-        Self::send(out, dest, req.serialize_for_relay(&via));
+        Self::send(
+            out,
+            dest,
+            req.serialize_for_relay(&via, Some((dest.transport, sent_by))),
+        );
     }
 
     /// Check the transaction may get a new branch and number it.
@@ -315,6 +320,20 @@ impl Tm {
         let id = tx_id(TxRef { index, label });
         let tx = self.txs.get(&id)?;
         (tx.branch.as_ref()?.no == no).then_some((id, no))
+    }
+
+    /// The reply route armed on transaction `id` (from its relayed
+    /// request) and that request, for a reply to one of its branches; a
+    /// reply to our CANCEL runs none.
+    pub(crate) fn reply_route_of(&self, id: u64, msg: &SipMessage) -> Option<(String, Request)> {
+        if msg.cseq().map(|c| c.method) == Ok(Method::Cancel) {
+            return None;
+        }
+        let tx = self.txs.get(&id)?;
+        let route = tx.req.reply_route()?.to_owned();
+        let mut req = tx.req.clone();
+        req.tx = Some(tx.tref);
+        Some((route, req))
     }
 
     /// A reply from downstream, matched by [`Tm::match_reply`].
@@ -428,6 +447,15 @@ impl Tm {
             let mut r = tx.req.clone();
             r.failure_code = Some(code);
             r.tx = Some(tx.tref);
+            r.routes.failure_reason = Some(match tx.best.as_deref() {
+                Some((c, Some(m))) if *c == code => {
+                    String::from_utf8_lossy(m.reason().unwrap_or_default()).into_owned()
+                }
+                _ => local_reason(code).to_owned(),
+            });
+            r.routes.failure_local =
+                !matches!(tx.best.as_deref(), Some((c, Some(_))) if *c == code);
+            r.routes.branch_index = tx.branches.saturating_sub(1);
             tx.in_failure = true;
             out.push(Action::Failure {
                 id,

@@ -31,6 +31,7 @@ mod reply;
 mod resolving;
 mod server;
 mod sharded;
+mod stateless;
 mod stats;
 mod timers;
 
@@ -105,6 +106,8 @@ pub(crate) struct TableConfig {
     pub(crate) wait: u64,
     pub(crate) max: usize,
     pub(crate) listeners: Vec<(Transport, SocketAddr)>,
+    /// This host's addresses and names: whether a Via is ours.
+    pub(crate) myself: crate::myself::Myself,
 }
 
 fn no_tx(t: TxRef) -> TmError {

@@ -26,4 +26,7 @@ pub struct TmStats {
     pub canceled: u64,
     /// Retransmitted requests, and ACKs of non-2xx finals, absorbed.
     pub absorbed: u64,
+    /// Replies matching no transaction forwarded by their Via (a 2xx
+    /// retransmitted after the INVITE transaction ended, above all).
+    pub stateless_replies: u64,
 }

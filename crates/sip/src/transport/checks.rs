@@ -156,6 +156,7 @@ mod tests {
             wait: 5000,
             max: 1000,
             listeners: vec![(Transport::Udp, "127.0.0.1:5060".parse().unwrap())],
+            myself: Default::default(),
         });
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torture");
         let src = Source {

@@ -20,6 +20,13 @@ fn cfg() -> TableConfig {
             (Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
             (Transport::Tcp, "127.0.0.1:5060".parse().unwrap()),
         ],
+        myself: crate::myself::Myself::new(
+            vec![
+                (Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
+                (Transport::Tcp, "127.0.0.1:5060".parse().unwrap()),
+            ],
+            &[],
+        ),
     }
 }
 
@@ -329,6 +336,7 @@ fn answer(sent: &SipMessage, code: u16) -> SipMessage {
     SipMessage::parse(sent.response(code, b"X", Some(b"uas"), &[]).unwrap()).unwrap()
 }
 
+mod proxy;
 mod random;
 mod relay;
 mod resolving;
