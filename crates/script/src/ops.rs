@@ -23,6 +23,11 @@ pub trait SipOps: Send + Sync {
     fn t_newtran(&self, req: &mut Request) -> Result<TxRef, TmError>;
     /// Whether a transaction exists for the request.
     fn t_check_trans(&self, req: &Request) -> bool;
+    /// Whether the request's INVITE transaction was cancelled.
+    fn t_is_canceled(&self, req: &Request) -> bool {
+        let _ = req;
+        false
+    }
     /// Reply on the request's transaction, creating it if needed.
     fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError>;
     /// Relay statefully to `$du`, else the Request-URI.
@@ -79,6 +84,9 @@ impl SipOps for SipHandle {
     }
     fn t_check_trans(&self, req: &Request) -> bool {
         SipHandle::t_check_trans(self, req)
+    }
+    fn t_is_canceled(&self, req: &Request) -> bool {
+        SipHandle::t_is_canceled(self, req)
     }
     fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError> {
         SipHandle::t_reply(self, req, code, reason)

@@ -25,6 +25,8 @@ pub(crate) struct FakeSip {
     calls: Mutex<Vec<String>>,
     fail: AtomicBool,
     known: AtomicBool,
+    /// What `t_is_canceled` answers.
+    pub canceled: AtomicBool,
     parked: Mutex<Option<Request>>,
     relayed: Mutex<Vec<Request>>,
     /// The location table, on a clock the test moves.
@@ -90,6 +92,9 @@ impl SipOps for FakeSip {
     fn t_check_trans(&self, _: &Request) -> bool {
         lock(&self.calls).push("t_check_trans".into());
         self.known.load(Ordering::SeqCst)
+    }
+    fn t_is_canceled(&self, _: &Request) -> bool {
+        self.canceled.load(Ordering::SeqCst)
     }
     fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError> {
         sip::check_reply(req, code, reason)?;

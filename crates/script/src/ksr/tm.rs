@@ -1,7 +1,8 @@
 //! Transactions (Kamailio's tm): `KSR.tm.t_newtran()` (INVITE: sends 100
 //! Trying), `t_reply(code, reason)` (checked as in [`super::reply`]),
 //! `t_relay()` (to `$du` if set, else the Request-URI),
-//! `t_on_failure(fname)` and `t_check_trans()`. 1 on success, -1 on
+//! `t_on_failure(fname)`, `t_check_trans()` and `t_is_canceled()` (1 when the
+//! INVITE was cancelled). 1 on success, -1 on
 //! failure (logged, but `t_check_trans` finding nothing is an answer).
 //! A failed `t_newtran` or `t_relay` is recorded as the route's last
 //! error, for `KSR.sl.sl_reply_error()`. Reply and branch routes and the
@@ -37,6 +38,10 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         let host = cx.sip()?;
         let found = cx.request(|req| req.tx().is_some() || host.t_check_trans(req))?;
         Ok(kemi_bool(found))
+    })?;
+    m.func("t_is_canceled", |cx, ()| {
+        let host = cx.sip()?;
+        Ok(kemi_bool(cx.request(|req| host.t_is_canceled(req))?))
     })?;
     tm_routes::register(m)
 }
@@ -91,5 +96,24 @@ mod tests {
             (-1, -1, -1)
         );
         assert!(vm.sip.take().is_empty());
+    }
+
+    #[test]
+    fn t_is_canceled_asks_the_host() {
+        let vm = Vm::new();
+        let mut req = request("INVITE", "");
+        let ask = |vm: &Vm, req: &mut sip::Request| {
+            vm.in_request(req, |vm| vm.eval::<i64>("KSR.tm.t_is_canceled()"))
+        };
+        assert_eq!(ask(&vm, &mut req), -1);
+        vm.sip
+            .canceled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(ask(&vm, &mut req), 1);
+        assert_eq!(
+            vm.eval::<i64>("KSR.tm.t_is_canceled()"),
+            -1,
+            "outside a request"
+        );
     }
 }
