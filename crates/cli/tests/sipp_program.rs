@@ -7,10 +7,10 @@
 
 mod common;
 
+use common::sipp::*;
 use common::*;
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const CALLS: u32 = 1000;
 const RATE: u32 = 100;
@@ -43,59 +43,6 @@ function ksr_resume()
     if KSR.tm.t_relay() < 0 then KSR.tm.t_reply(500, "Relay Failed") end
 end
 "#;
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scenario(name: &str) -> String {
-    format!("{}/../../tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Proc(Child, &'static str);
-
-impl Proc {
-    /// Wait at most `limit`; kill past it. Exit code and stderr.
-    fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                let mut out = String::new();
-                if let Some(mut e) = self.0.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut out);
-                }
-                return (status.code(), out);
-            }
-            if Instant::now() > deadline {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-                return (None, format!("{} did not finish within {limit:?}", self.1));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-    Proc(
-        cmd.stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}")),
-        name,
-    )
-}
 
 #[test]
 fn sipp_calls_suspended_answered_and_relayed() {

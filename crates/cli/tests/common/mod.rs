@@ -275,3 +275,64 @@ pub fn evapi(args: &[&str], stdin: &str, cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// SIPp processes for the program's interop tests.
+pub mod sipp {
+    use std::net::UdpSocket;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A free UDP port on 127.0.0.1 (for SIPp's `-p`).
+    pub fn free_udp_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub fn scenario(name: &str) -> String {
+        format!("{}/../../tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    pub struct Proc(pub Child, &'static str);
+
+    impl Proc {
+        /// Wait at most `limit`; kill past it. Exit code and stderr.
+        pub fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
+            let deadline = Instant::now() + limit;
+            loop {
+                if let Ok(Some(status)) = self.0.try_wait() {
+                    let mut out = String::new();
+                    if let Some(mut e) = self.0.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut out);
+                    }
+                    return (status.code(), out);
+                }
+                if Instant::now() > deadline {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                    return (None, format!("{} did not finish within {limit:?}", self.1));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+        Proc(
+            cmd.stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {name}: {e}")),
+            name,
+        )
+    }
+}
