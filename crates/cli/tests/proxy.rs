@@ -105,7 +105,9 @@ fn a_lua_script_record_routes_and_loose_routes_a_dialog() {
     callee
         .send(to, answer(&inv, 183, "Session Progress", &callee))
         .unwrap();
-    callee.send(to, answer(&inv, 180, "Ringing", &callee)).unwrap();
+    callee
+        .send(to, answer(&inv, 180, "Ringing", &callee))
+        .unwrap();
     caller
         .expect_status(180, Some(Method::Invite), WAIT)
         .expect("180");
@@ -121,9 +123,14 @@ fn a_lua_script_record_routes_and_loose_routes_a_dialog() {
     let ok = caller
         .expect_status(200, Some(Method::Invite), WAIT)
         .expect("200");
-    assert_eq!(ok.header("Record-Route").map(<[u8]>::to_vec), Some(rr.clone().into_bytes()));
+    assert_eq!(
+        ok.header("Record-Route").map(<[u8]>::to_vec),
+        Some(rr.clone().into_bytes())
+    );
     // ACK and BYE with the route set: loose-routed, our Route removed.
-    caller.send(to, in_dialog(&call, "ACK", 1, &callee, &rr)).unwrap();
+    caller
+        .send(to, in_dialog(&call, "ACK", 1, &callee, &rr))
+        .unwrap();
     let (ack, _) = callee.expect_request(Method::Ack, WAIT).expect("ACK");
     assert_eq!(ack.header("Route"), None);
     ev.wait_log("loose-routed ACK upstream=-1");
@@ -143,7 +150,9 @@ fn a_lua_script_record_routes_and_loose_routes_a_dialog() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(forwarded, "a 200 forwarded statelessly");
-    caller.send(to, in_dialog(&call, "BYE", 2, &callee, &rr)).unwrap();
+    caller
+        .send(to, in_dialog(&call, "BYE", 2, &callee, &rr))
+        .unwrap();
     let (bye, _) = callee.expect_request(Method::Bye, WAIT).expect("BYE");
     assert_eq!(bye.header("Route"), None);
     assert_eq!(bye.header("X-Branch"), None, "no branch route armed");
@@ -164,7 +173,13 @@ fn a_route_naming_an_alias_is_ours() {
     caller
         .send(
             ev.udp,
-            in_dialog(&call, "OPTIONS", 5, &callee, "<sip:proxy.test;lr;ftag=ft-lua-alias>"),
+            in_dialog(
+                &call,
+                "OPTIONS",
+                5,
+                &callee,
+                "<sip:proxy.test;lr;ftag=ft-lua-alias>",
+            ),
         )
         .unwrap();
     let (opt, _) = callee

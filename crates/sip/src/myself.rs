@@ -34,10 +34,7 @@ impl Myself {
     pub fn new(listeners: Vec<(Transport, SocketAddr)>, aliases: &[String]) -> Myself {
         Myself {
             listeners,
-            aliases: aliases
-                .iter()
-                .filter_map(|a| parse_alias(a).ok())
-                .collect(),
+            aliases: aliases.iter().filter_map(|a| parse_alias(a).ok()).collect(),
         }
     }
 
@@ -202,7 +199,10 @@ mod tests {
 
     #[test]
     fn alias_entries_are_checked() {
-        assert_eq!(parse_alias("a.example").unwrap(), ("a.example".into(), None));
+        assert_eq!(
+            parse_alias("a.example").unwrap(),
+            ("a.example".into(), None)
+        );
         assert_eq!(
             parse_alias("A.example:5080").unwrap(),
             ("a.example".into(), Some(5080))
@@ -211,8 +211,19 @@ mod tests {
             parse_alias("[::1]:5060").unwrap(),
             ("::1".into(), Some(5060))
         );
-        assert_eq!(parse_alias("2001:db8::2").unwrap(), ("2001:db8::2".into(), None));
-        for bad in ["", "a b", "a.example:0", "a.example:x", "a.example:70000", "sip:a", "[]"] {
+        assert_eq!(
+            parse_alias("2001:db8::2").unwrap(),
+            ("2001:db8::2".into(), None)
+        );
+        for bad in [
+            "",
+            "a b",
+            "a.example:0",
+            "a.example:x",
+            "a.example:70000",
+            "sip:a",
+            "[]",
+        ] {
             let e = parse_alias(bad).unwrap_err();
             assert!(e.to_string().starts_with("[sip] alias = "), "{bad}: {e}");
         }

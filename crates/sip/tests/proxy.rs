@@ -87,7 +87,9 @@ impl Proxy {
     }
 
     fn direction(&self) -> (String, bool) {
-        self.directions.recv_timeout(WAIT).expect("an in-dialog request")
+        self.directions
+            .recv_timeout(WAIT)
+            .expect("an in-dialog request")
     }
 
     /// Wait (bounded) until no transaction is left.
@@ -127,7 +129,13 @@ fn answer(req: &SipMessage, code: u16, callee: &Agent) -> Vec<u8> {
 /// A request of the dialog from the caller: to the callee's Contact, with
 /// the route set (the Record-Route of the 200, in order for the caller:
 /// reversed) as Route.
-fn caller_request(call: &Call, method: &str, cseq: u32, callee: &Agent, ok: &SipMessage) -> Vec<u8> {
+fn caller_request(
+    call: &Call,
+    method: &str,
+    cseq: u32,
+    callee: &Agent,
+    ok: &SipMessage,
+) -> Vec<u8> {
     let mut routes: Vec<&[u8]> = ok.headers("Record-Route").collect();
     routes.reverse();
     let route = routes
@@ -138,8 +146,8 @@ fn caller_request(call: &Call, method: &str, cseq: u32, callee: &Agent, ok: &Sip
         ruri: format!("sip:bob@{}", callee.addr()),
         ..call.clone()
     };
-    let text = String::from_utf8(dialog.request(method, &branch(), cseq, Some("callee"), &route))
-        .unwrap();
+    let text =
+        String::from_utf8(dialog.request(method, &branch(), cseq, Some("callee"), &route)).unwrap();
     // The To header keeps the dialog's remote URI (the INVITE's).
     text.replacen(
         &format!("To: <{}>", dialog.ruri),
@@ -198,7 +206,9 @@ fn a_dialog_follows_our_record_route() {
     caller
         .send(to, caller_request(&call, "INVITE", 2, &callee, &ok))
         .unwrap();
-    let (reinv, _) = callee.expect_request(Method::Invite, WAIT).expect("re-INVITE");
+    let (reinv, _) = callee
+        .expect_request(Method::Invite, WAIT)
+        .expect("re-INVITE");
     assert_eq!(reinv.header("Route"), None);
     assert_eq!(p.direction(), ("INVITE".into(), false));
     callee.send(to, answer(&reinv, 200, &callee)).unwrap();
@@ -250,9 +260,15 @@ fn a_bye_from_the_callee_goes_upstream() {
         b = branch(),
     );
     callee.send(to, bye).unwrap();
-    let (got, _) = caller.expect_request(Method::Bye, WAIT).expect("BYE upstream");
+    let (got, _) = caller
+        .expect_request(Method::Bye, WAIT)
+        .expect("BYE upstream");
     assert_eq!(got.header("Route"), None);
-    assert_eq!(p.direction(), ("BYE".into(), true), "ftag is not the From tag");
+    assert_eq!(
+        p.direction(),
+        ("BYE".into(), true),
+        "ftag is not the From tag"
+    );
 }
 
 #[test]
@@ -288,14 +304,14 @@ fn tcp_towards_the_callee_gets_a_double_record_route() {
         .expect("200");
     // The caller's BYE names both of our Routes (UDP side first): both go.
     let bye = caller_request(&call, "BYE", 2, &callee, &ok);
-    let bye = String::from_utf8(bye)
-        .unwrap()
-        .replacen(
-            &format!("BYE sip:bob@{} ", callee.addr()),
-            &format!("BYE sip:bob@{};transport=tcp ", callee.addr()),
-            1,
-        );
+    let bye = String::from_utf8(bye).unwrap().replacen(
+        &format!("BYE sip:bob@{} ", callee.addr()),
+        &format!("BYE sip:bob@{};transport=tcp ", callee.addr()),
+        1,
+    );
     caller.send(to, bye).unwrap();
-    let (got, _) = callee.expect_request(Method::Bye, WAIT).expect("BYE over TCP");
+    let (got, _) = callee
+        .expect_request(Method::Bye, WAIT)
+        .expect("BYE over TCP");
     assert_eq!(got.header("Route"), None, "both of our Routes removed");
 }

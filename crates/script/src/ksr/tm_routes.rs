@@ -28,9 +28,8 @@ use sip::Method;
 /// route if one is armed.
 pub(super) fn relay(cx: &Cx<'_>) -> Result<(), Fail> {
     let host = cx.sip()?;
-    let armed = cx.request(|req| {
-        req.branch_route().is_some() && req.msg().method() != Some(&Method::Ack)
-    })?;
+    let armed =
+        cx.request(|req| req.branch_route().is_some() && req.msg().method() != Some(&Method::Ack))?;
     if !armed {
         cx.request(|req| host.t_relay(req))?
             .inspect_err(|e| cx.record_error(e))?;
@@ -59,7 +58,9 @@ pub(super) fn relay(cx: &Cx<'_>) -> Result<(), Fail> {
 /// The reply code a status test looks at: the reply's in a reply route,
 /// the one that ended the branch in a failure route.
 fn status(cx: &Cx<'_>) -> Option<u16> {
-    context::with_view(cx.lua, |v| v.reply_code()).ok().flatten()
+    context::with_view(cx.lua, |v| v.reply_code())
+        .ok()
+        .flatten()
 }
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {

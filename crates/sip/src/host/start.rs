@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 
 use super::{fnv, Shared, SipHandle, StartError, Up, Work};
 use crate::config::HostConfig;
-use crate::myself::Myself;
 use crate::message::SipMessage;
+use crate::myself::Myself;
 use crate::request::{Source, Transport};
 use crate::router::Router;
 use crate::tm::{Incoming, TableConfig, Tm};

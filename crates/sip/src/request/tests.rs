@@ -43,7 +43,8 @@ fn edits_are_seen_and_applied() {
     assert_eq!(m.header("X-B"), Some(&b"two"[..]));
     r.set_max_forwards(9);
     assert_eq!(r.max_forwards(), Some(9));
-    let m = SipMessage::parse(r.serialize_for_relay("SIP/2.0/UDP h;branch=z9hG4bKx", None)).unwrap();
+    let m =
+        SipMessage::parse(r.serialize_for_relay("SIP/2.0/UDP h;branch=z9hG4bKx", None)).unwrap();
     assert_eq!(m.max_forwards().unwrap(), Some(9));
     assert_eq!(m.headers("Max-Forwards").count(), 1);
 }
@@ -115,7 +116,10 @@ fn headers_read_as_received_while_relays_use_the_fixed_via() {
     let v = r.msg().top_via().unwrap();
     assert_eq!(v.received, Some(&b"192.0.2.7"[..]));
     assert_eq!(v.rport, Some(Some(40000)));
-    let relayed = SipMessage::parse(r.serialize_for_relay("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKme", None)).unwrap();
+    let relayed = SipMessage::parse(
+        r.serialize_for_relay("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKme", None),
+    )
+    .unwrap();
     let second = relayed.vias().nth(1).unwrap().unwrap();
     assert_eq!(second.received, Some(&b"192.0.2.7"[..]));
 }

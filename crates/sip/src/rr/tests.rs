@@ -40,7 +40,11 @@ fn rows(m: &SipMessage, name: &str) -> Vec<String> {
 
 #[test]
 fn record_route_names_the_incoming_socket_with_lr_and_ftag() {
-    let mut r = req("sip:bob@10.0.0.7", false, "Record-Route: <sip:upstream.example;lr>\r\n");
+    let mut r = req(
+        "sip:bob@10.0.0.7",
+        false,
+        "Record-Route: <sip:upstream.example;lr>\r\n",
+    );
     r.add_rr_param(";nat=yes").unwrap();
     r.record_route(None).unwrap();
     r.add_rr_param(";x=1").unwrap();
@@ -74,7 +78,10 @@ fn another_outgoing_socket_gets_a_double_record_route() {
         ]
     );
     let m = relayed(&r, Some((Transport::Udp, "[::1]:5062".parse().unwrap())));
-    assert_eq!(rows(&m, "Record-Route")[0], "<sip:[::1]:5062;r2=on;lr;ftag=fa;p=1>");
+    assert_eq!(
+        rows(&m, "Record-Route")[0],
+        "<sip:[::1]:5062;r2=on;lr;ftag=fa;p=1>"
+    );
 }
 
 #[test]
@@ -110,7 +117,10 @@ fn script_text_cannot_break_the_header() {
     }
     for bad in ["10.0.0.1>\r\nX: y", "a b", "", "10.0.0.1\0", "h>,<sip:x"] {
         assert!(r.record_route_preset(bad, None).is_err(), "{bad:?}");
-        assert!(r.record_route_preset("ok.example", Some(bad)).is_err(), "{bad:?}");
+        assert!(
+            r.record_route_preset("ok.example", Some(bad)).is_err(),
+            "{bad:?}"
+        );
     }
     assert!(!r.is_record_routed());
 }
@@ -151,12 +161,20 @@ fn our_route_is_removed_and_the_next_becomes_the_destination() {
 
 #[test]
 fn our_last_route_leaves_the_request_uri_as_target() {
-    let mut r = req("sip:bob@10.0.0.7:5080", true, "Route: <sip:proxy.example;lr>\r\n");
+    let mut r = req(
+        "sip:bob@10.0.0.7:5080",
+        true,
+        "Route: <sip:proxy.example;lr>\r\n",
+    );
     assert_eq!(r.loose_route(&myself), LooseRoute::Driven);
     assert_eq!(r.dst_uri(), None);
     assert!(rows(&relayed(&r, None), "Route").is_empty());
     // Preloaded (no To tag): Kamailio's -3.
-    let mut r = req("sip:bob@10.0.0.7:5080", false, "Route: <sip:127.0.0.1;lr>\r\n");
+    let mut r = req(
+        "sip:bob@10.0.0.7:5080",
+        false,
+        "Route: <sip:127.0.0.1;lr>\r\n",
+    );
     assert_eq!(r.loose_route(&myself), LooseRoute::Preloaded);
     assert_eq!(LooseRoute::Preloaded.code(), -3);
     assert!(rows(&relayed(&r, None), "Route").is_empty());
@@ -252,7 +270,11 @@ fn removing_route_after_loose_routing_removes_the_rest() {
 
 #[test]
 fn a_bad_route_changes_nothing() {
-    let mut r = req("sip:bob@10.0.0.7", true, "Route: <sip:127.0.0.1;lr>, garbage\r\n");
+    let mut r = req(
+        "sip:bob@10.0.0.7",
+        true,
+        "Route: <sip:127.0.0.1;lr>, garbage\r\n",
+    );
     assert!(matches!(r.loose_route(&myself), LooseRoute::Error(_)));
     assert_eq!(r.dst_uri(), None);
     assert_eq!(r.routed_params(), None);

@@ -453,7 +453,8 @@ impl Tm {
                 }
                 _ => local_reason(code).to_owned(),
             });
-            r.routes.failure_local = !matches!(tx.best.as_deref(), Some((c, Some(_))) if *c == code);
+            r.routes.failure_local =
+                !matches!(tx.best.as_deref(), Some((c, Some(_))) if *c == code);
             r.routes.branch_index = tx.branches.saturating_sub(1);
             tx.in_failure = true;
             out.push(Action::Failure {

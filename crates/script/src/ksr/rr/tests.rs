@@ -71,10 +71,7 @@ fn loose_route_removes_our_route_and_sets_the_destination() {
                KSR.rr.is_direction("upstream"), KSR.rr.is_direction("sideways")"#,
         )
     });
-    assert_eq!(
-        r,
-        (1, "<sip:127.0.0.1:5060;lr;ftag=other>".into(), 1, -1)
-    );
+    assert_eq!(r, (1, "<sip:127.0.0.1:5060;lr;ftag=other>".into(), 1, -1));
 }
 
 #[test]
@@ -90,7 +87,9 @@ fn loose_route_codes_are_kamailios() {
     let r = vm.in_request(&mut pre, |vm| vm.eval::<i64>("KSR.rr.loose_route()"));
     assert_eq!(r, -3);
     let mut pre = request("INVITE", "Route: <sip:192.0.2.10;lr>\r\n");
-    let r = vm.in_request(&mut pre, |vm| vm.eval::<i64>("KSR.rr.loose_route_preloaded()"));
+    let r = vm.in_request(&mut pre, |vm| {
+        vm.eval::<i64>("KSR.rr.loose_route_preloaded()")
+    });
     assert_eq!(r, 1);
     let mut bad = in_dialog("BYE", "Route: garbage\r\n");
     let r = vm.in_request(&mut bad, |vm| vm.eval::<i64>("KSR.rr.loose_route()"));

@@ -73,7 +73,11 @@ fn the_branch_route_edits_only_its_branch() {
     let b = &relayed[0];
     assert_eq!(b.header("X-Branch"), Some(&b"0"[..]));
     assert_eq!(b.dst_uri(), Some("sip:192.0.2.50:5090"));
-    assert_eq!(b.failure_route(), Some("f"), "the branch keeps the failure route");
+    assert_eq!(
+        b.failure_route(),
+        Some("f"),
+        "the branch keeps the failure route"
+    );
     assert!(b.branch_route().is_none());
     // The request route's own request is untouched by the branch route.
     assert_eq!(req.header("X-Branch"), None);
@@ -112,14 +116,32 @@ fn a_reply_route_sees_the_reply_and_may_drop_it() {
              if KSR.pv.get("$rs") == 183 then KSR.x.drop() end
            end"#,
     );
-    assert!(run_onreply_route(&vm.lua, "onrep", &reply(180, "Ringing"), &source(), 2));
+    assert!(run_onreply_route(
+        &vm.lua,
+        "onrep",
+        &reply(180, "Ringing"),
+        &source(),
+        2
+    ));
     assert_eq!(
         vm.eval::<String>(r#"KSR.pv.get("$var(r)")"#),
         "180|Ringing|2|0|11-1|180|1-1"
     );
-    assert!(!run_onreply_route(&vm.lua, "onrep", &reply(183, "Progress"), &source(), 0));
+    assert!(!run_onreply_route(
+        &vm.lua,
+        "onrep",
+        &reply(183, "Progress"),
+        &source(),
+        0
+    ));
     // An undefined route lets the reply pass.
-    assert!(run_onreply_route(&vm.lua, "nowhere", &reply(200, "OK"), &source(), 0));
+    assert!(run_onreply_route(
+        &vm.lua,
+        "nowhere",
+        &reply(200, "OK"),
+        &source(),
+        0
+    ));
     // Outside reply and failure routes there is no status.
     let mut req = request("INVITE", "");
     let r = vm.in_request(&mut req, |vm| {

@@ -17,8 +17,14 @@ fn record_route_is_written_for_the_sending_socket() {
     let mut out = Vec::new();
     let mut r = msg("INVITE", "z9hG4bKtcp", "call-2", 1, "");
     r.record_route(None).unwrap();
-    tm.relay(&mut r, (Transport::Tcp, UAS.parse().unwrap()), None, 0, &mut out)
-        .unwrap();
+    tm.relay(
+        &mut r,
+        (Transport::Tcp, UAS.parse().unwrap()),
+        None,
+        0,
+        &mut out,
+    )
+    .unwrap();
     let (_, fwd) = sent(&mut out)
         .into_iter()
         .rfind(|(_, m)| m.is_request())
@@ -48,8 +54,14 @@ fn a_loose_routed_ack_goes_with_the_rest_of_the_route_set() {
     let lr = ack.loose_route(&|h, p| myself.contains(h, p));
     assert_eq!(lr, crate::LooseRoute::Driven);
     assert_eq!(ack.dst_uri(), Some("sip:127.0.0.1:5090;lr"));
-    tm.relay(&mut ack, (Transport::Udp, "127.0.0.1:5090".parse().unwrap()), None, 0, &mut out)
-        .unwrap();
+    tm.relay(
+        &mut ack,
+        (Transport::Udp, "127.0.0.1:5090".parse().unwrap()),
+        None,
+        0,
+        &mut out,
+    )
+    .unwrap();
     let s = sent(&mut out);
     assert_eq!(s.len(), 1);
     let routes: Vec<_> = s[0].1.headers("Route").collect();
@@ -75,7 +87,11 @@ fn the_reply_route_stays_with_the_transaction() {
     // that it was received, and the branch index.
     tm.on_reply(&answer(&fwd, 486), 20, &mut out);
     let failure = out.iter().find_map(|a| match a {
-        Action::Failure { req, route, id: fid } => Some((req.clone(), route.clone(), *fid)),
+        Action::Failure {
+            req,
+            route,
+            id: fid,
+        } => Some((req.clone(), route.clone(), *fid)),
         _ => None,
     });
     let (mut freq, froute, fid) = failure.unwrap();
@@ -85,7 +101,11 @@ fn the_reply_route_stays_with_the_transaction() {
     assert_eq!(freq.failure_reason(), Some("X"));
     assert!(!freq.failure_is_local());
     assert_eq!(freq.failure_branch(), 0);
-    assert_eq!(freq.reply_route(), Some("on_reply"), "kept for the next branch");
+    assert_eq!(
+        freq.reply_route(),
+        Some("on_reply"),
+        "kept for the next branch"
+    );
     // A second branch from the failure route: its replies run the same
     // reply route, as branch index 1.
     let fwd2 = relayed(&mut tm, &mut freq, 30);
@@ -186,7 +206,10 @@ fn foreign_replies_are_not_forwarded() {
     // Another instance's branch (other seed) on our address.
     let theirs = late_ok(&format!("SIP/2.0/UDP 127.0.0.1:5060;branch={branch}"));
     if other.seed != tm.seed {
-        assert_eq!(tm.stateless_dest(&theirs).unwrap_err(), stateless::NotForwarded::NotOurs);
+        assert_eq!(
+            tm.stateless_dest(&theirs).unwrap_err(),
+            stateless::NotForwarded::NotOurs
+        );
     }
     // Our branch format, but a sent-by that is not our socket.
     let mine = BranchId::Relay {
@@ -196,16 +219,25 @@ fn foreign_replies_are_not_forwarded() {
         no: 1,
     };
     let moved = late_ok(&format!("SIP/2.0/UDP 127.0.0.1:5999;branch={mine}"));
-    assert_eq!(tm.stateless_dest(&moved).unwrap_err(), stateless::NotForwarded::NotOurs);
+    assert_eq!(
+        tm.stateless_dest(&moved).unwrap_err(),
+        stateless::NotForwarded::NotOurs
+    );
     // A UAC's own branch.
     let uac = late_ok("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKplain");
-    assert_eq!(tm.stateless_dest(&uac).unwrap_err(), stateless::NotForwarded::NotOurs);
+    assert_eq!(
+        tm.stateless_dest(&uac).unwrap_err(),
+        stateless::NotForwarded::NotOurs
+    );
     // Ours, but nothing below it.
     let text = format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={mine}\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:b@b>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     );
     let alone = SipMessage::parse(Bytes::from(text)).unwrap();
-    assert_eq!(tm.stateless_dest(&alone).unwrap_err(), stateless::NotForwarded::NoNextVia);
+    assert_eq!(
+        tm.stateless_dest(&alone).unwrap_err(),
+        stateless::NotForwarded::NoNextVia
+    );
     // A next Via with a name and no received: nowhere to send.
     let text = format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={mine}\r\nVia: SIP/2.0/UDP pc.example;branch=z9hG4bK2\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:b@b>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
