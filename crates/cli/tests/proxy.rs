@@ -13,6 +13,7 @@ use std::time::Duration;
 
 const SCRIPT: &str = r#"
 function ksr_request_route()
+  if KSR.is_OPTIONS() then KSR.info("via as received: " .. KSR.pv.get("$hdr(Via)")) end
   if KSR.siputils.has_totag() > 0 then
     if KSR.rr.loose_route() > 0 then
       KSR.info("loose-routed " .. KSR.pv.get("$rm") .. " upstream=" .. KSR.rr.is_direction("upstream"))
@@ -207,4 +208,32 @@ fn a_route_naming_an_alias_is_ours() {
         fwd.header("Route"),
         Some(format!("<sip:{};lr>", other.addr()).as_bytes())
     );
+}
+
+#[test]
+fn hdr_via_reads_the_via_as_it_arrived() {
+    let ev = proxy();
+    let caller = Agent::udp("127.0.0.1:0").unwrap();
+    let mut callee = Agent::udp("127.0.0.1:0").unwrap();
+    let call = Call::new(&caller, "lua-via", &format!("sip:bob@{}", callee.addr()));
+    // rport asked for: the host fills it in (and adds received) for the
+    // replies and the relay, but the script sees the Via as sent.
+    let options = String::from_utf8(call.request("OPTIONS", "z9hG4bKvia1", 1, None, ""))
+        .unwrap()
+        .replacen(";branch=z9hG4bKvia1", ";rport;branch=z9hG4bKvia1", 1);
+    caller.send(ev.udp, options).unwrap();
+    let (fwd, _) = callee
+        .expect_request(Method::Options, WAIT)
+        .expect("OPTIONS relayed");
+    let theirs = fwd.vias().nth(1).unwrap().unwrap();
+    assert_eq!(theirs.rport, Some(Some(caller.addr().port())));
+    let line = ev.wait_log("via as received: ");
+    assert!(
+        line.contains(&format!(
+            "SIP/2.0/UDP {};rport;branch=z9hG4bKvia1",
+            caller.addr()
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("rport="), "{line}");
 }

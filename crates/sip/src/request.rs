@@ -136,8 +136,9 @@ pub struct Request {
     /// [`Request::reply_no_connect`].
     reply_no_connect: bool,
     /// The message as it arrived, when the host rewrote its top Via
-    /// (`received`, `rport`): what the router reads headers from.
-    as_received: Option<SipMessage>,
+    /// (`received`, `rport`): what the router reads headers from. Shared,
+    /// so the copies a transaction keeps do not copy its rows.
+    as_received: Option<std::sync::Arc<SipMessage>>,
     /// Record-Route and the route set after loose routing.
     pub(crate) rr: crate::rr::RrState,
     /// Reply and branch routes armed, and what a failure route is told.
@@ -203,7 +204,7 @@ impl Request {
     /// replies and relays are built from `msg`.
     pub(crate) fn with_original(msg: SipMessage, original: SipMessage, source: Source) -> Request {
         let mut r = Request::new(msg, source);
-        r.as_received = Some(original);
+        r.as_received = Some(std::sync::Arc::new(original));
         r
     }
 
@@ -211,7 +212,7 @@ impl Request {
     /// `received` and `rport` parameters the host adds to the top Via
     /// (RFC 3261 §18.2.1), which this one does not show.
     pub fn msg_as_received(&self) -> &SipMessage {
-        self.as_received.as_ref().unwrap_or(&self.msg)
+        self.as_received.as_deref().unwrap_or(&self.msg)
     }
 
     /// The router's message flags, one bit per flag (bit `n` is flag `n`).
