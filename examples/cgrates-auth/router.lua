@@ -15,6 +15,16 @@ function ksr_request_route()
         KSR.sl.sl_send_reply(483, "Too Many Hops")
         KSR.x.exit()
     end
+    -- Requests inside a call (ACK, BYE, re-INVITE) follow the route
+    -- recorded when it was relayed (Record-Route), through us.
+    if KSR.siputils.has_totag() > 0 then
+        if KSR.rr.loose_route() > 0 then
+            if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
+        elseif not KSR.is_ACK() then
+            KSR.sl.send_reply(404, "Not Here")
+        end
+        return
+    end
     if not KSR.is_INVITE() then
         KSR.sl.sl_send_reply(405, "Method Not Allowed")
         KSR.x.exit()
@@ -78,6 +88,7 @@ function ksr_cgr_auth_reply()
     if dst ~= "" then
         KSR.pv.sets("$du", dst)
     end
+    KSR.rr.record_route()
     if KSR.tm.t_relay() < 0 then
         KSR.tm.t_reply(500, "Relay Failed")
     end

@@ -6,6 +6,7 @@
 -- An event client decides by sending back, on the same socket:
 --   {"tindex":12,"tlabel":3456,"code":486,"reason":"Busy Here"}   -> that reply
 --   {"tindex":12,"tlabel":3456,"dst":"sip:127.0.0.1:5080"}         -> relay the call there
+--     (record-routed: its ACK, BYE and re-INVITEs come through us too)
 -- With no event client connected, INVITEs get 503 at once instead of waiting.
 -- A call nobody answers ends with 408 when [tm] fr_inv_timer runs out.
 
@@ -16,18 +17,29 @@ function ksr_request_route()
         KSR.sl.send_reply(483, "Too Many Hops")
         return
     end
+    -- Requests inside a call (ACK, BYE, re-INVITE...) follow the route
+    -- recorded when the call was relayed (Record-Route), through us.
+    if KSR.siputils.has_totag() > 0 then
+        if KSR.rr.loose_route() > 0 then
+            if KSR.tm.t_relay() < 0 then
+                KSR.sl.sl_reply_error()
+            end
+        elseif not KSR.is_ACK() then
+            KSR.sl.send_reply(404, "Not Here")
+        end
+        return
+    end
     if KSR.is_OPTIONS() then
         KSR.sl.send_reply(200, "Keepalive")
         return
     end
-    if KSR.is_ACK() or KSR.is_BYE() or KSR.is_CANCEL() then
-        -- In-dialog requests and stray ACK/CANCEL: forward when there is a
-        -- transaction or route for them, otherwise they end here.
-        if KSR.is_CANCEL() then
-            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
-        elseif KSR.is_BYE() then
-            KSR.tm.t_relay()
-        end
+    if KSR.is_ACK() then
+        return -- a stray ACK: nothing to answer
+    end
+    if KSR.is_CANCEL() then
+        -- A CANCEL of a call we hold never reaches the script: the
+        -- transaction layer answers it. This one matches nothing.
+        KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
         return
     end
     if not KSR.is_INVITE() then
@@ -90,6 +102,8 @@ end
 function ksr_evapi_resume()
     local dst = KSR.pv.get("$var(dst)")
     if dst ~= "" then
+        -- Stay on the path of the call, so its ACK and BYE come through us.
+        KSR.rr.record_route()
         KSR.pv.sets("$du", dst)
         if KSR.tm.t_relay() < 0 then
             KSR.tm.t_reply(502, "Cannot Relay")

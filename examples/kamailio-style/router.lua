@@ -1,9 +1,9 @@
 -- A routing script written the way Kamailio KEMI Lua scripts are written
 -- (the style of Kamailio's own kamailio-basic-kemi-lua.lua, and of public
 -- evapi configurations): route functions called by name, KSR.x.exit() to
--- stop, $var for per-worker state, jansson for JSON, Lua 5.1 idioms. It
--- uses only tier-1 KSR calls, and runs under Kamailio 5.x with app_lua as
--- it runs here.
+-- stop, $var for per-worker state, jansson for JSON, Lua 5.1 idioms,
+-- record-routing and loose routing for in-dialog requests. It runs under
+-- Kamailio 5.x with app_lua as it runs here.
 --
 -- Calls to users listed in $sht(blocked=>...) are refused; the others are
 -- suspended and offered to the event clients tagged "callctl", which answer
@@ -14,6 +14,7 @@ FLT_ACC = 1
 -- SIP request routing
 function ksr_request_route()
     ksr_route_reqinit()
+    ksr_route_withindlg()
     if KSR.is_CANCEL() then
         if KSR.tm.t_check_trans() > 0 then
             KSR.tm.t_relay()
@@ -34,6 +35,23 @@ function ksr_request_route()
     end
     ksr_route_blocked()
     ksr_route_callctl()
+end
+
+-- Requests within a dialog follow the route recorded at its INVITE
+function ksr_route_withindlg()
+    if KSR.siputils.has_totag() < 0 then
+        return 1
+    end
+    if KSR.rr.loose_route() > 0 then
+        if KSR.tm.t_relay() < 0 then
+            KSR.sl.sl_reply_error()
+        end
+        KSR.x.exit()
+    end
+    if not KSR.is_ACK() then
+        KSR.sl.sl_send_reply(404, "Not here")
+    end
+    KSR.x.exit()
 end
 
 -- Per request initial checks
@@ -110,6 +128,7 @@ function ksr_route_callctl_answer()
     if KSR.pv.get("$var(action)") == "relay" then
         KSR.pv.sets("$du", KSR.pv.get("$var(dst)"))
         KSR.hdr.append("X-CallCtl: relayed\r\n")
+        KSR.rr.record_route()
         KSR.tm.t_on_failure("ksr_failure_callctl")
         if KSR.tm.t_relay() < 0 then
             KSR.sl.sl_send_reply(500, "Relay Failed")

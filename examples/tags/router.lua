@@ -18,6 +18,16 @@ function ksr_request_route()
         KSR.sl.send_reply(483, "Too Many Hops")
         return
     end
+    -- Requests inside a call (ACK, BYE, re-INVITE) follow the route
+    -- recorded when it was relayed (Record-Route), through us.
+    if KSR.siputils.has_totag() > 0 then
+        if KSR.rr.loose_route() > 0 then
+            if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
+        elseif not KSR.is_ACK() then
+            KSR.sl.send_reply(404, "Not Here")
+        end
+        return
+    end
     if not KSR.is_INVITE() then
         KSR.sl.send_reply(405, "Method Not Allowed")
         return
@@ -76,6 +86,7 @@ end
 function ksr_tags_resume()
     local dst = KSR.pv.get("$var(dst)")
     if dst ~= "" then
+        KSR.rr.record_route()
         KSR.pv.sets("$du", dst)
         KSR.tm.t_relay()
         return
