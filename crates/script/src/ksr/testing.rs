@@ -223,6 +223,31 @@ impl EventClient for FakeClient {
     }
 }
 
+/// A reply `code reason` to an INVITE of call `cid-1` (From tag ft1, To
+/// tag tt1, CSeq 42).
+pub(crate) fn reply(code: u16, reason: &str) -> sip::SipMessage {
+    let raw = format!(
+        "SIP/2.0 {code} {reason}\r\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK1\r\n\
+         From: <sip:alice@a.example>;tag=ft1\r\n\
+         To: <sip:bob@example.com>;tag=tt1\r\n\
+         Call-ID: cid-1\r\n\
+         CSeq: 42 INVITE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    sip::SipMessage::parse(bytes::Bytes::from(raw)).unwrap()
+}
+
+/// Where [`reply`] came from: 192.0.2.9:5060 over UDP.
+pub(crate) fn reply_source() -> sip::Source {
+    sip::Source {
+        transport: sip::Transport::Udp,
+        remote: "192.0.2.9:5060".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
+        conn: None,
+    }
+}
+
 /// A request with Call-ID `cid-1`, from 192.0.2.1:5061 over UDP, with
 /// `extra` header lines ("Name: value\r\n" each) before Content-Length.
 pub(crate) fn request(method: &str, extra: &str) -> Request {

@@ -1,28 +1,5 @@
-use super::super::testing::{request, Vm};
+use super::super::testing::{reply, reply_source as source, request, Vm};
 use crate::call::run_onreply_route;
-use sip::{SipMessage, Source};
-
-fn reply(code: u16, reason: &str) -> SipMessage {
-    let raw = format!(
-        "SIP/2.0 {code} {reason}\r\n\
-         Via: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK1\r\n\
-         From: <sip:alice@a.example>;tag=ft1\r\n\
-         To: <sip:bob@example.com>;tag=tt1\r\n\
-         Call-ID: cid-1\r\n\
-         CSeq: 42 INVITE\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
-    SipMessage::parse(bytes::Bytes::from(raw)).unwrap()
-}
-
-fn source() -> Source {
-    Source {
-        transport: sip::Transport::Udp,
-        remote: "192.0.2.9:5060".parse().unwrap(),
-        local: "127.0.0.1:5060".parse().unwrap(),
-        conn: None,
-    }
-}
 
 #[test]
 fn routes_are_armed_on_the_request() {
