@@ -149,6 +149,6 @@ def start_uas(rdir, ncalls, duration, uas_port):
 def uac_cmd(rate, ncalls, duration, sip_port, sipp_port):
     return ["sipp", "-sf", UAC_XML, "-s", "bob", "-r", str(rate), "-rp", "1000", "-m", str(ncalls),
             "-l", "30000", "-i", "127.0.0.1", "-p", str(sipp_port), f"127.0.0.1:{sip_port}",
-            "-nostdin", "-trace_stat", "-stf", "stat.csv", "-fd", "1", "-trace_rtt", "-trace_err",
+            "-nostdin", "-trace_stat", "-stf", "stat.csv", "-fd", "1", "-trace_rtt",
             "-rtt_freq", "1", "-cp", str(sipp_port + 100), "-mp", str(sipp_port + 200),
             "-buff_size", "4194304", "-timeout", f"{duration + 40}s", "-timeout_error"]
