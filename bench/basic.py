@@ -25,6 +25,9 @@ only where a benchmark with no database on loopback needs it:
     syslog daemon here libc would send them to /dev/console. The acc module
     is still loaded with its log backend only (no db_url, no db flags).
 
+Optionally (--basic-kam-maxbuffer) Kamailio's `maxbuffer`, for a run with
+the same UDP receive buffer as ours.
+
 Everything else (tm/rr/registrar/acc/pike/htable parameters, import_file of
 a kamailio-local.cfg that does not exist, TCP left on) is the file as it is.
 Our side gets bench/evapi/basic.toml.in with the cfg's values.
@@ -51,7 +54,7 @@ DEBIAN_MPATH = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 DROPPED = ("WITH_MYSQL", "WITH_AUTH", "WITH_IPAUTH", "WITH_USRLOCDB", "WITH_NAT", "WITH_ACCDB")
 
 
-def kamailio_cfg(sip_port, children, debug, src=KAM_CFG, script=SCRIPT):
+def kamailio_cfg(sip_port, children, debug, maxbuffer=0, src=KAM_CFG, script=SCRIPT):
     """The transformed copy of Kamailio's example cfg (text); raises if the
     cfg no longer has one of the lines it expects, rather than run a
     different configuration silently."""
@@ -91,7 +94,11 @@ def kamailio_cfg(sip_port, children, debug, src=KAM_CFG, script=SCRIPT):
     want = set(DROPPED) | {"KEMILOAD", "children", "listen", "mpath", "debug", "log_stderror"}
     if want - done:
         raise RuntimeError(f"{src}: expected lines not found: {sorted(want - done)}")
-    out.insert(1, "# written by bench/basic.py for one benchmark run; see its docstring\n#!define WITH_CFGLUA")
+    head = "# written by bench/basic.py for one benchmark run; see its docstring\n#!define WITH_CFGLUA"
+    if maxbuffer:
+        # the UDP receive buffer Kamailio may grow to (default 256 KB; ours asks for 1 MB)
+        head += f"\nmaxbuffer={maxbuffer}"
+    out.insert(1, head)
     return "\n".join(out) + "\n"
 
 

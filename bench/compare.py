@@ -306,7 +306,8 @@ class Kamailio:
     def start_basic(self, rdir):
         """Kamailio's example cfg + KEMI Lua script (bench/basic.py writes the copy)."""
         cfg = os.path.join(rdir, "kamailio-basic-kemi.cfg")
-        open(cfg, "w").write(basic.kamailio_cfg(SIP_PORT, self.a.children, self.a.basic_kam_debug))
+        open(cfg, "w").write(basic.kamailio_cfg(SIP_PORT, self.a.children, self.a.basic_kam_debug,
+                                                 self.a.basic_kam_maxbuffer))
         ok, out = basic.check_cfg(cfg)
         open(os.path.join(rdir, "check.log"), "w").write(out)
         if not ok:
@@ -943,6 +944,8 @@ def main():
     ap.add_argument("--basic-kam-debug", type=int, default=0,
                     help="basic: Kamailio's debug level (cfg: 2 = a log line per request and an acc "
                          "record per INVITE/BYE; default 0 = warnings, as our side)")
+    ap.add_argument("--basic-kam-maxbuffer", type=int, default=0,
+                    help="basic: Kamailio's maxbuffer (UDP receive buffer, bytes); 0 = its default (256 KB)")
     ap.add_argument("--basic-register", default=basic.REGISTER_XML,
                     help="basic: the SIPp REGISTER scenario (default tests/sipp/register.xml)")
     ap.add_argument("--fanout-clients", default="1,8,64")
