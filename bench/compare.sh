@@ -11,6 +11,7 @@
 #
 # Needs (Debian packages; nothing is installed by this script):
 #   kamailio kamailio-extra-modules kamailio-json-modules   (Kamailio 5.6.3 with evapi, jansson)
+#   kamailio-lua-modules                                    (app_lua, for the basic row)
 #   sip-tester                                              (SIPp)
 #   gcc libc6-dev python3                                   (the frame counter, the clients)
 #   python3-matplotlib or `pip install matplotlib`          (the plot; optional)
