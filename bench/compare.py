@@ -21,7 +21,8 @@ invocation, with the same SIPp scenarios and the same evapi clients:
 Figures: (1) stateless baseline, (2) relay to 1/4/8 clients, (3) async
 round trip with SIPp, (4) latency with async_probe.py at 100/1000/2000
 calls/s, (5) memory (PSS of all processes) at each rate, (6) event-socket
-fan-out alone to 1/8/64 clients.
+fan-out alone to 1/8/64 clients, (7) "basic": Kamailio's example KEMI Lua
+script, unchanged, on both (bench/basic.py: register, record-routed calls).
 
 Output: bench/results/<UTC stamp>/runs.jsonl (one JSON per run),
 summary.json, tables.md, and the plot docs/bench/compare.png.
@@ -42,6 +43,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import basic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -203,13 +206,14 @@ def wait_quiet(max_wait, limit_s=0.10):
         time.sleep(2.0)
 
 
-def wait_ports(proc, timeout=15):
+def wait_ports(proc, timeout=15, evapi=True):
+    """Until the server listens on SIP_PORT (and EVAPI_PORT unless evapi is False)."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
             return False
         u = sh(["ss", "-Huln", f"sport = :{SIP_PORT}"]).stdout.strip()
-        t = sh(["ss", "-Htln", f"sport = :{EVAPI_PORT}"]).stdout.strip()
+        t = sh(["ss", "-Htln", f"sport = :{EVAPI_PORT}"]).stdout.strip() if evapi else True
         if u and t:
             return True
         time.sleep(0.1)
@@ -279,6 +283,8 @@ class Kamailio:
         return sh(["kamailio", "-v"]).stdout.splitlines()[0].strip()
 
     def start(self, mode, rdir, clients_max):
+        if mode == "basic":
+            return self.start_basic(rdir)
         defs = {"relay": "MODE_RELAY", "base": "MODE_BASE", "async": "MODE_ASYNC",
                 "fanout": "MODE_FANOUT"}[mode]
         shm = self.a.kam_shm if mode == "async" else 256
@@ -296,6 +302,26 @@ class Kamailio:
         out = sh(["ss", "-Htlnp", f"sport = :{EVAPI_PORT}"]).stdout
         m = re.search(r"pid=(\d+)", out)
         self.dispatcher = int(m.group(1)) if m else None
+        return self.p.pid
+
+    def start_basic(self, rdir):
+        """Kamailio's example cfg + KEMI Lua script (bench/basic.py writes the copy)."""
+        cfg = os.path.join(rdir, "kamailio-basic-kemi.cfg")
+        open(cfg, "w").write(basic.kamailio_cfg(SIP_PORT, self.a.children, self.a.basic_kam_debug,
+                                                 self.a.basic_kam_maxbuffer))
+        ok, out = basic.check_cfg(cfg)
+        open(os.path.join(rdir, "check.log"), "w").write(out)
+        if not ok:
+            raise RuntimeError(f"kamailio -c -f {cfg} failed, see {rdir}/check.log")
+        # shared memory as for async (--kam-shm): at 2000 calls/s, 256 MB runs out (each
+        # INVITE and BYE transaction lives 5 s more, wait_timer)
+        args = ["kamailio", "-f", cfg, "-DD", "-m", str(self.a.kam_shm), "-M", "16", "-Y", rdir, "-w", rdir]
+        self.log = open(os.path.join(rdir, "server.log"), "w")
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, cwd=rdir)
+        if not wait_ports(self.p, evapi=False):
+            stop_proc(self.p)
+            raise RuntimeError(f"kamailio did not start, see {rdir}/server.log")
+        self.dispatcher = None
         return self.p.pid
 
     def extra_cpu(self):
@@ -318,12 +344,15 @@ class Evapi:
 
     def start(self, mode, rdir, clients_max):
         tpl = open(os.path.join(HERE, "evapi", "bench.toml.in")).read()
-        conf = (tpl.replace("@SIP_PORT@", str(SIP_PORT)).replace("@EVAPI_PORT@", str(EVAPI_PORT))
-                .replace("@CHILDREN@", str(self.a.children))
-                .replace("@EVAPI_WORKERS@", str(self.a.workers))
-                .replace("@EVAPI_MAX_CLIENTS@", str(max(8, clients_max)))
-                .replace("@SCRIPT@", os.path.join(HERE, "evapi", mode + ".lua"))
-                .replace("@EVAPI_EXTRA@", FANOUT_EVAPI if mode == "fanout" else ""))
+        if mode == "basic":
+            conf = basic.evapi_conf(SIP_PORT, EVAPI_PORT, self.a.children)
+        else:
+            conf = (tpl.replace("@SIP_PORT@", str(SIP_PORT)).replace("@EVAPI_PORT@", str(EVAPI_PORT))
+                    .replace("@CHILDREN@", str(self.a.children))
+                    .replace("@EVAPI_WORKERS@", str(self.a.workers))
+                    .replace("@EVAPI_MAX_CLIENTS@", str(max(8, clients_max)))
+                    .replace("@SCRIPT@", os.path.join(HERE, "evapi", mode + ".lua"))
+                    .replace("@EVAPI_EXTRA@", FANOUT_EVAPI if mode == "fanout" else ""))
         path = os.path.join(rdir, "evapi.toml")
         open(path, "w").write(conf)
         self.log = open(os.path.join(rdir, "server.log"), "w")
@@ -430,7 +459,7 @@ class Runner:
         self.jsonl.flush()
 
     def run_once(self, server, kind, rate, clients, tag, attempt=0):
-        """kind: base | relay | async | probe | fanout. rate: target calls/s (fanout: frames per client)."""
+        """kind: base | relay | async | probe | fanout | basic. rate: target calls/s (fanout: frames per client)."""
         a = self.a
         name = f"{server.name}_{tag}_r{rate}_{int(time.time())}"
         rdir = os.path.join(self.outdir, "run", name)
@@ -440,11 +469,17 @@ class Runner:
         quiet_busy, quiet_wait = wait_quiet(a.quiet_wait)
         load0 = open("/proc/loadavg").read().split()[0]
         mode = {"base": "base", "relay": "relay", "async": "async", "probe": "async",
-                "fanout": "fanout"}[kind]
+                "fanout": "fanout", "basic": "basic"}[kind]
         main = server.start(mode, rdir, clients)
         clist = []
+        uas = None
+        uas_port = SIPP_PORT + 300
         res = {}
         try:
+            if kind == "basic":
+                # bob registers (contact: the UAS), then the UAS waits for the calls
+                basic.register(rdir, SIP_PORT, SIPP_PORT, uas_port, a.basic_register)
+                uas = basic.start_uas(rdir, int(rate * a.duration), a.duration, uas_port)
             for i in range(clients):
                 if kind in ("relay", "fanout"):
                     cmd = [os.path.join(HERE, "build", "counter"), "-p", str(EVAPI_PORT), "-i", "2",
@@ -477,6 +512,8 @@ class Runner:
                     cmd = [sys.executable, os.path.join(COMMON, "async_probe.py"), "--rate", str(rate),
                            "--count", str(ncalls), "--port", str(SIP_PORT), "--local-port", str(SIPP_PORT),
                            "--timeout", "5"]
+                elif kind == "basic":
+                    cmd = basic.uac_cmd(rate, ncalls, a.duration, SIP_PORT, SIPP_PORT)
                 else:
                     scen = os.path.join(COMMON, "uac_invite.xml" if kind == "async" else "uac_options.xml")
                     cmd = ["sipp", "-sf", scen, "-r", str(rate), "-rp", "1000", "-m", str(ncalls),
@@ -491,6 +528,11 @@ class Runner:
                 open(os.path.join(rdir, "generator.err"), "w").write(gerr)
                 if kind == "probe":
                     open(os.path.join(rdir, "probe.json"), "w").write(gout)
+                if uas is not None:
+                    # the UAS ends by itself after its last BYE (bounded: killed past 30 s)
+                    _, uas_cpu = reap(uas, 30)
+                    uas = None
+                    gen_cpu += uas_cpu
             wall = time.time() - t0
             ue1 = udp_errors()
             fz1 = foreign_ticks(main)
@@ -505,6 +547,8 @@ class Runner:
             sampler.stop_ev.set()
             sampler.join(2)
         finally:
+            if uas is not None:
+                stop_proc(uas, 5)
             for c in clist:
                 c.terminate()
                 try:
@@ -534,6 +578,11 @@ class Runner:
                     return self.run_once(server, kind, rate, clients, tag, attempt + 1)
                 raise RuntimeError(msg)
             rtt = parse_rtt(rdir)
+            if kind == "basic":
+                try:
+                    st["uas"] = parse_stat(os.path.join(rdir, "uas_stat.csv"))
+                except (OSError, IndexError, KeyError, ValueError):
+                    st["uas"] = {}
         served = st.get("successful", 0) if kind != "fanout" else rate
         res = {
             "server": server.name, "tag": tag, "kind": kind, "rate": rate, "clients": clients,
@@ -572,6 +621,11 @@ class Runner:
                 ok = ok and all(c.get("bad") == 0 and c.get("events") == st["successful"] for c in cl)
             if kind == "probe":
                 ok = ok and set(st["codes"]) == {"404"}
+            if kind == "basic":
+                # the callee too: every call answered, nothing retransmitted (a lost ACK
+                # would make it resend its 200)
+                u = st["uas"]
+                ok = ok and u.get("successful") == ncalls and u.get("failed") == 0 and u.get("retrans") == 0
         res["achieved"] = round(achieved, 1)
         res["server_cpu_us_per_req"] = round(res["server_cpu_s"] * 1e6 / served, 1) if served else None
         res["gen_cpu_us_per_req"] = round(res["gen_cpu_s"] * 1e6 / served, 1) if served else None
@@ -650,7 +704,8 @@ def summarize(all_runs, meta, outdir):
     out("|---|---|---|---|---|---|---|---|---|")
     for tag, label in [("base", "(1) stateless baseline, no evapi"), ("relay1", "(2) relay, 1 client"),
                        ("relay4", "(2) relay, 4 clients"), ("relay8", "(2) relay, 8 clients"),
-                       ("async", "(3) async round trip (SIPp)")]:
+                       ("async", "(3) async round trip (SIPp)"),
+                       ("basic", "(7) Kamailio's basic KEMI Lua script on both (calls/s)")]:
         row = {}
         for srv in ("kamailio", "evapi"):
             runs = [r for r in by.get((tag, srv), []) if not r["contaminated"] or True]
@@ -750,6 +805,25 @@ def summarize(all_runs, meta, outdir):
         k, e = row["kamailio"], row["evapi"]
         out(f"| {n} client{'s' if n > 1 else ''} | {fmt(k['total'])} | {fmt(e['total'])} | {ratio(e['total'], k['total'])} | "
             f"{fmt(k['per_client'])} | {fmt(e['per_client'])} | {k['pass']} / {e['pass']} |")
+    # (7) the basic script: CPU per call and memory at each rate tried
+    out("")
+    out("| (7) basic script, each rate | Kamailio pass | evapi pass | Kamailio CPU µs/call | evapi CPU µs/call | "
+        "ratio (K / e) | Kamailio PSS MB | evapi PSS MB |")
+    out("|---|---|---|---|---|---|---|---|")
+    S["figures"]["basic_rates"] = {}
+    brates = sorted({r["rate"] for srv in ("kamailio", "evapi") for r in by.get(("basic", srv), [])})
+    for rate in brates:
+        row = {}
+        for srv in ("kamailio", "evapi"):
+            runs = [r for r in by.get(("basic", srv), []) if r["rate"] == rate]
+            row[srv] = {"pass": f"{sum(r['pass'] for r in runs)}/{len(runs)}" if runs else "–",
+                        "cpu_us": med([r["server_cpu_us_per_req"] for r in runs if r["server_cpu_us_per_req"]]),
+                        "pss_kb": med([r["pss_max_kb"] for r in runs])}
+        S["figures"]["basic_rates"][rate] = row
+        k, e = row["kamailio"], row["evapi"]
+        out(f"| {rate} calls/s | {k['pass']} | {e['pass']} | {fmt(k['cpu_us'], 1)} | {fmt(e['cpu_us'], 1)} | "
+            f"{ratio(e['cpu_us'], k['cpu_us'], inverse=True)} | {fmt(k['pss_kb'] and k['pss_kb'] / 1024, 1)} | "
+            f"{fmt(e['pss_kb'] and e['pss_kb'] / 1024, 1)} |")
     nrun = len(all_runs)
     ncont = sum(r["contaminated"] for r in all_runs)
     out("")
@@ -829,6 +903,7 @@ FULL = {
     "relay8": [6000, 7500, 10000, 12500, 15000, 18000, 20000, 25000, 30000, 35000, 40000],
     "async": [2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000, 16000],
     "probe": [100, 1000, 2000],
+    "basic": [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 10000],
 }
 QUICK = {
     "base": [20000, 25000, 27500, 30000],
@@ -837,6 +912,7 @@ QUICK = {
     "relay8": [6000, 12000, 15000, 18000],
     "async": [3000, 5000, 6000, 8000, 10000],
     "probe": [100, 1000, 2000],
+    "basic": [500, 1000, 2000, 3000, 4000, 6000],
 }
 # Fan-out mode: the relaying loop runs far ahead of the clients. Kamailio's
 # worker then blocks writing to its dispatcher's socketpair; ours is given the
@@ -855,8 +931,8 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rates, 5 s runs, no repeats (~15 min)")
-    ap.add_argument("--only", default="base,relay1,relay4,relay8,async,probe,fanout",
-                    help="comma list of: base relay1 relay4 relay8 async probe fanout")
+    ap.add_argument("--only", default="base,relay1,relay4,relay8,async,probe,fanout,basic",
+                    help="comma list of: base relay1 relay4 relay8 async probe fanout basic")
     ap.add_argument("--servers", default="kamailio,evapi")
     ap.add_argument("--duration", type=float)
     ap.add_argument("--repeat", type=int, help="repeats of the highest passing rate (default 1, quick 0)")
@@ -864,8 +940,15 @@ def main():
     ap.add_argument("--rates", action="append", default=[], help="override, e.g. relay8=15000,18000")
     ap.add_argument("--children", type=int, default=2, help="SIP workers, both servers (shared harness: 2)")
     ap.add_argument("--workers", type=int, default=1, help="evapi workers, both servers")
-    ap.add_argument("--kam-shm", type=int, default=1024, help="Kamailio -m (MB) for async (anchor best: 1024)")
+    ap.add_argument("--kam-shm", type=int, default=1024, help="Kamailio -m (MB) for async and basic (anchor best: 1024)")
     ap.add_argument("--kam-arg", action="append", help="extra kamailio argument (repeatable)")
+    ap.add_argument("--basic-kam-debug", type=int, default=0,
+                    help="basic: Kamailio's debug level (cfg: 2 = a log line per request and an acc "
+                         "record per INVITE/BYE; default 0 = warnings, as our side)")
+    ap.add_argument("--basic-kam-maxbuffer", type=int, default=0,
+                    help="basic: Kamailio's maxbuffer (UDP receive buffer, bytes); 0 = its default (256 KB)")
+    ap.add_argument("--basic-register", default=basic.REGISTER_XML,
+                    help="basic: the SIPp REGISTER scenario (default tests/sipp/register.xml)")
     ap.add_argument("--fanout-clients", default="1,8,64")
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
     ap.add_argument("--retries", type=int, default=1, help="redo a contaminated run at most this often")
@@ -920,6 +1003,8 @@ def main():
                 elif fig == "probe":
                     runs = [R.run_once(srv, "probe", r, 1, "probe")
                             for _ in range(a.probe_repeat) for r in rates["probe"]]
+                elif fig == "basic":
+                    _, runs = R.step(srv, "basic", rates["basic"], 0, "basic")
                 elif fig == "fanout":
                     runs = []
                     for n in meta["fanout_clients"]:

@@ -5,10 +5,13 @@
 #   bench/compare.sh            # full run (~45-60 min on a quiet 2-core box)
 #   bench/compare.sh --quick    # fewer rates, 5 s runs, no repeats (~15-20 min)
 #   bench/compare.sh --only relay8,async --servers evapi   # a subset
+#   bench/compare.sh --only basic   # Kamailio's example KEMI Lua script on both (needs app_lua:
+#                                   # kamailio-lua-modules; and KSR.rr in our binary)
 #   bench/compare.sh --help     # every option (bench/compare.py)
 #
 # Needs (Debian packages; nothing is installed by this script):
 #   kamailio kamailio-extra-modules kamailio-json-modules   (Kamailio 5.6.3 with evapi, jansson)
+#   kamailio-lua-modules                                    (app_lua, for the basic row)
 #   sip-tester                                              (SIPp)
 #   gcc libc6-dev python3                                   (the frame counter, the clients)
 #   python3-matplotlib or `pip install matplotlib`          (the plot; optional)
@@ -25,6 +28,16 @@ for m in evapi jansson; do
   compgen -G "/usr/lib/*/kamailio/modules/$m.so" >/dev/null || compgen -G "/usr/lib/kamailio/modules/$m.so" >/dev/null || \
     missing+=("kamailio-$( [ $m = evapi ] && echo extra || echo json )-modules")
 done
+# app_lua only for the basic row (in the default list, or named with --only)
+only=""; prev=""
+for arg in "$@"; do
+  case "$arg" in --only=*) only="${arg#--only=}" ;; esac
+  [ "$prev" = "--only" ] && only="$arg"
+  prev="$arg"
+done
+if [ -z "$only" ] || [[ ",$only," == *",basic,"* ]]; then
+  compgen -G "/usr/lib/*/kamailio/modules/app_lua.so" >/dev/null || missing+=(kamailio-lua-modules)
+fi
 command -v sipp >/dev/null || missing+=(sip-tester)
 command -v cc >/dev/null || missing+=(gcc)
 command -v python3 >/dev/null || missing+=(python3)
