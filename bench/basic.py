@@ -33,8 +33,8 @@ a kamailio-local.cfg that does not exist, TCP left on) is the file as it is.
 Our side gets bench/evapi/basic.toml.in with the cfg's values.
 
 Load: one REGISTER of bob whose contact is the SIPp UAS (SIPp, the
-scenario tests/sipp/register.xml), then the UAS (bench/basic/uas_rr.xml)
-answers and a SIPp UAC (bench/basic/uac_rr.xml) calls sip:bob@<server>,
+scenario tests/sipp/register.xml), then the UAS (tests/sipp/uas_rr.xml)
+answers and a SIPp UAC (tests/sipp/uac_rr.xml) calls sip:bob@<server>,
 following Record-Route for ACK and BYE.
 """
 import os
@@ -48,8 +48,8 @@ COMPAT = os.path.normpath(os.path.join(REPO, "..", "shared", "compat"))
 KAM_CFG = os.path.join(COMPAT, "kamailio-basic-kemi.cfg")
 SCRIPT = os.path.join(COMPAT, "kamailio-basic-kemi-lua.lua")
 REGISTER_XML = os.path.join(REPO, "tests", "sipp", "register.xml")
-UAC_XML = os.path.join(HERE, "basic", "uac_rr.xml")
-UAS_XML = os.path.join(HERE, "basic", "uas_rr.xml")
+UAC_XML = os.path.join(REPO, "tests", "sipp", "uac_rr.xml")
+UAS_XML = os.path.join(REPO, "tests", "sipp", "uas_rr.xml")
 DEBIAN_MPATH = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 DROPPED = ("WITH_MYSQL", "WITH_AUTH", "WITH_IPAUTH", "WITH_USRLOCDB", "WITH_NAT", "WITH_ACCDB")
 
