@@ -24,31 +24,84 @@ pub(crate) enum Outcome {
     Failed,
 }
 
-/// Raised by `KSR.x.exit()` and `KSR.x.drop()` to unwind the route.
+/// How `KSR.x.exit()` and `KSR.x.drop()` unwind the route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unwind {
     Exit,
     Drop,
 }
 
-impl std::fmt::Display for Unwind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unwind::Exit => "KSR.x.exit()",
-            Unwind::Drop => "KSR.x.drop()",
-        })
+/// The error value `KSR.x.exit()` raises (a string no script writes).
+pub(crate) const EXIT_MARK: &str = "\u{1}evapi: KSR.x.exit()";
+/// The error value `KSR.x.drop()` raises.
+pub(crate) const DROP_MARK: &str = "\u{1}evapi: KSR.x.drop()";
+
+fn unwind_of_text(text: &str) -> Option<Unwind> {
+    if text.starts_with(EXIT_MARK) {
+        Some(Unwind::Exit)
+    } else if text.starts_with(DROP_MARK) {
+        Some(Unwind::Drop)
+    } else {
+        None
     }
 }
 
-impl std::error::Error for Unwind {}
-
+/// The unwind an error carries: the marker raised by `KSR.x.exit()` or
+/// `drop()`, seen through a Rust callback (`KSR.route`) if there was one.
 fn unwind_of(err: &mlua::Error) -> Option<Unwind> {
     match err {
         mlua::Error::CallbackError { cause, .. } => unwind_of(cause),
         mlua::Error::WithContext { cause, .. } => unwind_of(cause),
-        mlua::Error::ExternalError(e) => e.downcast_ref::<Unwind>().copied(),
+        mlua::Error::RuntimeError(m) => unwind_of_text(m),
         _ => None,
     }
+}
+
+/// The VM's route runner: a Lua `pcall` of the route. An error raised in
+/// the route is returned as a value instead of going through mlua's error
+/// handler, which would build a traceback for it (the cost `KSR.x.exit()`
+/// must not pay; see `ksr/x.rs`).
+struct Runner(Function);
+
+fn runner(lua: &Lua) -> mlua::Result<Function> {
+    if let Some(r) = lua.app_data_ref::<Runner>() {
+        return Ok(r.0.clone());
+    }
+    let f: Function = lua
+        .load("local pcall = pcall return function(f, ...) return pcall(f, ...) end")
+        .set_name("=route runner")
+        .eval()?;
+    lua.set_app_data(Runner(f.clone()));
+    Ok(f)
+}
+
+/// Run `f` with `args` through the runner: `Ok` when it returned, `Err`
+/// with what it raised.
+fn run(
+    lua: &Lua,
+    f: Function,
+    args: impl mlua::IntoLuaMulti,
+) -> mlua::Result<Result<(), mlua::Error>> {
+    let mut argv = args.into_lua_multi(lua)?;
+    argv.push_front(Value::Function(f));
+    let mut out = runner(lua)?.call::<mlua::MultiValue>(argv)?;
+    if matches!(out.pop_front(), Some(Value::Boolean(true))) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(match out.pop_front() {
+        Some(Value::Error(e)) => *e,
+        // What Lua raises when an allocation fails ([script] memory_limit_mb).
+        Some(Value::String(s)) if s.as_bytes() == b"not enough memory" => {
+            mlua::Error::MemoryError(s.to_string_lossy())
+        }
+        Some(Value::String(s)) => mlua::Error::RuntimeError(s.to_string_lossy()),
+        Some(other) => mlua::Error::RuntimeError(
+            other
+                .to_string()
+                .unwrap_or_else(|_| format!("(error object: {})", other.type_name())),
+        ),
+        None => mlua::Error::RuntimeError("(no error object)".into()),
+    }))
 }
 
 /// A Lua error as a porter needs it: "file.lua:12: message", the whole
@@ -82,7 +135,7 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
         }
     };
     let outer = crate::limits::enter(lua);
-    let result = f.call::<()>(args);
+    let result = run(lua, f, args).and_then(|r| r);
     crate::limits::leave(lua, outer);
     match result {
         Ok(()) => Outcome::Done,

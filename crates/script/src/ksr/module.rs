@@ -269,6 +269,12 @@ impl<'a> Module<'a> {
         self.lua
     }
 
+    /// Register `name` as a function written in Lua (for the few that must
+    /// run as Lua code, such as `KSR.x.exit`).
+    pub fn lua_func(&self, name: &str, f: mlua::Function) -> mlua::Result<()> {
+        self.table.set(name, f)
+    }
+
     /// Register `name`: `f` runs with a [`Cx`] and the arguments; a
     /// [`Fail`] is logged with the function's full name and becomes the
     /// function's failure value.

@@ -1,18 +1,29 @@
 //! Flow: `KSR.x.exit()` ends the route (the call counts as returned) and
 //! `KSR.x.drop()` ends it and drops the message (a reply, in
-//! `ksr_reply_route`). Both unwind the Lua stack with an error that the
-//! caller recognises ([`crate::call::Unwind`]).
+//! `ksr_reply_route`).
+//!
+//! Both are Lua functions that raise a marker string as a Lua error
+//! (`error(marker, 0)`), which the caller recognises
+//! ([`crate::call::Unwind`]). They are written in Lua, not Rust, on
+//! purpose: an error returned from a Rust callback makes mlua build a full
+//! Lua traceback (naming every frame by searching the loaded modules),
+//! about 30 µs each time, and Kamailio's scripts end nearly every route
+//! with `KSR.x.exit()`. A Lua error value caught by the route runner's
+//! plain `pcall` costs nothing of the kind.
 
-use super::module::{Fail, Module};
-use crate::call::Unwind;
+use super::module::Module;
+use crate::call::{DROP_MARK, EXIT_MARK};
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
-    m.func("exit", |_, ()| -> Result<(), Fail> {
-        Err(mlua::Error::external(Unwind::Exit).into())
-    })?;
-    m.func("drop", |_, ()| -> Result<(), Fail> {
-        Err(mlua::Error::external(Unwind::Drop).into())
-    })
+    let lua = m.lua();
+    for (name, mark) in [("exit", EXIT_MARK), ("drop", DROP_MARK)] {
+        let raise: mlua::Function = lua
+            .load("local mark = ... return function() error(mark, 0) end")
+            .set_name(format!("=KSR.x.{name}"))
+            .call(mark)?;
+        m.lua_func(name, raise)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -28,6 +39,7 @@ mod tests {
             function f() KSR.pv.seti("$var(a)", 1); KSR.x.exit(); KSR.pv.seti("$var(a)", 2) end
             function g() KSR.x.drop(); KSR.pv.seti("$var(a)", 3) end
             function h() local t = nil; return t.x end
+            function nested() KSR.route("f"); KSR.pv.seti("$var(a)", 4) end
             "#,
         );
         assert_eq!(call(&vm.lua, "f", ()), Outcome::Done);
@@ -36,6 +48,9 @@ mod tests {
         assert_eq!(vm.eval::<i64>(r#"KSR.pv.get("$var(a)")"#), 1);
         assert_eq!(call(&vm.lua, "h", ()), Outcome::Failed);
         assert_eq!(call(&vm.lua, "nope", ()), Outcome::Missing);
+        // exit inside a function run by KSR.route ends the whole route.
+        assert_eq!(call(&vm.lua, "nested", ()), Outcome::Done);
+        assert_eq!(vm.eval::<i64>(r#"KSR.pv.get("$var(a)")"#), 1);
     }
 
     #[test]
