@@ -54,14 +54,7 @@ impl Proxy {
             .build()
             .unwrap();
         let (tx, rx) = mpsc::channel();
-        let mut cfg = HostConfig {
-            sip: SipConfig {
-                listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
-                children: 2,
-                ..SipConfig::default()
-            },
-            ..HostConfig::default()
-        };
+        let mut cfg = loopback_config();
         // Transactions end fast, so a late 2xx finds none.
         cfg.tm.wait_timer = 50;
         let router = Arc::new(RrProxy {

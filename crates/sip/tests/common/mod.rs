@@ -105,6 +105,19 @@ pub struct TestHost {
     pub suspended: mpsc::Receiver<TxRef>,
 }
 
+/// A host on ephemeral loopback ports (UDP and TCP) with two router
+/// threads: what these tests start from.
+pub fn loopback_config() -> HostConfig {
+    HostConfig {
+        sip: SipConfig {
+            listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
+            children: 2,
+            ..SipConfig::default()
+        },
+        ..HostConfig::default()
+    }
+}
+
 impl TestHost {
     pub fn start(mode: Mode, tweak: impl FnOnce(&mut HostConfig)) -> TestHost {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -113,14 +126,7 @@ impl TestHost {
             .build()
             .unwrap();
         let (tx, rx) = mpsc::channel();
-        let mut cfg = HostConfig {
-            sip: SipConfig {
-                listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
-                children: 2,
-                ..SipConfig::default()
-            },
-            ..HostConfig::default()
-        };
+        let mut cfg = loopback_config();
         tweak(&mut cfg);
         let router = Arc::new(TestRouter {
             mode,
