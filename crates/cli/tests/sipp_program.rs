@@ -149,17 +149,12 @@ fn sipp_calls_suspended_answered_and_relayed() {
     );
     assert_eq!(uas_code, Some(0), "SIPp UAS:\n{uas_out}");
     // The last line of SIPp's statistics: successful and failed calls.
-    let header: Vec<&str> = stats.lines().next().unwrap_or("").split(';').collect();
-    let last: Vec<&str> = stats.lines().last().unwrap_or("").split(';').collect();
-    let col = |name: &str| {
-        let i = header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("no {name} in {stats}"));
-        last[i].parse::<u64>().unwrap()
-    };
-    assert_eq!(col("SuccessfulCall(C)"), CALLS as u64, "{stats}");
-    assert_eq!(col("FailedCall(C)"), 0, "{stats}");
+    assert_eq!(
+        last_stat(&stats, "SuccessfulCall(C)"),
+        CALLS as u64,
+        "{stats}"
+    );
+    assert_eq!(last_stat(&stats, "FailedCall(C)"), 0, "{stats}");
     let (client_code, client_out) = client.finish(Duration::from_secs(10));
     assert_eq!(
         client_code,

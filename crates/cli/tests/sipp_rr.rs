@@ -67,6 +67,58 @@ fn sipp_errors(dir: &TempDir) -> String {
         .collect()
 }
 
+/// SIPp callee (`uas_rr.xml` on `uas_port`) and caller (`uac_rr.xml` on
+/// `uac_port`, `rate` calls/s, statistics in `dir/uac.csv`), `calls` calls
+/// each, through `target`; each gives up after `timeout_s`.
+fn rr_pair(
+    dir: &TempDir,
+    target: &str,
+    (uas_port, uac_port): (u16, u16),
+    calls: u32,
+    rate: u32,
+    timeout_s: u32,
+) -> (Proc, Proc) {
+    let (calls, timeout) = (calls.to_string(), format!("{timeout_s}s"));
+    let common = |scenario_file: &str, port: u16| -> Vec<String> {
+        [
+            "-sf",
+            &scenario(scenario_file),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &calls,
+            "-nostdin",
+            "-timeout",
+            &timeout,
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let uas = sipp(
+        dir,
+        "uas.out",
+        &[common("uas_rr.xml", uas_port), vec![target.into()]].concat(),
+    );
+    let mut uac_args = common("uac_rr.xml", uac_port);
+    for a in [
+        "-r",
+        &rate.to_string(),
+        "-trace_stat",
+        "-stf",
+        "uac.csv",
+        "-trace_err",
+        target,
+    ] {
+        uac_args.push(a.to_string());
+    }
+    let uac = sipp(dir, "uac.out", &uac_args);
+    (uas, uac)
+}
+
 #[test]
 fn sipp_calls_follow_our_record_route() {
     if !sip::testing::sipp_available() {
@@ -80,51 +132,7 @@ fn sipp_calls_follow_our_record_route() {
     );
     let dir = TempDir::new("sipp-rr");
     let target = ev.udp.to_string();
-    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let uas = sipp(
-        &dir,
-        "uas.out",
-        &args(&[
-            "-sf",
-            &scenario("uas_rr.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port.to_string(),
-            "-m",
-            &CALLS.to_string(),
-            "-nostdin",
-            "-timeout",
-            "90s",
-            "-timeout_error",
-            &target,
-        ]),
-    );
-    let uac = sipp(
-        &dir,
-        "uac.out",
-        &args(&[
-            "-sf",
-            &scenario("uac_rr.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uac_port.to_string(),
-            "-r",
-            &RATE.to_string(),
-            "-m",
-            &CALLS.to_string(),
-            "-nostdin",
-            "-timeout",
-            "90s",
-            "-timeout_error",
-            "-trace_stat",
-            "-stf",
-            "uac.csv",
-            "-trace_err",
-            &target,
-        ]),
-    );
+    let (uas, uac) = rr_pair(&dir, &target, (uas_port, uac_port), CALLS, RATE, 90);
     let (uac_code, _) = uac.finish(Duration::from_secs(100));
     let (uas_code, _) = uas.finish(Duration::from_secs(30));
     let read = |f: &str| std::fs::read_to_string(dir.0.join(f)).unwrap_or_default();
@@ -139,17 +147,12 @@ fn sipp_calls_follow_our_record_route() {
     // The last line of SIPp's statistics: every call succeeded. A BYE
     // that was not loose-routed would get 404 and fail its call.
     let csv = read("uac.csv");
-    let header: Vec<&str> = csv.lines().next().unwrap_or("").split(';').collect();
-    let last: Vec<&str> = csv.lines().last().unwrap_or("").split(';').collect();
-    let col = |name: &str| {
-        let i = header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("no {name} in {csv}"));
-        last[i].parse::<u64>().unwrap()
-    };
-    assert_eq!(col("SuccessfulCall(C)"), u64::from(CALLS), "{csv}");
-    assert_eq!(col("FailedCall(C)"), 0, "{csv}");
+    assert_eq!(
+        last_stat(&csv, "SuccessfulCall(C)"),
+        u64::from(CALLS),
+        "{csv}"
+    );
+    assert_eq!(last_stat(&csv, "FailedCall(C)"), 0, "{csv}");
 }
 
 /// The README tour's relay answer, whole: the shipped default script
@@ -181,53 +184,7 @@ fn readme_tour_relay_gives_whole_calls() {
     });
     let dir = TempDir::new("sipp-tour");
     let target = ev.udp.to_string();
-    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let (calls, port_uas, port_uac) = (
-        TOUR_CALLS.to_string(),
-        uas_port.to_string(),
-        uac_port.to_string(),
-    );
-    let uas = sipp(
-        &dir,
-        "uas.out",
-        &args(&[
-            "-sf",
-            &scenario("uas_rr.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port_uas,
-            "-m",
-            &calls,
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            &target,
-        ]),
-    );
-    let uac = sipp(
-        &dir,
-        "uac.out",
-        &args(&[
-            "-sf",
-            &scenario("uac_rr.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port_uac,
-            "-r",
-            "50",
-            "-m",
-            &calls,
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            "-trace_err",
-            &target,
-        ]),
-    );
+    let (uas, uac) = rr_pair(&dir, &target, (uas_port, uac_port), TOUR_CALLS, 50, 60);
     let (uac_code, _) = uac.finish(Duration::from_secs(70));
     let (uas_code, _) = uas.finish(Duration::from_secs(20));
     let read = |f: &str| std::fs::read_to_string(dir.0.join(f)).unwrap_or_default();
@@ -239,5 +196,11 @@ fn readme_tour_relay_gives_whole_calls() {
         sipp_errors(&dir)
     );
     assert_eq!(uas_code, Some(0), "SIPp UAS failed:\n{}", read("uas.out"));
+    let csv = read("uac.csv");
+    assert_eq!(
+        last_stat(&csv, "SuccessfulCall(C)"),
+        u64::from(TOUR_CALLS),
+        "{csv}"
+    );
     assert_eq!(answering.join().expect("the event client"), TOUR_CALLS);
 }

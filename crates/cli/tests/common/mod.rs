@@ -336,4 +336,19 @@ pub mod sipp {
             name,
         )
     }
+
+    /// A column of the last line of SIPp's `-trace_stat` CSV (`name` as
+    /// in its header, e.g. "SuccessfulCall(C)"); panics naming the CSV
+    /// when the column is missing.
+    pub fn last_stat(csv: &str, name: &str) -> u64 {
+        let header: Vec<&str> = csv.lines().next().unwrap_or("").split(';').collect();
+        let last: Vec<&str> = csv.lines().last().unwrap_or("").split(';').collect();
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} in {csv}"));
+        last[i]
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a count in {csv}"))
+    }
 }
