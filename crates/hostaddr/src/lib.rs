@@ -5,9 +5,14 @@
 //! A host is an IP address, or `localhost`, which stands for the loopback
 //! addresses the hosts file gives it (127.0.0.1 and/or ::1; 127.0.0.1 when
 //! the file names none). Any other name is refused: where the program
-//! listens must not depend on a DNS answer at start-up. Depends on nothing.
+//! listens must not depend on a DNS answer at start-up.
+//!
+//! [`network`] is the other half of an address setting: which peers may
+//! connect (`allow_networks`). Depends on nothing.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+pub mod network;
 
 /// What is said about a host that is neither an IP address nor localhost.
 pub const ONLY_IP_OR_LOCALHOST: &str =
@@ -27,6 +32,43 @@ pub fn resolve(host: &str) -> Option<Vec<IpAddr>> {
     }
     let hosts = std::fs::read_to_string(HOSTS_FILE).unwrap_or_default();
     Some(localhost_in(&hosts))
+}
+
+/// The addresses a `HOST:PORT` listen setting stands for (`"127.0.0.1:80"`,
+/// `"[::1]:80"`, `"localhost:80"`, the port required); the error is the
+/// reason, for the caller to put after the setting's name and value.
+pub fn socket_addrs(s: &str) -> Result<Vec<SocketAddr>, &'static str> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("'[' without ']' around an IPv6 address")?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("not an IPv6 address inside [ ]");
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or("expected ':PORT' after the ']'")?;
+        (host, port)
+    } else {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or("expected HOST:PORT, e.g. 127.0.0.1:9060 or [::1]:9060")?;
+        if host.contains(':') {
+            return Err("an IPv6 address must be written in brackets: [::1]:PORT");
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| "the port is not a number from 0 to 65535")?;
+    let ips = resolve(host).ok_or(ONLY_IP_OR_LOCALHOST)?;
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// The loopback addresses `hosts` (a hosts file's text) gives `localhost`,
@@ -70,6 +112,31 @@ mod tests {
         );
         assert_eq!(resolve("example.com"), None);
         assert_eq!(resolve("localhost.localdomain"), None);
+    }
+
+    #[test]
+    fn host_and_port() {
+        let one = |s: &str| socket_addrs(s).map(|v| v[0]);
+        assert_eq!(one("127.0.0.1:9060"), Ok("127.0.0.1:9060".parse().unwrap()));
+        assert_eq!(one("[::1]:0"), Ok("[::1]:0".parse().unwrap()));
+        assert!(socket_addrs("localhost:80")
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 80));
+        for (bad, why) in [
+            ("127.0.0.1", "HOST:PORT"),
+            ("127.0.0.1:", "port"),
+            ("127.0.0.1:70000", "port"),
+            ("::1:80", "brackets"),
+            ("[::1:80", "without ']'"),
+            ("[::1]80", "':PORT'"),
+            ("[nothost]:80", "IPv6"),
+            (":80", "empty"),
+            ("example.com:80", ONLY_IP_OR_LOCALHOST),
+        ] {
+            let e = socket_addrs(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]
