@@ -1,5 +1,5 @@
 //! The config file (TOML): `[sip]`, `[script]`, `[evapi]`, `[tm]`,
-//! `[usrloc]`, `[log]`.
+//! `[usrloc]`, `[log]`, `[http]`...
 //!
 //! Every key has a default; unknown keys are errors, so a typo does not
 //! pass silently. Relative paths are relative to the config file.
@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub htable: script::HtableSection,
     /// `[pike]`: Kamailio's pike parameters; owned by the script crate.
     pub pike: script::PikeSection,
+    /// `[http]`: the admin HTTP listener; owned by the admin crate.
+    pub http: admin::HttpConfig,
 }
 
 /// `[log]`: the binary's own section.
@@ -116,8 +118,8 @@ impl Loaded {
 }
 
 /// The sections of the file, in the order the docs list them.
-pub const SECTIONS: [&str; 9] = [
-    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike", "usrloc",
+pub const SECTIONS: [&str; 10] = [
+    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike", "usrloc", "http",
 ];
 
 /// Parse config text, then let each section check itself (the same checks
@@ -138,6 +140,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
         log: r.section("log", no_checks),
         htable: r.section("htable", script::HtableSection::validate),
         pike: r.section("pike", script::PikeSection::validate),
+        http: r.section("http", admin::HttpConfig::validate),
     };
     if !r.problems.is_empty() {
         anyhow::bail!("{}", render(origin, r.problems));
@@ -328,6 +331,30 @@ level = \"info\"
         assert_eq!(lines.len(), expect.len(), "{e}");
         for (line, want) in lines.iter().zip(expect) {
             assert!(line.starts_with(want), "{line}\nwanted: {want}\nall:\n{e}");
+        }
+    }
+
+    #[test]
+    fn http_mistakes_are_all_reported_with_their_lines() {
+        let f = parse(
+            "[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(f.http.listen, "127.0.0.1:0");
+        assert!(f.http.token.matches(b"t") && f.http.enabled);
+        let text = "[http]\nlisten = \"admin.example:9060\"\nmax_connections = 0\n\
+                    tokn = \"x\"\nheader_timeout_ms = \"5\"\nallow_networks = [\"10.0.0.1/8\"]\n";
+        let e = parse(text, "x.toml").unwrap_err().to_string();
+        for want in [
+            "5 mistakes in x.toml:",
+            "x.toml:2: [http] listen = \"admin.example:9060\": the host must be an IP address or localhost",
+            "x.toml:3: [http] max_connections = 0: must be 1 to 100000",
+            "x.toml:4: [http] tokn: unknown key (did you mean token?)",
+            "x.toml:5: [http] header_timeout_ms = \"5\": must be a whole number, 0 or more, not text in quotes",
+            "x.toml:6: [http] allow_networks = [\"10.0.0.1/8\"]: \"10.0.0.1/8\" is not a network: host bits",
+        ] {
+            assert!(e.contains(want), "{want}\n{e}");
         }
     }
 

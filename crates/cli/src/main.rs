@@ -4,6 +4,8 @@
 
 mod config;
 mod config_errors;
+mod core_rpc;
+mod ctl;
 mod run;
 mod tap;
 
@@ -51,6 +53,10 @@ enum Command {
     /// received on its own line, send each line typed on stdin as one
     /// message.
     Tap(tap::TapArgs),
+    /// Call one admin RPC method on a running server, like kamcmd:
+    /// `evapi ctl system.listMethods`, `evapi ctl core.uptime`. Numbers are
+    /// sent as numbers, `s:5` as a string.
+    Ctl(ctl::CtlArgs),
     /// Print the embedded default config and script, or write both as files
     /// to start your own: `evapi defaults --write DIR` gives DIR/evapi.toml
     /// and the DIR/router.lua it names, ready for `evapi run -c
@@ -85,6 +91,10 @@ fn main() -> ExitCode {
         Command::Tap(args) => {
             init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
             tap::tap(args)
+        }
+        Command::Ctl(args) => {
+            init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
+            ctl::ctl(args)
         }
         Command::Defaults {
             write: Some(dir), ..

@@ -1,11 +1,12 @@
 //! `evapi run` and `evapi check`.
 
 use crate::config::Loaded;
+use crate::core_rpc;
 use anyhow::Context;
 use evapi::EventSocket;
 use script::Engine;
 use sip::SipHost;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::info;
 
 /// Bind the event socket and the SIP host, build the script engine with
@@ -17,19 +18,29 @@ use tracing::info;
 /// The two-phase start (bind, then start with the engine's hooks) means the
 /// engine has both handles before any message or event can reach it, and
 /// every config error is reported before any thread runs.
+///
+/// The admin HTTP listener starts first and stops last, so `GET /health`
+/// answers "starting" until both listeners are up and "stopping" from the
+/// signal on.
 pub fn run(loaded: Loaded) -> anyhow::Result<()> {
+    let started = core_rpc::Started::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("evapi-io")
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
     let result = runtime.block_on(async {
+        let registry = rpc::Registry::new();
+        core_rpc::register(&registry, started);
+        let parts = Arc::new(OnceLock::new());
+        let http = start_http(&loaded.file.http, &registry, started, &parts).await?;
         let bound_events = EventSocket::listen(loaded.file.evapi.clone())
             .await
             .context("cannot start the event socket")?;
         let bound_sip = SipHost::bind(loaded.host_config())
             .await
             .context("cannot start the SIP host")?;
+        let _ = parts.set((bound_sip.handle(), bound_events.handle()));
         let engine = Engine::new(
             &loaded.script_config(),
             Arc::new(bound_events.handle()),
@@ -46,14 +57,22 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             .iter()
             .map(|(t, a)| format!("{t}:{a}"))
             .collect();
+        let http_addr = http.as_ref().map(|h| h.local_addr().to_string());
         info!(
             config = %loaded.origin,
             script = %loaded.script_path.display(),
             sip = %sip_addrs.join(" "),
             events = %events.local_addr(),
+            http = %http_addr.as_deref().unwrap_or("off"),
             "evapi running"
         );
+        if let Some(h) = &http {
+            h.health().set_ready();
+        }
         let signal = wait_for_signal().await?;
+        if let Some(h) = &http {
+            h.health().set_stopping();
+        }
         let (tm, ev) = (host.handle().stats(), events.handle().stats());
         info!(
             signal,
@@ -73,6 +92,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         // The hooks hold only a weak reference to the engine: it lives
         // until here, past the last message either side can deliver.
         drop(engine);
+        if let Some(h) = http {
+            h.shutdown().await;
+        }
         info!("stopped");
         Ok(())
     });
@@ -80,6 +102,49 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     // not keep the process alive: returning from main ends it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// The parts `/metrics` reads, set once they are bound.
+type Parts = Arc<OnceLock<(sip::SipHandle, evapi::EvapiHandle)>>;
+
+/// The admin HTTP listener, unless `[http] enabled = false`.
+async fn start_http(
+    config: &admin::HttpConfig,
+    registry: &Arc<rpc::Registry>,
+    started: core_rpc::Started,
+    parts: &Parts,
+) -> anyhow::Result<Option<admin::HttpServer>> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let services = admin::Services {
+        rpc: registry.clone(),
+        metrics: interim_metrics(parts.clone()),
+        version: env!("CARGO_PKG_VERSION"),
+        started: started.instant,
+    };
+    admin::HttpServer::start(config, services)
+        .await
+        .map(Some)
+        .context("cannot start the admin HTTP listener")
+}
+
+/// `/metrics` until the metrics registry is wired in: two gauges from the
+/// counters both parts keep.
+fn interim_metrics(parts: Parts) -> admin::MetricsFn {
+    Arc::new(move || {
+        let Some((sip, events)) = parts.get() else {
+            return String::new();
+        };
+        format!(
+            "# HELP evapi_transactions_live Transactions in the table now.\n\
+             # TYPE evapi_transactions_live gauge\nevapi_transactions_live {}\n\
+             # HELP evapi_clients_connected Event clients connected now.\n\
+             # TYPE evapi_clients_connected gauge\nevapi_clients_connected {}\n",
+            sip.stats().live,
+            events.stats().connected
+        )
+    })
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -83,27 +83,52 @@ pub struct Evapi {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub events: SocketAddr,
+    /// The admin HTTP listener (`None` with `[http] enabled = false`).
+    pub http: Option<SocketAddr>,
     _dir: TempDir,
 }
 
 impl Evapi {
-    /// Start with this config text and script text.
+    /// Start with this config text and script text. A config without an
+    /// `[http]` section gets one on an ephemeral port (the default port
+    /// would be shared by tests running at once).
     pub fn start(config: &str, script: &str) -> Evapi {
+        Self::start_watching(config, script, |_| {})
+    }
+
+    /// [`Evapi::start`], running `while_starting` with the log lines as
+    /// they come, after the process is spawned and before it says it is
+    /// running (e.g. to look at it while its script is still loading).
+    pub fn start_watching(
+        config: &str,
+        script: &str,
+        while_starting: impl FnOnce(&Arc<Mutex<Vec<String>>>),
+    ) -> Evapi {
         let dir = TempDir::new("run");
-        let cfg = dir.write("evapi.toml", config);
+        let config = if config.contains("[http]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[http]\nlisten = \"127.0.0.1:0\"\n")
+        };
+        let cfg = dir.write("evapi.toml", &config);
         dir.write("router.lua", script);
         Self::start_with(
             vec!["run".into(), "-c".into(), cfg.display().to_string()],
             dir,
+            while_starting,
         )
     }
 
     /// Start `evapi run` with no arguments (the embedded default).
     pub fn start_default() -> Evapi {
-        Self::start_with(vec!["run".into()], TempDir::new("default"))
+        Self::start_with(vec!["run".into()], TempDir::new("default"), |_| {})
     }
 
-    fn start_with(args: Vec<String>, dir: TempDir) -> Evapi {
+    fn start_with(
+        args: Vec<String>,
+        dir: TempDir,
+        while_starting: impl FnOnce(&Arc<Mutex<Vec<String>>>),
+    ) -> Evapi {
         let mut child = Command::new(bin())
             .args(&args)
             .env_remove("RUST_LOG")
@@ -121,6 +146,14 @@ impl Evapi {
                 sink.lock().unwrap().push(line);
             }
         });
+        let watched =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| while_starting(&logs)));
+        if let Err(panic) = watched {
+            // Not ours to leave running: the test is failing.
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic);
+        }
         let deadline = Instant::now() + WAIT;
         let running = loop {
             if let Some(l) = logs
@@ -156,6 +189,7 @@ impl Evapi {
             udp: field("udp:"),
             tcp: field("tcp:"),
             events: field("events="),
+            http: (!running.contains("http=off")).then(|| field("http=")),
             child,
             logs,
             _dir: dir,
