@@ -219,6 +219,7 @@ impl HttpServer {
         self.health.set_stopping();
         let _ = self.stop.send(true);
         let _ = self.accept.await;
+        info!(addr = %self.local_addr, "admin HTTP stopped");
     }
 }
 
