@@ -17,8 +17,9 @@
 //! `max_connections` at once.
 //!
 //! Built on hyper 1 (HTTP/1.1) with axum's router, on the caller's tokio
-//! runtime. This crate knows the RPC registry and nothing else of ours: the
-//! metrics text and the version come from the program.
+//! runtime. Of our crates it uses only `rpc` (the methods), `hostaddr`
+//! (the listen and network rules) and `lograte`; the metrics text and the
+//! version come from the program.
 
 mod config;
 mod routes;
