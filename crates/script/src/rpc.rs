@@ -26,12 +26,15 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// One of this file's methods.
+type Method = fn(&Engine, &Params) -> RpcResult;
+
 /// Add `htable.*` and `app_lua.reload`, acting on `engine`. The registry
 /// holds the engine weakly: the engine holds the registry (for
 /// `KSR.jsonrpcs.exec`), and a method called after the engine is gone
 /// fails cleanly.
 pub fn register(registry: &Registry, engine: &Arc<Engine>) {
-    let methods: [(&str, &'static str, fn(&Engine, &Params) -> RpcResult); 6] = [
+    let methods: [(&str, &'static str, Method); 6] = [
         (
             "htable.get",
             "One entry of a shared table: htable.get TABLE KEY.",

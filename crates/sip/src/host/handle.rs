@@ -195,7 +195,7 @@ impl SipHandle {
             let tm = lock(&self.shared.tm);
             tm.list_shard(shard, state, self.shared.now(), max, &mut out);
         }
-        out.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+        out.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
         out
     }
 
