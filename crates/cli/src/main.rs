@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the SIP router and the event socket; run until SIGINT/SIGTERM.
+    /// Start the SIP router and the event socket; run until SIGINT/SIGTERM
+    /// (SIGHUP reloads the script).
     Run {
         /// Config file (TOML). Without it, the embedded default config and
         /// script are used (print them with `evapi defaults`).

@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 use tracing::info;
 
 /// Bind the event socket and the SIP host, build the script engine with
-/// their handles, start both, run until SIGINT or SIGTERM, then shut down:
+/// their handles and the admin RPC registry, start both, run until SIGINT
+/// or SIGTERM (SIGHUP reloads the script), then shut down:
 /// SIP first (no new calls; suspended and pending transactions get their
 /// final reply), then the event socket (queued events written, clients
 /// closed, connection-closed run).
@@ -45,7 +46,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             &loaded.script_config(),
             Arc::new(bound_events.handle()),
             Arc::new(bound_sip.handle()),
+            registry.clone(),
         )?;
+        sip::rpc::register(&registry, bound_sip.handle());
+        evapi::rpc::register(&registry, bound_events.handle());
+        script::rpc::register(&registry, &engine);
         let events = bound_events
             .start(engine.evapi_handler())
             .context("cannot start the event socket")?;
@@ -58,6 +63,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             .map(|(t, a)| format!("{t}:{a}"))
             .collect();
         let http_addr = http.as_ref().map(|h| h.local_addr().to_string());
+        // Before "running": a SIGHUP from then on reloads, never kills.
+        let mut signals = Signals::new()?;
         info!(
             config = %loaded.origin,
             script = %loaded.script_path.display(),
@@ -69,7 +76,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         if let Some(h) = &http {
             h.health().set_ready();
         }
-        let signal = wait_for_signal().await?;
+        let signal = signals.wait(&engine).await;
         if let Some(h) = &http {
             h.health().set_stopping();
         }
@@ -147,14 +154,38 @@ fn interim_metrics(parts: Parts) -> admin::MetricsFn {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT stop the program; SIGHUP reloads the script.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+        })
+    }
+
+    /// Wait for SIGTERM or SIGINT (its name); reload the script on each
+    /// SIGHUP meanwhile, as `app_lua.reload` does (the outcome is logged).
+    async fn wait(&mut self, engine: &Arc<Engine>) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => {
+                    // The check runs Lua: not on an I/O thread.
+                    let engine = engine.clone();
+                    let _ = tokio::task::spawn_blocking(move || engine.reload("SIGHUP")).await;
+                }
+            }
+        }
+    }
 }
 
 /// Check the config and the script without starting anything; then print

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use lograte::{error_limited, warn_limited};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -81,7 +82,10 @@ pub(crate) async fn serve<R, W>(
     // queued before it still goes out, within a bound. After a failed or
     // timed-out write nothing more is written: a frame cut short is never
     // followed by another.
-    if matches!(reason, CloseReason::Shutdown | CloseReason::Closed) {
+    if matches!(
+        reason,
+        CloseReason::Shutdown | CloseReason::Closed | CloseReason::Operator
+    ) {
         let bound = Duration::from_millis(shared.config.shutdown_flush_ms);
         let timeout = shared.config.send_data_timeout();
         let flushed = tokio::time::timeout(bound, writer.flush(&client.outbox, timeout)).await;
@@ -134,6 +138,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             continue; // `0:,` keep-alive
         }
         bump(&shared.counters.messages_received);
+        client.frames_in.fetch_add(1, Ordering::Relaxed);
+        client
+            .bytes_in
+            .fetch_add(msg.len() as u64, Ordering::Relaxed);
         let ticket = InFlight::new(client);
         let queued = match &senders.work {
             Some(work) => work.send_async((ticket, msg)).await.is_ok(),

@@ -146,6 +146,16 @@ pub struct ClientInfo {
     pub tag: Option<Bytes>,
     /// Bytes queued for it and not yet written.
     pub queued_bytes: usize,
+    /// When it connected.
+    pub connected_at: std::time::SystemTime,
+    /// Messages received from it (keep-alives not counted).
+    pub frames_in: u64,
+    /// Bytes of those messages (payload, without framing).
+    pub bytes_in: u64,
+    /// Frames written to it whole.
+    pub frames_out: u64,
+    /// Bytes written to it (framing included).
+    pub bytes_out: u64,
 }
 
 /// A cheap, cloneable handle to send to the clients of an event socket from
@@ -268,8 +278,25 @@ impl EvapiHandle {
                 peer: c.peer,
                 tag: tag.cloned(),
                 queued_bytes: c.outbox.queued_bytes(),
+                connected_at: c.connected_at,
+                frames_in: c.frames_in.load(Ordering::Relaxed),
+                bytes_in: c.bytes_in.load(Ordering::Relaxed),
+                frames_out: c.outbox.frames_written(),
+                bytes_out: c.outbox.bytes_written(),
             })
             .collect()
+    }
+
+    /// Close the client at connection index `conidx`, as an operator
+    /// (`evapi.close`): what is queued for it is still written (within
+    /// the shutdown flush bound), then connection-closed runs as for any
+    /// close. Returns its address, or `None` when no client has that
+    /// index.
+    pub fn close_client(&self, conidx: usize) -> Option<SocketAddr> {
+        let registry = self.shared.registry();
+        let client = registry.client(conidx)?;
+        client.request_close(CloseReason::Operator);
+        Some(client.peer)
     }
 
     /// Relays pending now: framed, and not yet written to every recipient.

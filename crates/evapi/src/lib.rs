@@ -12,6 +12,9 @@
 //! from any thread. A slow client never slows the others: each has its own
 //! bounded queue and writer, and is cut when it falls too far behind.
 //!
+//! Operators see and close clients through the admin RPC methods
+//! `evapi.list` and `evapi.close` ([`rpc::register`]).
+//!
 //! ```no_run
 //! use evapi::{Config, EventContext, EventHandler, EventSocket};
 //! use std::sync::Arc;
@@ -40,6 +43,7 @@ mod handle;
 mod handler;
 mod outbox;
 mod registry;
+pub mod rpc;
 mod server;
 pub mod tls;
 

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -133,6 +133,10 @@ pub(crate) struct Outbox {
     bytes: AtomicUsize,
     limit: usize,
     ready: Notify,
+    /// Frames and bytes the kernel has taken (`evapi.list`). Relaxed: one
+    /// add per write call, read only by the listing.
+    frames_written: AtomicU64,
+    bytes_written: AtomicU64,
 }
 
 impl Outbox {
@@ -142,6 +146,8 @@ impl Outbox {
             bytes: AtomicUsize::new(0),
             limit,
             ready: Notify::new(),
+            frames_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
         }
     }
 
@@ -188,6 +194,16 @@ impl Outbox {
     /// Bytes queued or in flight.
     pub fn queued_bytes(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Frames written whole to the socket so far.
+    pub fn frames_written(&self) -> u64 {
+        self.frames_written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
     }
 
     /// Move everything queued into `into`; false when nothing was queued.
@@ -305,6 +321,8 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
             return Err(WriteStop::Io(std::io::ErrorKind::WriteZero.into()));
         }
         out.bytes.fetch_sub(written, Ordering::AcqRel);
+        out.bytes_written
+            .fetch_add(written as u64, Ordering::Relaxed);
         let mut left = written;
         while left > 0 {
             let front_left = self.batch[0].bytes.len() - self.offset;
@@ -312,6 +330,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
                 left -= front_left;
                 self.offset = 0;
                 self.batch.pop_front();
+                out.frames_written.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.offset += left;
                 left = 0;

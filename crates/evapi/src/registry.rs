@@ -10,8 +10,9 @@ use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::SystemTime;
 use tokio::sync::Notify;
 
 /// Longest tag accepted, in bytes (the original refuses 64 and more).
@@ -32,6 +33,8 @@ pub enum CloseReason {
     SendTimeout(std::time::Duration),
     /// The event handler (script) called close().
     Closed,
+    /// An operator closed it (the `evapi.close` RPC method).
+    Operator,
     /// The event socket is shutting down.
     Shutdown,
 }
@@ -51,6 +54,7 @@ impl std::fmt::Display for CloseReason {
                 t.as_micros()
             ),
             CloseReason::Closed => f.write_str("closed by the event handler"),
+            CloseReason::Operator => f.write_str("closed by an operator (evapi.close)"),
             CloseReason::Shutdown => f.write_str("shutting down"),
         }
     }
@@ -66,6 +70,12 @@ pub(crate) struct Client {
     pub conidx: usize,
     pub peer: SocketAddr,
     pub outbox: Outbox,
+    /// When it became a client.
+    pub connected_at: SystemTime,
+    /// Messages read from it (keep-alives not counted), and their bytes
+    /// (payload, without framing). Relaxed: read only for `evapi.list`.
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
     close_reason: Mutex<Option<CloseReason>>,
     close_wake: Notify,
     /// Messages queued for or inside message-received; connection-closed
@@ -81,6 +91,9 @@ impl Client {
             conidx,
             peer,
             outbox: Outbox::new(queue_limit),
+            connected_at: SystemTime::now(),
+            frames_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
             close_reason: Mutex::new(None),
             close_wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
@@ -277,7 +290,8 @@ impl Registry {
         self.tags.get(tag).map_or(0, |g| g.members.len())
     }
 
-    fn client(&self, conidx: usize) -> Option<&std::sync::Arc<Client>> {
+    /// The client at `conidx`, if one is connected there.
+    pub fn client(&self, conidx: usize) -> Option<&std::sync::Arc<Client>> {
         self.slots.get(conidx)?.as_ref().map(|s| &s.client)
     }
 

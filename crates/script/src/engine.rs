@@ -1,6 +1,13 @@
 //! The engine: the script's source, the handles its `KSR` functions act
 //! through, and one Lua VM per thread (created there on first use).
 //!
+//! Reload ([`Engine::reload`]: SIGHUP and the `app_lua.reload` RPC method)
+//! checks the new source in a VM of its own, then swaps the source and
+//! bumps the engine's generation; each thread rebuilds its VM at its next
+//! call when the generation changed (one atomic read per call to notice),
+//! carrying its `$var` values over, as Kamailio keeps them across
+//! `app_lua.reload`. A call in progress finishes in the VM it started in.
+//!
 //! Calls into the script are in [`crate::call`], the current message in
 //! [`crate::context`], the hook traits in [`crate::hooks`].
 
@@ -13,8 +20,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use tracing::{debug, error};
+use std::sync::{Arc, Mutex, RwLock};
+use tracing::{debug, error, info, warn};
 
 /// Where the script comes from and what it is asked to provide.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +76,39 @@ pub enum ScriptError {
         /// Why it is needed.
         why: &'static str,
     },
+    /// Reload asked for a script embedded in the program (`evapi run`
+    /// without `-c`): there is no file to read again.
+    #[error("{path}: the script is built into the program; there is no file to reload")]
+    Embedded {
+        /// The name it runs under.
+        path: PathBuf,
+    },
+    /// Reload asked while another reload is checking its script (also: the
+    /// script's top level asking for a reload of itself).
+    #[error("a reload of {path} is already in progress")]
+    ReloadBusy {
+        /// The script file.
+        path: PathBuf,
+    },
+}
+
+/// The script's text and its generation: 1 as loaded at start, one more
+/// for each reload.
+#[derive(Debug)]
+struct Source {
+    text: String,
+    generation: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The script file read.
+    pub file: PathBuf,
+    /// The generation of the script before the reload.
+    pub old: u64,
+    /// The generation now in force (new messages run it).
+    pub new: u64,
 }
 
 static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
@@ -77,7 +117,15 @@ static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 pub struct Engine {
     id: u64,
     path: PathBuf,
-    source: String,
+    /// The source in force; replaced whole by a reload.
+    source: RwLock<Arc<Source>>,
+    /// `source`'s generation, read on every call to notice a reload
+    /// without taking the lock.
+    generation: AtomicU64,
+    /// Whether the source came from `path` (false: embedded, no reload).
+    from_file: bool,
+    /// Held while a reload checks its script: one at a time.
+    reloading: Mutex<()>,
     pub(crate) event_callback: Option<String>,
     pub(crate) handles: Arc<Handles>,
     limits: crate::Limits,
@@ -90,35 +138,49 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// One thread's VM of one engine, and the script generation it runs (or
+/// the one it failed to load, so a broken rebuild is not retried on every
+/// call).
+struct ThreadVm {
+    generation: u64,
+    lua: Lua,
+}
+
 thread_local! {
     /// This thread's VMs, by engine (tests run several engines in one
     /// process; a production process has one).
-    static VMS: RefCell<HashMap<u64, Lua>> = RefCell::new(HashMap::new());
+    static VMS: RefCell<HashMap<u64, ThreadVm>> = RefCell::new(HashMap::new());
 }
 
 impl Engine {
     /// Read and check the script (it must compile, its top level must run,
     /// and the functions the configuration names must exist), with the
     /// event socket and the SIP host its `KSR` functions act through.
+    ///
+    /// `registry` is the admin RPC registry `KSR.jsonrpcs.exec` calls; the
+    /// engine's own methods are added to it by [`crate::rpc::register`].
     pub fn new(
         config: &ScriptConfig,
         events: Arc<dyn EventOps>,
         sip: Arc<dyn SipOps>,
+        registry: Arc<rpc::Registry>,
     ) -> Result<Arc<Engine>, ScriptError> {
-        Self::build(config, Some(events), Some(sip))
+        Self::build(config, Some(events), Some(sip), Some(registry))
     }
 
     /// Read and check the script as [`Engine::new`] does, without an event
-    /// socket or a SIP host (`evapi check`): `KSR` functions run by the
-    /// script's top level that need them fail with a log line.
+    /// socket, a SIP host or an RPC registry (`evapi check`): `KSR`
+    /// functions run by the script's top level that need them fail with a
+    /// log line.
     pub fn check(config: &ScriptConfig) -> Result<(), ScriptError> {
-        Self::build(config, None, None).map(drop)
+        Self::build(config, None, None, None).map(drop)
     }
 
     fn build(
         config: &ScriptConfig,
         events: Option<Arc<dyn EventOps>>,
         sip: Option<Arc<dyn SipOps>>,
+        registry: Option<Arc<rpc::Registry>>,
     ) -> Result<Arc<Engine>, ScriptError> {
         let source = match &config.source {
             Some(s) => s.clone(),
@@ -130,7 +192,13 @@ impl Engine {
         let engine = Arc::new(Engine {
             id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
             path: config.file.clone(),
-            source,
+            source: RwLock::new(Arc::new(Source {
+                text: source,
+                generation: 1,
+            })),
+            generation: AtomicU64::new(1),
+            from_file: config.source.is_none(),
+            reloading: Mutex::new(()),
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
             handles: Arc::new(
@@ -139,7 +207,8 @@ impl Engine {
                     events,
                     crate::shared::SharedVars::new(&config.htable, config.pike),
                 )
-                .with_maxfwd_limit(config.maxfwd.limit()),
+                .with_maxfwd_limit(config.maxfwd.limit())
+                .with_registry(registry),
             ),
             limits: config.limits,
             packages: crate::packages::Packages {
@@ -148,28 +217,108 @@ impl Engine {
                 allow_c: config.allow_c_modules,
             },
         });
-        let lua = engine.new_vm()?;
+        let text = engine.current().text.clone();
+        engine.checked_vm(&text)?;
+        Ok(engine)
+    }
+
+    /// A VM for `text` with the functions the configuration names checked.
+    fn checked_vm(&self, text: &str) -> Result<Lua, ScriptError> {
+        let lua = self.new_vm(text)?;
         let globals = lua.globals();
         let need = |name: &str, why: &'static str| -> Result<(), ScriptError> {
             match globals.get::<Value>(name) {
                 Ok(Value::Function(_)) => Ok(()),
                 _ => Err(ScriptError::MissingFunction {
-                    path: engine.path.clone(),
+                    path: self.path.clone(),
                     name: name.to_string(),
                     why,
                 }),
             }
         };
         need("ksr_request_route", "run for every SIP request")?;
-        if let Some(cb) = &engine.event_callback {
+        if let Some(cb) = &self.event_callback {
             need(cb, "the evapi event_callback")?;
         }
-        Ok(engine)
+        drop(globals);
+        Ok(lua)
     }
 
     /// The script file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The generation of the script in force: 1 at start, one more per
+    /// successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn current(&self) -> Arc<Source> {
+        self.source
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Read the script file again and check it as at start (it must
+    /// compile, its top level must run, the functions the configuration
+    /// names must exist), in a VM of its own on the calling thread. If it
+    /// passes, new messages and events run it: each thread's VM is rebuilt
+    /// at its next call, keeping its `$var` values; calls in progress end
+    /// in the VM they started in; `$shv` and `$sht` are untouched. If not,
+    /// the error names the file and line, and the old script stays.
+    ///
+    /// The check runs the new script's top level with the real handles,
+    /// as at start. Call it off the I/O runtime's threads (a blocking
+    /// task): it runs Lua.
+    ///
+    /// `trigger` names who asked (`SIGHUP`, `app_lua.reload`) in the log
+    /// line each outcome gets.
+    pub fn reload(&self, trigger: &str) -> Result<Reloaded, ScriptError> {
+        let r = self.try_reload();
+        match &r {
+            Ok(r) => {
+                info!(trigger, file = %r.file.display(), old = r.old, new = r.new, "script reloaded")
+            }
+            Err(e) => {
+                warn!(trigger, file = %self.path.display(), error = %e, "script reload refused; the old script stays")
+            }
+        }
+        r
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, ScriptError> {
+        let _one = self
+            .reloading
+            .try_lock()
+            .map_err(|_| ScriptError::ReloadBusy {
+                path: self.path.clone(),
+            })?;
+        if !self.from_file {
+            return Err(ScriptError::Embedded {
+                path: self.path.clone(),
+            });
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|e| ScriptError::Read {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        drop(self.checked_vm(&text)?);
+        let mut source = self.source.write().unwrap_or_else(|e| e.into_inner());
+        let old = source.generation;
+        *source = Arc::new(Source {
+            text,
+            generation: old + 1,
+        });
+        self.generation.store(old + 1, Ordering::Release);
+        drop(source);
+        Ok(Reloaded {
+            file: self.path.clone(),
+            old,
+            new: old + 1,
+        })
     }
 
     /// The router to give to [`sip::BoundHost::start`]. It holds the
@@ -185,37 +334,64 @@ impl Engine {
         Arc::new(crate::hooks::EvapiHooks::new(self))
     }
 
-    /// A new VM with the KSR API, the script loaded and its top level run.
-    fn new_vm(&self) -> Result<Lua, ScriptError> {
+    /// A new VM with the KSR API, `text` loaded and its top level run.
+    fn new_vm(&self, text: &str) -> Result<Lua, ScriptError> {
         let lua_err = |e: mlua::Error| ScriptError::Lua(lua_error_text(&e));
         let lua = self.packages.new_lua().map_err(lua_err)?;
         crate::limits::install(&lua, &self.limits).map_err(lua_err)?;
         crate::compat::install(&lua).map_err(lua_err)?;
         lua.set_app_data(Context::default());
         crate::ksr::install(&lua, &self.handles).map_err(lua_err)?;
-        lua.load(&self.source)
+        lua.load(text)
             .set_name(format!("@{}", self.path.display()))
             .exec()
             .map_err(lua_err)?;
         Ok(lua)
     }
 
-    /// This thread's VM, created on first use.
+    /// This thread's VM, created on first use and rebuilt after a reload.
     pub(crate) fn vm(&self) -> Option<Lua> {
-        if let Some(lua) = VMS.with(|v| v.borrow().get(&self.id).cloned()) {
-            return Some(lua);
-        }
-        match self.new_vm() {
-            Ok(lua) => {
-                VMS.with(|v| v.borrow_mut().insert(self.id, lua.clone()));
-                debug!(thread = ?std::thread::current().name(), "script loaded");
-                Some(lua)
+        let want = self.generation.load(Ordering::Acquire);
+        let old = VMS.with(|v| {
+            v.borrow()
+                .get(&self.id)
+                .map(|t| (t.generation, t.lua.clone()))
+        });
+        let old = match old {
+            Some((generation, lua)) if generation == want => return Some(lua),
+            other => other.map(|(_, lua)| lua),
+        };
+        let source = self.current();
+        let (generation, lua) = match (self.new_vm(&source.text), old) {
+            (Ok(lua), old) => {
+                if let Some(old) = &old {
+                    crate::ksr::carry_vars(old, &lua);
+                }
+                debug!(thread = ?std::thread::current().name(), generation = source.generation, "script loaded");
+                (source.generation, lua)
             }
-            Err(e) => {
+            // The reload was checked, but this thread's build failed (a
+            // top level that depends on the thread or the moment): keep
+            // the old VM rather than route nothing, and say so once.
+            (Err(e), Some(old)) => {
+                error!(error = %e, generation = source.generation, "cannot load the reloaded script on this thread; it keeps the previous one");
+                (source.generation, old)
+            }
+            (Err(e), None) => {
                 error!(error = %e, "cannot load the script on this thread");
-                None
+                return None;
             }
-        }
+        };
+        VMS.with(|v| {
+            v.borrow_mut().insert(
+                self.id,
+                ThreadVm {
+                    generation,
+                    lua: lua.clone(),
+                },
+            )
+        });
+        Some(lua)
     }
 }
 
@@ -239,6 +415,7 @@ mod tests {
             &config(source, ""),
             Arc::new(FakeEvents::default()),
             sip.clone(),
+            rpc::Registry::new(),
         )
         .unwrap();
         (engine, sip)
@@ -302,6 +479,66 @@ mod tests {
         .join()
         .unwrap();
         assert!(null, "another thread has its own VM");
+    }
+
+    #[test]
+    fn reload_rebuilds_each_thread_vm_once_keeping_var() {
+        let dir = std::env::temp_dir().join(format!("evapi-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("r.lua");
+        std::fs::write(&file, "v = 1\nfunction ksr_request_route() end").unwrap();
+        let cfg = ScriptConfig {
+            file: file.clone(),
+            ..Default::default()
+        };
+        let engine = Engine::new(
+            &cfg,
+            Arc::new(FakeEvents::default()),
+            Arc::new(FakeSip::default()),
+            rpc::Registry::new(),
+        )
+        .unwrap();
+        let old = engine.vm().unwrap();
+        old.load(r#"KSR.pv.seti("$var(n)", 7)"#).exec().unwrap();
+        std::fs::write(&file, "v = 2\nfunction ksr_request_route() end").unwrap();
+        let r = engine.reload("test").unwrap();
+        assert_eq!((r.old, r.new, engine.generation()), (1, 2, 2));
+        let new = engine.vm().unwrap();
+        assert_eq!(new.globals().get::<i64>("v").unwrap(), 2);
+        let n: i64 = new.load(r#"KSR.pv.get("$var(n)")"#).eval().unwrap();
+        assert_eq!(n, 7, "$var carried over");
+        // The old VM is whole (a call in progress could still be in it).
+        assert_eq!(old.globals().get::<i64>("v").unwrap(), 1);
+        let again = engine.vm().unwrap();
+        assert_eq!(again.globals().get::<i64>("v").unwrap(), 2);
+        again.globals().set("mark", true).unwrap();
+        assert!(
+            engine.vm().unwrap().globals().get::<bool>("mark").unwrap(),
+            "built once"
+        );
+        // Refused: the file gone, a broken one; the old script stays.
+        std::fs::write(&file, "v = 3\nfunction ksr_request_route( end").unwrap();
+        let e = engine.reload("test").unwrap_err();
+        assert!(e.to_string().contains("r.lua:2:"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            engine.reload("test"),
+            Err(ScriptError::Read { .. })
+        ));
+        assert_eq!(engine.generation(), 2);
+        assert_eq!(engine.vm().unwrap().globals().get::<i64>("v").unwrap(), 2);
+    }
+
+    #[test]
+    fn an_embedded_script_is_not_reloaded() {
+        let (engine, _) = engine("function ksr_request_route() end");
+        let e = engine.reload("test").unwrap_err();
+        assert!(matches!(e, ScriptError::Embedded { .. }), "{e}");
+        let _busy = engine.reloading.lock().unwrap();
+        assert!(matches!(
+            engine.reload("test"),
+            Err(ScriptError::ReloadBusy { .. })
+        ));
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //! script never runs without them. Inside: `engine` owns the VMs, `call`
 //! runs script functions, `context` owns the current message or event,
 //! `hooks` implements the two traits, and `ksr/` has one file per `KSR`
-//! module, each registering through one helper.
+//! module, each registering through one helper. `rpc` adds the engine's
+//! admin RPC methods (`htable.*`, `app_lua.reload`) to the registry the
+//! engine is built with; the script reaches that registry through
+//! `KSR.jsonrpcs.exec`.
 
 mod call;
 mod compat;
@@ -38,10 +41,11 @@ mod packages;
 pub mod pv;
 mod pvx;
 mod route_state;
+pub mod rpc;
 mod section;
 mod shared;
 
-pub use engine::{Engine, ScriptConfig, ScriptError};
+pub use engine::{Engine, Reloaded, ScriptConfig, ScriptError};
 pub use limits::Limits;
 pub use lint::{lint, Finding, Severity};
 pub use maxfwd_section::MaxfwdSection;

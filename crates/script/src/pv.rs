@@ -67,6 +67,17 @@ pub enum EvField {
     ConIdx,
 }
 
+/// Fields of `$jsonrpl(...)`: the last `KSR.jsonrpcs.exec` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonrplField {
+    /// `$jsonrpl(code)`: 200 on success, else the error's code
+    Code,
+    /// `$jsonrpl(text)`: "OK" on success, else the error's message
+    Text,
+    /// `$jsonrpl(body)`: the whole JSON-RPC response
+    Body,
+}
+
 /// A parsed pseudo-variable name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pv {
@@ -159,6 +170,9 @@ pub enum Pv {
     Avp(String),
     /// `$xavp(name=>key)` per route run (w)
     Xavp(String, String),
+    /// `$jsonrpl(code|text|body)` the last `KSR.jsonrpcs.exec` answer,
+    /// per VM
+    Jsonrpl(JsonrplField),
 }
 
 /// A name that is not a pseudo-variable we know.
@@ -241,6 +255,9 @@ impl Pv {
             ("evapi", Some("srcaddr")) => Pv::Evapi(EvField::SrcAddr),
             ("evapi", Some("srcport")) => Pv::Evapi(EvField::SrcPort),
             ("evapi", Some("conidx")) => Pv::Evapi(EvField::ConIdx),
+            ("jsonrpl", Some("code")) => Pv::Jsonrpl(JsonrplField::Code),
+            ("jsonrpl", Some("text")) => Pv::Jsonrpl(JsonrplField::Text),
+            ("jsonrpl", Some("body")) => Pv::Jsonrpl(JsonrplField::Body),
             _ => return Err(unknown()),
         })
     }

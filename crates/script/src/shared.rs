@@ -36,6 +36,10 @@ impl Table {
     }
 }
 
+/// The `$sht` table asked for does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NoTable;
+
 /// Why a `$sht` write was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableFull {
@@ -150,6 +154,56 @@ impl SharedVars {
         };
         t.entries.insert(key.to_string(), Entry { value, expires });
         Ok(())
+    }
+
+    /// Whether `table` exists (defined in `[htable]`, or written once).
+    pub fn sht_exists(&self, table: &str) -> bool {
+        self.sht
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(table)
+    }
+
+    /// The live value of `table=>key` and how long it has left (`None`:
+    /// no expiry). `Err` when the table does not exist, `Ok(None)` when
+    /// the key does not.
+    pub fn sht_entry(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<(PvValue, Option<Duration>)>, NoTable> {
+        let now = Instant::now();
+        let m = self.sht.lock().unwrap_or_else(|e| e.into_inner());
+        let t = m.get(table).ok_or(NoTable)?;
+        Ok(t.live(key, now)
+            .map(|e| (e.value.clone(), e.expires.map(|x| x - now))))
+    }
+
+    /// Remove `table=>key`: whether a live one was there. `Err` when the
+    /// table does not exist.
+    pub fn sht_delete(&self, table: &str, key: &str) -> Result<bool, NoTable> {
+        let now = Instant::now();
+        let mut m = self.sht.lock().unwrap_or_else(|e| e.into_inner());
+        let t = m.get_mut(table).ok_or(NoTable)?;
+        let live = t.live(key, now).is_some();
+        t.entries.remove(key);
+        Ok(live)
+    }
+
+    /// The live entries of `table`, sorted by key. `Err` when the table
+    /// does not exist.
+    pub fn sht_dump(&self, table: &str) -> Result<Vec<(String, PvValue)>, NoTable> {
+        let now = Instant::now();
+        let m = self.sht.lock().unwrap_or_else(|e| e.into_inner());
+        let t = m.get(table).ok_or(NoTable)?;
+        let mut all: Vec<(String, PvValue)> = t
+            .entries
+            .iter()
+            .filter(|(_, e)| e.expires.is_none_or(|x| x > now))
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
     }
 
     /// Whether any live key of `table` matches `f`.

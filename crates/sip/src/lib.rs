@@ -33,6 +33,9 @@
 //! from; [`BoundHost::start`] then starts routing. See the crate README for
 //! the flow.
 //!
+//! Operators reach the transaction table through the admin RPC methods
+//! `tm.list` and `tm.reply` ([`rpc::register`]).
+//!
 //! The location table ([`usrloc`], Kamailio's usrloc and the registrar's
 //! rules) is held by the host ([`SipHandle::usrloc`]), sized by the
 //! `[usrloc]` section ([`UsrlocConfig`]).
@@ -58,6 +61,7 @@ mod message;
 mod myself;
 mod request;
 mod router;
+pub mod rpc;
 mod rr;
 pub mod sanity;
 #[cfg(feature = "test-agent")]

@@ -200,6 +200,34 @@ impl Evapi {
         self.child.id()
     }
 
+    /// Replace the script file (`router.lua` beside the config).
+    pub fn write_script(&self, text: &str) {
+        self._dir.write("router.lua", text);
+    }
+
+    /// Send SIGHUP to this child (reload the script).
+    pub fn hangup(&self) {
+        signal(self.child.id(), "HUP");
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait until `text` has been logged `n` times.
+    pub fn wait_log_count(&self, text: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.log_count(text) < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} log lines with {text:?}: {:#?}",
+                self.logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Wait until a log line contains `text`.
     pub fn wait_log(&self, text: &str) -> String {
         let deadline = Instant::now() + WAIT;

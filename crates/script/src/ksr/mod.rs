@@ -14,6 +14,7 @@ mod hdr;
 mod htable;
 mod is_myself;
 mod jansson;
+mod jsonrpcs;
 mod kx;
 mod log;
 mod maxfwd;
@@ -35,8 +36,10 @@ mod x;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub(crate) use jsonrpcs::reply_field as jsonrpl;
 pub(crate) use module::Handles;
 use module::Module;
+pub(crate) use pv::carry_vars;
 
 use mlua::{Lua, Table};
 use std::sync::Arc;
@@ -58,6 +61,7 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("htable"), htable::register),
     (Some("pike"), pike::register),
     (Some("jansson"), jansson::register),
+    (Some("jsonrpcs"), jsonrpcs::register),
     (None, flags::register),
     (None, is_myself::register),
     (Some("kx"), kx::register),

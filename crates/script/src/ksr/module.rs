@@ -34,6 +34,9 @@ pub(crate) struct Handles {
     shared: SharedVars,
     /// `[maxfwd] max_limit`.
     maxfwd_limit: u8,
+    /// The admin RPC registry (`KSR.jsonrpcs.exec`); `None` only when the
+    /// script is being checked.
+    registry: Option<Arc<rpc::Registry>>,
 }
 
 impl Handles {
@@ -52,13 +55,25 @@ impl Handles {
             events,
             shared,
             maxfwd_limit: crate::maxfwd_section::DEFAULT_MAX_LIMIT as u8,
+            registry: None,
         }
+    }
+
+    /// With the admin RPC registry `KSR.jsonrpcs.exec` calls.
+    pub fn with_registry(mut self, registry: Option<Arc<rpc::Registry>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// With `[maxfwd] max_limit` set to `limit`.
     pub fn with_maxfwd_limit(mut self, limit: u8) -> Self {
         self.maxfwd_limit = limit;
         self
+    }
+
+    /// `$shv`, `$sht` and pike's counters.
+    pub fn shared(&self) -> &SharedVars {
+        &self.shared
     }
 
     /// The SIP host, if there is one.
@@ -178,6 +193,14 @@ impl<'a> Cx<'a> {
             .events
             .as_deref()
             .ok_or_else(|| Fail::new("no event socket (the script is only being checked)"))
+    }
+
+    /// The admin RPC registry.
+    pub fn registry(&self) -> Result<&'a rpc::Registry, Fail> {
+        self.handles
+            .registry
+            .as_deref()
+            .ok_or_else(|| Fail::new("no RPC registry (the script is only being checked)"))
     }
 
     /// `[maxfwd] max_limit`.

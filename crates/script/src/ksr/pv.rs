@@ -26,6 +26,16 @@ pub(crate) const MAX_NAMES: usize = 4096;
 #[derive(Default)]
 struct Vars(HashMap<String, PvValue>);
 
+/// Copy the `$var` values of VM `from` into VM `to` (a thread's VM
+/// rebuilt after a reload keeps them, as Kamailio's do). Copied, not
+/// moved: `from` stays whole in case it is still running.
+pub(crate) fn carry_vars(from: &Lua, to: &Lua) {
+    let vars = from.app_data_ref::<Vars>().map(|v| Vars(v.0.clone()));
+    if let Some(vars) = vars {
+        to.set_app_data(vars);
+    }
+}
+
 /// Parsed pseudo-variable names of one VM.
 #[derive(Default)]
 struct Names(HashMap<Box<str>, Rc<Pv>>);
@@ -71,6 +81,7 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
             })
         }
         Pv::TimeNow => Some(PvValue::Int(unix_now())),
+        Pv::Jsonrpl(field) => super::jsonrpl(cx.lua, *field),
         Pv::MsgTime => context::with_state(cx.lua, |s| {
             PvValue::Int(*s.time.get_or_insert_with(unix_now))
         })

@@ -303,6 +303,17 @@ impl Vm {
         Vm::with(sip, events, Arc::new(handles.with_maxfwd_limit(limit)))
     }
 
+    /// A VM as [`Vm::new`], whose `KSR.jsonrpcs.exec` calls `registry`.
+    pub fn with_registry(registry: Arc<rpc::Registry>) -> Vm {
+        let sip = Arc::new(FakeSip::default());
+        let events = Arc::new(FakeEvents::default());
+        let handles = Handles::new(
+            Some(sip.clone() as Arc<dyn SipOps>),
+            Some(events.clone() as Arc<dyn EventOps>),
+        );
+        Vm::with(sip, events, Arc::new(handles.with_registry(Some(registry))))
+    }
+
     /// A VM with no handles, as for a script being checked.
     pub fn detached() -> Vm {
         let handles = Arc::new(Handles::new(None, None));

@@ -53,8 +53,10 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             };
             if !defined(cx.lua, &fname) {
                 let why = format_args!(
-                    "KSR.tmx.t_continue: function {fname}() is not defined by the script; \
-                     transaction {index}:{label} left suspended"
+                    "KSR.tmx.t_continue: function {fname}() is not defined by the script \
+                     (after a reload: not by the new one); transaction {index}:{label} left \
+                     suspended: it gets 408 when its suspension times out, unless continued \
+                     or answered (tm.reply)"
                 );
                 crate::diag::emit(cx.lua, crate::diag::Level::Error, &why);
                 return Ok(-1);

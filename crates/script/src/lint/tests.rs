@@ -19,6 +19,19 @@ fn the_surface_is_read_from_a_vm() {
     assert!(s.has(&["info".into()]));
     assert!(!s.has(&["auth".into()]));
     assert!(!s.has(&["sl".into(), "no_such".into()]));
+    assert!(s.has(&["jsonrpcs".into(), "exec".into()]));
+}
+
+#[test]
+fn jsonrpcs_exec_and_jsonrpl_are_known() {
+    let src = r#"function ksr_request_route()
+        KSR.jsonrpcs.exec('{"jsonrpc":"2.0","method":"tm.list","id":1}')
+        KSR.info(KSR.pv.get("$jsonrpl(code)") .. KSR.pv.get("$jsonrpl(text)") .. KSR.pv.get("$jsonrpl(body)"))
+        KSR.pv.get("$jsonrpl(nope)")
+    end"#;
+    let found = lint_src(src, "");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("$jsonrpl(nope)"), "{found:?}");
 }
 
 #[test]

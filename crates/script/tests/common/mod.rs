@@ -41,6 +41,7 @@ pub async fn engine(
         },
         Arc::new(events.handle()),
         Arc::new(sip.handle()),
+        rpc::Registry::new(),
     )?;
     Ok((engine, events, sip))
 }

@@ -9,7 +9,9 @@ use tracing::debug;
 use super::Shared;
 use crate::message::Method;
 use crate::request::{Request, Transport, TxRef};
-use crate::tm::{build_reply, check_reply, Tm, TmError, TmStats};
+use crate::tm::{
+    build_reply, check_reply, ReplyExtra, Tm, TmError, TmStats, TxSummary, LIST_SHARDS,
+};
 use crate::transport::{lock, parse_hop, Target};
 
 /// The host's operations, callable from any thread (router threads, event
@@ -182,6 +184,32 @@ impl SipHandle {
     /// `t_is_canceled`, e.g. in a failure route).
     pub fn t_is_canceled(&self, req: &Request) -> bool {
         lock(&self.shared.tm).is_canceled(req)
+    }
+
+    /// Summaries of the transactions in `state` (all when `None`), at most
+    /// `max`, oldest first. The table is locked one shard at a time, so
+    /// the walk never stalls the router threads for the whole table.
+    pub(crate) fn list_transactions(&self, state: Option<&str>, max: usize) -> Vec<TxSummary> {
+        let mut out = Vec::new();
+        for shard in 0..LIST_SHARDS {
+            let tm = lock(&self.shared.tm);
+            tm.list_shard(shard, state, self.shared.now(), max, &mut out);
+        }
+        out.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
+        out
+    }
+
+    /// Answer transaction `t` by its index and label (`tm.reply`); see
+    /// `Tm::reply_by_id`.
+    pub(crate) fn reply_by_id(
+        &self,
+        t: TxRef,
+        code: i64,
+        reason: &str,
+        extra: ReplyExtra<'_>,
+    ) -> Result<(), TmError> {
+        self.shared
+            .tm_op(|tm, now, out| tm.reply_by_id(t, code, reason, extra, now, out))
     }
 
     /// Counters of the transaction table.

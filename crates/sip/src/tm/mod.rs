@@ -21,9 +21,11 @@
 //! our replies, suspend / continue), `client` (the relayed branch and the
 //! replies from downstream), `resolving` (a relay waiting for DNS), `branch_id` (the branch parameter we write
 //! and read back), `timers` (the ordered timer map), `sharded` (the
-//! table's maps), `error` and `stats`; this file holds the table itself,
+//! table's maps), `admin` (listing and answering by id, for operators),
+//! `error` and `stats`; this file holds the table itself,
 //! its lookups and the timer dispatch.
 
+mod admin;
 mod branch_id;
 mod client;
 mod error;
@@ -46,6 +48,7 @@ use crate::key::TransactionKey;
 use crate::message::Method;
 use crate::request::{ConnId, Request, Transport, TxRef};
 
+pub(crate) use admin::{ReplyExtra, TxSummary, LIST_SHARDS};
 pub use error::TmError;
 pub(crate) use reply::build_reply;
 pub use reply::check_reply;

@@ -54,6 +54,8 @@ pub(super) struct Tx {
     /// (Call-ID, CSeq) while a local 2xx waits for its ACK.
     pub(super) dialog: Option<(Bytes, u32)>,
     pub(super) timers: [Option<TimerKey>; 6],
+    /// When it was created (table clock, ms): its age in `tm.list`.
+    pub(super) created: u64,
 }
 
 impl Tx {
@@ -338,6 +340,7 @@ impl Tm {
             best: None,
             dialog: None,
             timers: [None; 6],
+            created: now,
         };
         if invite {
             // RFC 3261 §16.2: a stateful proxy answers an INVITE with 100 at
@@ -435,6 +438,22 @@ impl Tm {
             Some(tx) => self.to_tag(tx.tref),
             None => return Ok(()),
         };
+        self.final_reply_tagged(id, code, reason, routed, tag, now, out)
+    }
+
+    /// [`Tm::final_reply`] with the To tag to add (when the request's To
+    /// has none).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn final_reply_tagged(
+        &mut self,
+        id: u64,
+        code: u16,
+        reason: &str,
+        routed: bool,
+        tag: String,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), TmError> {
         let Some(tx) = self.txs.get_mut(&id) else {
             return Ok(());
         };

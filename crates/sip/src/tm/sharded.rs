@@ -92,6 +92,11 @@ impl<K: ShardKey, V> Sharded<K, V> {
         self.maps.iter().flat_map(|m| m.iter())
     }
 
+    /// The values of one shard (`shard` below [`SHARDS`]).
+    pub(super) fn shard_values(&self, shard: usize) -> impl Iterator<Item = &V> {
+        self.maps.get(shard).into_iter().flat_map(|m| m.values())
+    }
+
     #[cfg(test)]
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {
         self.maps.iter().flat_map(|m| m.values())
