@@ -86,27 +86,6 @@ fn http_of(ev: &Evapi) -> SocketAddr {
     ev.http.expect("the HTTP listener is on")
 }
 
-/// `evapi ctl ARGS` with only `env` of our variables set: exit code,
-/// stdout, stderr.
-fn ctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(bin());
-    cmd.arg("ctl")
-        .args(args)
-        .env_remove("EVAPI_URL")
-        .env_remove("EVAPI_HTTP_TOKEN")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("evapi ctl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Open `fifo` for writing once its reader (the script) has opened it:
 /// retried without blocking, bounded by WAIT.
 fn release(fifo: &Path) -> std::fs::File {

@@ -339,6 +339,27 @@ pub fn evapi(args: &[&str], stdin: &str, cwd: &Path) -> (i32, String, String) {
     )
 }
 
+/// `evapi ctl ARGS` with only `env` of our variables set: exit code,
+/// stdout, stderr.
+pub fn ctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("ctl")
+        .args(args)
+        .env_remove("EVAPI_URL")
+        .env_remove("EVAPI_HTTP_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("evapi ctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// SIPp processes for the program's interop tests.
 pub mod sipp {
     use std::net::UdpSocket;
