@@ -133,6 +133,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if msg.is_empty() {
             continue; // `0:,` keep-alive
         }
+        crate::frame_log::received(client, &msg);
         bump(&shared.counters.messages_received);
         let ticket = InFlight::new(client);
         let queued = match &senders.work {
