@@ -124,11 +124,21 @@ fn main() -> ExitCode {
         }
         Command::Check { config, misplaced } => {
             misplaced.check("check").unwrap_or_else(|e| e.exit());
-            init_logs(config::LogLevel::Warn, Default::default(), cli.verbose, cli.quiet);
+            init_logs(
+                config::LogLevel::Warn,
+                Default::default(),
+                cli.verbose,
+                cli.quiet,
+            );
             config::load(config.as_deref()).and_then(run::check)
         }
         Command::Tap(args) => {
-            init_logs(config::LogLevel::Warn, Default::default(), cli.verbose, cli.quiet);
+            init_logs(
+                config::LogLevel::Warn,
+                Default::default(),
+                cli.verbose,
+                cli.quiet,
+            );
             tap::tap(args)
         }
         Command::Defaults {

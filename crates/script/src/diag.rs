@@ -177,8 +177,8 @@ mod tests {
     #[test]
     fn warnings_and_script_errors_carry_the_call_id_in_every_sip_route() {
         use crate::call::{run_reply_route, run_route};
-        use crate::ksr::testing::{reply, reply_source, request, FakeClient, Vm};
         use crate::context::RouteKind;
+        use crate::ksr::testing::{reply, reply_source, request, FakeClient, Vm};
         use crate::ops::SipOps;
         let names_call = |log: &str| {
             log.lines().count() > 0

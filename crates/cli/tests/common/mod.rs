@@ -155,7 +155,12 @@ impl Evapi {
         Evapi {
             udp: field("udp:"),
             tcp: field("tcp:"),
-            events: field("events="),
+            // `[log] format = "json"` writes the field as "events":"…".
+            events: field(if running.starts_with('{') {
+                "\"events\":\""
+            } else {
+                "events="
+            }),
             child,
             logs,
             _dir: dir,

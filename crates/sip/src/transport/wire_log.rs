@@ -95,7 +95,10 @@ mod tests {
         assert_eq!(call_id(m), None);
         assert_eq!(call_id(b"garbage"), None);
         assert_eq!(call_id(b""), None);
-        assert_eq!(first_line(b"OPTIONS sip:x SIP/2.0\r\nVia: y"), b"OPTIONS sip:x SIP/2.0");
+        assert_eq!(
+            first_line(b"OPTIONS sip:x SIP/2.0\r\nVia: y"),
+            b"OPTIONS sip:x SIP/2.0"
+        );
         assert_eq!(first_line(b"no break"), b"no break");
     }
 }
