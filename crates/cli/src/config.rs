@@ -48,6 +48,21 @@ pub struct FileConfig {
 pub struct LogSection {
     /// `error`, `warn`, `info`, `debug` or `trace` (`-v`/`-q` move it).
     pub level: LogLevel,
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+}
+
+/// How log lines are written, as in `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event: time, level, message, `key=value`
+    /// fields (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`,
+    /// `message` and each field as a key of its own.
+    Json,
 }
 
 /// A log level, as written in `[log] level`.
@@ -276,6 +291,23 @@ mod tests {
             "x.toml:2: [log] level = \"loud\": must be one of \"error\", \"warn\", \"info\", \
              \"debug\", \"trace\""
         );
+        let e = parse("[log]\nformat = \"yaml\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "x.toml:2: [log] format = \"yaml\": must be one of \"text\", \"json\""
+        );
+        let e = parse("[log]\nformat = 1\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml:2: [log] format = 1: must be"), "{e}");
+        let f = parse("[log]\nformat = \"json\"\nlevel = \"debug\"\n", "x.toml").unwrap();
+        assert_eq!(
+            (f.log.format, f.log.level),
+            (LogFormat::Json, LogLevel::Debug)
+        );
+        assert_eq!(load(None).unwrap().file.log.format, LogFormat::Text);
         let e = parse("[nope]\n", "x.toml").unwrap_err().to_string();
         assert!(e.starts_with("x.toml:1: [nope]: unknown section"), "{e}");
         let e = parse("[sip]\nchildren = [\n", "x.toml")

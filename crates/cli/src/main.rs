@@ -42,6 +42,8 @@ enum Command {
         /// script are used (print them with `evapi defaults`).
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        misplaced: MisplacedConfig,
     },
     /// Check a config file and its script; report every error with file and
     /// line. Exit 0 when all is well. Starts no listener.
@@ -49,6 +51,8 @@ enum Command {
         /// Config file (TOML); without it, the embedded default is checked.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        misplaced: MisplacedConfig,
     },
     /// A client for people: connect to an event socket, print each message
     /// received on its own line, send each line typed on stdin as one
@@ -78,23 +82,79 @@ enum Command {
     },
 }
 
+/// A config file named the way other programs take it (`kamailio -f
+/// FILE`, or a bare file name): not accepted, but answered with the
+/// command that works. Hidden from the help.
+#[derive(Debug, clap::Args)]
+struct MisplacedConfig {
+    #[arg(short = 'f', long = "file", value_name = "FILE", hide = true)]
+    file_flag: Option<PathBuf>,
+    #[arg(value_name = "FILE", hide = true)]
+    bare: Option<PathBuf>,
+}
+
+impl MisplacedConfig {
+    /// A usage error that says how to give the file, if one was given
+    /// another way.
+    fn check(&self, command: &str) -> Result<(), clap::Error> {
+        use clap::CommandFactory;
+        let (given, file) = match (&self.file_flag, &self.bare) {
+            (Some(f), _) => (format!("-f {}", f.display()), f),
+            (None, Some(f)) => (f.display().to_string(), f),
+            (None, None) => return Ok(()),
+        };
+        let msg = format!(
+            "unexpected argument '{given}': the config file is given with -c\n\n  \
+             use: evapi {command} -c {}",
+            file.display()
+        );
+        let mut cli = Cli::command();
+        cli.build();
+        let kind = clap::error::ErrorKind::UnknownArgument;
+        Err(match cli.find_subcommand_mut(command) {
+            Some(sub) => sub.error(kind, msg),
+            None => cli.error(kind, msg),
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => config::load(config.as_deref()).and_then(|loaded| {
-            init_logs(loaded.file.log.level, cli.verbose, cli.quiet);
-            run::run(loaded)
-        }),
-        Command::Check { config } => {
-            init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
+        Command::Run { config, misplaced } => {
+            misplaced.check("run").unwrap_or_else(|e| e.exit());
+            config::load(config.as_deref()).and_then(|loaded| {
+                let log = &loaded.file.log;
+                init_logs(log.level, log.format, cli.verbose, cli.quiet);
+                run::run(loaded)
+            })
+        }
+        Command::Check { config, misplaced } => {
+            misplaced.check("check").unwrap_or_else(|e| e.exit());
+            init_logs(
+                config::LogLevel::Warn,
+                Default::default(),
+                cli.verbose,
+                cli.quiet,
+            );
             config::load(config.as_deref()).and_then(run::check)
         }
         Command::Tap(args) => {
-            init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
+            init_logs(
+                config::LogLevel::Warn,
+                Default::default(),
+                cli.verbose,
+                cli.quiet,
+            );
             tap::tap(args)
         }
         Command::Ctl(args) => {
-            init_logs(config::LogLevel::Warn, cli.verbose, cli.quiet);
+            init_logs(
+                config::LogLevel::Warn,
+                Default::default(),
+                cli.verbose,
+                cli.quiet,
+            );
             ctl::ctl(args)
         }
         Command::Defaults {
@@ -145,16 +205,47 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr, one line per event, at `level` moved by -v/-q;
-/// `RUST_LOG`, when set, wins.
-fn init_logs(level: config::LogLevel, verbose: u8, quiet: u8) {
+/// `RUST_LOG`, when set, wins. `format`: readable text, or one JSON
+/// object per line for log shippers.
+fn init_logs(level: config::LogLevel, format: config::LogFormat, verbose: u8, quiet: u8) {
     use config::LogLevel;
     let top = LogLevel::ALL.len() as i32 - 1;
     let at = (level.rank() as i32 + verbose as i32 - quiet as i32).clamp(0, top) as usize;
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LogLevel::ALL[at].to_string());
-    let _ = tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_env_filter(filter);
+    let _ = match format {
+        config::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        // The journal stamps each line itself: a second time would only
+        // take room.
+        config::LogFormat::Text if stderr_is_journal() => logs
+            .with_target(false)
+            .with_ansi(false)
+            .without_time()
+            .try_init(),
+        config::LogFormat::Text => logs
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+/// Whether stderr is connected to the systemd journal: `JOURNAL_STREAM`
+/// names its device and inode (systemd sets it for a service's output).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == format!("{}:{}", meta.dev(), meta.ino())
 }

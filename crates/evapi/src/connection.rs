@@ -137,6 +137,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if msg.is_empty() {
             continue; // `0:,` keep-alive
         }
+        crate::frame_log::received(client, &msg);
         bump(&shared.counters.messages_received);
         client.frames_in.fetch_add(1, Ordering::Relaxed);
         client

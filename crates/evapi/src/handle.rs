@@ -237,7 +237,10 @@ impl EvapiHandle {
         };
         let frame = Frame::new(bytes, pending);
         let deliver = |client: &Client| match client.outbox.push(&frame) {
-            Push::Queued => true,
+            Push::Queued => {
+                crate::frame_log::queued(client, data);
+                true
+            }
             Push::Closed => false,
             Push::Overflow => {
                 client.request_close(CloseReason::QueueLimit(shared.config.client_queue_limit));

@@ -39,6 +39,7 @@ mod admit;
 pub mod codec;
 mod config;
 mod connection;
+mod frame_log;
 mod handle;
 mod handler;
 mod outbox;

@@ -14,8 +14,15 @@
 //! Sites whose kind is only known at run time (a script's log call, keyed
 //! by its file and line) use a [`RateLimit`] of their own.
 //!
+//! Bytes from the network go into a line as an [`Excerpt`]: escaped and
+//! cut, so they can neither break the line nor forge another.
+//!
 //! This crate sits below every other crate of the workspace and depends on
 //! nothing but `tracing`.
+
+mod excerpt;
+
+pub use excerpt::Excerpt;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -130,7 +130,8 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
     let f: Function = match lua.globals().get::<Value>(name) {
         Ok(Value::Function(f)) => f,
         _ => {
-            warn!(function = name, "script function not defined");
+            let call_id = crate::diag::call_id(lua);
+            warn!(function = name, call_id, "script function not defined");
             return Outcome::Missing;
         }
     };
@@ -143,14 +144,18 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
             Some(Unwind::Exit) => Outcome::Done,
             Some(Unwind::Drop) => Outcome::Dropped,
             None if matches!(e, mlua::Error::MemoryError(_)) => {
+                let call_id = crate::diag::call_id(lua);
                 error!(
                     function = name,
+                    call_id,
                     "script error: the Lua state is out of memory ([script] memory_limit_mb)"
                 );
                 Outcome::Failed
             }
             None => {
-                error!(function = name, error = %lua_error_text(&e), "script error");
+                // The message being routed, if any, is still the current one.
+                let call_id = crate::diag::call_id(lua);
+                error!(function = name, call_id, error = %lua_error_text(&e), "script error");
                 debug!(function = name, error = %e, "script error with traceback");
                 Outcome::Failed
             }
@@ -181,7 +186,7 @@ pub(crate) fn run_route(
     let (outcome, handled) = match result {
         Ok(r) => r,
         Err(e) => {
-            error!(error = %e, "cannot run route {fname}");
+            error!(call_id = %call_id_of(req), error = %e, "cannot run route {fname}");
             (Outcome::Failed, false)
         }
     };
@@ -199,9 +204,14 @@ fn marked_drop(outcome: Outcome, cx: &Context) -> Outcome {
     }
 }
 
+/// The Call-ID of `req`, for a log line.
+fn call_id_of(req: &Request) -> lograte::Excerpt<'_> {
+    lograte::Excerpt::new(req.msg().call_id().unwrap_or_default(), 128)
+}
+
 fn reply_500(sip: Option<&dyn SipOps>, req: &mut Request) {
     let Some(host) = sip else {
-        warn!("after a script error, no SIP host to reply 500 with");
+        warn!(call_id = %call_id_of(req), "after a script error, no SIP host to reply 500 with");
         return;
     };
     if req.msg().method() == Some(&Method::Ack) {
@@ -213,7 +223,7 @@ fn reply_500(sip: Option<&dyn SipOps>, req: &mut Request) {
         host.sl_reply(req, 500, "Server Internal Error")
     };
     if let Err(e) = result {
-        warn!("after a script error, the 500 reply failed: {e}");
+        warn!(call_id = %call_id_of(req), "after a script error, the 500 reply failed: {e}");
     }
 }
 

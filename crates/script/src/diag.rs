@@ -171,4 +171,53 @@ mod tests {
         assert!(log.contains("porting.lua:2"), "{log}");
         assert!(log.contains("cid-1"), "{log}");
     }
+
+    /// Every route kind that has a SIP message: a KSR warning and a script
+    /// error both name its Call-ID.
+    #[test]
+    fn warnings_and_script_errors_carry_the_call_id_in_every_sip_route() {
+        use crate::call::{run_reply_route, run_route};
+        use crate::context::RouteKind;
+        use crate::ksr::testing::{reply, reply_source, request, FakeClient, Vm};
+        use crate::ops::SipOps;
+        let names_call = |log: &str| {
+            log.lines().count() > 0
+                && log
+                    .lines()
+                    .all(|l| l.contains("call_id=\"cid-1\"") || l.contains("call_id=cid-1"))
+        };
+        let vm = Vm::new();
+        vm.run(
+            r#"function warns() KSR.sl.send_reply("abc", 1) end
+               function breaks() error("boom") end
+               function ksr_reply_route() KSR.hdr.append("X-A: 1\r\n"); KSR.pv.sets("$nope", "x") end
+               function ksr_evapi_event(e) KSR.tmx.t_continue(1, 2, "warns") end"#,
+        );
+        let sip = Some(&*vm.sip as &dyn SipOps);
+        for kind in [RouteKind::Request, RouteKind::Failure, RouteKind::Resumed] {
+            for f in ["warns", "breaks"] {
+                let mut req = request("INVITE", "");
+                let log = logged(|| {
+                    run_route(&vm.lua, sip, f, kind, &mut req);
+                });
+                assert!(names_call(&log), "{kind:?} {f}: {log}");
+            }
+        }
+        let log = logged(|| {
+            run_reply_route(&vm.lua, &reply(486, "Busy Here"), &reply_source());
+        });
+        assert!(log.contains("WARN"), "{log}");
+        assert!(names_call(&log), "{log}");
+        // A transaction resumed from an event runs with the call's message:
+        // the resumed route's warning names its call.
+        vm.sip.park(request("INVITE", ""));
+        let log = logged(|| {
+            vm.in_event(&FakeClient::new(0), Some("{}"), |vm| {
+                vm.run("ksr_evapi_event('message-received')");
+            })
+        });
+        assert!(log.contains("KSR.sl.send_reply:"), "{log}");
+        assert!(names_call(&log), "{log}");
+        vm.sip.take();
+    }
 }

@@ -185,11 +185,14 @@ impl Evapi {
                 .parse()
                 .unwrap_or_else(|e| panic!("{prefix}: {e} in {running}"))
         };
+        let json = running.starts_with('{');
         Evapi {
             udp: field("udp:"),
             tcp: field("tcp:"),
-            events: field("events="),
-            http: (!running.contains("http=off")).then(|| field("http=")),
+            // `[log] format = "json"` writes the fields as "events":"…".
+            events: field(if json { "\"events\":\"" } else { "events=" }),
+            http: (!running.contains("http=off") && !running.contains("\"http\":\"off\""))
+                .then(|| field(if json { "\"http\":\"" } else { "http=" })),
             child,
             logs,
             _dir: dir,

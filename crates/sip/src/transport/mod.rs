@@ -11,6 +11,7 @@ mod conn;
 mod hop;
 mod tcp;
 mod udp;
+mod wire_log;
 
 use std::io;
 use std::net::SocketAddr;
@@ -213,6 +214,7 @@ impl Net {
 
     /// Hand a message up to the host.
     fn deliver(&self, data: Bytes, src: Source) {
+        wire_log::incoming(&data, &src);
         self.up.incoming(data, src);
     }
 
@@ -224,6 +226,7 @@ impl Net {
     /// Send without blocking. `branch`: the relayed branch to report to
     /// [`Upcalls::send_failed`] if the send fails.
     pub(crate) fn send(self: &Arc<Self>, dest: &Dest, data: Bytes, branch: Option<(u64, u32)>) {
+        wire_log::outgoing(&data, dest.transport, dest.addr, dest.local, dest.conn);
         match dest.transport {
             Transport::Udp => self.send_udp(dest, data, branch),
             Transport::Tcp => self.send_tcp(dest, data, branch),
