@@ -50,6 +50,7 @@ impl SipHandle {
         let code = check_reply(req, code, reason)?;
         let tag = (code > 100).then_some(self.shared.sl_tag.as_bytes());
         let data = build_reply(req, code, reason, tag, true)?;
+        self.shared.counters.stateless_reply(code);
         self.shared.net.send(&Tm::reply_dest(req), data, None);
         Ok(())
     }
@@ -175,7 +176,8 @@ impl SipHandle {
     /// wrong, cancelled, timed-out or already continued pair fails and
     /// changes nothing.
     pub fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
-        lock(&self.shared.tm).resume(index, label)
+        let mut tm = lock(&self.shared.tm);
+        tm.resume(index, label, self.shared.now())
     }
 
     /// Whether the request's INVITE transaction was cancelled (Kamailio's
@@ -184,9 +186,13 @@ impl SipHandle {
         lock(&self.shared.tm).is_canceled(req)
     }
 
-    /// Counters of the transaction table.
+    /// Counters of the transaction table and of the host (requests
+    /// received, replies by class). Takes the table lock for a copy of
+    /// its counters: cheap, but not for every message.
     pub fn stats(&self) -> TmStats {
-        lock(&self.shared.tm).stats()
+        let mut stats = lock(&self.shared.tm).stats();
+        self.shared.counters.fill(&mut stats);
+        stats
     }
 
     /// The location table (Kamailio's usrloc), shared by every handle of
