@@ -5,6 +5,7 @@
 //! connection takes the whole queue at once and hands it to the kernel in as
 //! few `writev` calls as it can.
 
+use crate::handle::Counters;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -250,8 +251,14 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         self.offset > 0
     }
 
-    /// Write queued frames as they come until the outbox closes and is empty.
-    pub async fn run(&mut self, out: &Outbox, timeout: Option<Duration>) -> WriteStop {
+    /// Write queued frames as they come until the outbox closes and is
+    /// empty, counting frames and bytes written into `counters`.
+    pub async fn run(
+        &mut self,
+        out: &Outbox,
+        timeout: Option<Duration>,
+        counters: &Counters,
+    ) -> WriteStop {
         loop {
             if self.batch.is_empty() && !out.take(&mut self.batch) {
                 if out.is_closed() {
@@ -260,7 +267,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
                 out.ready.notified().await;
                 continue;
             }
-            if let Err(stop) = self.write_some(out, timeout).await {
+            if let Err(stop) = self.write_some(out, timeout, counters).await {
                 return stop;
             }
         }
@@ -271,12 +278,13 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         &mut self,
         out: &Outbox,
         timeout: Option<Duration>,
+        counters: &Counters,
     ) -> Result<(), WriteStop> {
         loop {
             if self.batch.is_empty() && !out.take(&mut self.batch) {
                 return Ok(());
             }
-            self.write_some(out, timeout).await?;
+            self.write_some(out, timeout, counters).await?;
         }
     }
 
@@ -284,6 +292,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         &mut self,
         out: &Outbox,
         timeout: Option<Duration>,
+        counters: &Counters,
     ) -> Result<(), WriteStop> {
         let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
         let mut n_slices = 0;
@@ -306,17 +315,21 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         }
         out.bytes.fetch_sub(written, Ordering::AcqRel);
         let mut left = written;
+        let mut frames = 0;
         while left > 0 {
             let front_left = self.batch[0].bytes.len() - self.offset;
             if left >= front_left {
                 left -= front_left;
                 self.offset = 0;
                 self.batch.pop_front();
+                frames += 1;
             } else {
                 self.offset += left;
                 left = 0;
             }
         }
+        // Once per system call, not per frame.
+        counters.written(frames, written);
         Ok(())
     }
 
@@ -354,9 +367,15 @@ mod tests {
         }
         out.close_after_test_flush();
         let mut w = Writer::new(Vec::new());
-        assert!(matches!(w.run(&out, None).await, WriteStop::Closed));
+        let counters = Counters::default();
+        assert!(matches!(
+            w.run(&out, None, &counters).await,
+            WriteStop::Closed
+        ));
         assert_eq!(w.into_inner(), b"3:abc,1:x,0:,");
         assert_eq!(out.queued_bytes(), 0);
+        assert_eq!(counters.frames_written.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.bytes_written.load(Ordering::Relaxed), 13);
     }
 
     #[test]
