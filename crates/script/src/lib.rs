@@ -40,6 +40,7 @@ mod pvx;
 mod route_state;
 mod section;
 mod shared;
+mod stats;
 
 pub use engine::{Engine, ScriptConfig, ScriptError};
 pub use limits::Limits;
@@ -48,3 +49,4 @@ pub use maxfwd_section::MaxfwdSection;
 pub use modparams::{HtableSection, ModParamError, PikeSection};
 pub use ops::{EventClient, EventOps, SipOps};
 pub use section::{ScriptSection, SectionError};
+pub use stats::ScriptStats;
