@@ -4,7 +4,9 @@
 
 mod config;
 mod config_errors;
+mod metrics;
 mod run;
+mod stats_rpc;
 mod tap;
 
 use clap::{Parser, Subcommand};
