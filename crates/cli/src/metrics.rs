@@ -672,6 +672,19 @@ mod tests {
         }
     }
 
+    /// What the HTTP listener needs: a `Fn() -> String` it can share.
+    #[test]
+    fn metrics_can_be_served_from_any_thread() {
+        fn shareable<T: Send + Sync + 'static>(_: &T) {}
+        let live = live::Live::start();
+        let metrics = Arc::new(Metrics::new(live.sources.clone()));
+        let serve = move || metrics.render();
+        shareable(&serve);
+        let text = std::thread::spawn(serve).join().unwrap();
+        assert!(text.contains("# TYPE evapi_event_clients gauge"));
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    }
+
     #[test]
     fn the_engine_is_not_kept_alive_by_the_metrics() {
         let live = live::Live::start();

@@ -84,7 +84,7 @@ pub struct WaitHistogram {
 
 impl WaitHistogram {
     /// Record a wait of `ms` milliseconds.
-    pub(crate) fn observe(&mut self, ms: u64) {
+    pub fn observe(&mut self, ms: u64) {
         let slot = SUSPEND_WAIT_BOUNDS_MS.partition_point(|&b| b < ms);
         self.buckets[slot] += 1;
         self.sum_ms += ms;
