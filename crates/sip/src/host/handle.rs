@@ -176,8 +176,9 @@ impl SipHandle {
     /// wrong, cancelled, timed-out or already continued pair fails and
     /// changes nothing.
     pub fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
-        let mut tm = lock(&self.shared.tm);
-        tm.resume(index, label, self.shared.now())
+        // The clock is read before the lock, not while holding it.
+        let now = self.shared.now();
+        lock(&self.shared.tm).resume(index, label, now)
     }
 
     /// Whether the request's INVITE transaction was cancelled (Kamailio's

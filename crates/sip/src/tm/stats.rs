@@ -178,7 +178,11 @@ impl TmStats {
 }
 
 /// The host's own counters: bumped on the socket threads without a lock.
+/// Aligned to their own cache lines: they sit in the host's shared state
+/// beside the table's lock, which the router threads take all the time,
+/// and a counter bump must not pull that line away from them.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct HostCounters {
     requests: [AtomicU64; 15],
     replies_received: [AtomicU64; 6],
