@@ -33,7 +33,7 @@ pub mod code {
     /// The parameters are missing, extra, or of the wrong type.
     pub const INVALID_PARAMS: i64 = -32602;
     /// The method itself failed (Kamailio answers such failures with
-    /// HTTP-like codes: 500, 404 for "not found"...; see [`RpcError::new`]).
+    /// HTTP-like codes: 500, 404 for "not found"...; see [`crate::RpcError::new`]).
     pub const INTERNAL_ERROR: i64 = -32603;
 }
 
