@@ -26,4 +26,5 @@ mod routes;
 mod server;
 
 pub use config::{ConfigError, HttpConfig, Token, MAX_BODY, MAX_CONNECTIONS_LIMIT, MAX_TIMEOUT_MS};
+pub use routes::METRICS_CONTENT_TYPE;
 pub use server::{Health, HttpServer, MetricsFn, Services, StartError};

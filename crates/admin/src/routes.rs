@@ -18,7 +18,8 @@ use std::time::Duration;
 use tracing::{debug, error};
 
 /// The content type of the Prometheus text exposition format.
-const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of `GET /metrics`: Prometheus text format 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What every handler reads.
 pub(crate) struct Shared {
@@ -162,7 +163,7 @@ async fn rpc(
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let render = s.services.metrics.clone();
     match tokio::task::spawn_blocking(move || render()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, METRICS_TYPE)], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             error!(error = %e, "admin HTTP: rendering the metrics panicked");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -6,7 +6,9 @@ mod config;
 mod config_errors;
 mod core_rpc;
 mod ctl;
+mod metrics;
 mod run;
+mod stats_rpc;
 mod tap;
 
 use clap::{Parser, Subcommand};

@@ -1,7 +1,7 @@
 //! `evapi run` and `evapi check`.
 
 use crate::config::Loaded;
-use crate::core_rpc;
+use crate::{core_rpc, metrics, stats_rpc};
 use anyhow::Context;
 use evapi::EventSocket;
 use script::Engine;
@@ -33,15 +33,14 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let registry = rpc::Registry::new();
         core_rpc::register(&registry, started);
-        let parts = Arc::new(OnceLock::new());
-        let http = start_http(&loaded.file.http, &registry, started, &parts).await?;
+        let scrape = Arc::new(OnceLock::new());
+        let http = start_http(&loaded.file.http, &registry, started, &scrape).await?;
         let bound_events = EventSocket::listen(loaded.file.evapi.clone())
             .await
             .context("cannot start the event socket")?;
         let bound_sip = SipHost::bind(loaded.host_config())
             .await
             .context("cannot start the SIP host")?;
-        let _ = parts.set((bound_sip.handle(), bound_events.handle()));
         let engine = Engine::new(
             &loaded.script_config(),
             Arc::new(bound_events.handle()),
@@ -51,6 +50,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         sip::rpc::register(&registry, bound_sip.handle());
         evapi::rpc::register(&registry, bound_events.handle());
         script::rpc::register(&registry, &engine);
+        let sources = metrics::Sources::new(bound_sip.handle(), bound_events.handle(), &engine);
+        stats_rpc::register(&registry, sources.clone());
+        let _ = scrape.set(metrics::Metrics::new(sources));
         let events = bound_events
             .start(engine.evapi_handler())
             .context("cannot start the event socket")?;
@@ -111,22 +113,26 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     result
 }
 
-/// The parts `/metrics` reads, set once they are bound.
-type Parts = Arc<OnceLock<(sip::SipHandle, evapi::EvapiHandle)>>;
+/// What `GET /metrics` renders, set once the parts are built (until then
+/// it answers an empty exposition).
+type Scrape = Arc<OnceLock<metrics::Metrics>>;
 
 /// The admin HTTP listener, unless `[http] enabled = false`.
 async fn start_http(
     config: &admin::HttpConfig,
     registry: &Arc<rpc::Registry>,
     started: core_rpc::Started,
-    parts: &Parts,
+    scrape: &Scrape,
 ) -> anyhow::Result<Option<admin::HttpServer>> {
     if !config.enabled {
         return Ok(None);
     }
     let services = admin::Services {
         rpc: registry.clone(),
-        metrics: interim_metrics(parts.clone()),
+        metrics: {
+            let scrape = scrape.clone();
+            Arc::new(move || scrape.get().map(|m| m.render()).unwrap_or_default())
+        },
         version: env!("CARGO_PKG_VERSION"),
         started: started.instant,
     };
@@ -134,24 +140,6 @@ async fn start_http(
         .await
         .map(Some)
         .context("cannot start the admin HTTP listener")
-}
-
-/// `/metrics` until the metrics registry is wired in: two gauges from the
-/// counters both parts keep.
-fn interim_metrics(parts: Parts) -> admin::MetricsFn {
-    Arc::new(move || {
-        let Some((sip, events)) = parts.get() else {
-            return String::new();
-        };
-        format!(
-            "# HELP evapi_transactions_live Transactions in the table now.\n\
-             # TYPE evapi_transactions_live gauge\nevapi_transactions_live {}\n\
-             # HELP evapi_clients_connected Event clients connected now.\n\
-             # TYPE evapi_clients_connected gauge\nevapi_clients_connected {}\n",
-            sip.stats().live,
-            events.stats().connected
-        )
-    })
 }
 
 /// SIGTERM and SIGINT stop the program; SIGHUP reloads the script.

@@ -2,7 +2,8 @@
 //! the admin HTTP listener: the call whose event client went away is found
 //! with `tm.list` and answered by hand with `tm.reply`; the event clients
 //! are listed with `evapi.list` and one is closed with `evapi.close`; a
-//! value put with `htable.sets` steers the script.
+//! value put with `htable.sets` steers the script; `/metrics` counts it
+//! all and passes `promtool check metrics`.
 
 mod common;
 
@@ -48,6 +49,55 @@ fn ctl_json(ev: &Evapi, args: &[&str]) -> Value {
     let (code, out, err) = ctl(&all, &[]);
     assert_eq!(code, 0, "evapi ctl {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// `GET /metrics` with curl.
+fn curl_metrics(ev: &Evapi) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-f"])
+        .arg(format!("http://{}/metrics", ev.http.unwrap()))
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `promtool check metrics` on `text`: no complaint. Without promtool, a
+/// skip note, unless `EVAPI_REQUIRE_PROMTOOL=1` (set by `.ci/run`).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var("EVAPI_REQUIRE_PROMTOOL").as_deref() != Ok("1") => {
+            eprintln!("SKIPPED promtool check: {e} (apt-get install prometheus)");
+            return;
+        }
+        Err(e) => panic!("promtool cannot run ({e}) and EVAPI_REQUIRE_PROMTOOL=1"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -111,6 +161,21 @@ fn a_suspended_call_is_answered_by_hand() {
         .as_array()
         .unwrap()
         .is_empty());
+
+    // The metrics served over HTTP count that call, and promtool accepts
+    // the text.
+    let metrics = curl_metrics(&ev);
+    for line in [
+        "evapi_sip_requests_received_total{method=\"INVITE\"} 1\n",
+        "evapi_sip_replies_sent_total{class=\"4xx\",origin=\"transaction\"} 1\n",
+        "evapi_sip_suspensions_total 1\n",
+        "evapi_sip_suspended 0\n",
+        "evapi_event_relays_total{kind=\"relay\"} 1\n",
+        "evapi_event_clients 1\n",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+    promtool_check(&metrics);
 
     // htable.sets steers the script.
     let mut ua = Agent::udp("127.0.0.1:0").unwrap();

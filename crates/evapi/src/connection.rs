@@ -65,7 +65,7 @@ pub(crate) async fn serve<R, W>(
         let timeout = shared.config.send_data_timeout();
         tokio::select! {
             r = read_loop(&mut frames, &shared, &client, &senders) => r,
-            w = writer.run(&client.outbox, timeout) => match w {
+            w = writer.run(&client.outbox, timeout, &shared.counters) => match w {
                 WriteStop::Closed => client.close_reason().unwrap_or(CloseReason::Shutdown),
                 WriteStop::Timeout(t) => CloseReason::SendTimeout(t),
                 WriteStop::Io(e) => CloseReason::Io(e.to_string()),
@@ -88,7 +88,11 @@ pub(crate) async fn serve<R, W>(
     ) {
         let bound = Duration::from_millis(shared.config.shutdown_flush_ms);
         let timeout = shared.config.send_data_timeout();
-        let flushed = tokio::time::timeout(bound, writer.flush(&client.outbox, timeout)).await;
+        let flushed = tokio::time::timeout(
+            bound,
+            writer.flush(&client.outbox, timeout, &shared.counters),
+        )
+        .await;
         if !matches!(flushed, Ok(Ok(()))) {
             debug!(conidx = client.conidx, peer = %client.peer, mid_frame = writer.mid_frame(), "queued frames not all written before close");
         }

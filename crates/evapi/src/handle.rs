@@ -39,7 +39,36 @@ pub enum SendError {
     Shutdown,
 }
 
-/// Counters of what the event socket has done since it started.
+/// The three ways to send to clients, as counted in
+/// [`Stats::relays_by_kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    /// To every client ([`EvapiHandle::relay`]).
+    Relay = 0,
+    /// To every client of a tag ([`EvapiHandle::multicast`]).
+    Multicast = 1,
+    /// To one client of a tag ([`EvapiHandle::unicast`],
+    /// [`EvapiHandle::unicast_round_robin`]).
+    Unicast = 2,
+}
+
+impl RelayKind {
+    /// All kinds, in slot order.
+    pub const ALL: [RelayKind; 3] = [RelayKind::Relay, RelayKind::Multicast, RelayKind::Unicast];
+
+    /// Its name, as in the metrics label: `relay`, `multicast`, `unicast`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayKind::Relay => "relay",
+            RelayKind::Multicast => "multicast",
+            RelayKind::Unicast => "unicast",
+        }
+    }
+}
+
+/// Counters of what the event socket has done since it started, and a few
+/// gauges read when asked (`connected`, `pending_relays`,
+/// `max_queued_bytes`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// Clients connected now.
@@ -64,13 +93,29 @@ pub struct Stats {
     pub messages_received: u64,
     /// Relay, multicast and unicast calls that were accepted.
     pub relays: u64,
+    /// The same, by [`RelayKind`] slot.
+    pub relays_by_kind: [u64; 3],
     /// Relay calls refused (empty data, bad tag, queue full, shutdown).
     pub relays_failed: u64,
+    /// Of those, refused because `context_mlimit` relays were pending
+    /// (at once, or after `send_task_timeout`).
+    pub mlimit_refused: u64,
     /// Frames queued to clients (one relay to n clients counts n).
     pub frames_queued: u64,
+    /// Frames written whole to clients' sockets.
+    pub frames_written: u64,
+    /// Bytes written to clients' sockets.
+    pub bytes_written: u64,
+    /// Relays pending now (tracked only with `context_mlimit`).
+    pub pending_relays: u64,
+    /// The largest number of bytes queued for one client now.
+    pub max_queued_bytes: u64,
 }
 
+/// Relaxed atomics, bumped from any thread. Aligned to their own cache
+/// lines, apart from the registry's lock beside them in [`Shared`].
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct Counters {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
@@ -81,9 +126,21 @@ pub(crate) struct Counters {
     pub slow_cut: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub messages_received: AtomicU64,
-    pub relays: AtomicU64,
+    pub relays: [AtomicU64; 3],
     pub relays_failed: AtomicU64,
+    pub mlimit_refused: AtomicU64,
     pub frames_queued: AtomicU64,
+    pub frames_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+impl Counters {
+    /// A writer's system call wrote `bytes`, completing `frames`.
+    pub fn written(&self, frames: u64, bytes: usize) {
+        self.frames_written.fetch_add(frames, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -174,36 +231,47 @@ impl EvapiHandle {
     /// Send `data` to every connected client. Returns how many clients it
     /// was queued for (0 when none is connected).
     pub fn relay(&self, data: &[u8]) -> Result<usize, SendError> {
-        self.send(data, None, Pick::All)
+        self.send(data, None, Pick::All, RelayKind::Relay)
     }
 
     /// Send `data` to every client whose tag is exactly `tag`.
     pub fn multicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.send(data, Some(tag), Pick::All)
+        self.send(data, Some(tag), Pick::All, RelayKind::Multicast)
     }
 
     /// Send `data` to the first client (lowest connection index) whose tag
     /// is `tag`, as the original does. Returns 0 or 1.
     pub fn unicast(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.send(data, Some(tag), Pick::First)
+        self.send(data, Some(tag), Pick::First, RelayKind::Unicast)
     }
 
     /// Send `data` to one client of `tag`, taking them in turn, so the load
     /// is spread over all of them. Returns 0 or 1.
     pub fn unicast_round_robin(&self, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
-        self.send(data, Some(tag), Pick::RoundRobin)
+        self.send(data, Some(tag), Pick::RoundRobin, RelayKind::Unicast)
     }
 
-    fn send(&self, data: &[u8], tag: Option<&[u8]>, pick: Pick) -> Result<usize, SendError> {
+    fn send(
+        &self,
+        data: &[u8],
+        tag: Option<&[u8]>,
+        pick: Pick,
+        kind: RelayKind,
+    ) -> Result<usize, SendError> {
         let result = self.try_send(data, tag, pick);
         let c = &self.shared.counters;
-        bump(if result.is_ok() {
-            &c.relays
-        } else {
-            &c.relays_failed
-        });
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "relay refused");
+        match &result {
+            Ok(_) => bump(&c.relays[kind as usize]),
+            Err(e) => {
+                bump(&c.relays_failed);
+                if matches!(
+                    e,
+                    SendError::QueueFull { .. } | SendError::TaskTimeout { .. }
+                ) {
+                    bump(&c.mlimit_refused);
+                }
+                tracing::debug!(error = %e, "relay refused");
+            }
         }
         result
     }
@@ -308,10 +376,22 @@ impl EvapiHandle {
         self.shared.pending.count()
     }
 
-    /// The counters.
+    /// The largest number of bytes queued for one client now (0 with no
+    /// client): a walk over the clients, for a scrape, not a hot path.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.shared
+            .registry()
+            .all()
+            .map(|c| c.outbox.queued_bytes())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The counters, and the gauges read now.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let relays_by_kind = std::array::from_fn(|i| get(&c.relays[i]));
         Stats {
             connected: self.client_count() as u64,
             accepted: get(&c.accepted),
@@ -323,9 +403,15 @@ impl EvapiHandle {
             slow_cut: get(&c.slow_cut),
             protocol_errors: get(&c.protocol_errors),
             messages_received: get(&c.messages_received),
-            relays: get(&c.relays),
+            relays: relays_by_kind.iter().sum(),
+            relays_by_kind,
             relays_failed: get(&c.relays_failed),
+            mlimit_refused: get(&c.mlimit_refused),
             frames_queued: get(&c.frames_queued),
+            frames_written: get(&c.frames_written),
+            bytes_written: get(&c.bytes_written),
+            pending_relays: self.pending_relays() as u64,
+            max_queued_bytes: self.max_queued_bytes() as u64,
         }
     }
 

@@ -52,7 +52,7 @@ pub mod tls;
 pub mod testing;
 
 pub use config::{Config, ConfigError, Secret, MAX_CLIENTS_LIMIT, MAX_WORKERS};
-pub use handle::{ClientInfo, EvapiHandle, SendError, Stats};
+pub use handle::{ClientInfo, EvapiHandle, RelayKind, SendError, Stats};
 pub use handler::{ClientRef, Event, EventContext, EventHandler, NoHandler, TagError};
 pub use registry::{CloseReason, MAX_TAG_LEN};
 pub use server::{BoundSocket, EventSocket, StartError};

@@ -5,6 +5,7 @@
 //! connection takes the whole queue at once and hands it to the kernel in as
 //! few `writev` calls as it can.
 
+use crate::handle::Counters;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -266,8 +267,14 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         self.offset > 0
     }
 
-    /// Write queued frames as they come until the outbox closes and is empty.
-    pub async fn run(&mut self, out: &Outbox, timeout: Option<Duration>) -> WriteStop {
+    /// Write queued frames as they come until the outbox closes and is
+    /// empty, counting frames and bytes written into `counters`.
+    pub async fn run(
+        &mut self,
+        out: &Outbox,
+        timeout: Option<Duration>,
+        counters: &Counters,
+    ) -> WriteStop {
         loop {
             if self.batch.is_empty() && !out.take(&mut self.batch) {
                 if out.is_closed() {
@@ -276,7 +283,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
                 out.ready.notified().await;
                 continue;
             }
-            if let Err(stop) = self.write_some(out, timeout).await {
+            if let Err(stop) = self.write_some(out, timeout, counters).await {
                 return stop;
             }
         }
@@ -287,12 +294,13 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         &mut self,
         out: &Outbox,
         timeout: Option<Duration>,
+        counters: &Counters,
     ) -> Result<(), WriteStop> {
         loop {
             if self.batch.is_empty() && !out.take(&mut self.batch) {
                 return Ok(());
             }
-            self.write_some(out, timeout).await?;
+            self.write_some(out, timeout, counters).await?;
         }
     }
 
@@ -300,6 +308,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         &mut self,
         out: &Outbox,
         timeout: Option<Duration>,
+        counters: &Counters,
     ) -> Result<(), WriteStop> {
         let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
         let mut n_slices = 0;
@@ -321,21 +330,26 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
             return Err(WriteStop::Io(std::io::ErrorKind::WriteZero.into()));
         }
         out.bytes.fetch_sub(written, Ordering::AcqRel);
-        out.bytes_written
-            .fetch_add(written as u64, Ordering::Relaxed);
         let mut left = written;
+        let mut frames = 0;
         while left > 0 {
             let front_left = self.batch[0].bytes.len() - self.offset;
             if left >= front_left {
                 left -= front_left;
                 self.offset = 0;
                 self.batch.pop_front();
-                out.frames_written.fetch_add(1, Ordering::Relaxed);
+                frames += 1;
             } else {
                 self.offset += left;
                 left = 0;
             }
         }
+        // Once per system call, not per frame: this client's counts and
+        // the socket's.
+        out.frames_written.fetch_add(frames, Ordering::Relaxed);
+        out.bytes_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        counters.written(frames, written);
         Ok(())
     }
 
@@ -373,9 +387,15 @@ mod tests {
         }
         out.close_after_test_flush();
         let mut w = Writer::new(Vec::new());
-        assert!(matches!(w.run(&out, None).await, WriteStop::Closed));
+        let counters = Counters::default();
+        assert!(matches!(
+            w.run(&out, None, &counters).await,
+            WriteStop::Closed
+        ));
         assert_eq!(w.into_inner(), b"3:abc,1:x,0:,");
         assert_eq!(out.queued_bytes(), 0);
+        assert_eq!(counters.frames_written.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.bytes_written.load(Ordering::Relaxed), 13);
     }
 
     #[test]

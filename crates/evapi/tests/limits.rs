@@ -169,6 +169,10 @@ async fn context_mlimit_and_send_task_timeout() {
         // that does not read, so it stays pending.
         assert_eq!(h.relay(&big).unwrap(), 1);
         assert_eq!(h.pending_relays(), 1);
+        assert_eq!(h.stats().pending_relays, 1);
+        // The 32 MiB the kernel did not take are queued for the client.
+        eventually("queue seen", || h.stats().max_queued_bytes > 0).await;
+        assert!(h.stats().max_queued_bytes <= big.len() as u64 + 10);
         let err = tokio::task::spawn_blocking({
             let h = h.clone();
             move || h.relay(b"second")
@@ -187,6 +191,8 @@ async fn context_mlimit_and_send_task_timeout() {
         } else {
             assert_eq!(err, SendError::QueueFull { limit: 1 });
         }
+        let s = h.stats();
+        assert_eq!((s.mlimit_refused, s.relays_failed, s.relays), (1, 1, 1));
         // Once the client reads the big frame, room is made again.
         let mut got = 0;
         let mut buf = vec![0u8; 1 << 16];
@@ -201,6 +207,11 @@ async fn context_mlimit_and_send_task_timeout() {
         eventually("pending relay released", || h.pending_relays() == 0).await;
         assert_eq!(h.relay(b"third").unwrap(), 1);
         assert_eq!(stalled.recv().await.unwrap(), "third");
+        // The client may read before the writer has counted its write.
+        eventually("counted", || h.stats().frames_written == 2).await;
+        let s = h.stats();
+        assert_eq!(s.bytes_written, big.len() as u64 + 10 + 8);
+        assert_eq!(s.max_queued_bytes, 0);
         socket.shutdown().await;
     }
 }

@@ -96,6 +96,10 @@ async fn multicast_and_unicast_by_tags_set_in_message_received() {
     assert_eq!(h.multicast(b"to b", b"b").unwrap(), 1);
     assert_eq!(h.unicast(b"to A", b"A").unwrap(), 0);
     h.relay(b"end").unwrap();
+    let s = h.stats();
+    assert_eq!(s.relays_by_kind, [1, 2, 2], "relay, multicast, unicast");
+    assert_eq!(s.relays, 5);
+    assert_eq!(s.frames_queued, 2 + 1 + 1 + 4);
 
     assert_eq!(c[0].recv().await.unwrap(), "to b");
     assert_eq!(c[0].recv().await.unwrap(), "end");
@@ -149,6 +153,9 @@ async fn unicast_goes_to_lowest_index_and_round_robin_spreads() {
         .map(|m| m.iter().filter(|s| s.starts_with('r')).count())
         .collect();
     assert_eq!(rr, vec![2, 2, 2]);
+    // Round robin counts as unicast; each client got its frames whole.
+    assert_eq!(h.stats().relays_by_kind, [1, 0, 9]);
+    eventually("written", || h.stats().frames_written == 12).await;
     socket.shutdown().await;
 }
 

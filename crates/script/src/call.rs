@@ -5,6 +5,7 @@
 
 use crate::context::{self, Context, EvapiCurrent, ReplyCurrent, RouteKind};
 use crate::ops::SipOps;
+use crate::stats::{self, Failure};
 use evapi::EventContext;
 use mlua::{Function, Lua, Value};
 use sip::{Method, Request, SipMessage, Source};
@@ -132,13 +133,14 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
         _ => {
             let call_id = crate::diag::call_id(lua);
             warn!(function = name, call_id, "script function not defined");
+            stats::count(lua, Failure::Missing);
             return Outcome::Missing;
         }
     };
     let outer = crate::limits::enter(lua);
     let result = run(lua, f, args).and_then(|r| r);
     crate::limits::leave(lua, outer);
-    match result {
+    let outcome = match result {
         Ok(()) => Outcome::Done,
         Err(e) => match unwind_of(&e) {
             Some(Unwind::Exit) => Outcome::Done,
@@ -160,7 +162,11 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
                 Outcome::Failed
             }
         },
+    };
+    if outcome == Outcome::Failed {
+        stats::count(lua, Failure::Error);
     }
+    outcome
 }
 
 /// Run route `fname` with `req` as the current message; if it fails before
@@ -187,6 +193,7 @@ pub(crate) fn run_route(
         Ok(r) => r,
         Err(e) => {
             error!(call_id = %call_id_of(req), error = %e, "cannot run route {fname}");
+            stats::count(lua, Failure::Error);
             (Outcome::Failed, false)
         }
     };
@@ -267,6 +274,7 @@ pub(crate) fn run_branch_route(lua: &Lua, fname: &str, req: &mut Request, branch
     });
     result.unwrap_or_else(|e| {
         error!(error = %e, "cannot run branch route {fname}");
+        stats::count(lua, Failure::Error);
         Outcome::Failed
     })
 }

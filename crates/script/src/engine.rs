@@ -130,6 +130,7 @@ pub struct Engine {
     pub(crate) handles: Arc<Handles>,
     limits: crate::Limits,
     packages: crate::packages::Packages,
+    counters: Arc<crate::stats::Counters>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -216,6 +217,7 @@ impl Engine {
                 lua_cpath: config.lua_cpath.clone(),
                 allow_c: config.allow_c_modules,
             },
+            counters: Arc::default(),
         });
         let text = engine.current().text.clone();
         engine.checked_vm(&text)?;
@@ -321,6 +323,12 @@ impl Engine {
         })
     }
 
+    /// The counters of the script's runs (errors, missing functions):
+    /// relaxed atomics, read at once.
+    pub fn stats(&self) -> crate::ScriptStats {
+        self.counters.get()
+    }
+
     /// The router to give to [`sip::BoundHost::start`]. It holds the
     /// engine; no cycle follows, because the SIP host's handle (which the
     /// engine holds) does not hold the router: the host's threads own it and
@@ -341,6 +349,7 @@ impl Engine {
         crate::limits::install(&lua, &self.limits).map_err(lua_err)?;
         crate::compat::install(&lua).map_err(lua_err)?;
         lua.set_app_data(Context::default());
+        lua.set_app_data(Arc::clone(&self.counters));
         crate::ksr::install(&lua, &self.handles).map_err(lua_err)?;
         lua.load(text)
             .set_name(format!("@{}", self.path.display()))
@@ -379,6 +388,7 @@ impl Engine {
             }
             (Err(e), None) => {
                 error!(error = %e, "cannot load the script on this thread");
+                self.counters.count(crate::stats::Failure::Error);
                 return None;
             }
         };
@@ -539,6 +549,63 @@ mod tests {
             engine.reload("test"),
             Err(ScriptError::ReloadBusy { .. })
         ));
+    }
+
+    #[test]
+    fn failed_runs_and_missing_functions_are_counted() {
+        use crate::call::{call, run_route, Outcome};
+        use crate::context::RouteKind;
+        let sip = Arc::new(FakeSip::default());
+        let cfg = ScriptConfig {
+            limits: crate::Limits {
+                max_route_ms: 50,
+                ..Default::default()
+            },
+            ..config(
+                r#"function ksr_request_route()
+                 if KSR.pv.get("$rm") == "INVITE" then error("boom") end
+                 if KSR.pv.get("$rm") == "BYE" then KSR.x.exit() end
+               end
+               function spin() while true do end end"#,
+                "",
+            )
+        };
+        let engine = Engine::new(
+            &cfg,
+            Arc::new(FakeEvents::default()),
+            sip.clone(),
+            rpc::Registry::new(),
+        )
+        .unwrap();
+        let lua = engine.vm().unwrap();
+        let route = |method: &str| {
+            let mut req = crate::ksr::testing::request(method, "");
+            run_route(
+                &lua,
+                Some(&*sip as &dyn SipOps),
+                "ksr_request_route",
+                RouteKind::Request,
+                &mut req,
+            )
+        };
+        assert_eq!(engine.stats(), crate::ScriptStats::default());
+        assert_eq!(route("OPTIONS"), Outcome::Done);
+        assert_eq!(route("BYE"), Outcome::Done, "exit is no error");
+        assert_eq!(engine.stats().errors, 0);
+        assert_eq!(route("INVITE"), Outcome::Failed);
+        assert_eq!(route("INVITE"), Outcome::Failed);
+        assert_eq!(engine.stats().errors, 2);
+        assert_eq!(call(&lua, "no_such_route", ()), Outcome::Missing);
+        assert_eq!(engine.stats().missing_functions, 1);
+        // The time limit ends a runaway route: an error too.
+        assert_eq!(call(&lua, "spin", ()), Outcome::Failed);
+        assert_eq!(
+            engine.stats(),
+            crate::ScriptStats {
+                errors: 3,
+                missing_functions: 1
+            }
+        );
     }
 
     #[test]

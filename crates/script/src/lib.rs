@@ -44,6 +44,7 @@ mod route_state;
 pub mod rpc;
 mod section;
 mod shared;
+mod stats;
 
 pub use engine::{Engine, Reloaded, ScriptConfig, ScriptError};
 pub use limits::Limits;
@@ -52,3 +53,4 @@ pub use maxfwd_section::MaxfwdSection;
 pub use modparams::{HtableSection, ModParamError, PikeSection};
 pub use ops::{EventClient, EventOps, SipOps};
 pub use section::{ScriptSection, SectionError};
+pub use stats::ScriptStats;

@@ -84,7 +84,10 @@ pub use myself::Myself;
 pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};
 pub use router::Router;
 pub use rr::{IsMyself, LooseRoute};
-pub use tm::{check_reply, TmError, TmStats};
+pub use tm::{
+    check_reply, class_slot, method_slot, TmError, TmStats, WaitHistogram, COUNTED_METHODS,
+    REPLY_CLASSES, SUSPEND_WAIT_BOUNDS_MS,
+};
 pub use uri::{Scheme, Uri};
 pub use usrloc::{Usrloc, UsrlocConfig};
 pub use values::{CSeq, NameAddr, Params, Via};

@@ -286,3 +286,43 @@ fn relayed_branch_times_out_with_408() {
     a.expect_status(408, None, WAIT).expect("408");
     drop(uas);
 }
+
+/// The host's counters over real sockets: requests by method, replies
+/// received and sent by class, where each came from.
+#[test]
+fn counts_requests_and_replies_by_class() {
+    let mut uas = Agent::udp("127.0.0.1:0").unwrap();
+    let h = TestHost::start(Mode::Relay(uas.addr(), None), |_| {});
+    let to = h.addr(Transport::Udp);
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    let call = Call::new(&a, "counted", "sip:bob@127.0.0.1");
+    // OPTIONS: a stateless 200.
+    a.send(to, call.request("OPTIONS", &branch(), 1, None, ""))
+        .unwrap();
+    a.expect_status(200, Some(Method::Options), WAIT)
+        .expect("200 to OPTIONS");
+    // INVITE: our 100, relayed; 180 and 486 from the UAS forwarded.
+    let invite = call.request("INVITE", &branch(), 2, None, "");
+    a.send(to, &invite).unwrap();
+    a.expect_status(100, None, WAIT).expect("100");
+    let (inv, from) = uas.expect_request(Method::Invite, WAIT).unwrap();
+    uas.send(from, reply(&inv, 180, "Ringing", Some("u")))
+        .unwrap();
+    uas.send(from, reply(&inv, 486, "Busy", Some("u"))).unwrap();
+    let (code, busy) = a.recv_status(&[100, 180], WAIT).expect("486");
+    assert_eq!(code, 486);
+    let invite = String::from_utf8(invite).unwrap();
+    a.ack_for(to, &invite, &busy).unwrap();
+    let s = h.wait_stats(|s| s.requests[1] == 1);
+    let slot = |m: &str| sip::COUNTED_METHODS.iter().position(|x| *x == m).unwrap();
+    assert_eq!(s.requests[slot("OPTIONS")], 1, "{s:?}");
+    assert_eq!(s.requests[slot("INVITE")], 1);
+    assert_eq!(s.requests[slot("ACK")], 1);
+    assert_eq!(s.requests.iter().sum::<u64>(), 3);
+    assert_eq!(s.replies_received, [1, 0, 0, 1, 0, 0], "180 and 486");
+    assert_eq!(s.replies_stateless, [0, 1, 0, 0, 0, 0], "200 to OPTIONS");
+    assert_eq!(s.replies_local, [1, 0, 0, 0, 0, 0], "100 Trying");
+    assert_eq!(s.replies_relayed, [1, 0, 0, 1, 0, 0], "180 and 486");
+    assert_eq!(s.replies_sent(), [2, 1, 0, 1, 0, 0]);
+    assert_eq!(s.finals, [0, 0, 0, 1, 0, 0]);
+}

@@ -52,6 +52,7 @@ impl SipHandle {
         let code = check_reply(req, code, reason)?;
         let tag = (code > 100).then_some(self.shared.sl_tag.as_bytes());
         let data = build_reply(req, code, reason, tag, true)?;
+        self.shared.counters.stateless_reply(code);
         self.shared.net.send(&Tm::reply_dest(req), data, None);
         Ok(())
     }
@@ -177,7 +178,9 @@ impl SipHandle {
     /// wrong, cancelled, timed-out or already continued pair fails and
     /// changes nothing.
     pub fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
-        lock(&self.shared.tm).resume(index, label)
+        // The clock is read before the lock, not while holding it.
+        let now = self.shared.now();
+        lock(&self.shared.tm).resume(index, label, now)
     }
 
     /// Whether the request's INVITE transaction was cancelled (Kamailio's
@@ -212,9 +215,13 @@ impl SipHandle {
             .tm_op(|tm, now, out| tm.reply_by_id(t, code, reason, extra, now, out))
     }
 
-    /// Counters of the transaction table.
+    /// Counters of the transaction table and of the host (requests
+    /// received, replies by class). Takes the table lock for a copy of
+    /// its counters: cheap, but not for every message.
     pub fn stats(&self) -> TmStats {
-        lock(&self.shared.tm).stats()
+        let mut stats = lock(&self.shared.tm).stats();
+        self.shared.counters.fill(&mut stats);
+        stats
     }
 
     /// The location table (Kamailio's usrloc), shared by every handle of

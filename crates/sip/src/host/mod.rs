@@ -32,7 +32,7 @@ use tracing::debug;
 use crate::config::ConfigError;
 use crate::message::{Method, SipMessage};
 use crate::request::{Request, Source};
-use crate::tm::{Action, Tm};
+use crate::tm::{Action, HostCounters, Tm};
 use crate::transport::{check_request, fix_via, lock, route_ip, Net, Upcalls};
 
 pub use handle::SipHandle;
@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) usrloc: Arc<crate::usrloc::Usrloc>,
     /// This host's addresses and `[sip] alias` names.
     pub(crate) myself: crate::myself::Myself,
+    /// Requests and replies received, stateless replies sent.
+    pub(crate) counters: HostCounters,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.
@@ -183,6 +185,11 @@ impl Upcalls for Up {
                 return;
             }
         };
+        if let Some(m) = msg.method() {
+            sh.counters.request(m);
+        } else if let Some(code) = msg.status() {
+            sh.counters.reply_received(code);
+        }
         if !msg.is_request() {
             let Ok(cid) = msg.call_id().map(<[u8]>::to_vec) else {
                 warn_limited!(peer = %src.remote, "dropping reply without Call-ID");

@@ -82,6 +82,7 @@ impl SipHost {
             dns,
             usrloc: Arc::new(crate::usrloc::Usrloc::new(config.usrloc.clone())),
             myself: Myself::new(addrs.clone(), &sip.alias),
+            counters: Default::default(),
         });
         Ok(BoundHost {
             shared,
@@ -304,6 +305,7 @@ fn stateless_reply(
     guarded("reply", &mut || pass = router.reply(h, msg, src));
     if pass {
         debug!(peer = %src.remote, to = %dest.addr, code = msg.status(), "forwarding reply with no transaction by its Via");
-        sh.tm_op(|tm, _, out| tm.forward_stateless(dest, data, out));
+        let code = msg.status().unwrap_or_default();
+        sh.tm_op(|tm, _, out| tm.forward_stateless(dest, data, code, out));
     }
 }

@@ -342,6 +342,7 @@ impl Tm {
             return;
         };
         let Some(code) = msg.status() else { return };
+        self.stats.branch_replies += 1;
         let (t1, fr_inv) = (self.cfg.t1, self.cfg.fr_inv);
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
@@ -372,6 +373,7 @@ impl Tm {
                 }
                 if code > 100 && tx.state == ServerState::Proceeding {
                     let r = strip();
+                    self.stats.relayed_reply(code);
                     Self::send(out, &tx.dest, r.clone());
                     tx.last = Some(r);
                     tx.code = code;
@@ -386,18 +388,24 @@ impl Tm {
                     if tx.stash.take().is_some() {
                         self.suspended -= 1;
                     }
+                    self.stats.relayed_reply(code);
                     self.send_final(id, strip(), code, now, out);
                 } else {
                     // A proxy forwards every 2xx (RFC 3261 §16.7 step 5).
+                    self.stats.relayed_reply(code);
                     Self::send(out, &tx.dest, strip());
                 }
             }
-            (ClientState::Accepted, 200..=299) => Self::send(out, &tx.dest, strip()),
+            (ClientState::Accepted, 200..=299) => {
+                self.stats.relayed_reply(code);
+                Self::send(out, &tx.dest, strip());
+            }
             (ClientState::Completed, 200..=299) => {
                 // A 2xx after the branch timed out or was cancelled: the
                 // callee answered, so the caller must see it (RFC 3261
                 // §16.7 step 5), whatever was sent upstream before.
                 b.state = ClientState::Accepted;
+                self.stats.relayed_reply(code);
                 Self::send(out, &tx.dest, strip());
             }
             (ClientState::Calling | ClientState::Proceeding, _) => {
@@ -474,6 +482,7 @@ impl Tm {
         match tx.best.take().map(|b| *b) {
             Some((code, Some(reply))) => {
                 let data = reply.edit().with(Edit::RemoveFirstVia).serialize();
+                self.stats.relayed_reply(code);
                 self.send_final(id, data, code, now, out);
             }
             Some((code, None)) => {

@@ -52,7 +52,11 @@ pub(crate) use admin::{ReplyExtra, TxSummary, LIST_SHARDS};
 pub use error::TmError;
 pub(crate) use reply::build_reply;
 pub use reply::check_reply;
-pub use stats::TmStats;
+pub(crate) use stats::HostCounters;
+pub use stats::{
+    class_slot, method_slot, TmStats, WaitHistogram, COUNTED_METHODS, REPLY_CLASSES,
+    SUSPEND_WAIT_BOUNDS_MS,
+};
 
 use client::ClientState;
 use server::{ServerState, Tx};
@@ -148,6 +152,8 @@ pub(crate) struct Tm {
     by_dialog: HashMap<(Bytes, u32), u64>,
     timers: Timers,
     suspended: usize,
+    /// Transactions with their final reply sent, lingering now.
+    waiting: usize,
     /// Branches waiting for DNS now.
     resolving: usize,
     stats: TmStats,
@@ -171,6 +177,7 @@ impl Tm {
                 ..Timers::default()
             },
             suspended: 0,
+            waiting: 0,
             resolving: 0,
             stats: TmStats::default(),
             closing: false,
@@ -184,6 +191,7 @@ impl Tm {
     pub(crate) fn stats(&self) -> TmStats {
         TmStats {
             live: self.txs.len(),
+            waiting: self.waiting,
             suspended: self.suspended,
             resolving: self.resolving,
             ..self.stats
@@ -316,6 +324,9 @@ impl Tm {
             Timer::Fr => {
                 if tx.state == ServerState::Proceeding && !tx.branch_active() && !tx.in_failure {
                     self.stats.timeouts += 1;
+                    if tx.stash.is_some() {
+                        self.stats.suspend_timeouts += 1;
+                    }
                     let _ = self.local_final(id, 408, "Request Timeout", now, out);
                 }
             }
@@ -366,6 +377,10 @@ impl Tm {
 
     fn remove(&mut self, id: u64) {
         if let Some(mut tx) = self.txs.remove(&id) {
+            self.stats.freed += 1;
+            if tx.state != ServerState::Proceeding {
+                self.waiting -= 1;
+            }
             for k in 0..6 {
                 if let Some(key) = tx.timers[k].take() {
                     self.timers.map.remove(&key);

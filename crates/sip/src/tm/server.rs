@@ -43,6 +43,8 @@ pub(super) struct Tx {
     /// reply: most transactions never need them, and every entry pays for
     /// what is inline.
     pub(super) stash: Option<Box<Request>>,
+    /// When it was last suspended (ms, the table's clock).
+    pub(super) suspended_at: u64,
     pub(super) canceled: bool,
     pub(super) in_failure: bool,
     pub(super) branch: Option<Box<Branch>>,
@@ -220,6 +222,7 @@ impl Tm {
         } else {
             // Table full or shutting down: still answer, statelessly.
             if let Ok(r) = build_reply(cancel, 200, "OK", None, false) {
+                self.stats.local_reply(200);
                 Self::send(out, &Self::reply_dest(cancel), r);
             }
         }
@@ -332,6 +335,7 @@ impl Tm {
             local_final: false,
             interval: self.cfg.t1,
             stash: None,
+            suspended_at: 0,
             canceled: false,
             in_failure: false,
             branch: None,
@@ -346,6 +350,7 @@ impl Tm {
             // RFC 3261 §16.2: a stateful proxy answers an INVITE with 100 at
             // once, so the UAC stops retransmitting it.
             if let Ok(r) = build_reply(req, 100, "Trying", None, false) {
+                self.stats.local_reply(100);
                 Self::send(out, &tx.dest, r.clone());
                 tx.last = Some(r);
                 tx.code = 100;
@@ -405,6 +410,7 @@ impl Tm {
             Self::send(out, &tx.dest, r.clone());
             tx.last = Some(r);
             tx.code = code;
+            self.stats.local_reply(code);
             return Ok(());
         }
         self.final_reply(id, code, reason, true, now, out)
@@ -480,6 +486,7 @@ impl Tm {
         }
         tx.local_final = true;
         self.stats.local_replies += 1;
+        self.stats.local_reply(code);
         self.send_final(id, r, code, now, out);
         Ok(())
     }
@@ -502,6 +509,10 @@ impl Tm {
         Self::send(out, &tx.dest, data.clone());
         tx.last = Some(data);
         tx.code = code;
+        if tx.state == ServerState::Proceeding {
+            self.waiting += 1;
+            self.stats.finals[super::class_slot(code)] += 1;
+        }
         tx.state = ServerState::Completed;
         self.timers.disarm(&mut tx.timers, Timer::Fr);
         let reliable = tx.dest.transport.is_reliable();
@@ -552,15 +563,17 @@ impl Tm {
             return Err(TmError::BranchPending { index, label });
         }
         tx.stash = Some(Box::new(req.clone()));
+        tx.suspended_at = now;
         tx.in_failure = false;
         let at = now + if tx.invite { fr_inv } else { fr };
         self.timers.arm(&mut tx.timers, tx_id(t), Timer::Fr, at);
         self.suspended += 1;
+        self.stats.suspended_total += 1;
         Ok(t)
     }
 
-    /// Hand a suspended request back.
-    pub(crate) fn resume(&mut self, index: u32, label: u32) -> Result<Request, TmError> {
+    /// Hand a suspended request back (`now`: to time how long it waited).
+    pub(crate) fn resume(&mut self, index: u32, label: u32, now: u64) -> Result<Request, TmError> {
         let t = TxRef { index, label };
         let not = TmError::NotSuspended { index, label };
         let tx = self.txs.get_mut(&tx_id(t)).ok_or(not.clone())?;
@@ -570,6 +583,9 @@ impl Tm {
         let req = tx.stash.take().ok_or(not)?;
         self.suspended -= 1;
         self.stats.resumed += 1;
+        self.stats
+            .suspend_wait
+            .observe(now.saturating_sub(tx.suspended_at));
         Ok(*req)
     }
 }

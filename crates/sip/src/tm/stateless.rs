@@ -114,8 +114,15 @@ impl Tm {
     }
 
     /// Send a reply [`Tm::stateless_dest`] accepted.
-    pub(crate) fn forward_stateless(&mut self, dest: Dest, data: Bytes, out: &mut Vec<Action>) {
+    pub(crate) fn forward_stateless(
+        &mut self,
+        dest: Dest,
+        data: Bytes,
+        code: u16,
+        out: &mut Vec<Action>,
+    ) {
         self.stats.stateless_replies += 1;
+        self.stats.relayed_reply(code);
         out.push(Action::Send {
             dest,
             data,

@@ -106,18 +106,18 @@ fn suspend_continue_reply_and_2xx_retransmitted_until_ack() {
     assert_eq!(tm.on_request(&invite(), 100, &mut out), Incoming::Absorbed);
     assert_eq!(codes(&mut out), vec![100]);
     // A wrong label changes nothing.
-    let e = tm.resume(t.index, t.label + 1).unwrap_err();
+    let e = tm.resume(t.index, t.label + 1, 400).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("no suspended transaction {}:{}", t.index, t.label + 1)
     );
     assert_eq!(tm.stats().suspended, 1);
-    let mut back = tm.resume(t.index, t.label).unwrap();
+    let mut back = tm.resume(t.index, t.label, 500).unwrap();
     assert_eq!(back.tx(), Some(t));
     assert_eq!(back.header("X-Kept"), Some(&b"yes"[..]));
     assert_eq!(tm.stats().suspended, 0);
     assert!(matches!(
-        tm.resume(t.index, t.label),
+        tm.resume(t.index, t.label, 600),
         Err(TmError::NotSuspended { .. })
     ));
     tm.reply(&mut back, 200, "OK", 1000, &mut out).unwrap();
@@ -167,7 +167,7 @@ fn never_continued_invite_times_out_with_408() {
     assert_eq!(tm.stats().suspended, 0);
     assert_eq!(tm.stats().timeouts, 1);
     assert!(matches!(
-        tm.resume(t.index, t.label),
+        tm.resume(t.index, t.label, 600),
         Err(TmError::NotSuspended { .. })
     ));
     // The 408 is retransmitted until the ACK (same branch), which is absorbed.
@@ -278,7 +278,7 @@ fn cancel_while_suspended() {
     assert_eq!(tm.stats().suspended, 0);
     assert_eq!(tm.stats().canceled, 1);
     assert!(matches!(
-        tm.resume(t.index, t.label),
+        tm.resume(t.index, t.label, 600),
         Err(TmError::NotSuspended { .. })
     ));
     // A retransmitted CANCEL gets its 200 again, nothing else.
@@ -293,7 +293,7 @@ fn cancel_racing_a_continue() {
     let mut tm = Tm::new(cfg());
     let mut out = Vec::new();
     let t = tm.suspend(&mut invite(), 0, &mut out).unwrap();
-    let mut back = tm.resume(t.index, t.label).unwrap();
+    let mut back = tm.resume(t.index, t.label, 0).unwrap();
     out.clear();
     assert!(!tm.is_canceled(&back));
     tm.on_request(&msg("CANCEL", "z9hG4bKinv1", "call-1", 1, ""), 5, &mut out);
@@ -340,6 +340,7 @@ mod proxy;
 mod random;
 mod relay;
 mod resolving;
+mod stats;
 
 /// A refused reply is refused before the transaction exists: no
 /// transaction, no 100 Trying, nothing in the output.

@@ -182,7 +182,7 @@ fn a_2xx_after_the_transaction_ended_goes_by_its_via() {
     let (dest, data) = tm.stateless_dest(&ok).unwrap();
     assert_eq!(dest.addr, UAC.parse::<SocketAddr>().unwrap());
     assert_eq!(dest.transport, Transport::Udp);
-    tm.forward_stateless(dest, data, &mut out);
+    tm.forward_stateless(dest, data, 200, &mut out);
     let s = sent(&mut out);
     assert_eq!(s[0].1.status(), Some(200));
     assert_eq!(s[0].1.vias().count(), 1, "our Via removed");

@@ -87,7 +87,7 @@ proptest! {
                 Op::Resume(c, right) => {
                     if let Some(t) = refs.get(&c) {
                         let label = if right { t.label } else { t.label ^ 0x5a5a };
-                        if let Ok(mut r) = tm.resume(t.index, label) {
+                        if let Ok(mut r) = tm.resume(t.index, label, now) {
                             let _ = tm.reply(&mut r, 200, "OK", now, &mut out);
                         }
                     }
@@ -161,6 +161,7 @@ proptest! {
         }
         prop_assert_eq!(tm.stats().live, 0);
         prop_assert_eq!(tm.stats().suspended, 0);
+        prop_assert_eq!(tm.stats().waiting, 0);
         prop_assert!(tm.timers.map.is_empty());
         prop_assert!(tm.by_key.is_empty());
         prop_assert!(tm.by_dialog.is_empty());
