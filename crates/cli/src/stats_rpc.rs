@@ -16,7 +16,6 @@
 //! Prometheus requires, and `tm.stats` / `evapi.stats` show counts since
 //! start.
 
-// `run.rs` registers these once the registry is wired in.
 
 use crate::metrics::{Snapshot, Sources};
 use rpc::{Params, Registry, RpcError};
