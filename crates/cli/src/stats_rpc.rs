@@ -16,7 +16,6 @@
 //! Prometheus requires, and `tm.stats` / `evapi.stats` show counts since
 //! start.
 
-
 use crate::metrics::{Snapshot, Sources};
 use rpc::{Params, Registry, RpcError};
 use serde_json::{json, Value};
