@@ -26,7 +26,7 @@ script, unchanged, on both (bench/basic.py: register, record-routed calls).
 
 Output: bench/results/<UTC stamp>/runs.jsonl (one JSON per run),
 summary.json, tables.md, and the plot docs/bench/compare.png.
-Ports (127.0.0.1 only): env SIP_PORT (15060), EVAPI_PORT (18448), SIPP_PORT (15070).
+Ports (127.0.0.1 only): env SIP_PORT (15060), EVAPI_PORT (18448), SIPP_PORT (15070), HTTP_PORT (19060, our admin listener).
 """
 import argparse
 import csv
@@ -52,6 +52,7 @@ COMMON = os.path.join(HERE, "common")
 SIP_PORT = int(os.environ.get("SIP_PORT", "15060"))
 EVAPI_PORT = int(os.environ.get("EVAPI_PORT", "18448"))
 SIPP_PORT = int(os.environ.get("SIPP_PORT", "15070"))
+HTTP_PORT = int(os.environ.get("HTTP_PORT", "19060"))
 HZ = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------- helpers
@@ -353,6 +354,7 @@ class Evapi:
                     .replace("@EVAPI_MAX_CLIENTS@", str(max(8, clients_max)))
                     .replace("@SCRIPT@", os.path.join(HERE, "evapi", mode + ".lua"))
                     .replace("@EVAPI_EXTRA@", FANOUT_EVAPI if mode == "fanout" else ""))
+        conf += http_section(self.a.evapi_http)
         path = os.path.join(rdir, "evapi.toml")
         open(path, "w").write(conf)
         self.log = open(os.path.join(rdir, "server.log"), "w")
@@ -361,14 +363,57 @@ class Evapi:
         if not wait_ports(self.p):
             stop_proc(self.p)
             raise RuntimeError(f"evapi did not start, see {rdir}/server.log")
+        self.scraper = None
+        if self.a.evapi_http == "on" and self.a.scrape > 0:
+            self.scraper = Scraper(f"http://127.0.0.1:{HTTP_PORT}/metrics", self.a.scrape)
         return self.p.pid
 
     def extra_cpu(self):
         return thread_ticks(self.p.pid)
 
     def stop(self):
+        if self.scraper:
+            self.scraper.stop()
         stop_proc(self.p)
         self.log.close()
+
+
+def http_section(mode):
+    """Our [http] section: `on` on HTTP_PORT, `off` (enabled = false), or
+    `none` (no section: for a binary from before the HTTP listener)."""
+    if mode == "on":
+        return f'\n[http]\nlisten = "127.0.0.1:{HTTP_PORT}"\n'
+    if mode == "off":
+        return "\n[http]\nenabled = false\n"
+    return ""
+
+
+class Scraper:
+    """GET /metrics every `every` seconds in a thread, as Prometheus
+    would, while a run lasts; the count of scrapes and failures goes to
+    stderr at the end."""
+
+    def __init__(self, url, every):
+        import threading
+        self.url, self.every = url, every
+        self.done = threading.Event()
+        self.ok = self.failed = 0
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        import urllib.request
+        while not self.done.wait(self.every):
+            try:
+                urllib.request.urlopen(self.url, timeout=5).read()
+                self.ok += 1
+            except OSError:
+                self.failed += 1
+
+    def stop(self):
+        self.done.set()
+        self.t.join(10)
+        print(f"  /metrics scraped {self.ok} times ({self.failed} failed)", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- runs
@@ -952,6 +997,12 @@ def main():
     ap.add_argument("--fanout-clients", default="1,8,64")
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
     ap.add_argument("--retries", type=int, default=1, help="redo a contaminated run at most this often")
+    ap.add_argument("--evapi-http", choices=["on", "off", "none"], default="on",
+                    help="our admin HTTP listener: on (127.0.0.1:HTTP_PORT, 19060), off "
+                         "([http] enabled = false), none (no [http] section: a binary from before it)")
+    ap.add_argument("--scrape", type=float, default=0,
+                    help="with --evapi-http on: GET /metrics every this many seconds during our runs "
+                         "(0: never), to measure what metrics cost")
     ap.add_argument("--evapi-bin", default=os.environ.get("EVAPI_BIN", os.path.join(REPO, "target-bench", "release", "evapi")))
     ap.add_argument("--plot", default=os.path.join(REPO, "docs", "bench", "compare.png"))
     ap.add_argument("--out", help="results folder (default bench/results/<stamp>)")

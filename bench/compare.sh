@@ -17,7 +17,8 @@
 #   python3-matplotlib or `pip install matplotlib`          (the plot; optional)
 # and a Rust toolchain (our binary is built in release into target-bench/,
 # unless EVAPI_BIN names one). Ports (127.0.0.1 only): SIP_PORT (15060),
-# EVAPI_PORT (18448), SIPP_PORT (15070; +100 and +200 for SIPp control and media).
+# EVAPI_PORT (18448), SIPP_PORT (15070; +100 and +200 for SIPp control and media), HTTP_PORT
+# (19060, our admin HTTP listener; --evapi-http off|none and --scrape S: see --help).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
