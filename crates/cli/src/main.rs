@@ -21,7 +21,9 @@ use std::process::ExitCode;
 /// Start with `evapi run`: it listens for SIP on 127.0.0.1:5060 (UDP and
 /// TCP) and for event clients on 127.0.0.1:8448, with a built-in script
 /// that suspends each INVITE and asks the event clients what to do. Watch
-/// the events with `evapi tap` in another terminal.
+/// the events with `evapi tap` in another terminal; look inside the running
+/// server with `evapi ctl` (its admin HTTP listener, 127.0.0.1:9060, also
+/// serves /metrics and /health).
 #[derive(Debug, Parser)]
 #[command(name = "evapi", version, propagate_version = true)]
 struct Cli {
