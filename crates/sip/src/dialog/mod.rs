@@ -293,7 +293,7 @@ pub struct Dialogs {
     hasher: std::collections::hash_map::RandomState,
     sink: Box<dyn Sink>,
     /// Dialogs per (profile, value).
-    profiles: Mutex<HashMap<(Box<str>, Box<str>), usize>>,
+    profiles: Mutex<HashMap<table::ProfileKey, usize>>,
     /// Dialogs in the table.
     count: AtomicUsize,
     /// The deadline the timer task sleeps until (`u64::MAX`: none).
@@ -588,7 +588,7 @@ impl Dialogs {
         if name.is_empty() {
             return Err(DialogError::BadValue("an empty profile name".into()));
         }
-        let key: (Box<str>, Box<str>) = (name.into(), value.into());
+        let key: table::ProfileKey = (name.into(), value.into());
         {
             let mut s = lock(self.shard_of(id.h_entry));
             let d = s.get_mut(id).ok_or(DialogError::NotFound(id))?;

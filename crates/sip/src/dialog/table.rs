@@ -20,6 +20,9 @@ use crate::request::Request;
 use crate::tm::Dest;
 use crate::values::NameAddr;
 
+/// A profile name and value.
+pub(crate) type ProfileKey = (Box<str>, Box<str>);
+
 /// What the driver must do after a shard operation.
 #[derive(Debug)]
 pub(crate) enum Out {
@@ -28,7 +31,7 @@ pub(crate) enum Out {
     /// Deliver a dialog event to the router.
     Event(Box<DialogEvent>),
     /// A dialog left the table in these profiles: count it out of them.
-    Unprofile(Vec<(Box<str>, Box<str>)>),
+    Unprofile(Vec<ProfileKey>),
 }
 
 /// What a side of the call looks like from us.
@@ -69,7 +72,7 @@ pub(super) struct Dialog {
     /// `$dlg_var` values.
     pub(super) vars: Vec<(Box<str>, Box<str>)>,
     /// Profiles it was put in with `set_dlg_profile` (name, value).
-    pub(super) profiles: Vec<(Box<str>, Box<str>)>,
+    pub(super) profiles: Vec<ProfileKey>,
 }
 
 /// A BYE we sent: a non-INVITE client transaction (RFC 3261 §17.1.2):
@@ -421,10 +424,8 @@ impl Shard {
             leg.cseq = cseq;
         }
         match method {
-            Some(Method::Ack) => {
-                if d.state == DlgState::ConfirmedNa && cseq == d.invite_cseq {
-                    d.state = DlgState::Confirmed;
-                }
+            Some(Method::Ack) if d.state == DlgState::ConfirmedNa && cseq == d.invite_cseq => {
+                d.state = DlgState::Confirmed;
             }
             Some(Method::Bye) => {
                 if matches!(d.state, DlgState::ConfirmedNa | DlgState::Confirmed) {
@@ -450,6 +451,7 @@ impl Shard {
     /// End an answered dialog by sending BYE to `sides`: `dialog:end` now
     /// (with `reason`); the dialog leaves when every BYE has its final
     /// reply or timed out.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn bye(
         &mut self,
         id: DlgId,
