@@ -104,7 +104,14 @@ fn sipp(
     .map(|s| s.to_string())
     .collect();
     if let Some((rate, service)) = caller {
-        for a in ["-r", &rate.to_string(), "-s", service, "-trace_stat", "-stf"] {
+        for a in [
+            "-r",
+            &rate.to_string(),
+            "-s",
+            service,
+            "-trace_stat",
+            "-stf",
+        ] {
             args.push(a.to_string());
         }
         args.push(format!("{out}.csv"));
@@ -239,7 +246,16 @@ fn answered_calls_start_and_end_once_and_leave_the_table() {
     let ev = start(uas_port);
     let dir = TempDir::new("sipp-dlg");
     let target = ev.udp.to_string();
-    let uas = sipp(&dir, "uas", "uas_rr.xml", uas_port, &target, CALLS, None, 90);
+    let uas = sipp(
+        &dir,
+        "uas",
+        "uas_rr.xml",
+        uas_port,
+        &target,
+        CALLS,
+        None,
+        90,
+    );
     let uac = sipp(
         &dir,
         "uac",
@@ -284,7 +300,16 @@ fn refused_and_cancelled_calls_fail_once() {
         let ev2 = start(uas_port);
         let target2 = ev2.udp.to_string();
         let uas = sipp(&dir, "uas", uas_sf, uas_port, &target2, calls, None, 60);
-        let uac = sipp(&dir, "uac", uac_sf, uac_port, &target2, calls, Some((50, "bob")), 60);
+        let uac = sipp(
+            &dir,
+            "uac",
+            uac_sf,
+            uac_port,
+            &target2,
+            calls,
+            Some((50, "bob")),
+            60,
+        );
         both_passed(&dir, uac, uas, 70);
         wait_events(&ev2, "dialog:failed", calls as usize);
         let per = by_dialog(&ev2);
@@ -293,7 +318,11 @@ fn refused_and_cancelled_calls_fail_once() {
             assert_eq!(names, &["dialog:failed"], "dialog {id}");
         }
         for (_, id, reason, caller, _) in events(&ev2) {
-            assert_eq!((reason.as_str(), caller.as_str()), ("failed", "sipp"), "{id}");
+            assert_eq!(
+                (reason.as_str(), caller.as_str()),
+                ("failed", "sipp"),
+                "{id}"
+            );
         }
         wait_listed(ev2.http.unwrap(), 0, None);
     };
@@ -320,7 +349,16 @@ fn end_dlg_and_the_timeout_bye_both_sides() {
     assert!(msg.contains("4095") && msg.contains("99999"), "{r}");
 
     // dlg.end_dlg: calls that stay up until we end them.
-    let uas = sipp(&dir, "uas", "uas_rr.xml", uas_port, &target, CALLS, None, 60);
+    let uas = sipp(
+        &dir,
+        "uas",
+        "uas_rr.xml",
+        uas_port,
+        &target,
+        CALLS,
+        None,
+        60,
+    );
     let uac = sipp(
         &dir,
         "uac",
@@ -333,7 +371,11 @@ fn end_dlg_and_the_timeout_bye_both_sides() {
     );
     let up = wait_listed(http, CALLS as usize, Some(4));
     for d in &up {
-        let r = rpc(http, "dlg.end_dlg", serde_json::json!([d["h_entry"], d["h_id"]]));
+        let r = rpc(
+            http,
+            "dlg.end_dlg",
+            serde_json::json!([d["h_entry"], d["h_id"]]),
+        );
         assert_eq!(r["result"], serde_json::json!({}), "{r}");
     }
     both_passed(&dir, uac, uas, 60);
@@ -373,4 +415,44 @@ fn end_dlg_and_the_timeout_bye_both_sides() {
         }
     }
     wait_listed(ev2.http.unwrap(), 0, None);
+}
+
+#[test]
+fn a_reinvite_passes_and_the_call_still_ends_once() {
+    if !sip::testing::sipp_available() {
+        return;
+    }
+    const CALLS: u32 = 50;
+    let (uas_port, uac_port) = (free_udp_port(), free_udp_port());
+    let ev = start(uas_port);
+    let dir = TempDir::new("sipp-dlg-reinvite");
+    let target = ev.udp.to_string();
+    let uas = sipp(
+        &dir,
+        "uas",
+        "uas_reinvite.xml",
+        uas_port,
+        &target,
+        CALLS,
+        None,
+        60,
+    );
+    let uac = sipp(
+        &dir,
+        "uac",
+        "uac_reinvite.xml",
+        uac_port,
+        &target,
+        CALLS,
+        Some((25, "bob")),
+        60,
+    );
+    both_passed(&dir, uac, uas, 70);
+    wait_events(&ev, "dialog:end", CALLS as usize);
+    let per = by_dialog(&ev);
+    assert_eq!(per.len(), CALLS as usize);
+    for (id, names) in &per {
+        assert_eq!(names, &["dialog:start", "dialog:end"], "dialog {id}");
+    }
+    wait_listed(ev.http.unwrap(), 0, None);
 }

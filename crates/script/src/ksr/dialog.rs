@@ -142,7 +142,11 @@ fn current_id(cx: &Cx<'_>) -> Result<DlgId, Fail> {
 fn id_arg(what: &str, v: &Value) -> Result<u32, Fail> {
     lua_int(v)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Fail::new(format_args!("{what} {v:?} is not an unsigned 32-bit number")))
+        .ok_or_else(|| {
+            Fail::new(format_args!(
+                "{what} {v:?} is not an unsigned 32-bit number"
+            ))
+        })
 }
 
 fn set_timeout(

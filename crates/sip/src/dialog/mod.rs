@@ -473,7 +473,9 @@ impl Dialogs {
             .call_id()
             .map_err(|_| DialogError::NotInitial("no Call-ID"))?;
         let (h_entry, h) = self.entry_of(cid);
-        let id = self.op(h_entry, |s, now, _| s.create(req, h_entry, h, &self.env, now))?;
+        let id = self.op(h_entry, |s, now, _| {
+            s.create(req, h_entry, h, &self.env, now)
+        })?;
         // Checked text: hex digits only.
         let _ = req.add_rr_param(&table::did_param(id));
         req.dialog = Some(id);
@@ -720,7 +722,9 @@ impl Dialogs {
     pub(crate) fn on_timer(&self) {
         for (n, _) in self.shards.iter().enumerate() {
             let hash_of = |c: &str| self.hash(c.as_bytes());
-            self.op(n as u32, |s, now, out| s.on_timer(&self.env, now, &hash_of, out));
+            self.op(n as u32, |s, now, out| {
+                s.on_timer(&self.env, now, &hash_of, out)
+            });
         }
     }
 

@@ -253,8 +253,10 @@ impl Shard {
             .cseq()
             .map_err(|_| DialogError::NotInitial("no CSeq"))?
             .number;
-        let (Some(from_v), Some(to_v)) = (msg.header_of(HeaderName::From), msg.header_of(HeaderName::To))
-        else {
+        let (Some(from_v), Some(to_v)) = (
+            msg.header_of(HeaderName::From),
+            msg.header_of(HeaderName::To),
+        ) else {
             return Err(DialogError::NotInitial("no From or To"));
         };
         // Toward the caller, the Record-Routes already in the INVITE are
@@ -565,7 +567,12 @@ impl Shard {
 
     /// Set a dialog's lifetime: from its answer if it is not answered
     /// yet, else from now.
-    pub(crate) fn set_timeout(&mut self, id: DlgId, secs: u32, now: u64) -> Result<(), DialogError> {
+    pub(crate) fn set_timeout(
+        &mut self,
+        id: DlgId,
+        secs: u32,
+        now: u64,
+    ) -> Result<(), DialogError> {
         let d = self.get_mut(id).ok_or(DialogError::NotFound(id))?;
         d.timeout_s = secs;
         match d.state {
@@ -616,7 +623,15 @@ impl Shard {
         match d.state {
             DlgState::ConfirmedNa | DlgState::Confirmed => {
                 if env.cfg.timeout_bye {
-                    let _ = self.bye(id, &[Side::Caller, Side::Callee], EndReason::Timeout, h, env, now, out);
+                    let _ = self.bye(
+                        id,
+                        &[Side::Caller, Side::Callee],
+                        EndReason::Timeout,
+                        h,
+                        env,
+                        now,
+                        out,
+                    );
                 } else {
                     d.state = DlgState::Deleted;
                     d.reason = Some(EndReason::Timeout);

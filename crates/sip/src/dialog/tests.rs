@@ -170,7 +170,10 @@ fn an_answered_call_starts_and_ends_once_with_the_bye() {
     let mut again = in_dialog("BYE", "c1", 2, true);
     assert_eq!(t.sequential(&mut again), None);
     assert_eq!(names(&rec).len(), 2);
-    assert!(rec.sent.lock().unwrap().is_empty(), "a BYE seen is not sent");
+    assert!(
+        rec.sent.lock().unwrap().is_empty(),
+        "a BYE seen is not sent"
+    );
 }
 
 #[test]
@@ -208,7 +211,10 @@ fn our_byes_speak_for_the_other_side_with_its_next_cseq() {
     // The caller re-INVITEs with CSeq 5 and a new Contact.
     let mut re = in_dialog("INVITE", "c1", 5, false);
     assert_eq!(t.sequential(&mut re), Some(id));
-    assert_eq!(t.info(id).unwrap().caller_contact, "sip:moved@127.0.0.1:5090");
+    assert_eq!(
+        t.info(id).unwrap().caller_contact,
+        "sip:moved@127.0.0.1:5090"
+    );
     t.bye(id, &[Side::Caller, Side::Callee]).unwrap();
     assert_eq!(names(&rec), ["dialog:start", "dialog:end"]);
     assert_eq!(
@@ -219,13 +225,19 @@ fn our_byes_speak_for_the_other_side_with_its_next_cseq() {
     assert_eq!(sent.len(), 2);
     let (to_caller, to_callee) = (&sent[0], &sent[1]);
     assert_eq!(to_caller.0, "127.0.0.1:5090".parse().unwrap());
-    assert!(to_caller.1.starts_with("BYE sip:moved@127.0.0.1:5090 SIP/2.0\r\n"));
+    assert!(to_caller
+        .1
+        .starts_with("BYE sip:moved@127.0.0.1:5090 SIP/2.0\r\n"));
     assert!(to_caller.1.contains("From: <sip:bob@b.example>;tag=tb\r\n"));
     assert!(to_caller.1.contains("To: <sip:alice@a.example>;tag=fa\r\n"));
     assert!(to_caller.1.contains("CSeq: 1 BYE\r\n"), "{}", to_caller.1);
     assert_eq!(to_callee.0, "127.0.0.1:5080".parse().unwrap());
-    assert!(to_callee.1.starts_with("BYE sip:bob@127.0.0.1:5080 SIP/2.0\r\n"));
-    assert!(to_callee.1.contains("From: <sip:alice@a.example>;tag=fa\r\n"));
+    assert!(to_callee
+        .1
+        .starts_with("BYE sip:bob@127.0.0.1:5080 SIP/2.0\r\n"));
+    assert!(to_callee
+        .1
+        .contains("From: <sip:alice@a.example>;tag=fa\r\n"));
     assert!(to_callee.1.contains("To: <sip:bob@b.example>;tag=tb\r\n"));
     assert!(to_callee.1.contains("CSeq: 6 BYE\r\n"), "{}", to_callee.1);
     assert!(to_callee.1.contains("Call-ID: c1\r\n"));
@@ -386,7 +398,9 @@ fn profiles_count_live_dialogs_and_vars_stay_with_the_dialog() {
     t.on_reply(&reply_to(&bye, 200));
     assert_eq!(t.profile_size("caller", Some("alice")), 0);
     assert_eq!(t.profile_size("caller", None), 1);
-    assert!(t.set_var(ids[2], "x", Some(&"v".repeat(MAX_VAR_LEN + 1))).is_err());
+    assert!(t
+        .set_var(ids[2], "x", Some(&"v".repeat(MAX_VAR_LEN + 1)))
+        .is_err());
     assert_eq!(t.states(), [1, 0, 0, 0, 0]);
 }
 
