@@ -19,7 +19,7 @@
 //!   refused by the script alone, as with Kamailio.
 //! - [`Dialogs::bye`] (`dlg_bye`, `dlg.end_dlg`) and the lifetime timer
 //!   (`[dialog] default_timeout`, `dlg_set_timeout`) send BYE to the
-//!   sides ([`bye`]): `dialog:end` at once, and the dialog leaves the
+//!   sides (the `bye` file): `dialog:end` at once, and the dialog leaves the
 //!   table when every BYE got its final reply or timed out (64*T1).
 //!
 //! Every event is raised exactly once per dialog; it is delivered to the
@@ -283,7 +283,7 @@ enum Clock {
 }
 
 /// The dialog table as the host holds it ([`crate::SipHandle::dialogs`]):
-/// [`SHARDS`] shards behind one lock each, a clock, the profile counts,
+/// 16 shards behind one lock each, a clock, the profile counts,
 /// and where BYEs and events go. Callable from any thread; sends and
 /// events happen after the shard's lock is released.
 pub struct Dialogs {
