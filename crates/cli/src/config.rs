@@ -40,6 +40,9 @@ pub struct FileConfig {
     pub pike: script::PikeSection,
     /// `[http]`: the admin HTTP listener; owned by the admin crate.
     pub http: admin::HttpConfig,
+    /// `[dialog]`: dialog tracking; owned, defaulted and checked by the
+    /// sip crate.
+    pub dialog: sip::DialogConfig,
 }
 
 /// `[log]`: the binary's own section.
@@ -106,12 +109,14 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The host's settings: `[sip]`, `[tm]` and `[usrloc]` as they are.
+    /// The host's settings: `[sip]`, `[tm]`, `[usrloc]` and `[dialog]` as
+    /// they are.
     pub fn host_config(&self) -> sip::HostConfig {
         sip::HostConfig {
             sip: self.file.sip.clone(),
             tm: self.file.tm.clone(),
             usrloc: self.file.usrloc.clone(),
+            dialog: self.file.dialog.clone(),
         }
     }
 
@@ -121,6 +126,7 @@ impl Loaded {
             file: self.script_path.clone(),
             source: self.script_source.clone(),
             event_callback: self.file.evapi.event_callback.clone(),
+            dialog_event_callback: self.file.dialog.event_callback.clone(),
             limits: self.file.script.limits(),
             htable: self.file.htable.clone(),
             pike: self.file.pike,
@@ -133,8 +139,8 @@ impl Loaded {
 }
 
 /// The sections of the file, in the order the docs list them.
-pub const SECTIONS: [&str; 10] = [
-    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike", "usrloc", "http",
+pub const SECTIONS: [&str; 11] = [
+    "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike", "usrloc", "http", "dialog",
 ];
 
 /// Parse config text, then let each section check itself (the same checks
@@ -156,6 +162,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
         htable: r.section("htable", script::HtableSection::validate),
         pike: r.section("pike", script::PikeSection::validate),
         http: r.section("http", admin::HttpConfig::validate),
+        dialog: r.section("dialog", sip::DialogConfig::validate),
     };
     if !r.problems.is_empty() {
         anyhow::bail!("{}", render(origin, r.problems));

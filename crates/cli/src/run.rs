@@ -48,6 +48,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             registry.clone(),
         )?;
         sip::rpc::register(&registry, bound_sip.handle());
+        sip::dialog::rpc::register(&registry, bound_sip.handle().dialogs().clone());
         evapi::rpc::register(&registry, bound_events.handle());
         script::rpc::register(&registry, &engine);
         let sources = metrics::Sources::new(bound_sip.handle(), bound_events.handle(), &engine);

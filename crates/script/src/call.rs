@@ -314,6 +314,16 @@ pub(crate) fn run_event(lua: &Lua, cb: &str, ctx: &EventContext<'_>) -> Outcome 
     outcome
 }
 
+/// Run the dialog `event_callback` `cb` for `event`, with `$dlg(...)` and
+/// `$dlg_var(...)` reading the dialog as it was then.
+pub(crate) fn run_dialog_event(lua: &Lua, cb: &str, event: &sip::DialogEvent) -> Outcome {
+    let info = Rc::new(std::cell::RefCell::new(event.info.clone()));
+    let previous = context::enter(lua, Context::Dialog(info));
+    let outcome = call(lua, cb, event.name);
+    context::leave(lua, previous);
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,9 @@ pub(crate) enum Context {
     Evapi(Rc<EvapiCurrent>),
     /// A SIP route.
     Sip(SipCurrent),
+    /// A dialog event (`[dialog] event_callback`): the dialog as it was
+    /// when the event happened; `$dlg_var` writes also go to this copy.
+    Dialog(Rc<std::cell::RefCell<sip::DialogInfo>>),
 }
 
 /// The evapi event being handled: its message (message-received only) and
@@ -111,7 +114,7 @@ impl Context {
         match self {
             Context::Evapi(e) => Some(e),
             Context::Sip(s) => s.event.as_ref(),
-            Context::None => None,
+            Context::None | Context::Dialog(_) => None,
         }
     }
 
@@ -255,6 +258,14 @@ pub(crate) fn set_last_error(lua: &Lua, code: u16, reason: &str) {
 #[cfg(test)]
 pub(crate) fn last_error(lua: &Lua) -> Option<(u16, String)> {
     with_state(lua, |s| s.last_error.clone()).ok().flatten()
+}
+
+/// The dialog of the running dialog event, if one is running.
+pub(crate) fn dialog_event(lua: &Lua) -> Option<Rc<std::cell::RefCell<sip::DialogInfo>>> {
+    with(lua, |cur| match cur {
+        Context::Dialog(d) => Some(d.clone()),
+        _ => None,
+    })
 }
 
 /// The current evapi event.

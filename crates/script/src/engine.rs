@@ -32,6 +32,10 @@ pub struct ScriptConfig {
     pub source: Option<String>,
     /// Function run for the three evapi events; empty: none.
     pub event_callback: String,
+    /// Function run for the dialog events (`[dialog] event_callback`,
+    /// called with `dialog:start`, `dialog:end` or `dialog:failed`);
+    /// empty: none.
+    pub dialog_event_callback: String,
     /// Time and memory limits of each Lua state.
     pub limits: crate::Limits,
     /// `[htable]`: table definitions and the key limit.
@@ -127,6 +131,7 @@ pub struct Engine {
     /// Held while a reload checks its script: one at a time.
     reloading: Mutex<()>,
     pub(crate) event_callback: Option<String>,
+    pub(crate) dialog_callback: Option<String>,
     pub(crate) handles: Arc<Handles>,
     limits: crate::Limits,
     packages: crate::packages::Packages,
@@ -202,6 +207,8 @@ impl Engine {
             reloading: Mutex::new(()),
             event_callback: (!config.event_callback.is_empty())
                 .then(|| config.event_callback.clone()),
+            dialog_callback: (!config.dialog_event_callback.is_empty())
+                .then(|| config.dialog_event_callback.clone()),
             handles: Arc::new(
                 Handles::with_shared(
                     sip,
@@ -241,6 +248,9 @@ impl Engine {
         need("ksr_request_route", "run for every SIP request")?;
         if let Some(cb) = &self.event_callback {
             need(cb, "the evapi event_callback")?;
+        }
+        if let Some(cb) = &self.dialog_callback {
+            need(cb, "the [dialog] event_callback")?;
         }
         drop(globals);
         Ok(lua)

@@ -60,6 +60,15 @@ impl Router for SipHooks {
     fn failure(&self, _host: &SipHandle, req: &mut Request, route: &str) {
         self.route(route, RouteKind::Failure, req);
     }
+
+    fn dialog_event(&self, _host: &SipHandle, event: &sip::DialogEvent) {
+        let Some(cb) = &self.0.dialog_callback else {
+            return;
+        };
+        if let Some(lua) = self.0.vm() {
+            call::run_dialog_event(&lua, cb, event);
+        }
+    }
 }
 
 /// The evapi event handler.

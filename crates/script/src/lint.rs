@@ -418,7 +418,11 @@ pub fn lint(config: &ScriptConfig) -> Vec<Finding> {
         return Vec::new();
     };
     let mut found = BTreeSet::new();
-    analyse(&source, &config.event_callback, &surface, &mut found);
+    let callbacks = [
+        ("evapi", config.event_callback.as_str()),
+        ("dialog", config.dialog_event_callback.as_str()),
+    ];
+    analyse(&source, &callbacks, &surface, &mut found);
     found
         .into_iter()
         .map(|(line, severity, message)| Finding {
@@ -432,7 +436,9 @@ pub fn lint(config: &ScriptConfig) -> Vec<Finding> {
 
 type Found = BTreeSet<(usize, Severity, String)>;
 
-fn analyse(source: &str, event_callback: &str, surface: &Surface, found: &mut Found) {
+/// `callbacks`: the event callback each section of ours names
+/// (`[evapi]`, `[dialog]`), "" for none.
+fn analyse(source: &str, callbacks: &[(&str, &str)], surface: &Surface, found: &mut Found) {
     let toks = lex::tokens(source);
     let defs = definitions(&toks);
     let dead = dead_code(&toks, surface);
@@ -502,13 +508,19 @@ fn analyse(source: &str, event_callback: &str, surface: &Surface, found: &mut Fo
     }
     for (cb, module) in EVENT_CALLBACKS {
         let Some(&line) = defs.get(cb) else { continue };
-        let msg = if module == "evapi" {
-            if !event_callback.is_empty() {
+        let ours = callbacks.iter().find(|(m, _)| *m == module);
+        let msg = if let Some((_, named)) = ours {
+            if module == "evapi" && !named.is_empty() || *named == cb {
                 continue;
             }
             format!(
-                "{cb}() is defined but [evapi] event_callback is empty, so it never runs \
-                 (set event_callback = \"{cb}\" in [evapi])"
+                "{cb}() is defined but [{module}] event_callback is {}, so it never runs \
+                 (set event_callback = \"{cb}\" in [{module}])",
+                if named.is_empty() {
+                    "empty".to_string()
+                } else {
+                    format!("{named:?}")
+                }
             )
         } else {
             format!(

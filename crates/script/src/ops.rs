@@ -43,6 +43,10 @@ pub trait SipOps: Send + Sync {
     fn usrloc(&self) -> Option<&sip::Usrloc> {
         None
     }
+    /// The dialog table (`KSR.dialog`, `$dlg`); `None`: the host has none.
+    fn dialogs(&self) -> Option<&sip::Dialogs> {
+        None
+    }
 }
 
 /// The event socket operations `KSR.evapi.*` send through. Called on the
@@ -105,6 +109,9 @@ impl SipOps for SipHandle {
     }
     fn usrloc(&self) -> Option<&sip::Usrloc> {
         Some(SipHandle::usrloc(self))
+    }
+    fn dialogs(&self) -> Option<&sip::Dialogs> {
+        Some(SipHandle::dialogs(self))
     }
 }
 

@@ -78,6 +78,36 @@ pub enum JsonrplField {
     Body,
 }
 
+/// Fields of `$dlg(...)`: the current dialog (Kamailio's names; `end_reason`
+/// is ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlgField {
+    /// `$dlg(h_entry)`
+    HEntry,
+    /// `$dlg(h_id)`
+    HId,
+    /// `$dlg(callid)`
+    CallId,
+    /// `$dlg(from_uri)`
+    FromUri,
+    /// `$dlg(to_uri)`
+    ToUri,
+    /// `$dlg(from_tag)`
+    FromTag,
+    /// `$dlg(to_tag)`
+    ToTag,
+    /// `$dlg(state)`: 1 unconfirmed, 2 early, 3 answered, 4 confirmed, 5
+    /// ended
+    State,
+    /// `$dlg(start_ts)`: when it was answered (Unix seconds)
+    StartTs,
+    /// `$dlg(timeout)`: its lifetime once answered (seconds)
+    Timeout,
+    /// `$dlg(end_reason)`: `bye`, `timeout`, `command` or `failed` once it
+    /// ended (an evapi extension)
+    EndReason,
+}
+
 /// A parsed pseudo-variable name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pv {
@@ -173,6 +203,10 @@ pub enum Pv {
     /// `$jsonrpl(code|text|body)` the last `KSR.jsonrpcs.exec` answer,
     /// per VM
     Jsonrpl(JsonrplField),
+    /// `$dlg(...)` the current dialog
+    Dlg(DlgField),
+    /// `$dlg_var(name)` a value kept with the current dialog (w)
+    DlgVar(String),
 }
 
 /// A name that is not a pseudo-variable we know.
@@ -258,6 +292,21 @@ impl Pv {
             ("jsonrpl", Some("code")) => Pv::Jsonrpl(JsonrplField::Code),
             ("jsonrpl", Some("text")) => Pv::Jsonrpl(JsonrplField::Text),
             ("jsonrpl", Some("body")) => Pv::Jsonrpl(JsonrplField::Body),
+            ("dlg", Some(f)) => Pv::Dlg(match f {
+                "h_entry" => DlgField::HEntry,
+                "h_id" => DlgField::HId,
+                "callid" => DlgField::CallId,
+                "from_uri" => DlgField::FromUri,
+                "to_uri" => DlgField::ToUri,
+                "from_tag" => DlgField::FromTag,
+                "to_tag" => DlgField::ToTag,
+                "state" => DlgField::State,
+                "start_ts" => DlgField::StartTs,
+                "timeout" => DlgField::Timeout,
+                "end_reason" => DlgField::EndReason,
+                _ => return Err(unknown()),
+            }),
+            ("dlg_var", Some(v)) if !v.is_empty() => Pv::DlgVar(v.to_string()),
             _ => return Err(unknown()),
         })
     }

@@ -305,8 +305,8 @@ impl TmConfig {
     }
 }
 
-/// Settings of a [`crate::SipHost`]: the `[sip]`, `[tm]` and `[usrloc]`
-/// sections together. Deserializes from a document holding those tables.
+/// Settings of a [`crate::SipHost`]: the `[sip]`, `[tm]`, `[usrloc]` and
+/// `[dialog]` sections together. Deserializes from a document holding those tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
@@ -316,6 +316,8 @@ pub struct HostConfig {
     pub tm: TmConfig,
     /// `[usrloc]`: the location table ([`crate::usrloc`]).
     pub usrloc: crate::UsrlocConfig,
+    /// `[dialog]`: dialog tracking ([`crate::dialog`]).
+    pub dialog: crate::DialogConfig,
 }
 
 impl HostConfig {
@@ -324,7 +326,8 @@ impl HostConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.sip.validate()?;
         self.tm.validate()?;
-        self.usrloc.validate()
+        self.usrloc.validate()?;
+        self.dialog.validate()
     }
 }
 

@@ -40,6 +40,11 @@
 //! rules) is held by the host ([`SipHandle::usrloc`]), sized by the
 //! `[usrloc]` section ([`UsrlocConfig`]).
 //!
+//! The dialog table ([`dialog`], Kamailio's dialog module) is held by the
+//! host too ([`SipHandle::dialogs`]), sized by `[dialog]`
+//! ([`DialogConfig`]); its events reach [`Router::dialog_event`], its
+//! admin methods are `dlg.*` ([`dialog::rpc::register`]).
+//!
 //! Modules depend one way: `config` ← `transport` ← `host`; the
 //! transaction table (`tm`) and the message layer depend on neither.
 //!
@@ -49,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod dialog;
 mod edit;
 mod error;
 #[cfg(feature = "test-agent")]
@@ -74,6 +80,7 @@ pub mod usrloc;
 mod values;
 
 pub use config::{ConfigError, HostConfig, SipConfig, TmConfig};
+pub use dialog::{DialogConfig, DialogEvent, DialogInfo, Dialogs, DlgId};
 pub use edit::{Edit, Editor};
 pub use error::{ParseError, Shown};
 pub use header::HeaderName;

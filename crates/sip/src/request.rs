@@ -143,6 +143,13 @@ pub struct Request {
     pub(crate) rr: crate::rr::RrState,
     /// Reply and branch routes armed, and what a failure route is told.
     pub(crate) routes: crate::tx_routes::TxRoutes,
+    /// The dialog it belongs to, once tracked or matched
+    /// ([`crate::Dialogs`]).
+    pub(crate) dialog: Option<crate::dialog::DlgId>,
+    /// It created that dialog (an initial INVITE).
+    pub(crate) dialog_new: bool,
+    /// In-dialog matching was done for it (once per request).
+    pub(crate) dialog_seen: bool,
 }
 
 /// Split a whole header line (`"X-Foo: bar"`, with or without its CRLF)
@@ -195,7 +202,16 @@ impl Request {
             as_received: None,
             rr: Default::default(),
             routes: Default::default(),
+            dialog: None,
+            dialog_new: false,
+            dialog_seen: false,
         }
+    }
+
+    /// The dialog this request belongs to: the one `dlg_manage` created
+    /// for it, or the one it was matched to ([`crate::Dialogs`]).
+    pub fn dialog(&self) -> Option<crate::dialog::DlgId> {
+        self.dialog
     }
 
     /// As [`Request::new`], for a message the host rewrote on arrival

@@ -3,6 +3,7 @@
 //! method has a default that does nothing, so an implementation overrides
 //! only the phases it cares about.
 
+use crate::dialog::DialogEvent;
 use crate::host::SipHandle;
 use crate::message::SipMessage;
 use crate::request::{Request, Source};
@@ -90,5 +91,15 @@ pub trait Router: Send + Sync + 'static {
     /// is forwarded).
     fn failure(&self, host: &SipHandle, req: &mut Request, route: &str) {
         let _ = (host, req, route);
+    }
+
+    /// A dialog event ([`crate::dialog`]): `dialog:start` (the INVITE's
+    /// 2xx went upstream), `dialog:end` (a BYE from either side, the
+    /// lifetime ran out, or it was ended by command) or `dialog:failed`
+    /// (no 2xx), each once per dialog, on the router thread of the call's
+    /// Call-ID, after the message that caused it was handled. Default:
+    /// nothing.
+    fn dialog_event(&self, host: &SipHandle, event: &DialogEvent) {
+        let _ = (host, event);
     }
 }

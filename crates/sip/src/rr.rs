@@ -43,7 +43,7 @@ pub(crate) struct RrState {
     /// The route set after loose routing (`None`: as received).
     routes: Option<Vec<String>>,
     /// Parameters of the Route that named us (with the leading `;`).
-    routed_params: Option<String>,
+    pub(crate) routed_params: Option<String>,
 }
 
 impl RrState {

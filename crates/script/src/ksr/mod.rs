@@ -8,6 +8,7 @@
 //! line in [`MODULES`].
 
 mod core;
+mod dialog;
 mod evapi;
 mod flags;
 mod hdr;
@@ -71,6 +72,7 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("registrar"), registrar::register),
     (Some("sanity"), sanity::register),
     (Some("rr"), rr::register),
+    (Some("dialog"), dialog::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

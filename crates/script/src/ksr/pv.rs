@@ -82,6 +82,8 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
         }
         Pv::TimeNow => Some(PvValue::Int(unix_now())),
         Pv::Jsonrpl(field) => super::jsonrpl(cx.lua, *field),
+        Pv::Dlg(field) => super::dialog::pv_get(cx, *field),
+        Pv::DlgVar(n) => super::dialog::pv_var(cx, n),
         Pv::MsgTime => context::with_state(cx.lua, |s| {
             PvValue::Int(*s.time.get_or_insert_with(unix_now))
         })
@@ -137,6 +139,7 @@ pub(crate) fn set(cx: &Cx<'_>, pv: &Pv, value: Option<PvValue>) -> Result<(), Fa
                 Ok(())
             }
         })??,
+        Pv::DlgVar(n) => super::dialog::pv_set_var(cx, n, value.as_ref())?,
         _ => return Err(Fail::new(format_args!("{pv:?} is not writable"))),
     }
     Ok(())

@@ -51,7 +51,16 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     })?;
     m.func("loose_route", |cx, ()| {
         let host = cx.sip()?;
-        let out = cx.request(|req| req.loose_route(&|h, p| host.is_myself(h, p)))?;
+        let out = cx.request(|req| {
+            let out = req.loose_route(&|h, p| host.is_myself(h, p));
+            // As Kamailio's dialog module, from its rr callback: the
+            // request is matched to its dialog when the route set
+            // decides its next hop.
+            if let (LooseRoute::Driven, Some(d)) = (&out, host.dialogs()) {
+                d.sequential(req);
+            }
+            out
+        })?;
         if let LooseRoute::Error(why) = &out {
             cx.warn(why);
         }

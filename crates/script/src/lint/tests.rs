@@ -133,10 +133,18 @@ fn event_callbacks_nothing_calls() {
         got[0]
     );
     assert!(
-        got[1].contains("modparam(\"dialog\", \"event_callback\""),
+        got[1].contains("ksr_dialog_event() is defined but [dialog] event_callback is empty"),
         "{}",
         got[1]
     );
+    let named = lint(&ScriptConfig {
+        file: PathBuf::from("r.lua"),
+        source: Some(src.into()),
+        event_callback: "ksr_evapi_event".into(),
+        dialog_event_callback: "ksr_dialog_event".into(),
+        ..Default::default()
+    });
+    assert!(named.is_empty(), "{named:#?}");
     let got = lint_src(src, "ksr_evapi_event");
     assert_eq!(got.len(), 1, "{got:#?}");
 }
@@ -209,4 +217,24 @@ fn kamailio_example_script() {
         !text.iter().any(|t| t.contains("defines no function")),
         "{text:#?}"
     );
+}
+
+#[test]
+fn dialog_functions_and_pvs_are_known() {
+    let src = r#"function ksr_request_route()
+        KSR.dialog.dlg_manage()
+        if KSR.dialog.is_known_dlg() > 0 then KSR.dialog.dlg_bye("all") end
+        KSR.dialog.dlg_set_timeout(60)
+        KSR.dialog.dlg_set_timeout_id(60, 1, 2)
+        KSR.dialog.set_dlg_profile("caller", "alice")
+        KSR.dialog.get_profile_size("caller", "alice", "$var(n)")
+        KSR.pv.sets("$dlg_var(account)", "1001")
+        KSR.info(KSR.pv.get("$dlg(h_entry)") .. KSR.pv.get("$dlg(h_id)") .. KSR.pv.get("$dlg(callid)")
+          .. KSR.pv.get("$dlg(from_uri)") .. KSR.pv.get("$dlg(to_uri)") .. KSR.pv.get("$dlg(state)")
+          .. KSR.pv.get("$dlg(start_ts)") .. KSR.pv.get("$dlg(end_reason)"))
+        KSR.pv.get("$dlg(nope)")
+    end"#;
+    let found = lint_src(src, "");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("$dlg(nope)"), "{found:?}");
 }

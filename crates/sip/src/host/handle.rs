@@ -230,6 +230,12 @@ impl SipHandle {
         &self.shared.usrloc
     }
 
+    /// The dialog table (Kamailio's dialog module), shared by every handle
+    /// of this host.
+    pub fn dialogs(&self) -> &Arc<crate::Dialogs> {
+        &self.shared.dialogs
+    }
+
     /// The bound sockets.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         lock(&self.shared.tm).listeners()
@@ -249,9 +255,16 @@ impl SipHandle {
     }
 
     /// Loose routing (Kamailio's `loose_route`) against this host's
-    /// addresses and aliases: see [`Request::loose_route`].
+    /// addresses and aliases: see [`Request::loose_route`]. When the route
+    /// set decides the next hop, the request is matched to its dialog
+    /// ([`crate::Dialogs::sequential`]), as Kamailio's dialog module does
+    /// from its rr callback.
     pub fn loose_route(&self, req: &mut Request) -> crate::LooseRoute {
         let m = &self.shared.myself;
-        req.loose_route(&|h, p| m.contains(h, p))
+        let r = req.loose_route(&|h, p| m.contains(h, p));
+        if r == crate::LooseRoute::Driven {
+            self.shared.dialogs.sequential(req);
+        }
+        r
     }
 }

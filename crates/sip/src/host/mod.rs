@@ -66,6 +66,7 @@ pub(crate) enum Work {
         req: Box<Request>,
         route: String,
     },
+    Dialog(Box<crate::DialogEvent>),
     Stop,
 }
 
@@ -91,6 +92,10 @@ pub(crate) struct Shared {
     pub(crate) myself: crate::myself::Myself,
     /// Requests and replies received, stateless replies sent.
     pub(crate) counters: HostCounters,
+    /// The dialog table (`[dialog]`).
+    pub(crate) dialogs: Arc<crate::Dialogs>,
+    /// Wakes the dialog timer task when an earlier timer is armed.
+    pub(crate) dialog_wake: Notify,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.
@@ -151,6 +156,7 @@ impl Shared {
                         self.tm_op(|tm, now, out| tm.failure_done(id, now, out));
                     }
                 }
+                Action::DialogFinal { dlg, code, data } => self.dialogs.on_final(dlg, code, &data),
             }
         }
     }
@@ -166,6 +172,31 @@ impl Shared {
             }
             e.into_inner()
         })
+    }
+}
+
+/// Where the dialog table sends its BYEs and delivers its events: weak,
+/// as the table is part of what it points to.
+pub(crate) struct DialogSink(pub(crate) std::sync::Weak<Shared>);
+
+impl crate::dialog::Sink for DialogSink {
+    fn send(&self, dest: crate::tm::Dest, data: Bytes) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.net.send(&dest, data, None);
+        }
+    }
+
+    fn event(&self, event: crate::DialogEvent) {
+        if let Some(sh) = self.0.upgrade() {
+            let cid = event.info.callid.clone();
+            let _ = sh.dispatch(cid.as_bytes(), Work::Dialog(Box::new(event)));
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.dialog_wake.notify_one();
+        }
     }
 }
 

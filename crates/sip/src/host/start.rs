@@ -72,7 +72,21 @@ impl SipHost {
         );
         let dns = super::dns::Dns::new(sip, &addrs);
         let (sockets, pending) = bound.split();
+        let dialog_env = crate::dialog::Env {
+            cfg: config.dialog.clone(),
+            t1: config.tm.t1,
+            t2: config.tm.t2,
+            seed: tm.seed(),
+            listeners: addrs.clone(),
+            via_ip: crate::transport::route_ip,
+        };
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
+            dialogs: Arc::new(crate::Dialogs::new(
+                dialog_env,
+                Box::new(super::DialogSink(weak.clone())),
+                epoch,
+            )),
+            dialog_wake: Notify::new(),
             tm: Mutex::new(tm),
             epoch,
             timer_wake: Notify::new(),
@@ -190,6 +204,7 @@ impl BoundHost {
         drop(router);
         let mut tasks = shared.net.start(pending);
         tasks.push(shared.net.spawn(timer_task(Arc::clone(&shared))));
+        tasks.push(shared.net.spawn(dialog_timer_task(Arc::clone(&shared))));
         info!(?addrs, children, "SIP host started");
         Ok(SipHost {
             shared,
@@ -231,6 +246,27 @@ async fn timer_task(sh: Arc<Shared>) {
     }
 }
 
+/// The dialog table's timers (lifetimes, our BYEs' retransmissions):
+/// sleeps until the earliest, woken when an earlier one is armed.
+async fn dialog_timer_task(sh: Arc<Shared>) {
+    loop {
+        let next = sh.dialogs.next_deadline();
+        let sleep = async {
+            match next {
+                Some(t) => {
+                    tokio::time::sleep_until((sh.epoch + Duration::from_millis(t)).into()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sh.net.cancel.cancelled() => break,
+            _ = sh.dialog_wake.notified() => {}
+            _ = sleep => sh.dialogs.on_timer(),
+        }
+    }
+}
+
 fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiver<Work>) {
     let sh = Arc::clone(&h.shared);
     let guarded = |what: &str, f: &mut dyn FnMut()| {
@@ -246,10 +282,14 @@ fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiv
                 let inc = sh.tm_op(|tm, now, out| tm.on_request(&req, now, out));
                 if inc == Incoming::Route {
                     guarded("request", &mut || router.request(&h, &mut req));
+                    sh.dialogs.discard(&req);
                 }
             }
             Work::Reply(b) => {
                 let (msg, src) = *b;
+                if sh.dialogs.on_reply(&msg) {
+                    continue;
+                }
                 let matched = lock(&sh.tm).match_reply(&msg);
                 let Some((id, no)) = matched else {
                     stateless_reply(&sh, &h, &*router, &msg, &src, &guarded);
@@ -273,6 +313,9 @@ fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiv
                 if pass {
                     sh.tm_op(|tm, now, out| tm.on_reply(&msg, now, out));
                 }
+            }
+            Work::Dialog(ev) => {
+                guarded("dialog_event", &mut || router.dialog_event(&h, &ev));
             }
             Work::Failure { id, mut req, route } => {
                 guarded("failure", &mut || router.failure(&h, &mut req, &route));

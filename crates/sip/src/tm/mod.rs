@@ -100,6 +100,13 @@ pub(crate) enum Action {
         req: Box<Request>,
         route: String,
     },
+    /// The final reply `data` (code `code`) went upstream for an INVITE
+    /// whose dialog is tracked: tell the dialog table.
+    DialogFinal {
+        dlg: crate::dialog::DlgId,
+        code: u16,
+        data: Bytes,
+    },
 }
 
 /// What the table needs to know: timer settings (ms), its size, and our
@@ -182,6 +189,11 @@ impl Tm {
             stats: TmStats::default(),
             closing: false,
         }
+    }
+
+    /// The host's random seed (in our branches and tags).
+    pub(crate) fn seed(&self) -> u32 {
+        self.seed
     }
 
     pub(crate) fn listeners(&self) -> Vec<(Transport, SocketAddr)> {

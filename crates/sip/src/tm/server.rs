@@ -397,6 +397,10 @@ impl Tm {
         // The router's reply headers and body, as set on this copy of the
         // request, go into this reply.
         tx.req.take_reply_parts(req);
+        if tx.req.dialog.is_none() {
+            // dlg_manage after the transaction was created.
+            tx.req.dialog = req.dialog;
+        }
         if code < 200 {
             let tag = (code > 100).then(|| self.to_tag(t));
             let tx = self.tx_mut(t)?;
@@ -507,6 +511,13 @@ impl Tm {
             return;
         };
         Self::send(out, &tx.dest, data.clone());
+        if let (Some(dlg), true) = (tx.req.dialog, tx.invite) {
+            out.push(Action::DialogFinal {
+                dlg,
+                code,
+                data: data.clone(),
+            });
+        }
         tx.last = Some(data);
         tx.code = code;
         if tx.state == ServerState::Proceeding {

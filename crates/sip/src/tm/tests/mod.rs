@@ -56,7 +56,7 @@ fn sent(out: &mut Vec<Action>) -> Vec<(SocketAddr, SipMessage)> {
         .drain(..)
         .filter_map(|a| match a {
             Action::Send { dest, data, .. } => Some((dest.addr, SipMessage::parse(data).unwrap())),
-            Action::Failure { .. } => None,
+            Action::Failure { .. } | Action::DialogFinal { .. } => None,
         })
         .collect();
     v

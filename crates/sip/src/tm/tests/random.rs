@@ -133,6 +133,7 @@ proptest! {
             for a in std::mem::take(&mut out) {
                 match a {
                     Action::Failure { id, .. } => tm.failure_done(id, now, &mut out),
+                    Action::DialogFinal { .. } => {}
                     Action::Send { data, .. } => {
                         if let Ok(m) = SipMessage::parse(data) {
                             if m.is_request() && m.top_via().is_ok_and(|v| v.branch.is_some_and(|b| b.starts_with(b"z9hG4bKev"))) {
