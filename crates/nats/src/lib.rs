@@ -1,0 +1,756 @@
+//! The NATS side of the event socket: the same sends as the TCP clients
+//! get, published on NATS subjects, so many SIP nodes and many application
+//! workers share the load, and each worker's answer comes back to the node
+//! that holds the call.
+//!
+//! One rule: `relay` publishes on `<prefix>.relay`,
+//! `multicast(data, tag)` on `<prefix>.multicast.<tag>`,
+//! `unicast(data, tag)` on `<prefix>.unicast.<tag>` (workers subscribe to it
+//! in a queue group, so one of them gets each event). Every message carries
+//! the reply subject `<prefix>.node.<node>`: a worker answers with its
+//! client's `respond`, and the answer reaches [`NatsHandler::reply`] on
+//! this node, which runs it as a TCP client's message would run.
+//!
+//! Nobody listening is known at once: a watched send (the script's async
+//! sends when no TCP client took the event) gets the reply subject
+//! `<prefix>.node.<node>.<n>`, a number of its own; when no subscriber
+//! has the subject, the NATS server answers on that subject with an empty
+//! message of status 503 ("no responders", a feature of the protocol's
+//! headers that async-nats asks for on connect), and the node hands the
+//! event's data to [`NatsHandler::no_responders`]. A worker's answer to
+//! that subject is an ordinary reply.
+//!
+//! While the client is not connected, a send fails at once
+//! ([`SendError::Disconnected`], counted): nothing waits in a buffer for
+//! the next connection. The client reconnects by itself, with backoff
+//! (50 ms doubling to 1.6 s between attempts, forever).
+//!
+//! The crate knows nothing of SIP or scripts: the program implements
+//! [`NatsHandler`], whose methods run on threads of their own
+//! (`nats-worker-N`), never on the I/O runtime.
+
+mod config;
+pub mod rpc;
+#[cfg(feature = "test-server")]
+pub mod testing;
+
+pub use config::{
+    is_publish_subject, is_subscribe_subject, ConfigError, NatsSection, Secret, Subscribe,
+};
+
+use async_nats::{Client, ServerAddr};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lograte::warn_limited;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Sends queued between the script threads and the publishing task; past
+/// it a send fails at once ([`SendError::Busy`]).
+const OUT_QUEUE: usize = 65_536;
+/// Incoming messages queued for the `nats-worker` threads before the
+/// subscriptions wait.
+const IN_QUEUE: usize = 4_096;
+/// How long a watched send's data is kept for a no-responders status
+/// (which comes at once, or never).
+const WATCH_TTL: Duration = Duration::from_secs(5);
+/// Most watched sends kept at once; past it a send is not watched.
+const WATCH_LIMIT: usize = 200_000;
+
+/// Why a send was not handed to the NATS client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The client is not connected to a server now.
+    #[error("not connected to a NATS server")]
+    Disconnected,
+    /// The queue to the publishing task is full.
+    #[error("{OUT_QUEUE} NATS sends already queued")]
+    Busy,
+    /// Empty data is refused, as for the TCP clients.
+    #[error("empty data")]
+    EmptyData,
+    /// The subject (or the tag in it) is not a NATS subject to publish to.
+    #[error("bad subject {0:?}: dot-separated tokens, no wildcards or white space")]
+    BadSubject(String),
+    /// NATS is shut down.
+    #[error("NATS is shut down")]
+    Shutdown,
+}
+
+/// Which of the three sends: the subject is `<prefix>.relay`,
+/// `<prefix>.multicast.<tag>` or `<prefix>.unicast.<tag>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendKind {
+    /// To every worker listening on `<prefix>.relay`.
+    Relay,
+    /// To every worker listening on `<prefix>.multicast.<tag>`.
+    Multicast,
+    /// To one worker of the queue group on `<prefix>.unicast.<tag>`.
+    Unicast,
+}
+
+/// Why NATS could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A value of `[nats]` is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The credentials file cannot be read.
+    #[error("[nats] creds_file = {path:?}: {reason}")]
+    Creds {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The client could not be set up.
+    #[error("cannot start the NATS client: {0}")]
+    Connect(String),
+    /// A subscription could not be made.
+    #[error("cannot subscribe to NATS subject {subject:?}: {reason}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(String, std::io::Error),
+}
+
+/// What NATS delivers to the program. Every method runs on one of the
+/// `nats-worker-N` threads; a panic is caught and logged.
+pub trait NatsHandler: Send + Sync + 'static {
+    /// A worker thread has started (for per-thread state, a script VM).
+    fn thread_started(&self, worker: usize) {
+        let _ = worker;
+    }
+    /// A message arrived on this node's reply subject: a worker's answer.
+    fn reply(&self, payload: &Bytes) {
+        let _ = payload;
+    }
+    /// A watched send reached nobody (NATS had no responders, or the
+    /// client was disconnected when its turn to be published came):
+    /// `data` is what was sent.
+    fn no_responders(&self, data: &Bytes) {
+        let _ = data;
+    }
+    /// A message arrived on a `[[nats.subscribe]]` subject (`subject` as
+    /// configured, wildcards and all).
+    fn message(&self, subject: &str, payload: &Bytes) {
+        let _ = (subject, payload);
+    }
+}
+
+/// What the NATS side has done since start, and whether it is connected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Connected to a server now.
+    pub connected: bool,
+    /// Connections made (the first one and each reconnection).
+    pub connects: u64,
+    /// Connections lost.
+    pub disconnects: u64,
+    /// Messages handed to the client.
+    pub published: u64,
+    /// Sends refused (disconnected, queue full, bad subject, empty).
+    pub send_failed: u64,
+    /// Of those, refused because the client was not connected.
+    pub send_disconnected: u64,
+    /// Watched sends that reached nobody.
+    pub no_responders: u64,
+    /// Answers received on the reply subject.
+    pub replies: u64,
+    /// Messages received on `[[nats.subscribe]]` subjects.
+    pub messages: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connects: AtomicU64,
+    disconnects: AtomicU64,
+    published: AtomicU64,
+    send_failed: AtomicU64,
+    send_disconnected: AtomicU64,
+    no_responders: AtomicU64,
+    replies: AtomicU64,
+    messages: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Out {
+    subject: String,
+    reply: Option<String>,
+    data: Bytes,
+    /// The watch number of a watched send.
+    watch: Option<u64>,
+}
+
+enum Incoming {
+    Reply(Bytes),
+    NoResponders(Bytes),
+    Message(Arc<str>, Bytes),
+}
+
+struct Shared {
+    client: Client,
+    servers: Vec<String>,
+    prefix: String,
+    node: String,
+    /// `<prefix>.node.<node>`
+    reply: String,
+    out: flume::Sender<Out>,
+    watched: Mutex<HashMap<u64, (Bytes, Instant)>>,
+    next_watch: AtomicU64,
+    counters: Counters,
+}
+
+/// A cheap, cloneable handle to send over NATS from any thread. A send
+/// never waits: it is queued for the publishing task or refused at once.
+#[derive(Clone)]
+pub struct NatsHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsHandle")
+            .field("node", &self.shared.node)
+            .field("connected", &self.connected())
+            .finish()
+    }
+}
+
+impl NatsHandle {
+    /// Whether the client is connected to a server now (a read of the
+    /// client's state, no I/O).
+    pub fn connected(&self) -> bool {
+        self.shared.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// The subject prefix.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// `<prefix>.node.<node>`: where answers to this node go.
+    pub fn reply_subject(&self) -> &str {
+        &self.shared.reply
+    }
+
+    /// Publish `data` on `subject`, with `reply` as its reply subject if
+    /// given (`KSR.nats.publish`).
+    pub fn publish(
+        &self,
+        subject: &str,
+        data: &[u8],
+        reply: Option<&str>,
+    ) -> Result<(), SendError> {
+        let r = self.try_publish(subject, data, reply);
+        self.count(&r);
+        r
+    }
+
+    fn try_publish(
+        &self,
+        subject: &str,
+        data: &[u8],
+        reply: Option<&str>,
+    ) -> Result<(), SendError> {
+        if !is_publish_subject(subject) {
+            return Err(SendError::BadSubject(subject.into()));
+        }
+        if let Some(r) = reply {
+            if !is_publish_subject(r) {
+                return Err(SendError::BadSubject(r.into()));
+            }
+        }
+        self.queue(Out {
+            subject: subject.into(),
+            reply: reply.map(Into::into),
+            data: Bytes::copy_from_slice(data),
+            watch: None,
+        })
+    }
+
+    /// The evapi send `kind` of `data` (to `tag` for multicast and
+    /// unicast), with this node's reply subject. `watch`: if nobody
+    /// listens, hand `data` to [`NatsHandler::no_responders`].
+    pub fn send(
+        &self,
+        kind: SendKind,
+        data: &[u8],
+        tag: &[u8],
+        watch: bool,
+    ) -> Result<(), SendError> {
+        let r = self.try_send(kind, data, tag, watch);
+        self.count(&r);
+        r
+    }
+
+    fn try_send(
+        &self,
+        kind: SendKind,
+        data: &[u8],
+        tag: &[u8],
+        watch: bool,
+    ) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Err(SendError::EmptyData);
+        }
+        let s = &*self.shared;
+        let subject = match kind {
+            SendKind::Relay => format!("{}.relay", s.prefix),
+            SendKind::Multicast | SendKind::Unicast => {
+                let tag = std::str::from_utf8(tag)
+                    .ok()
+                    .filter(|t| is_publish_subject(t))
+                    .ok_or_else(|| {
+                        SendError::BadSubject(String::from_utf8_lossy(tag).into_owned())
+                    })?;
+                let what = if kind == SendKind::Multicast {
+                    "multicast"
+                } else {
+                    "unicast"
+                };
+                format!("{}.{what}.{tag}", s.prefix)
+            }
+        };
+        if !self.connected() {
+            return Err(SendError::Disconnected);
+        }
+        let data = Bytes::copy_from_slice(data);
+        let watch = watch.then(|| self.watch(&data)).flatten();
+        let reply = match watch {
+            Some(n) => format!("{}.{n}", s.reply),
+            None => s.reply.clone(),
+        };
+        let r = self.queue(Out {
+            subject,
+            reply: Some(reply),
+            data,
+            watch,
+        });
+        if let (Err(_), Some(n)) = (&r, watch) {
+            self.unwatch(n);
+        }
+        r
+    }
+
+    fn watch(&self, data: &Bytes) -> Option<u64> {
+        let mut w = self
+            .shared
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if w.len() >= WATCH_LIMIT {
+            warn_limited!(
+                limit = WATCH_LIMIT,
+                "too many NATS sends watched for no responders; this one is not"
+            );
+            return None;
+        }
+        let n = self.shared.next_watch.fetch_add(1, Ordering::Relaxed);
+        w.insert(n, (data.clone(), Instant::now()));
+        Some(n)
+    }
+
+    fn unwatch(&self, n: u64) -> Option<Bytes> {
+        let mut w = self
+            .shared
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        w.remove(&n).map(|(d, _)| d)
+    }
+
+    fn queue(&self, out: Out) -> Result<(), SendError> {
+        if !self.connected() {
+            return Err(SendError::Disconnected);
+        }
+        self.shared.out.try_send(out).map_err(|e| match e {
+            flume::TrySendError::Full(_) => SendError::Busy,
+            flume::TrySendError::Disconnected(_) => SendError::Shutdown,
+        })
+    }
+
+    fn count(&self, r: &Result<(), SendError>) {
+        let c = &self.shared.counters;
+        match r {
+            Ok(()) => {}
+            Err(e) => {
+                bump(&c.send_failed);
+                if *e == SendError::Disconnected {
+                    bump(&c.send_disconnected);
+                }
+                tracing::debug!(error = %e, "NATS send refused");
+            }
+        }
+    }
+
+    /// The counters, and the connection state now.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connected: self.connected(),
+            connects: get(&c.connects),
+            disconnects: get(&c.disconnects),
+            published: get(&c.published),
+            send_failed: get(&c.send_failed),
+            send_disconnected: get(&c.send_disconnected),
+            no_responders: get(&c.no_responders),
+            replies: get(&c.replies),
+            messages: get(&c.messages),
+        }
+    }
+
+    /// The servers configured.
+    pub fn servers(&self) -> &[String] {
+        &self.shared.servers
+    }
+}
+
+/// A NATS client set up (it connects in the background), not yet
+/// subscribed: its [`NatsHandle`] exists, so a script engine can be built
+/// with it before the handler that runs its events.
+pub struct Bound {
+    handle: NatsHandle,
+    section: NatsSection,
+    out_rx: flume::Receiver<Out>,
+}
+
+/// The delay before reconnection attempt `attempts` (0-based): 50 ms
+/// doubling to 1.6 s.
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis(50u64 << attempts.min(5))
+}
+
+/// Validate `section` and set up the client. It connects in the
+/// background (a server that is down at start is retried as after a
+/// disconnection), so this returns at once; sends fail until it is
+/// connected.
+pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
+    section.validate()?;
+    let node = section.node_name();
+    let reply = section.reply_subject(&node);
+    let counters = Counters::default();
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("evapi {node}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(reconnect_delay);
+    if !section.user.is_empty() {
+        opts = opts.user_and_password(section.user.clone(), section.password.0.clone());
+    }
+    if !section.token.0.is_empty() {
+        opts = opts.token(section.token.0.clone());
+    }
+    if !section.creds_file.as_os_str().is_empty() {
+        opts = opts
+            .credentials_file(&section.creds_file)
+            .await
+            .map_err(|e| StartError::Creds {
+                path: section.creds_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    if !section.tls_ca.as_os_str().is_empty() {
+        opts = opts
+            .add_root_certificates(section.tls_ca.clone())
+            .require_tls(true);
+    }
+    if !section.tls_cert.as_os_str().is_empty() {
+        opts = opts.add_client_certificate(section.tls_cert.clone(), section.tls_key.clone());
+    }
+    let (events_tx, events_rx) = flume::unbounded::<async_nats::Event>();
+    opts = opts.event_callback(move |e| {
+        let tx = events_tx.clone();
+        async move {
+            let _ = tx.send(e);
+        }
+    });
+    let addrs: Vec<ServerAddr> = section
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e: std::io::Error| StartError::Connect(format!("{s}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let client = opts
+        .connect(addrs)
+        .await
+        .map_err(|e| StartError::Connect(e.to_string()))?;
+    let (out_tx, out_rx) = flume::bounded(OUT_QUEUE);
+    let shared = Arc::new(Shared {
+        client,
+        servers: section.servers.clone(),
+        prefix: section.subject_prefix.clone(),
+        node,
+        reply,
+        out: out_tx,
+        watched: Mutex::new(HashMap::new()),
+        next_watch: AtomicU64::new(1),
+        counters,
+    });
+    let weak = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        while let Ok(e) = events_rx.recv_async().await {
+            let Some(s) = weak.upgrade() else { break };
+            match e {
+                async_nats::Event::Connected => {
+                    bump(&s.counters.connects);
+                    info!(node = %s.node, "NATS connected");
+                }
+                async_nats::Event::Disconnected => {
+                    bump(&s.counters.disconnects);
+                    warn!(node = %s.node, "NATS disconnected; sends over NATS fail until it reconnects");
+                }
+                other => warn_limited!(event = %other, "NATS client event"),
+            }
+        }
+    });
+    Ok(Bound {
+        handle: NatsHandle { shared },
+        section: section.clone(),
+        out_rx,
+    })
+}
+
+/// The running NATS side: the publishing task, the subscriptions and the
+/// worker threads.
+pub struct Nats {
+    handle: NatsHandle,
+    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Bound {
+    /// The handle the running NATS side will use; valid from now on.
+    pub fn handle(&self) -> NatsHandle {
+        self.handle.clone()
+    }
+
+    /// Subscribe to this node's reply subjects and the configured
+    /// subjects, start `threads` (at least 1) worker threads running
+    /// `handler`, and begin publishing.
+    pub async fn start(
+        self,
+        handler: Arc<dyn NatsHandler>,
+        threads: usize,
+    ) -> Result<Nats, StartError> {
+        let Bound {
+            handle,
+            section,
+            out_rx,
+        } = self;
+        let shared = handle.shared.clone();
+        let client = shared.client.clone();
+        let (in_tx, in_rx) = flume::bounded::<Incoming>(IN_QUEUE);
+        let sub = |subject: String, queue: String| {
+            let client = client.clone();
+            async move {
+                let r = if queue.is_empty() {
+                    client.subscribe(subject.clone()).await
+                } else {
+                    client.queue_subscribe(subject.clone(), queue).await
+                };
+                r.map_err(|e| StartError::Subscribe {
+                    subject,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut tasks = Vec::new();
+        // Answers: `<reply>` and, for watched sends, `<reply>.<n>`.
+        for subject in [shared.reply.clone(), format!("{}.*", shared.reply)] {
+            let mut subscriber = sub(subject, String::new()).await?;
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = subscriber.next().await {
+                    let watch = m
+                        .subject
+                        .strip_prefix(shared.reply.as_str())
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .and_then(|n| n.parse::<u64>().ok());
+                    let data = match watch {
+                        Some(n) => {
+                            let mut w = shared.watched.lock().unwrap_or_else(|e| e.into_inner());
+                            w.remove(&n).map(|(d, _)| d)
+                        }
+                        None => None,
+                    };
+                    let event = match m.status {
+                        Some(async_nats::StatusCode::NO_RESPONDERS) => match data {
+                            Some(d) => {
+                                bump(&shared.counters.no_responders);
+                                Incoming::NoResponders(d)
+                            }
+                            None => continue,
+                        },
+                        Some(status) => {
+                            warn_limited!(subject = %m.subject, %status, "NATS status message on the reply subject ignored");
+                            continue;
+                        }
+                        None => {
+                            bump(&shared.counters.replies);
+                            Incoming::Reply(m.payload)
+                        }
+                    };
+                    if tx.send_async(event).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        for s in &section.subscribe {
+            let mut subscriber = sub(s.subject.clone(), s.queue.clone()).await?;
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            let name: Arc<str> = s.subject.as_str().into();
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = subscriber.next().await {
+                    if m.status.is_some() {
+                        continue;
+                    }
+                    bump(&shared.counters.messages);
+                    if tx
+                        .send_async(Incoming::Message(name.clone(), m.payload))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        // Publishing: each send is checked against the state once more
+        // when its turn comes, so none waits in the client's buffer.
+        {
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Ok(out) = out_rx.recv_async().await {
+                    let handle = NatsHandle {
+                        shared: shared.clone(),
+                    };
+                    let sent = if handle.connected() {
+                        let r = match out.reply {
+                            Some(reply) => {
+                                shared
+                                    .client
+                                    .publish_with_reply(out.subject, reply, out.data)
+                                    .await
+                            }
+                            None => shared.client.publish(out.subject, out.data).await,
+                        };
+                        r.map_err(|e| warn_limited!(error = %e, "NATS publish failed"))
+                            .is_ok()
+                    } else {
+                        false
+                    };
+                    if sent {
+                        bump(&shared.counters.published);
+                        continue;
+                    }
+                    bump(&shared.counters.send_failed);
+                    bump(&shared.counters.send_disconnected);
+                    if let Some(d) = out.watch.and_then(|n| handle.unwatch(n)) {
+                        bump(&shared.counters.no_responders);
+                        if tx.send_async(Incoming::NoResponders(d)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        // Forget watched sends nobody said anything about.
+        {
+            let weak = Arc::downgrade(&shared);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let Some(s) = weak.upgrade() else { break };
+                    let now = Instant::now();
+                    s.watched
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|_, (_, at)| now.duration_since(*at) < WATCH_TTL);
+                }
+            }));
+        }
+        drop(in_tx);
+        let mut joins = Vec::new();
+        for n in 0..threads.max(1) {
+            let (rx, handler) = (in_rx.clone(), handler.clone());
+            let name = format!("nats-worker-{n}");
+            let t = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    handler.thread_started(n);
+                    for event in rx.iter() {
+                        let run = std::panic::AssertUnwindSafe(|| match &event {
+                            Incoming::Reply(p) => handler.reply(p),
+                            Incoming::NoResponders(d) => handler.no_responders(d),
+                            Incoming::Message(s, p) => handler.message(s, p),
+                        });
+                        if std::panic::catch_unwind(run).is_err() {
+                            lograte::error_limited!("NATS event handler panicked");
+                        }
+                    }
+                })
+                .map_err(|e| StartError::Thread(name, e))?;
+            joins.push(t);
+        }
+        info!(node = %shared.node, servers = ?shared.servers, reply = %shared.reply, subscriptions = section.subscribe.len(), "NATS started");
+        Ok(Nats {
+            handle,
+            tasks,
+            threads: joins,
+        })
+    }
+}
+
+impl Nats {
+    /// The handle to send with.
+    pub fn handle(&self) -> NatsHandle {
+        self.handle.clone()
+    }
+
+    /// Publish what is queued (at most 1 s), stop the subscriptions and
+    /// the worker threads (each event in hand finishes; at most 5 s), and
+    /// close the connection.
+    pub async fn shutdown(mut self) {
+        let client = self.handle.shared.client.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        let mut threads = std::mem::take(&mut self.threads);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            threads.retain(|t| !t.is_finished());
+            if threads.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
+        info!(node = %self.handle.shared.node, "NATS stopped");
+    }
+}
