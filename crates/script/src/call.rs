@@ -314,6 +314,33 @@ pub(crate) fn run_event(lua: &Lua, cb: &str, ctx: &EventContext<'_>) -> Outcome 
     outcome
 }
 
+/// Run the event callback `cb` for event `name` that came over NATS (a
+/// worker's answer, `evapi:no-responders`), with `msg` as `$evapi(msg)`.
+pub(crate) fn run_nats_event(lua: &Lua, cb: &str, name: &str, msg: &bytes::Bytes) -> Outcome {
+    let event: Rc<EvapiCurrent> = Rc::new(EvapiCurrent {
+        msg: Some(msg.clone()),
+        client: context::NatsSource,
+    });
+    let previous = context::enter(lua, Context::Evapi(event));
+    let outcome = call(lua, cb, name);
+    context::leave(lua, previous);
+    outcome
+}
+
+/// Run the event callback `cb` as `nats:<subject>` for a message of a
+/// `[[nats.subscribe]]` subject, with `payload` as `$natsData`.
+pub(crate) fn run_nats_message(
+    lua: &Lua,
+    cb: &str,
+    subject: &str,
+    payload: &bytes::Bytes,
+) -> Outcome {
+    let previous = context::enter(lua, Context::Nats(payload.clone()));
+    let outcome = call(lua, cb, format!("nats:{subject}"));
+    context::leave(lua, previous);
+    outcome
+}
+
 /// Run the dialog `event_callback` `cb` for `event`, with `$dlg(...)` and
 /// `$dlg_var(...)` reading the dialog as it was then.
 pub(crate) fn run_dialog_event(lua: &Lua, cb: &str, event: &sip::DialogEvent) -> Outcome {

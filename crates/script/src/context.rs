@@ -59,6 +59,38 @@ pub(crate) enum Context {
     /// A dialog event (`[dialog] event_callback`): the dialog as it was
     /// when the event happened; `$dlg_var` writes also go to this copy.
     Dialog(Rc<std::cell::RefCell<sip::DialogInfo>>),
+    /// A message of a `[[nats.subscribe]]` subject: its payload
+    /// (`$natsData`).
+    Nats(Bytes),
+}
+
+/// The "client" of an evapi event that came over NATS: no connection
+/// (`$evapi(conidx)` -1, `$evapi(srcaddr)` "nats"; `close` and `set_tag`
+/// fail).
+pub(crate) struct NatsSource;
+
+impl EventClient for NatsSource {
+    fn via_nats(&self) -> bool {
+        true
+    }
+    fn conidx(&self) -> usize {
+        0
+    }
+    fn peer(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    }
+    fn set_tag(&self, _tag: &[u8]) -> Result<(), evapi::TagError> {
+        Err(evapi::TagError::Gone)
+    }
+    fn close(&self) {}
+}
+
+/// `$natsData`: the payload of the `nats:<subject>` event being handled.
+pub(crate) fn nats_data(lua: &Lua) -> Option<Bytes> {
+    with(lua, |cur| match cur {
+        Context::Nats(b) => Some(b.clone()),
+        _ => None,
+    })
 }
 
 /// The evapi event being handled: its message (message-received only) and
@@ -114,7 +146,7 @@ impl Context {
         match self {
             Context::Evapi(e) => Some(e),
             Context::Sip(s) => s.event.as_ref(),
-            Context::None | Context::Dialog(_) => None,
+            Context::None | Context::Dialog(_) | Context::Nats(_) => None,
         }
     }
 

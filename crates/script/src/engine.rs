@@ -14,7 +14,7 @@
 use crate::call::lua_error_text;
 use crate::context::Context;
 use crate::ksr::Handles;
-use crate::ops::{EventOps, SipOps};
+use crate::ops::{EventOps, NatsOps, SipOps};
 use mlua::{Lua, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -171,7 +171,19 @@ impl Engine {
         sip: Arc<dyn SipOps>,
         registry: Arc<rpc::Registry>,
     ) -> Result<Arc<Engine>, ScriptError> {
-        Self::build(config, Some(events), Some(sip), Some(registry))
+        Self::build(config, Some(events), Some(sip), Some(registry), None)
+    }
+
+    /// As [`Engine::new`], with NATS (`[nats]` on): the evapi sends go
+    /// over NATS too, and `KSR.nats.*` act through `nats`.
+    pub fn with_nats(
+        config: &ScriptConfig,
+        events: Arc<dyn EventOps>,
+        sip: Arc<dyn SipOps>,
+        registry: Arc<rpc::Registry>,
+        nats: Option<Arc<dyn NatsOps>>,
+    ) -> Result<Arc<Engine>, ScriptError> {
+        Self::build(config, Some(events), Some(sip), Some(registry), nats)
     }
 
     /// Read and check the script as [`Engine::new`] does, without an event
@@ -179,7 +191,7 @@ impl Engine {
     /// functions run by the script's top level that need them fail with a
     /// log line.
     pub fn check(config: &ScriptConfig) -> Result<(), ScriptError> {
-        Self::build(config, None, None, None).map(drop)
+        Self::build(config, None, None, None, None).map(drop)
     }
 
     fn build(
@@ -187,6 +199,7 @@ impl Engine {
         events: Option<Arc<dyn EventOps>>,
         sip: Option<Arc<dyn SipOps>>,
         registry: Option<Arc<rpc::Registry>>,
+        nats: Option<Arc<dyn NatsOps>>,
     ) -> Result<Arc<Engine>, ScriptError> {
         let source = match &config.source {
             Some(s) => s.clone(),
@@ -216,7 +229,8 @@ impl Engine {
                     crate::shared::SharedVars::new(&config.htable, config.pike),
                 )
                 .with_maxfwd_limit(config.maxfwd.limit())
-                .with_registry(registry),
+                .with_registry(registry)
+                .with_nats(nats),
             ),
             limits: config.limits,
             packages: crate::packages::Packages {
@@ -350,6 +364,14 @@ impl Engine {
     /// The event handler to give to [`evapi::EventSocket::bind`].
     pub fn evapi_handler(self: &Arc<Self>) -> Arc<dyn evapi::EventHandler> {
         Arc::new(crate::hooks::EvapiHooks::new(self))
+    }
+
+    /// The handler to give to [`nats::Bound::start`]: worker answers and
+    /// `evapi:no-responders` run the evapi `event_callback` as a TCP
+    /// client's message does; `[[nats.subscribe]]` messages run it as
+    /// `nats:<subject>`.
+    pub fn nats_handler(self: &Arc<Self>) -> Arc<dyn nats::NatsHandler> {
+        Arc::new(crate::hooks::NatsHooks::new(self))
     }
 
     /// A new VM with the KSR API, `text` loaded and its top level run.

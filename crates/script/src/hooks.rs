@@ -104,3 +104,44 @@ impl EventHandler for EvapiHooks {
         self.run(ctx);
     }
 }
+
+/// The NATS handler: answers from workers and no-responders run the evapi
+/// `event_callback` as `evapi:message-received` and `evapi:no-responders`
+/// (with `$evapi(srcaddr)` "nats", `$evapi(conidx)` -1); messages of
+/// `[[nats.subscribe]]` run it as `nats:<subject>` with `$natsData`.
+pub(crate) struct NatsHooks(Arc<Engine>);
+
+impl NatsHooks {
+    pub fn new(engine: &Arc<Engine>) -> Self {
+        NatsHooks(engine.clone())
+    }
+
+    fn run(&self, name: &str, msg: &bytes::Bytes) {
+        let Some(cb) = &self.0.event_callback else {
+            return;
+        };
+        if let Some(lua) = self.0.vm() {
+            call::run_nats_event(&lua, cb, name, msg);
+        }
+    }
+}
+
+impl nats::NatsHandler for NatsHooks {
+    fn thread_started(&self, _worker: usize) {
+        let _ = self.0.vm();
+    }
+    fn reply(&self, payload: &bytes::Bytes) {
+        self.run("evapi:message-received", payload);
+    }
+    fn no_responders(&self, data: &bytes::Bytes) {
+        self.run("evapi:no-responders", data);
+    }
+    fn message(&self, subject: &str, payload: &bytes::Bytes) {
+        let Some(cb) = &self.0.event_callback else {
+            return;
+        };
+        if let Some(lua) = self.0.vm() {
+            call::run_nats_message(&lua, cb, subject, payload);
+        }
+    }
+}

@@ -51,6 +51,6 @@ pub use limits::Limits;
 pub use lint::{lint, Finding, Severity};
 pub use maxfwd_section::MaxfwdSection;
 pub use modparams::{HtableSection, ModParamError, PikeSection};
-pub use ops::{EventClient, EventOps, SipOps};
+pub use ops::{EventClient, EventOps, NatsOps, SipOps};
 pub use section::{ScriptSection, SectionError};
 pub use stats::ScriptStats;

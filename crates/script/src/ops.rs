@@ -1,6 +1,7 @@
-//! What the `KSR` functions need from the two crates below: the SIP host
-//! ([`SipOps`]), the event socket ([`EventOps`]) and the client of the
-//! current evapi event ([`EventClient`]).
+//! What the `KSR` functions need from the crates below: the SIP host
+//! ([`SipOps`]), the event socket ([`EventOps`]), NATS ([`NatsOps`], when
+//! `[nats]` is on) and the client of the current evapi event
+//! ([`EventClient`]).
 //!
 //! The engine is given these when it is built, so there is no window in
 //! which a script runs without them. They are traits, not the concrete
@@ -66,9 +67,62 @@ pub trait EventOps: Send + Sync {
     fn tag_count(&self, tag: &[u8]) -> usize;
 }
 
+/// The NATS side of the event socket (`[nats]`): the evapi sends over
+/// NATS, and `KSR.nats.*`. Called on the thread running the script; none
+/// of them waits (a send is queued or refused at once).
+pub trait NatsOps: Send + Sync {
+    /// Whether the client is connected now.
+    fn connected(&self) -> bool;
+    /// Publish `data` on `subject` (reply subject `reply`, if given).
+    fn publish(
+        &self,
+        subject: &str,
+        data: &[u8],
+        reply: Option<&str>,
+    ) -> Result<(), nats::SendError>;
+    /// An evapi send over NATS; `watch`: report no responders with
+    /// `evapi:no-responders`.
+    fn send(
+        &self,
+        kind: nats::SendKind,
+        data: &[u8],
+        tag: &[u8],
+        watch: bool,
+    ) -> Result<(), nats::SendError>;
+}
+
+impl NatsOps for nats::NatsHandle {
+    fn connected(&self) -> bool {
+        nats::NatsHandle::connected(self)
+    }
+    fn publish(
+        &self,
+        subject: &str,
+        data: &[u8],
+        reply: Option<&str>,
+    ) -> Result<(), nats::SendError> {
+        nats::NatsHandle::publish(self, subject, data, reply)
+    }
+    fn send(
+        &self,
+        kind: nats::SendKind,
+        data: &[u8],
+        tag: &[u8],
+        watch: bool,
+    ) -> Result<(), nats::SendError> {
+        nats::NatsHandle::send(self, kind, data, tag, watch)
+    }
+}
+
 /// The client of the evapi event being handled (`KSR.evapi.close`,
 /// `KSR.evapi.set_tag`, `$evapi(srcaddr)`, ...).
 pub trait EventClient {
+    /// Whether the event came over NATS (a worker's answer,
+    /// `evapi:no-responders`): then `$evapi(srcaddr)` is `"nats"`,
+    /// `$evapi(conidx)` -1, and `close`/`set_tag` fail with -1.
+    fn via_nats(&self) -> bool {
+        false
+    }
     /// Its connection index.
     fn conidx(&self) -> usize;
     /// Its address and port.

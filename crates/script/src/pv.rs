@@ -175,6 +175,8 @@ pub enum Pv {
     Sht(String, String),
     /// `$evapi(...)`
     Evapi(EvField),
+    /// `$natsData`: the payload of a `nats:<subject>` event
+    NatsData,
     /// `$rb` the message body
     Body,
     /// `$ct` the first Contact header's value
@@ -289,6 +291,7 @@ impl Pv {
             ("evapi", Some("srcaddr")) => Pv::Evapi(EvField::SrcAddr),
             ("evapi", Some("srcport")) => Pv::Evapi(EvField::SrcPort),
             ("evapi", Some("conidx")) => Pv::Evapi(EvField::ConIdx),
+            ("natsData", None) => Pv::NatsData,
             ("jsonrpl", Some("code")) => Pv::Jsonrpl(JsonrplField::Code),
             ("jsonrpl", Some("text")) => Pv::Jsonrpl(JsonrplField::Text),
             ("jsonrpl", Some("body")) => Pv::Jsonrpl(JsonrplField::Body),

@@ -10,38 +10,57 @@
 //! -1 when nothing was suspended, -2 when the send failed after the
 //! suspension (so the script can still reply). `close` and `set_tag` act on
 //! the client of the current evapi event.
+//!
+//! With `[nats]` on, every send also goes over NATS (`<prefix>.relay`,
+//! `<prefix>.multicast.<tag>`, `<prefix>.unicast.<tag>`), and returns 1
+//! when a TCP client or the NATS client took it; -1 (-2 after a
+//! suspension) when neither did (no TCP client matched and NATS is
+//! disconnected, say). An async send that no TCP client took is watched:
+//! if nobody listens on NATS, `evapi:no-responders` runs with its data.
+//! `close` and `set_tag` return -1 for an event that came over NATS.
 
 use super::module::{Cx, Fail, Module};
 use crate::context::{self, RouteKind};
 use crate::ops::EventOps;
 use evapi::SendError;
 use mlua::LuaString;
+use nats::SendKind;
 
 /// One of the event socket's ways to send: (handle, data, tag).
 type SendFn = fn(&dyn EventOps, &[u8], &[u8]) -> Result<usize, SendError>;
 
-/// The four ways to send, by their KEMI names (plain, async), and whether
-/// they take a tag. `*_rr` are ours: unicast taking the clients of a tag in
-/// turn.
-const SENDS: [(&str, &str, SendFn, bool); 4] = [
-    ("relay", "async_relay", |h, d, _| h.relay(d), false),
+/// The four ways to send, by their KEMI names (plain, async), whether
+/// they take a tag, and the NATS send they make when `[nats]` is on.
+/// `*_rr` are ours: unicast taking the clients of a tag in turn (over
+/// NATS, the workers' queue group spreads the load).
+const SENDS: [(&str, &str, SendFn, bool, SendKind); 4] = [
+    (
+        "relay",
+        "async_relay",
+        |h, d, _| h.relay(d),
+        false,
+        SendKind::Relay,
+    ),
     (
         "relay_multicast",
         "async_multicast",
         |h, d, t| h.multicast(d, t),
         true,
+        SendKind::Multicast,
     ),
     (
         "relay_unicast",
         "async_unicast",
         |h, d, t| h.unicast(d, t),
         true,
+        SendKind::Unicast,
     ),
     (
         "relay_unicast_rr",
         "async_unicast_rr",
         |h, d, t| h.unicast_round_robin(d, t),
         true,
+        SendKind::Unicast,
     ),
 ];
 
@@ -57,7 +76,7 @@ fn suspend(cx: &Cx<'_>) -> Result<(), Fail> {
 }
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
-    for (plain, async_name, send, tagged) in SENDS {
+    for (plain, async_name, send, tagged, kind) in SENDS {
         for (name, suspends) in [(plain, false), (async_name, true)] {
             m.func(
                 name,
@@ -70,21 +89,49 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
                     let events = cx.events()?;
                     if suspends {
                         suspend(cx)?;
-                        send(events, &data, tag).map_err(|e| Fail::from(e).code(-2))?;
-                    } else {
-                        send(events, &data, tag)?;
                     }
-                    Ok(1)
+                    // After a suspension, -2: the script can still reply.
+                    let code = if suspends { -2 } else { -1 };
+                    let tcp = send(events, &data, tag);
+                    let Some(nats) = cx.nats() else {
+                        tcp.map_err(|e| Fail::from(e).code(code))?;
+                        return Ok(1);
+                    };
+                    // With NATS: 1 when a TCP client or the NATS client
+                    // took the event. An async send no TCP client took is
+                    // watched: nobody listening on NATS runs
+                    // evapi:no-responders with its data.
+                    let taken = matches!(tcp, Ok(n) if n > 0);
+                    match nats.send(kind, &data, tag, suspends && !taken) {
+                        Ok(()) => Ok(1),
+                        Err(_) if taken => Ok(1),
+                        Err(e) => Err(match tcp {
+                            Err(t) => Fail::new(format_args!("{t}; over NATS: {e}")),
+                            Ok(_) => Fail::new(format_args!(
+                                "no event client took it, and over NATS: {e}"
+                            )),
+                        }
+                        .code(code)),
+                    }
                 },
             )?;
         }
     }
     m.func("close", |cx, ()| {
-        cx.event()?.client.close();
+        let event = cx.event()?;
+        if event.client.via_nats() {
+            return Err(Fail::new(
+                "the event came over NATS: no connection to close",
+            ));
+        }
+        event.client.close();
         Ok(1)
     })?;
     m.func("set_tag", |cx, tag: LuaString| {
         let event = cx.event()?;
+        if event.client.via_nats() {
+            return Err(Fail::new("the event came over NATS: no connection to tag"));
+        }
         event
             .client
             .set_tag(&tag.as_bytes())

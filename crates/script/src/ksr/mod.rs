@@ -20,6 +20,7 @@ mod kx;
 mod log;
 mod maxfwd;
 mod module;
+mod nats;
 mod pike;
 mod pv;
 mod registrar;
@@ -73,6 +74,7 @@ const MODULES: &[(Option<&str>, Register)] = &[
     (Some("sanity"), sanity::register),
     (Some("rr"), rr::register),
     (Some("dialog"), dialog::register),
+    (Some("nats"), nats::register),
 ];
 
 /// Install `KSR` and `package.preload.cjson` on a new VM.

@@ -14,7 +14,7 @@
 //! - a Lua error (`KSR.x.exit()`, a bad argument type) passes through.
 
 use crate::context::{self, EvapiCurrent, NotHere};
-use crate::ops::{EventOps, SipOps};
+use crate::ops::{EventOps, NatsOps, SipOps};
 use crate::route_state::TooManyValues;
 use crate::shared::SharedVars;
 use evapi::{SendError, TagError};
@@ -37,6 +37,8 @@ pub(crate) struct Handles {
     /// The admin RPC registry (`KSR.jsonrpcs.exec`); `None` only when the
     /// script is being checked.
     registry: Option<Arc<rpc::Registry>>,
+    /// NATS (`[nats]`); `None` when it is off.
+    nats: Option<Arc<dyn NatsOps>>,
 }
 
 impl Handles {
@@ -56,7 +58,14 @@ impl Handles {
             shared,
             maxfwd_limit: crate::maxfwd_section::DEFAULT_MAX_LIMIT as u8,
             registry: None,
+            nats: None,
         }
+    }
+
+    /// With NATS (`[nats]` on).
+    pub fn with_nats(mut self, nats: Option<Arc<dyn NatsOps>>) -> Self {
+        self.nats = nats;
+        self
     }
 
     /// With the admin RPC registry `KSR.jsonrpcs.exec` calls.
@@ -120,6 +129,7 @@ macro_rules! fail_from {
     )*};
 }
 fail_from!(
+    nats::SendError,
     TmError,
     SendError,
     TagError,
@@ -193,6 +203,11 @@ impl<'a> Cx<'a> {
             .events
             .as_deref()
             .ok_or_else(|| Fail::new("no event socket (the script is only being checked)"))
+    }
+
+    /// NATS, when `[nats]` is on.
+    pub fn nats(&self) -> Option<&'a dyn NatsOps> {
+        self.handles.nats.as_deref()
     }
 
     /// The admin RPC registry.

@@ -75,11 +75,15 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
             let ev = context::event(cx.lua).ok()?;
             Some(match field {
                 EvField::Msg => PvValue::Str(ev.msg.as_ref()?.to_vec()),
+                EvField::SrcAddr if ev.client.via_nats() => PvValue::from("nats"),
                 EvField::SrcAddr => PvValue::from(ev.client.peer().ip().to_string().as_str()),
+                EvField::SrcPort if ev.client.via_nats() => PvValue::Int(0),
                 EvField::SrcPort => PvValue::Int(ev.client.peer().port().into()),
+                EvField::ConIdx if ev.client.via_nats() => PvValue::Int(-1),
                 EvField::ConIdx => PvValue::Int(ev.client.conidx() as i64),
             })
         }
+        Pv::NatsData => Some(PvValue::Str(context::nats_data(cx.lua)?.to_vec())),
         Pv::TimeNow => Some(PvValue::Int(unix_now())),
         Pv::Jsonrpl(field) => super::jsonrpl(cx.lua, *field),
         Pv::Dlg(field) => super::dialog::pv_get(cx, *field),

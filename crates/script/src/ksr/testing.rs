@@ -137,6 +137,7 @@ impl SipOps for FakeSip {
 pub(crate) struct FakeEvents {
     sent: Mutex<Vec<String>>,
     fail: AtomicBool,
+    nobody: AtomicBool,
 }
 
 impl FakeEvents {
@@ -148,9 +149,16 @@ impl FakeEvents {
     pub fn fail_next(&self) {
         self.fail.store(true, Ordering::SeqCst);
     }
+    /// Whether sends find no client (0) from now on.
+    pub fn set_nobody(&self, nobody: bool) {
+        self.nobody.store(nobody, Ordering::SeqCst);
+    }
     fn send(&self, what: &str, data: &[u8], tag: &[u8]) -> Result<usize, SendError> {
         if self.fail.swap(false, Ordering::SeqCst) {
             return Err(SendError::QueueFull { limit: 1 });
+        }
+        if self.nobody.load(Ordering::SeqCst) {
+            return Ok(0);
         }
         let mut line = format!("{what} {}", String::from_utf8_lossy(data));
         if !tag.is_empty() {
@@ -179,6 +187,59 @@ impl EventOps for FakeEvents {
     }
     fn tag_count(&self, _: &[u8]) -> usize {
         2
+    }
+}
+
+/// NATS that records what was sent ("send unicast ev t watched",
+/// "publish s d r"); refuses everything while disconnected.
+#[derive(Default)]
+pub(crate) struct FakeNats {
+    sent: Mutex<Vec<String>>,
+    down: AtomicBool,
+}
+
+impl FakeNats {
+    /// The sends so far, emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.sent))
+    }
+    /// Connected (false) or not (true) from now on.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl crate::ops::NatsOps for FakeNats {
+    fn connected(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+    fn publish(
+        &self,
+        subject: &str,
+        data: &[u8],
+        reply: Option<&str>,
+    ) -> Result<(), nats::SendError> {
+        if !self.connected() {
+            return Err(nats::SendError::Disconnected);
+        }
+        let data = String::from_utf8_lossy(data);
+        lock(&self.sent).push(format!("publish {subject} {data} {}", reply.unwrap_or("-")));
+        Ok(())
+    }
+    fn send(
+        &self,
+        kind: nats::SendKind,
+        data: &[u8],
+        tag: &[u8],
+        watch: bool,
+    ) -> Result<(), nats::SendError> {
+        if !self.connected() {
+            return Err(nats::SendError::Disconnected);
+        }
+        let (data, tag) = (String::from_utf8_lossy(data), String::from_utf8_lossy(tag));
+        let watched = if watch { " watched" } else { "" };
+        lock(&self.sent).push(format!("send {kind:?} {data} {tag}{watched}"));
+        Ok(())
     }
 }
 
@@ -312,6 +373,39 @@ impl Vm {
             Some(events.clone() as Arc<dyn EventOps>),
         );
         Vm::with(sip, events, Arc::new(handles.with_registry(Some(registry))))
+    }
+
+    /// A VM as [`Vm::new`], with NATS on through `nats`.
+    pub fn with_nats(nats: Arc<FakeNats>) -> Vm {
+        let sip = Arc::new(FakeSip::default());
+        let events = Arc::new(FakeEvents::default());
+        let handles = Handles::new(
+            Some(sip.clone() as Arc<dyn SipOps>),
+            Some(events.clone() as Arc<dyn EventOps>),
+        )
+        .with_nats(Some(nats as Arc<dyn crate::ops::NatsOps>));
+        Vm::with(sip, events, Arc::new(handles))
+    }
+
+    /// Run `f` inside an event that came over NATS (message `msg`).
+    pub fn in_nats_event<R>(&self, msg: &str, f: impl FnOnce(&Vm) -> R) -> R {
+        let event: Rc<EvapiCurrent> = Rc::new(EvapiCurrent {
+            msg: Some(bytes::Bytes::copy_from_slice(msg.as_bytes())),
+            client: context::NatsSource,
+        });
+        let previous = context::enter(&self.lua, Context::Evapi(event));
+        let r = f(self);
+        context::leave(&self.lua, previous);
+        r
+    }
+
+    /// Run `f` inside a `nats:<subject>` event with payload `data`.
+    pub fn in_nats_message<R>(&self, data: &str, f: impl FnOnce(&Vm) -> R) -> R {
+        let cx = Context::Nats(bytes::Bytes::copy_from_slice(data.as_bytes()));
+        let previous = context::enter(&self.lua, cx);
+        let r = f(self);
+        context::leave(&self.lua, previous);
+        r
     }
 
     /// A VM with no handles, as for a script being checked.
