@@ -8,6 +8,10 @@
 --   {"tindex":12,"tlabel":3456,"dst":"sip:127.0.0.1:5080"}         -> relay the call there
 --     (record-routed: its ACK, BYE and re-INVITEs come through us too)
 -- With no event client connected, INVITEs get 503 at once instead of waiting.
+-- With [nats] on (docs/scale-out.md), the events also go to NATS workers
+-- (subject evapi.relay; a worker answers with msg.respond(...)), and when
+-- nobody listens there either the call gets 503 within milliseconds
+-- (evapi:no-responders).
 -- A call nobody answers ends with 408 when [tm] fr_inv_timer runs out.
 
 local cjson = require("cjson")
@@ -47,7 +51,7 @@ function ksr_request_route()
         return
     end
 
-    if KSR.evapi.client_count() == 0 then
+    if KSR.evapi.client_count() == 0 and KSR.nats.connected() < 0 then
         KSR.sl.send_reply(503, "No Event Client")
         return
     end
@@ -81,7 +85,19 @@ function ksr_evapi_event(evname)
         KSR.info("event client " .. KSR.pv.get("$evapi(conidx)") .. " disconnected")
         return
     end
-    -- evapi:message-received
+    if evname == "evapi:no-responders" then
+        -- [nats]: no event client and no NATS worker took the event: its
+        -- data is in $evapi(msg); answer the call now.
+        local ok, ev = pcall(cjson.decode, KSR.pv.get("$evapi(msg)"))
+        if ok and type(ev) == "table" and ev.tindex ~= nil and ev.tlabel ~= nil then
+            KSR.pv.seti("$var(code)", 503)
+            KSR.pv.sets("$var(reason)", "No Event Client")
+            KSR.pv.sets("$var(dst)", "")
+            KSR.tmx.t_continue(ev.tindex, ev.tlabel, "ksr_evapi_resume")
+        end
+        return
+    end
+    -- evapi:message-received (from a TCP client, or a NATS worker's answer)
     local text = KSR.pv.get("$evapi(msg)")
     local ok, answer = pcall(cjson.decode, text)
     if not ok or type(answer) ~= "table" or answer.tindex == nil or answer.tlabel == nil then

@@ -43,6 +43,9 @@ pub struct FileConfig {
     /// `[dialog]`: dialog tracking; owned, defaulted and checked by the
     /// sip crate.
     pub dialog: sip::DialogConfig,
+    /// `[nats]`: scale-out over NATS (off unless `servers` is set); owned,
+    /// defaulted and checked by the nats crate.
+    pub nats: nats::NatsSection,
 }
 
 /// `[log]`: the binary's own section.
@@ -139,8 +142,9 @@ impl Loaded {
 }
 
 /// The sections of the file, in the order the docs list them.
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "sip", "script", "evapi", "tm", "maxfwd", "log", "htable", "pike", "usrloc", "http", "dialog",
+    "nats",
 ];
 
 /// Parse config text, then let each section check itself (the same checks
@@ -163,6 +167,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<FileConfig> {
         pike: r.section("pike", script::PikeSection::validate),
         http: r.section("http", admin::HttpConfig::validate),
         dialog: r.section("dialog", sip::DialogConfig::validate),
+        nats: r.section("nats", nats::NatsSection::validate),
     };
     if !r.problems.is_empty() {
         anyhow::bail!("{}", render(origin, r.problems));
@@ -232,6 +237,7 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
                     *p = base.join(p.as_str()).display().to_string();
                 }
             }
+            file.nats.resolve_paths(base);
             Ok(Loaded {
                 origin,
                 file,

@@ -41,12 +41,28 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         let bound_sip = SipHost::bind(loaded.host_config())
             .await
             .context("cannot start the SIP host")?;
-        let engine = Engine::new(
+        // [nats]: the client connects in the background; its handle is
+        // the engine's before any event can reach the script.
+        let bound_nats = match loaded.file.nats.enabled() {
+            true => Some(
+                nats::connect(&loaded.file.nats)
+                    .await
+                    .context("cannot start NATS")?,
+            ),
+            false => None,
+        };
+        let engine = Engine::with_nats(
             &loaded.script_config(),
             Arc::new(bound_events.handle()),
             Arc::new(bound_sip.handle()),
             registry.clone(),
+            bound_nats
+                .as_ref()
+                .map(|b| Arc::new(b.handle()) as Arc<dyn script::NatsOps>),
         )?;
+        if let Some(b) = &bound_nats {
+            nats::rpc::register(&registry, b.handle());
+        }
         sip::rpc::register(&registry, bound_sip.handle());
         sip::dialog::rpc::register(&registry, bound_sip.handle().dialogs().clone());
         evapi::rpc::register(&registry, bound_events.handle());
@@ -60,6 +76,15 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         let host = bound_sip
             .start(engine.sip_router())
             .context("cannot start the SIP host")?;
+        let nats = match bound_nats {
+            Some(b) => Some(
+                b.start(engine.nats_handler(), loaded.file.evapi.workers.max(1))
+                    .await
+                    .context("cannot start NATS")?,
+            ),
+            None => None,
+        };
+        let nats_node = nats.as_ref().map(|n| n.handle().node().to_string());
         let sip_addrs: Vec<String> = host
             .local_addrs()
             .iter()
@@ -74,6 +99,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             sip = %sip_addrs.join(" "),
             events = %events.local_addr(),
             http = %http_addr.as_deref().unwrap_or("off"),
+            nats = %nats_node.as_deref().unwrap_or("off"),
             "evapi running"
         );
         if let Some(h) = &http {
@@ -98,6 +124,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             "shutting down"
         );
         host.shutdown().await;
+        if let Some(n) = nats {
+            n.shutdown().await;
+        }
         events.shutdown().await;
         // The hooks hold only a weak reference to the engine: it lives
         // until here, past the last message either side can deliver.

@@ -233,16 +233,6 @@ impl NatsSection {
                 "give one of user/password, token or creds_file, not several",
             ));
         }
-        for (key, path) in [
-            ("creds_file", &self.creds_file),
-            ("tls_ca", &self.tls_ca),
-            ("tls_cert", &self.tls_cert),
-            ("tls_key", &self.tls_key),
-        ] {
-            if !path.as_os_str().is_empty() && !path.is_file() {
-                return Err(bad(key, path.display().to_string(), "no such file"));
-            }
-        }
         if self.tls_cert.as_os_str().is_empty() != self.tls_key.as_os_str().is_empty() {
             let (key, path) = if self.tls_cert.as_os_str().is_empty() {
                 ("tls_key", &self.tls_key)
@@ -279,6 +269,36 @@ impl NatsSection {
             ));
         }
         Ok(())
+    }
+
+    /// Check that the files named exist (at start, once relative paths
+    /// are resolved against the config file's folder).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("creds_file", &self.creds_file),
+            ("tls_ca", &self.tls_ca),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+        ] {
+            if !path.as_os_str().is_empty() && !path.is_file() {
+                return Err(bad(key, path.display().to_string(), "no such file"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths, resolved against `base` when relative.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for p in [
+            &mut self.creds_file,
+            &mut self.tls_ca,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+        ] {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
     }
 
     /// `<prefix>.node.<node>`: where the workers' answers come back.
@@ -350,9 +370,16 @@ mod tests {
             password = "p"
             token = "t""#)
         .contains("not several"));
-        assert!(err(r#"servers = ["nats://h:1"]
-            tls_ca = "/no/such/ca.pem""#)
-        .starts_with(r#"[nats] tls_ca = "/no/such/ca.pem": no such file"#));
+        let s = section(
+            r#"servers = ["nats://h:1"]
+            tls_ca = "/no/such/ca.pem""#,
+        );
+        s.validate().unwrap();
+        let e = s.check_files().unwrap_err().to_string();
+        assert!(
+            e.starts_with(r#"[nats] tls_ca = "/no/such/ca.pem": no such file"#),
+            "{e}"
+        );
         assert!(err(r#"servers = ["nats://h:1"]
             [[subscribe]]
             subject = "a..b""#)

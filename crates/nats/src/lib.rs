@@ -445,6 +445,7 @@ pub fn reconnect_delay(attempts: usize) -> Duration {
 /// connected.
 pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
     section.validate()?;
+    section.check_files()?;
     let node = section.node_name();
     let reply = section.reply_subject(&node);
     let counters = Counters::default();

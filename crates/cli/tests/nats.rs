@@ -1,0 +1,396 @@
+//! Scale-out over NATS with the real binary, a real nats-server on
+//! loopback and the default script: two nodes, workers in one queue group
+//! (Rust, async-nats), SIP calls against both nodes. Every call is answered
+//! by whichever worker took its event and resumed on the node that holds
+//! it; nobody listening is a 503 at once; the server stopped and restarted
+//! mid-load, a worker killed, a node killed.
+//!
+//! Without nats-server these tests print SKIPPED, unless
+//! `EVAPI_REQUIRE_NATS=1` (set by .ci/run): then they fail.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use nats::testing::NatsServer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A node running the default script with `[nats]` on.
+fn node(server: &NatsServer, name: &str) -> Evapi {
+    let cfg = format!(
+        "{}\n[nats]\nservers = [\"{}\"]\nnode = \"{name}\"\n",
+        config("workers = 2"),
+        server.url()
+    );
+    let ev = Evapi::start(&cfg, DEFAULT_SCRIPT);
+    ev.wait_log("NATS connected");
+    ev
+}
+
+/// An application worker: subscribed to `evapi.relay` in the queue group
+/// `workers`, it answers each invite event with 486 and its own name in
+/// the reason (or holds the event without answering while `hold` is set).
+struct Worker {
+    answered: Arc<AtomicUsize>,
+    hold: Arc<AtomicBool>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(url: &str, name: &str) -> Worker {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let hold = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (url, name) = (url.to_string(), name.to_string());
+        let (a, h) = (answered.clone(), hold.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = async_nats::ConnectOptions::new()
+                    .reconnect_delay_callback(nats::reconnect_delay)
+                    .connect(url.as_str())
+                    .await
+                    .unwrap();
+                let mut sub = client
+                    .queue_subscribe("evapi.relay", "workers".into())
+                    .await
+                    .unwrap();
+                client.flush().await.unwrap();
+                ready_tx.send(()).unwrap();
+                let serve = async {
+                    while let Some(m) = sub.next().await {
+                        if h.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        let ev: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                        let answer = serde_json::json!({
+                            "tindex": ev["tindex"], "tlabel": ev["tlabel"],
+                            "code": 486, "reason": format!("Busy {name}"),
+                        });
+                        let reply = m.reply.expect("a reply subject");
+                        assert!(reply.starts_with("evapi.node."), "{reply}");
+                        client
+                            .publish(reply, answer.to_string().into())
+                            .await
+                            .unwrap();
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                };
+                let stopped = tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                });
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+                // Killed: the connection just goes, no unsubscribe, no drain.
+            });
+        });
+        ready_rx.recv_timeout(WAIT).expect("the worker subscribed");
+        Worker {
+            answered,
+            hold,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    fn kill(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A caller: sends INVITEs, collects the final reply of each (ACKed).
+struct Caller {
+    uac: Agent,
+    invites: HashMap<String, (String, SocketAddr)>,
+    finals: HashMap<String, (u16, String, SocketAddr)>,
+}
+
+impl Caller {
+    fn new() -> Caller {
+        Caller {
+            uac: Agent::udp("127.0.0.1:0").unwrap(),
+            invites: HashMap::new(),
+            finals: HashMap::new(),
+        }
+    }
+
+    fn call(&mut self, to: SocketAddr, call_id: &str) {
+        let inv = self.uac.invite(to, call_id, call_id).unwrap();
+        self.invites.insert(call_id.to_string(), (inv, to));
+    }
+
+    /// Wait until every call sent has its final reply (bounded by
+    /// `limit`); returns how many are still without one.
+    fn collect(&mut self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        while self.finals.len() < self.invites.len() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let Some((m, from)) = self.uac.recv(left) else {
+                break;
+            };
+            let (Some(code), Ok(cid)) = (m.status(), m.call_id()) else {
+                continue;
+            };
+            if code < 200 {
+                continue;
+            }
+            let text = sip::testing::text(&m);
+            let cid = String::from_utf8_lossy(cid).into_owned();
+            if let Some((inv, to)) = self.invites.get(&cid) {
+                self.uac.ack_for(*to, inv, &text).unwrap();
+            }
+            let reason = String::from_utf8_lossy(m.reason().unwrap_or_default()).into_owned();
+            self.finals.entry(cid).or_insert((code, reason, from));
+        }
+        self.invites.len() - self.finals.len()
+    }
+
+    fn final_of(&self, call_id: &str) -> &(u16, String, SocketAddr) {
+        self.finals
+            .get(call_id)
+            .unwrap_or_else(|| panic!("no final reply for {call_id}"))
+    }
+}
+
+fn nats_status(ev: &Evapi) -> serde_json::Value {
+    let url = format!("http://{}", ev.http.expect("http on"));
+    let (code, out, err) = ctl(&["--json", "--url", &url, "nats.status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn two_nodes_two_workers_every_call_answered_on_its_node() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (node(&server, "a"), node(&server, "b"));
+    let w1 = Worker::start(&server.url(), "w1");
+    let w2 = Worker::start(&server.url(), "w2");
+    let mut caller = Caller::new();
+    const CALLS: usize = 60;
+    for i in 0..CALLS {
+        caller.call(a.udp, &format!("to-a-{i}"));
+        caller.call(b.udp, &format!("to-b-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0, "every call has its final reply");
+    for i in 0..CALLS {
+        for (n, ev) in [("a", &a), ("b", &b)] {
+            let (code, reason, from) = caller.final_of(&format!("to-{n}-{i}"));
+            assert_eq!(*code, 486, "{reason}");
+            assert!(reason == "Busy w1" || reason == "Busy w2", "{reason}");
+            assert_eq!(*from, ev.udp, "the reply comes from the node called");
+        }
+    }
+    // Each event went to one worker of the group; both took a share.
+    assert_eq!(w1.answered() + w2.answered(), 2 * CALLS);
+    assert!(w1.answered() > 0 && w2.answered() > 0);
+    for ev in [&a, &b] {
+        assert_eq!(ev.log_count("no suspended call"), 0, "no answer strayed");
+        let s = nats_status(ev);
+        assert_eq!(s["connected"], 1, "{s}");
+        assert_eq!(s["replies"], CALLS as u64, "{s}");
+        assert_eq!(s["no_responders"], 0, "{s}");
+    }
+}
+
+#[test]
+fn nobody_listening_is_503_at_once_and_tcp_clients_still_work() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let a = node(&server, "a");
+    let mut caller = Caller::new();
+    // No worker, no TCP client: NATS says no responders, the default
+    // script answers 503 (not 408 after fr_inv_timer).
+    caller.call(a.udp, "nobody");
+    assert_eq!(caller.collect(WAIT), 0);
+    let (code, reason, _) = caller.final_of("nobody");
+    assert_eq!((*code, reason.as_str()), (503, "No Event Client"));
+    assert_eq!(nats_status(&a)["no_responders"], 1);
+
+    // A TCP client beside NATS gets the event as before and decides; its
+    // send is not watched, so no no-responders either.
+    let mut client = EventClient::connect(a.events);
+    a.wait_log("event client 0 connected");
+    caller.call(a.udp, "tcp");
+    let event = recv_json(&mut client);
+    assert_eq!(event["callid"], "tcp");
+    client.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"code":480,"reason":"From TCP"}}"#,
+        event["tindex"], event["tlabel"]
+    ));
+    assert_eq!(caller.collect(WAIT), 0);
+    assert_eq!(caller.final_of("tcp").0, 480);
+    assert_eq!(nats_status(&a)["no_responders"], 1);
+}
+
+#[test]
+fn nats_server_stopped_and_restarted_mid_load() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let a = node(&server, "a");
+    let w1 = Worker::start(&server.url(), "w1");
+    let mut caller = Caller::new();
+    for i in 0..20 {
+        caller.call(a.udp, &format!("before-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0);
+    assert!((0..20).all(|i| caller.final_of(&format!("before-{i}")).0 == 486));
+
+    // Down: the node's sends fail at once; with no TCP client either, the
+    // default script answers 503 at once; a TCP client still works.
+    server.stop();
+    a.wait_log("NATS disconnected");
+    for i in 0..10 {
+        caller.call(a.udp, &format!("down-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0);
+    for i in 0..10 {
+        let (code, reason, _) = caller.final_of(&format!("down-{i}"));
+        assert_eq!((*code, reason.as_str()), (503, "No Event Client"));
+    }
+    let mut client = EventClient::connect(a.events);
+    a.wait_log("event client 0 connected");
+    caller.call(a.udp, "down-tcp");
+    let event = recv_json(&mut client);
+    client.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"code":480,"reason":"From TCP"}}"#,
+        event["tindex"], event["tlabel"]
+    ));
+    assert_eq!(caller.collect(WAIT), 0);
+    assert_eq!(caller.final_of("down-tcp").0, 480);
+    // The relay of down-tcp went to the TCP client and failed over NATS:
+    // counted.
+    let s = nats_status(&a);
+    assert_eq!(s["connected"], 0, "{s}");
+    assert!(s["send_disconnected"].as_u64().unwrap() >= 1, "{s}");
+    drop(client);
+    a.wait_log("event client 0 disconnected");
+
+    // Back: node and worker reconnect by themselves; calls are answered
+    // by the worker again (the first ones may still find the worker's
+    // subscription not yet re-made: 503, then retried).
+    server.restart();
+    a.wait_log_count("NATS connected", 2);
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    loop {
+        let cid = format!("after-{n}");
+        caller.call(a.udp, &cid);
+        assert_eq!(caller.collect(WAIT), 0);
+        if caller.final_of(&cid).0 == 486 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no worker answer after restart");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..20 {
+        caller.call(a.udp, &format!("resumed-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0);
+    assert!((0..20).all(|i| caller.final_of(&format!("resumed-{i}")).0 == 486));
+    assert!(w1.answered() >= 41);
+}
+
+#[test]
+fn a_worker_killed_mid_load_the_other_takes_new_events() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let a = node(&server, "a");
+    let mut w1 = Worker::start(&server.url(), "w1");
+    let w2 = Worker::start(&server.url(), "w2");
+    // w1 hangs: the events it takes stay unanswered...
+    w1.hold.store(true, Ordering::SeqCst);
+    let mut caller = Caller::new();
+    for i in 0..20 {
+        caller.call(a.udp, &format!("inflight-{i}"));
+    }
+    // ...until w2 has answered its share, then w1 dies.
+    let deadline = Instant::now() + WAIT;
+    while w2.answered() == 0 {
+        assert!(Instant::now() < deadline, "w2 took no event");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    w1.kill();
+    // New events all go to w2.
+    for i in 0..20 {
+        caller.call(a.udp, &format!("new-{i}"));
+    }
+    // In-flight calls held by w1 end by fr_inv_timer (5 s in the tests'
+    // config): 408. Every call has a final reply.
+    assert_eq!(caller.collect(WAIT), 0, "every call ended");
+    for i in 0..20 {
+        let (code, reason, _) = caller.final_of(&format!("new-{i}"));
+        assert_eq!((*code, reason.as_str()), (486, "Busy w2"));
+        let (code, reason, _) = caller.final_of(&format!("inflight-{i}"));
+        assert!(
+            *code == 408 || (*code, reason.as_str()) == (486, "Busy w2"),
+            "{code} {reason}"
+        );
+    }
+    assert_eq!(w1.answered(), 0);
+}
+
+#[test]
+fn a_node_killed_leaves_the_others_unaffected() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let mut a = node(&server, "a");
+    let b = node(&server, "b");
+    let w1 = Worker::start(&server.url(), "w1");
+    let mut caller = Caller::new();
+    for i in 0..10 {
+        caller.call(a.udp, &format!("a-{i}"));
+        caller.call(b.udp, &format!("b-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0);
+    // Kill a (SIGKILL): its calls end with it; b goes on.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &a.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + WAIT;
+    while a.alive() {
+        assert!(Instant::now() < deadline, "node a did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 0..30 {
+        caller.call(b.udp, &format!("b-after-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0);
+    for i in 0..30 {
+        assert_eq!(caller.final_of(&format!("b-after-{i}")).0, 486);
+    }
+    assert_eq!(w1.answered(), 50);
+}
