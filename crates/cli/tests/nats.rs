@@ -394,3 +394,26 @@ fn a_node_killed_leaves_the_others_unaffected() {
     }
     assert_eq!(w1.answered(), 50);
 }
+
+#[test]
+fn bad_nats_values_are_named_with_their_line() {
+    let dir = TempDir::new("nats-config");
+    dir.write("router.lua", DEFAULT_SCRIPT);
+    let cfg = dir.write(
+        "evapi.toml",
+        "[nats]\nservers = [\"http://127.0.0.1:4222\"]\nnode = \"a.b\"\n\n[[nats.subscribe]]\nsubject = \"a..b\"\n",
+    );
+    let (code, out, err) = evapi(&["check", "-c", &cfg.display().to_string()], "", &dir.0);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains(":2: [nats] servers = \"http://127.0.0.1:4222\": scheme http:// is not nats:// or tls://"),
+        "{err}"
+    );
+    // A good section passes `evapi check` without a server running.
+    let cfg = dir.write(
+        "evapi.toml",
+        "[nats]\nservers = [\"nats://127.0.0.1:4222\"]\nnode = \"sip1\"\n\n[[nats.subscribe]]\nsubject = \"control.>\"\nqueue = \"ctl\"\n",
+    );
+    let (code, out, err) = evapi(&["check", "-c", &cfg.display().to_string()], "", &dir.0);
+    assert_eq!(code, 0, "{out}{err}");
+}

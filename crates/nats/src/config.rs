@@ -82,8 +82,8 @@ impl Default for NatsSection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("[nats] {key} = {value}: {reason}")]
 pub struct ConfigError {
-    /// The key, as written in the file (`subscribe[1].subject` for a
-    /// subscription).
+    /// The key, as written in the file (`subscribe` for a value of a
+    /// `[[nats.subscribe]]` table, which the reason names).
     pub key: String,
     /// The value given, as TOML would write it.
     pub value: String,
@@ -165,8 +165,8 @@ impl NatsSection {
 
     /// Check every value; the first wrong one is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (i, s) in self.servers.iter().enumerate() {
-            let key = format!("servers[{i}]");
+        for s in &self.servers {
+            let key = "servers";
             let Some((scheme, rest)) = s.split_once("://") else {
                 return Err(bad(key, s, "must be nats://host:port or tls://host:port"));
             };
@@ -248,16 +248,16 @@ impl NatsSection {
         for (i, s) in self.subscribe.iter().enumerate() {
             if !is_subscribe_subject(&s.subject) {
                 return Err(bad(
-                    format!("subscribe[{i}].subject"),
+                    "subscribe",
                     &s.subject,
-                    "must be a subject: dot-separated tokens, '*' for one token, '>' last for the rest",
+                    format!("subject of [[nats.subscribe]] number {}: must be dot-separated tokens, '*' for one token, '>' last for the rest", i + 1),
                 ));
             }
             if !s.queue.is_empty() && !is_token(&s.queue) {
                 return Err(bad(
-                    format!("subscribe[{i}].queue"),
+                    "subscribe",
                     &s.queue,
-                    "must be one token: no '.', '*', '>' or white space",
+                    format!("queue of [[nats.subscribe]] number {}: must be one token: no '.', '*', '>' or white space", i + 1),
                 ));
             }
         }
@@ -347,10 +347,10 @@ mod tests {
     fn bad_values_are_named() {
         assert_eq!(
             err(r#"servers = ["http://x:1"]"#),
-            r#"[nats] servers[0] = "http://x:1": scheme http:// is not nats:// or tls://"#
+            r#"[nats] servers = "http://x:1": scheme http:// is not nats:// or tls://"#
         );
         assert!(err(r#"servers = ["127.0.0.1:4222"]"#)
-            .starts_with("[nats] servers[0] = \"127.0.0.1:4222\""));
+            .starts_with("[nats] servers = \"127.0.0.1:4222\""));
         assert!(err(r#"servers = ["nats://h:0"]"#).contains("port \"0\""));
         assert!(err(r#"servers = ["nats://u:p@h:1"]"#).contains("credentials in the URL"));
         assert!(err(r#"servers = ["nats://h:1"]
@@ -383,16 +383,16 @@ mod tests {
         assert!(err(r#"servers = ["nats://h:1"]
             [[subscribe]]
             subject = "a..b""#)
-        .starts_with(r#"[nats] subscribe[0].subject = "a..b""#));
+        .starts_with(r#"[nats] subscribe = "a..b""#));
         assert!(err(r#"servers = ["nats://h:1"]
             [[subscribe]]
             subject = "a.>.b""#)
-        .starts_with(r#"[nats] subscribe[0].subject"#));
+        .starts_with(r#"[nats] subscribe = "a.>.b""#));
         assert!(err(r#"servers = ["nats://h:1"]
             [[subscribe]]
             subject = "a"
             queue = "q w""#)
-        .starts_with(r#"[nats] subscribe[0].queue = "q w""#));
+        .starts_with(r#"[nats] subscribe = "q w""#));
         assert!(err(r#"node = "x""#).starts_with("[nats] servers = []: NATS is off"));
     }
 
