@@ -85,6 +85,11 @@ function ksr_evapi_event(evname)
         KSR.info("event client " .. KSR.pv.get("$evapi(conidx)") .. " disconnected")
         return
     end
+    if evname:sub(1, 5) == "nats:" then
+        -- A message of a [[nats.subscribe]] subject: nothing to do here.
+        KSR.info("NATS message " .. evname .. ": " .. KSR.pv.get("$natsData"))
+        return
+    end
     if evname == "evapi:no-responders" then
         -- [nats]: no event client and no NATS worker took the event: its
         -- data is in $evapi(msg); answer the call now.

@@ -417,3 +417,47 @@ fn bad_nats_values_are_named_with_their_line() {
     let (code, out, err) = evapi(&["check", "-c", &cfg.display().to_string()], "", &dir.0);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// `[[nats.subscribe]]` runs the event callback as `nats:<subject>` with
+/// `$natsData`; `KSR.nats.publish` answers; `KSR.nats.connected` is 1.
+#[test]
+fn subscriptions_reach_the_script_and_it_publishes() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let cfg = format!(
+        "{}\n[nats]\nservers = [\"{}\"]\nnode = \"a\"\n\n[[nats.subscribe]]\nsubject = \"control.>\"\nqueue = \"nodes\"\n",
+        config(""),
+        server.url()
+    );
+    let script = r#"
+        function ksr_request_route() KSR.sl.send_reply(404, "Not Here") end
+        function ksr_evapi_event(evname)
+            if evname == "nats:control.>" then
+                local r = KSR.nats.publish("app.ack", evname .. " " .. KSR.pv.get("$natsData")
+                    .. " " .. KSR.nats.connected(), "app.reply")
+                KSR.info("published " .. r)
+            end
+        end
+    "#;
+    let ev = Evapi::start(&cfg, script);
+    ev.wait_log("NATS connected");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = async_nats::connect(server.url()).await.unwrap();
+        let mut acks = c.subscribe("app.ack").await.unwrap();
+        c.flush().await.unwrap();
+        c.publish("control.reload", "now".into()).await.unwrap();
+        let m = tokio::time::timeout(WAIT, acks.next())
+            .await
+            .expect("an ack in time")
+            .unwrap();
+        assert_eq!(&m.payload[..], b"nats:control.> now 1");
+        assert_eq!(m.reply.as_deref(), Some("app.reply"));
+    });
+    ev.wait_log("published 1");
+    assert_eq!(nats_status(&ev)["messages"], 1);
+}
