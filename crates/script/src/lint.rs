@@ -522,6 +522,11 @@ fn analyse(source: &str, callbacks: &[(&str, &str)], surface: &Surface, found: &
                     format!("{named:?}")
                 }
             )
+        } else if module == "nats" {
+            format!(
+                "{cb}() is defined but never runs: here the `nats:<subject>` events of \
+                 [[nats.subscribe]] go to the [evapi] event_callback (payload in $natsData)"
+            )
         } else {
             format!(
                 "{cb}() is defined but this program has no {module} module to call it \

@@ -147,6 +147,18 @@ fn event_callbacks_nothing_calls() {
     assert!(named.is_empty(), "{named:#?}");
     let got = lint_src(src, "ksr_evapi_event");
     assert_eq!(got.len(), 1, "{got:#?}");
+    // Kamailio's nats module calls ksr_nats_event; here its events go to
+    // the evapi event_callback.
+    let got = lint_src(
+        "function ksr_request_route() end\nfunction ksr_nats_event(e) end\n",
+        "",
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("ksr_nats_event() is defined but never runs: here the `nats:<subject>`"),
+        "{}",
+        got[0]
+    );
 }
 
 #[test]
