@@ -22,7 +22,9 @@ Figures: (1) stateless baseline, (2) relay to 1/4/8 clients, (3) async
 round trip with SIPp, (4) latency with async_probe.py at 100/1000/2000
 calls/s, (5) memory (PSS of all processes) at each rate, (6) event-socket
 fan-out alone to 1/8/64 clients, (7) "basic": Kamailio's example KEMI Lua
-script, unchanged, on both (bench/basic.py: register, record-routed calls).
+script, unchanged, on both (bench/basic.py: register, record-routed calls),
+(8) "dialog": dialog tracking on both, record-routed calls with BYE, calls/s,
+CPU per call and memory per live dialog (bench/dialog.py).
 
 Output: bench/results/<UTC stamp>/runs.jsonl (one JSON per run),
 summary.json, tables.md, and the plot docs/bench/compare.png.
