@@ -119,6 +119,7 @@ end
 /// SIPp on `port` with `scenario_file`, `calls` calls; a caller when
 /// `caller` is set (at [`RATE`], to `sip:<service>@`). Bounded by
 /// `-timeout`; its `-trace_stat` CSV is `<out>.csv` in `dir`.
+#[allow(clippy::too_many_arguments)]
 fn sipp(
     dir: &TempDir,
     out: &str,
