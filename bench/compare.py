@@ -22,7 +22,9 @@ Figures: (1) stateless baseline, (2) relay to 1/4/8 clients, (3) async
 round trip with SIPp, (4) latency with async_probe.py at 100/1000/2000
 calls/s, (5) memory (PSS of all processes) at each rate, (6) event-socket
 fan-out alone to 1/8/64 clients, (7) "basic": Kamailio's example KEMI Lua
-script, unchanged, on both (bench/basic.py: register, record-routed calls).
+script, unchanged, on both (bench/basic.py: register, record-routed calls),
+(8) "dialog": dialog tracking on both, record-routed calls with BYE, calls/s,
+CPU per call and memory per live dialog (bench/dialog.py).
 
 Output: bench/results/<UTC stamp>/runs.jsonl (one JSON per run),
 summary.json, tables.md, and the plot docs/bench/compare.png.
@@ -45,6 +47,7 @@ import threading
 import time
 
 import basic
+import dialog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -286,6 +289,8 @@ class Kamailio:
     def start(self, mode, rdir, clients_max):
         if mode == "basic":
             return self.start_basic(rdir)
+        if mode in ("dialog", "dialog_off"):
+            return self.start_dialog(rdir, mode == "dialog")
         defs = {"relay": "MODE_RELAY", "base": "MODE_BASE", "async": "MODE_ASYNC",
                 "fanout": "MODE_FANOUT"}[mode]
         shm = self.a.kam_shm if mode == "async" else 256
@@ -325,6 +330,28 @@ class Kamailio:
         self.dispatcher = None
         return self.p.pid
 
+    def start_dialog(self, rdir, dialogs):
+        """The dialog row's cfg (bench/dialog.py writes it), checked with kamailio -c."""
+        cfg, self.ctl = dialog.kamailio_cfg(rdir, SIP_PORT, self.a.children, SIPP_PORT + 300, dialogs,
+                                            self.a.dialog_kam_script)
+        ok, out = basic.check_cfg(cfg)
+        open(os.path.join(rdir, "check.log"), "w").write(out)
+        if not ok:
+            raise RuntimeError(f"kamailio -c -f {cfg} failed, see {rdir}/check.log")
+        args = ["kamailio", "-f", cfg, "-DD", "-m", str(self.a.kam_shm), "-M", "16", "-Y", rdir, "-w", rdir]
+        self.log = open(os.path.join(rdir, "server.log"), "w")
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, cwd=rdir)
+        if not wait_ports(self.p, evapi=False):
+            stop_proc(self.p)
+            raise RuntimeError(f"kamailio did not start, see {rdir}/server.log")
+        self.dispatcher = None
+        return self.p.pid
+
+    def dialogs_active(self):
+        """Kamailio's dlg.stats_active through kamcmd and the ctl socket ({} on failure)."""
+        out = sh(["kamcmd", "-s", f"unix:{self.ctl}", "dlg.stats_active"], timeout=20).stdout
+        return {k: int(v) for k, v in re.findall(r"(\w+):\s*(\d+)", out)}
+
     def extra_cpu(self):
         return {"dispatcher": cpu_ticks([self.dispatcher])} if self.dispatcher else {}
 
@@ -347,6 +374,9 @@ class Evapi:
         tpl = open(os.path.join(HERE, "evapi", "bench.toml.in")).read()
         if mode == "basic":
             conf = basic.evapi_conf(SIP_PORT, EVAPI_PORT, self.a.children)
+        elif mode in ("dialog", "dialog_off"):
+            conf = dialog.evapi_conf(rdir, SIP_PORT, EVAPI_PORT, self.a.children, SIPP_PORT + 300,
+                                     mode == "dialog")
         else:
             conf = (tpl.replace("@SIP_PORT@", str(SIP_PORT)).replace("@EVAPI_PORT@", str(EVAPI_PORT))
                     .replace("@CHILDREN@", str(self.a.children))
@@ -367,6 +397,18 @@ class Evapi:
         if self.a.evapi_http == "on" and self.a.scrape > 0:
             self.scraper = Scraper(f"http://127.0.0.1:{HTTP_PORT}/metrics", self.a.scrape)
         return self.p.pid
+
+    def dialogs_active(self):
+        """dlg.stats_active over our admin HTTP listener ({} without it)."""
+        if self.a.evapi_http != "on":
+            return {}
+        import urllib.request
+        body = json.dumps({"jsonrpc": "2.0", "method": "dlg.stats_active", "id": 1}).encode()
+        try:
+            r = urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/RPC", body, timeout=20).read()
+            return json.loads(r).get("result", {})
+        except (OSError, ValueError):
+            return {}
 
     def extra_cpu(self):
         return thread_ticks(self.p.pid)
@@ -514,7 +556,7 @@ class Runner:
         quiet_busy, quiet_wait = wait_quiet(a.quiet_wait)
         load0 = open("/proc/loadavg").read().split()[0]
         mode = {"base": "base", "relay": "relay", "async": "async", "probe": "async",
-                "fanout": "fanout", "basic": "basic"}[kind]
+                "fanout": "fanout", "basic": "basic", "dialog": "dialog"}[kind]
         main = server.start(mode, rdir, clients)
         clist = []
         uas = None
@@ -524,6 +566,9 @@ class Runner:
             if kind == "basic":
                 # bob registers (contact: the UAS), then the UAS waits for the calls
                 basic.register(rdir, SIP_PORT, SIPP_PORT, uas_port, a.basic_register)
+                uas = basic.start_uas(rdir, int(rate * a.duration), a.duration, uas_port)
+            elif kind == "dialog":
+                # the callee the script relays to (no registration: the R-URI is rewritten)
                 uas = basic.start_uas(rdir, int(rate * a.duration), a.duration, uas_port)
             for i in range(clients):
                 if kind in ("relay", "fanout"):
@@ -557,7 +602,7 @@ class Runner:
                     cmd = [sys.executable, os.path.join(COMMON, "async_probe.py"), "--rate", str(rate),
                            "--count", str(ncalls), "--port", str(SIP_PORT), "--local-port", str(SIPP_PORT),
                            "--timeout", "5"]
-                elif kind == "basic":
+                elif kind in ("basic", "dialog"):
                     cmd = basic.uac_cmd(rate, ncalls, a.duration, SIP_PORT, SIPP_PORT)
                 else:
                     scen = os.path.join(COMMON, "uac_invite.xml" if kind == "async" else "uac_options.xml")
@@ -623,7 +668,7 @@ class Runner:
                     return self.run_once(server, kind, rate, clients, tag, attempt + 1)
                 raise RuntimeError(msg)
             rtt = parse_rtt(rdir)
-            if kind == "basic":
+            if kind in ("basic", "dialog"):
                 try:
                     st["uas"] = parse_stat(os.path.join(rdir, "uas_stat.csv"))
                 except (OSError, IndexError, KeyError, ValueError):
@@ -666,7 +711,7 @@ class Runner:
                 ok = ok and all(c.get("bad") == 0 and c.get("events") == st["successful"] for c in cl)
             if kind == "probe":
                 ok = ok and set(st["codes"]) == {"404"}
-            if kind == "basic":
+            if kind in ("basic", "dialog"):
                 # the callee too: every call answered, nothing retransmitted (a lost ACK
                 # would make it resend its 200)
                 u = st["uas"]
@@ -693,6 +738,88 @@ class Runner:
               flush=True)
         if res["contaminated"] and attempt < a.retries:
             return self.run_once(server, kind, rate, clients, tag, attempt + 1)
+        return res
+
+    def hold(self, server, dialogs, attempt=0):
+        """Memory per live dialog (bench/dialog.py): PSS idle, then with N calls held up
+        at once (N = --dialog-hold, started at --dialog-hold-rate, each held between ACK
+        and BYE long enough for every INVITE transaction to have left the table), then
+        the calls end. dialogs=False runs the same script without dlg_manage."""
+        a = self.a
+        n, rate = a.dialog_hold, a.dialog_hold_rate
+        ramp = n / rate
+        # after the last INVITE: its transaction's 5 s wait, and margin; then sample
+        settle = ramp + 5 + 4
+        sample_s = 4.0
+        hold_ms = int((settle + sample_s + 2) * 1000)
+        tag = "dlghold" if dialogs else "dlghold_off"
+        name = f"{server.name}_{tag}_n{n}_{int(time.time())}"
+        rdir = os.path.join(self.outdir, "run", name)
+        os.makedirs(rdir, exist_ok=True)
+        if port_busy():
+            raise RuntimeError(f"port {SIP_PORT}/udp or {EVAPI_PORT}/tcp already in use")
+        quiet_busy, quiet_wait = wait_quiet(a.quiet_wait)
+        main = server.start("dialog" if dialogs else "dialog_off", rdir, 0)
+        uas = gp = None
+        timeout_s = int(ramp + hold_ms / 1000 + ramp + 60)
+        try:
+            uas = basic.start_uas(rdir, n, timeout_s, SIPP_PORT + 300)
+            time.sleep(1.0)
+
+            def pss_samples(secs):
+                vals = []
+                t_end = time.time() + secs
+                while time.time() < t_end:
+                    vals.append(sum(v[1] for v in proc_tree(main).values()))
+                    time.sleep(0.25)
+                return vals
+            idle = pss_samples(2.0)
+            fz0 = foreign_ticks(main)
+            t0 = time.time()
+            gp = subprocess.Popen(dialog.hold_uac_cmd(rate, n, hold_ms, timeout_s, SIP_PORT, SIPP_PORT),
+                                  cwd=rdir, stdout=subprocess.DEVNULL, stderr=open(os.path.join(rdir, "generator.err"), "w"))
+            time.sleep(max(0.0, settle - (time.time() - t0)))
+            active = server.dialogs_active() if dialogs else {}
+            live = pss_samples(sample_s)
+            active_after = server.dialogs_active() if dialogs else {}
+            in_hold = time.time() - t0 < hold_ms / 1000
+            fz1 = foreign_ticks(main)
+            wall = time.time() - t0
+            _, gen_cpu = reap(gp, timeout_s + 30)
+            gp = None
+            _, _ = reap(uas, 60)
+            uas = None
+        finally:
+            for p in (gp, uas):
+                if p is not None:
+                    stop_proc(p, 5)
+            server.stop()
+        try:
+            st = parse_stat(os.path.join(rdir, "stat.csv"))
+        except (OSError, IndexError, KeyError, ValueError):
+            st = {"created": 0, "successful": 0, "failed": -1}
+        try:
+            st["uas"] = parse_stat(os.path.join(rdir, "uas_stat.csv"))
+        except (OSError, IndexError, KeyError, ValueError):
+            st["uas"] = {}
+        pss_idle, pss_live = statistics.median(idle), statistics.median(live)
+        ok = (st.get("successful") == n and st.get("failed") == 0 and st["uas"].get("successful") == n
+              and in_hold and (not dialogs or active.get("all") == n))
+        foreign = (fz1[0] - fz0[0]) / HZ
+        res = {"server": server.name, "tag": tag, "kind": "hold", "dialogs": dialogs, "n": n, "rate": rate,
+               "hold_ms": hold_ms, "gen": st, "pss_idle_kb": pss_idle, "pss_live_kb": pss_live,
+               "pss_live_samples": live, "active": active, "active_after": active_after,
+               "kb_per_dialog": round((pss_live - pss_idle) / n, 3), "pass": bool(ok),
+               "gen_cpu_s": round(gen_cpu, 2), "wall_s": round(wall, 2), "quiet_wait_s": quiet_wait,
+               "busy_before": quiet_busy, "foreign_cpu_s": round(foreign, 2),
+               "contaminated": foreign > 0.10 * wall, "attempt": attempt}
+        self.record(res)
+        print(f"  {server.name:8} {tag:11} n={n} rate={rate} {'PASS' if ok else 'FAIL'} "
+              f"ok={st.get('successful')}/{n} uas={st['uas'].get('successful')} active={active.get('all')} "
+              f"pss idle={pss_idle:.0f}kB live={pss_live:.0f}kB -> {res['kb_per_dialog'] * 1024:.0f} B/dialog "
+              f"foreign={res['foreign_cpu_s']}s{' CONTAMINATED' if res['contaminated'] else ''}", flush=True)
+        if res["contaminated"] and attempt < a.retries:
+            return self.hold(server, dialogs, attempt + 1)
         return res
 
     def step(self, server, kind, rates, clients, tag):
@@ -750,7 +877,8 @@ def summarize(all_runs, meta, outdir):
     for tag, label in [("base", "(1) stateless baseline, no evapi"), ("relay1", "(2) relay, 1 client"),
                        ("relay4", "(2) relay, 4 clients"), ("relay8", "(2) relay, 8 clients"),
                        ("async", "(3) async round trip (SIPp)"),
-                       ("basic", "(7) Kamailio's basic KEMI Lua script on both (calls/s)")]:
+                       ("basic", "(7) Kamailio's basic KEMI Lua script on both (calls/s)"),
+                       ("dialog", "(8) dialog tracking, record-route, BYE (calls/s)")]:
         row = {}
         for srv in ("kamailio", "evapi"):
             runs = [r for r in by.get((tag, srv), []) if not r["contaminated"] or True]
@@ -869,6 +997,62 @@ def summarize(all_runs, meta, outdir):
         out(f"| {rate} calls/s | {k['pass']} | {e['pass']} | {fmt(k['cpu_us'], 1)} | {fmt(e['cpu_us'], 1)} | "
             f"{ratio(e['cpu_us'], k['cpu_us'], inverse=True)} | {fmt(k['pss_kb'] and k['pss_kb'] / 1024, 1)} | "
             f"{fmt(e['pss_kb'] and e['pss_kb'] / 1024, 1)} |")
+    # (8) dialogs: CPU per call and memory at each rate tried, and memory per live dialog
+    out("")
+    out("| (8) dialogs, each rate | Kamailio pass | evapi pass | Kamailio CPU µs/call | evapi CPU µs/call | "
+        "ratio (K / e) | Kamailio PSS MB | evapi PSS MB |")
+    out("|---|---|---|---|---|---|---|---|")
+    S["figures"]["dialog_rates"] = {}
+    drates = sorted({r["rate"] for srv in ("kamailio", "evapi") for r in by.get(("dialog", srv), [])})
+    for rate in drates:
+        row = {}
+        for srv in ("kamailio", "evapi"):
+            runs = [r for r in by.get(("dialog", srv), []) if r["rate"] == rate]
+            row[srv] = {"pass": f"{sum(r['pass'] for r in runs)}/{len(runs)}" if runs else "–",
+                        "cpu_us": med([r["server_cpu_us_per_req"] for r in runs if r["server_cpu_us_per_req"]]),
+                        "pss_kb": med([r["pss_max_kb"] for r in runs])}
+        S["figures"]["dialog_rates"][rate] = row
+        k, e = row["kamailio"], row["evapi"]
+        out(f"| {rate} calls/s | {k['pass']} | {e['pass']} | {fmt(k['cpu_us'], 1)} | {fmt(e['cpu_us'], 1)} | "
+            f"{ratio(e['cpu_us'], k['cpu_us'], inverse=True)} | {fmt(k['pss_kb'] and k['pss_kb'] / 1024, 1)} | "
+            f"{fmt(e['pss_kb'] and e['pss_kb'] / 1024, 1)} |")
+    out("")
+    out("| (8) memory per live dialog (PSS, all server processes) | Kamailio | evapi | ratio (e / K) |")
+    out("|---|---|---|---|")
+    S["figures"]["dialog_hold"] = {}
+    hold = {}
+    for srv in ("kamailio", "evapi"):
+        for tag in ("dlghold", "dlghold_off"):
+            runs = [r for r in by.get((tag, srv), []) if r["pass"]]
+            if runs:
+                hold[(srv, tag)] = runs[-1]
+    for srv in ("kamailio", "evapi"):
+        on, off = hold.get((srv, "dlghold")), hold.get((srv, "dlghold_off"))
+        S["figures"]["dialog_hold"][srv] = {
+            "n": on and on["n"], "pss_idle_kb": on and on["pss_idle_kb"], "pss_live_kb": on and on["pss_live_kb"],
+            "bytes_per_dialog": on and on["kb_per_dialog"] * 1024,
+            "ref_pss_idle_kb": off and off["pss_idle_kb"], "ref_pss_live_kb": off and off["pss_live_kb"],
+            "net_bytes_per_dialog": (on and off and
+                                     ((on["pss_live_kb"] - on["pss_idle_kb"]) - (off["pss_live_kb"] - off["pss_idle_kb"]))
+                                     * 1024 / on["n"]) or None}
+    H = S["figures"]["dialog_hold"]
+    k, e = H["kamailio"], H["evapi"]
+
+    def mb(v):
+        return fmt(v and v / 1024, 1)
+
+    def div(x, y):
+        return f"{x / y:.2f}" if x and y else "–"
+    out(f"| calls up at once (N) | {fmt(k['n'])} | {fmt(e['n'])} | |")
+    out(f"| PSS idle, MB | {mb(k['pss_idle_kb'])} | {mb(e['pss_idle_kb'])} | |")
+    out(f"| PSS with N dialogs up, MB | {mb(k['pss_live_kb'])} | {mb(e['pss_live_kb'])} | |")
+    out(f"| (PSS up − PSS idle) / N, bytes | {fmt(k['bytes_per_dialog'])} | {fmt(e['bytes_per_dialog'])} | "
+        f"{div(e['bytes_per_dialog'], k['bytes_per_dialog'])} |")
+    out(f"| same calls without dlg_manage: PSS idle / up, MB | {mb(k['ref_pss_idle_kb'])} / {mb(k['ref_pss_live_kb'])} | "
+        f"{mb(e['ref_pss_idle_kb'])} / {mb(e['ref_pss_live_kb'])} | |")
+    out(f"| net: minus the run without dlg_manage, bytes per dialog | {fmt(k['net_bytes_per_dialog'])} | "
+        f"{fmt(e['net_bytes_per_dialog'])} | "
+        f"{div(e['net_bytes_per_dialog'], k['net_bytes_per_dialog'])} |")
     nrun = len(all_runs)
     ncont = sum(r["contaminated"] for r in all_runs)
     out("")
@@ -949,6 +1133,7 @@ FULL = {
     "async": [2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000, 16000],
     "probe": [100, 1000, 2000],
     "basic": [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 10000],
+    "dialog": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000],
 }
 QUICK = {
     "base": [20000, 25000, 27500, 30000],
@@ -958,6 +1143,7 @@ QUICK = {
     "async": [3000, 5000, 6000, 8000, 10000],
     "probe": [100, 1000, 2000],
     "basic": [500, 1000, 2000, 3000, 4000, 6000],
+    "dialog": [1000, 2000, 4000, 6000, 8000, 10000],
 }
 # Fan-out mode: the relaying loop runs far ahead of the clients. Kamailio's
 # worker then blocks writing to its dispatcher's socketpair; ours is given the
@@ -976,8 +1162,8 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rates, 5 s runs, no repeats (~15 min)")
-    ap.add_argument("--only", default="base,relay1,relay4,relay8,async,probe,fanout,basic",
-                    help="comma list of: base relay1 relay4 relay8 async probe fanout basic")
+    ap.add_argument("--only", default="base,relay1,relay4,relay8,async,probe,fanout,basic,dialog",
+                    help="comma list of: base relay1 relay4 relay8 async probe fanout basic dialog")
     ap.add_argument("--servers", default="kamailio,evapi")
     ap.add_argument("--duration", type=float)
     ap.add_argument("--repeat", type=int, help="repeats of the highest passing rate (default 1, quick 0)")
@@ -994,6 +1180,15 @@ def main():
                     help="basic: Kamailio's maxbuffer (UDP receive buffer, bytes); 0 = its default (256 KB)")
     ap.add_argument("--basic-register", default=basic.REGISTER_XML,
                     help="basic: the SIPp REGISTER scenario (default tests/sipp/register.xml)")
+    ap.add_argument("--dialog-kam-script", choices=["cfg", "lua"], default="cfg",
+                    help="dialog: Kamailio's routing as native cfg (default) or the same KEMI Lua script "
+                         "as ours under app_lua (needs kamailio-lua-modules)")
+    ap.add_argument("--dialog-hold", type=int, default=10000,
+                    help="dialog: calls held up at once for the memory per live dialog (0: skip)")
+    ap.add_argument("--dialog-hold-rate", type=int, default=1000,
+                    help="dialog: calls/s at which the held calls are set up")
+    ap.add_argument("--no-dialog-ref", dest="dialog_hold_ref", action="store_false",
+                    help="dialog: skip the reference hold run without dlg_manage")
     ap.add_argument("--fanout-clients", default="1,8,64")
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
     ap.add_argument("--retries", type=int, default=1, help="redo a contaminated run at most this often")
@@ -1056,6 +1251,12 @@ def main():
                             for _ in range(a.probe_repeat) for r in rates["probe"]]
                 elif fig == "basic":
                     _, runs = R.step(srv, "basic", rates["basic"], 0, "basic")
+                elif fig == "dialog":
+                    _, runs = R.step(srv, "dialog", rates["dialog"], 0, "dialog")
+                    if a.dialog_hold > 0:
+                        runs.append(R.hold(srv, True))
+                        if a.dialog_hold_ref:
+                            runs.append(R.hold(srv, False))
                 elif fig == "fanout":
                     runs = []
                     for n in meta["fanout_clients"]:

@@ -7,6 +7,8 @@
 #   bench/compare.sh --only relay8,async --servers evapi   # a subset
 #   bench/compare.sh --only basic   # Kamailio's example KEMI Lua script on both (needs app_lua:
 #                                   # kamailio-lua-modules; and KSR.rr in our binary)
+#   bench/compare.sh --only dialog  # dialog tracking on both (Kamailio's dialog module), calls/s and
+#                                   # memory per live dialog (bench/dialog.py)
 #   bench/compare.sh --help     # every option (bench/compare.py)
 #
 # Needs (Debian packages; nothing is installed by this script):
