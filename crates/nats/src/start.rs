@@ -1,0 +1,338 @@
+//! Setting up and running the NATS side: [`connect`] gives a [`Bound`]
+//! client whose handle exists before anything runs; [`Bound::start`]
+//! subscribes and starts the publishing task and the worker threads;
+//! [`Nats`] is the running side, stopped by [`Nats::shutdown`].
+
+use super::*;
+
+/// A NATS client set up (it connects in the background), not yet
+/// subscribed: its [`NatsHandle`] exists, so a script engine can be built
+/// with it before the handler that runs its events.
+pub struct Bound {
+    handle: NatsHandle,
+    section: NatsSection,
+    out_rx: flume::Receiver<Out>,
+}
+
+/// The delay before reconnection attempt `attempts` (0-based): 50 ms
+/// doubling to 1.6 s.
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis(50u64 << attempts.min(5))
+}
+
+/// Validate `section` and set up the client. It connects in the
+/// background (a server that is down at start is retried as after a
+/// disconnection), so this returns at once; sends fail until it is
+/// connected.
+pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
+    section.validate()?;
+    section.check_files()?;
+    let node = section.node_name();
+    let reply = section.reply_subject(&node);
+    let counters = Counters::default();
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("evapi {node}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(reconnect_delay);
+    if !section.user.is_empty() {
+        opts = opts.user_and_password(section.user.clone(), section.password.0.clone());
+    }
+    if !section.token.0.is_empty() {
+        opts = opts.token(section.token.0.clone());
+    }
+    if !section.creds_file.as_os_str().is_empty() {
+        opts = opts
+            .credentials_file(&section.creds_file)
+            .await
+            .map_err(|e| StartError::Creds {
+                path: section.creds_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    if !section.tls_ca.as_os_str().is_empty() {
+        opts = opts
+            .add_root_certificates(section.tls_ca.clone())
+            .require_tls(true);
+    }
+    if !section.tls_cert.as_os_str().is_empty() {
+        opts = opts.add_client_certificate(section.tls_cert.clone(), section.tls_key.clone());
+    }
+    let (events_tx, events_rx) = flume::unbounded::<async_nats::Event>();
+    opts = opts.event_callback(move |e| {
+        let tx = events_tx.clone();
+        async move {
+            let _ = tx.send(e);
+        }
+    });
+    let addrs: Vec<ServerAddr> = section
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e: std::io::Error| StartError::Connect(format!("{s}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let client = opts
+        .connect(addrs)
+        .await
+        .map_err(|e| StartError::Connect(e.to_string()))?;
+    let (out_tx, out_rx) = flume::bounded(OUT_QUEUE);
+    let shared = Arc::new(Shared {
+        client,
+        servers: section.servers.clone(),
+        prefix: section.subject_prefix.clone(),
+        node,
+        reply,
+        out: out_tx,
+        watched: Mutex::new(HashMap::new()),
+        next_watch: AtomicU64::new(1),
+        counters,
+    });
+    let weak = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        while let Ok(e) = events_rx.recv_async().await {
+            let Some(s) = weak.upgrade() else { break };
+            match e {
+                async_nats::Event::Connected => {
+                    bump(&s.counters.connects);
+                    info!(node = %s.node, "NATS connected");
+                }
+                async_nats::Event::Disconnected => {
+                    bump(&s.counters.disconnects);
+                    warn!(node = %s.node, "NATS disconnected; sends over NATS fail until it reconnects");
+                }
+                other => warn_limited!(event = %other, "NATS client event"),
+            }
+        }
+    });
+    Ok(Bound {
+        handle: NatsHandle { shared },
+        section: section.clone(),
+        out_rx,
+    })
+}
+
+/// The running NATS side: the publishing task, the subscriptions and the
+/// worker threads.
+pub struct Nats {
+    handle: NatsHandle,
+    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Bound {
+    /// The handle the running NATS side will use; valid from now on.
+    pub fn handle(&self) -> NatsHandle {
+        self.handle.clone()
+    }
+
+    /// Subscribe to this node's reply subjects and the configured
+    /// subjects, start `threads` (at least 1) worker threads running
+    /// `handler`, and begin publishing.
+    pub async fn start(
+        self,
+        handler: Arc<dyn NatsHandler>,
+        threads: usize,
+    ) -> Result<Nats, StartError> {
+        let Bound {
+            handle,
+            section,
+            out_rx,
+        } = self;
+        let shared = handle.shared.clone();
+        let client = shared.client.clone();
+        let (in_tx, in_rx) = flume::bounded::<Incoming>(IN_QUEUE);
+        let sub = |subject: String, queue: String| {
+            let client = client.clone();
+            async move {
+                let r = if queue.is_empty() {
+                    client.subscribe(subject.clone()).await
+                } else {
+                    client.queue_subscribe(subject.clone(), queue).await
+                };
+                r.map_err(|e| StartError::Subscribe {
+                    subject,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut tasks = Vec::new();
+        // Answers: `<reply>` and, for watched sends, `<reply>.<n>`.
+        for subject in [shared.reply.clone(), format!("{}.*", shared.reply)] {
+            let mut subscriber = sub(subject, String::new()).await?;
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = subscriber.next().await {
+                    let watch = m
+                        .subject
+                        .strip_prefix(shared.reply.as_str())
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .and_then(|n| n.parse::<u64>().ok());
+                    let data = match watch {
+                        Some(n) => {
+                            let mut w = shared.watched.lock().unwrap_or_else(|e| e.into_inner());
+                            w.remove(&n).map(|(d, _)| d)
+                        }
+                        None => None,
+                    };
+                    let event = match m.status {
+                        Some(async_nats::StatusCode::NO_RESPONDERS) => match data {
+                            Some(d) => {
+                                bump(&shared.counters.no_responders);
+                                Incoming::NoResponders(d)
+                            }
+                            None => continue,
+                        },
+                        Some(status) => {
+                            warn_limited!(subject = %m.subject, %status, "NATS status message on the reply subject ignored");
+                            continue;
+                        }
+                        None => {
+                            bump(&shared.counters.replies);
+                            Incoming::Reply(m.payload)
+                        }
+                    };
+                    if tx.send_async(event).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        for s in &section.subscribe {
+            let mut subscriber = sub(s.subject.clone(), s.queue.clone()).await?;
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            let name: Arc<str> = s.subject.as_str().into();
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = subscriber.next().await {
+                    if m.status.is_some() {
+                        continue;
+                    }
+                    bump(&shared.counters.messages);
+                    if tx
+                        .send_async(Incoming::Message(name.clone(), m.payload))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        // Publishing: each send is checked against the state once more
+        // when its turn comes, so none waits in the client's buffer.
+        {
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Ok(out) = out_rx.recv_async().await {
+                    let handle = NatsHandle {
+                        shared: shared.clone(),
+                    };
+                    let sent = if handle.connected() {
+                        let r = match out.reply {
+                            Some(reply) => {
+                                shared
+                                    .client
+                                    .publish_with_reply(out.subject, reply, out.data)
+                                    .await
+                            }
+                            None => shared.client.publish(out.subject, out.data).await,
+                        };
+                        r.map_err(|e| warn_limited!(error = %e, "NATS publish failed"))
+                            .is_ok()
+                    } else {
+                        false
+                    };
+                    if sent {
+                        bump(&shared.counters.published);
+                        continue;
+                    }
+                    bump(&shared.counters.send_failed);
+                    bump(&shared.counters.send_disconnected);
+                    if let Some(d) = out.watch.and_then(|n| handle.unwatch(n)) {
+                        bump(&shared.counters.no_responders);
+                        if tx.send_async(Incoming::NoResponders(d)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        // Forget watched sends nobody said anything about.
+        {
+            let weak = Arc::downgrade(&shared);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let Some(s) = weak.upgrade() else { break };
+                    let now = Instant::now();
+                    s.watched
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|_, (_, at)| now.duration_since(*at) < WATCH_TTL);
+                }
+            }));
+        }
+        drop(in_tx);
+        let mut joins = Vec::new();
+        for n in 0..threads.max(1) {
+            let (rx, handler) = (in_rx.clone(), handler.clone());
+            let name = format!("nats-worker-{n}");
+            let t = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    handler.thread_started(n);
+                    for event in rx.iter() {
+                        let run = std::panic::AssertUnwindSafe(|| match &event {
+                            Incoming::Reply(p) => handler.reply(p),
+                            Incoming::NoResponders(d) => handler.no_responders(d),
+                            Incoming::Message(s, p) => handler.message(s, p),
+                        });
+                        if std::panic::catch_unwind(run).is_err() {
+                            lograte::error_limited!("NATS event handler panicked");
+                        }
+                    }
+                })
+                .map_err(|e| StartError::Thread(name, e))?;
+            joins.push(t);
+        }
+        info!(node = %shared.node, servers = ?shared.servers, reply = %shared.reply, subscriptions = section.subscribe.len(), "NATS started");
+        Ok(Nats {
+            handle,
+            tasks,
+            threads: joins,
+        })
+    }
+}
+
+impl Nats {
+    /// The handle to send with.
+    pub fn handle(&self) -> NatsHandle {
+        self.handle.clone()
+    }
+
+    /// Publish what is queued (at most 1 s), stop the subscriptions and
+    /// the worker threads (each event in hand finishes; at most 5 s), and
+    /// close the connection.
+    pub async fn shutdown(mut self) {
+        let client = self.handle.shared.client.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        let mut threads = std::mem::take(&mut self.threads);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            threads.retain(|t| !t.is_finished());
+            if threads.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
+        info!(node = %self.handle.shared.node, "NATS stopped");
+    }
+}
