@@ -178,25 +178,13 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// A JSON-RPC call over the admin HTTP listener, with curl: the response.
-fn rpc(ev: &Evapi, method: &str, params: Value) -> Value {
-    let http: SocketAddr = ev.http.expect("the HTTP listener is on");
-    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "15", "--data-binary"])
-        .arg(body.to_string())
-        .arg(format!("http://{http}/RPC"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl runs (Debian package curl)");
-    assert!(out.status.success(), "curl: {out:?}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out.stdout)))
-}
-
 /// The engine address the script keeps in $sht(cgrconn=>cgr), if any.
 fn engine_seen(ev: &Evapi) -> Option<String> {
-    let r = rpc(ev, "htable.get", serde_json::json!(["cgrconn", "cgr"]));
+    let r = rpc(
+        ev.http.expect("the HTTP listener is on"),
+        "htable.get",
+        serde_json::json!(["cgrconn", "cgr"]),
+    );
     r["result"]["item"]["value"].as_str().map(str::to_string)
 }
 
@@ -204,7 +192,11 @@ fn engine_seen(ev: &Evapi) -> Option<String> {
 fn wait_dialogs(ev: &Evapi, n: usize) -> Vec<Value> {
     let mut list = Vec::new();
     wait_until(&format!("{n} dialogs listed"), || {
-        list = rpc(ev, "dlg.list", serde_json::json!([]))["result"]
+        list = rpc(
+            ev.http.expect("the HTTP listener is on"),
+            "dlg.list",
+            serde_json::json!([]),
+        )["result"]
             .as_array()
             .cloned()
             .unwrap_or_default();

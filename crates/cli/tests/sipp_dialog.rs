@@ -26,7 +26,7 @@ use common::sipp::*;
 use common::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The script, for a callee on `uas_port`. A call to `timeout` gets a
@@ -201,21 +201,6 @@ fn by_dialog(ev: &Evapi) -> HashMap<String, Vec<String>> {
         m.entry(id).or_default().push(name);
     }
     m
-}
-
-/// A JSON-RPC call over the admin HTTP listener, with curl: the response.
-fn rpc(http: SocketAddr, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "15", "--data-binary"])
-        .arg(body.to_string())
-        .arg(format!("http://{http}/RPC"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl runs (Debian package curl)");
-    assert!(out.status.success(), "curl: {out:?}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// `dlg.list`, waiting (bounded) until it has `n` dialogs in `state`.

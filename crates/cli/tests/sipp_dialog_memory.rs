@@ -38,7 +38,7 @@ mod common;
 use common::sipp::*;
 use common::*;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Calls per second, both phases: what SIPp and the debug-built program
@@ -206,21 +206,6 @@ fn passed(dir: &TempDir, p: Proc, out: &str, calls: u32, limit: Duration) {
         "SIPp {out}"
     );
     assert_eq!(last_stat(&stats, "FailedCall(C)"), 0, "SIPp {out}");
-}
-
-/// A JSON-RPC call over the admin HTTP listener, with curl: the response.
-fn rpc(http: SocketAddr, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "15", "--data-binary"])
-        .arg(body.to_string())
-        .arg(format!("http://{http}/RPC"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl runs (Debian package curl)");
-    assert!(out.status.success(), "curl: {out:?}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Wait (bounded: 60 s) until no dialog and no transaction is left:

@@ -363,6 +363,21 @@ pub fn ctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// A JSON-RPC call over the admin HTTP listener, with curl: the response.
+pub fn rpc(http: SocketAddr, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "15", "--data-binary"])
+        .arg(body.to_string())
+        .arg(format!("http://{http}/RPC"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs (Debian package curl)");
+    assert!(out.status.success(), "curl: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// SIPp processes for the program's interop tests.
 pub mod sipp {
     use std::net::UdpSocket;
