@@ -47,6 +47,7 @@ monitoring port).
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -385,7 +386,13 @@ def summarize(runs, meta, outdir):
     return text
 
 
+def on_term(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main():
+    # SIGTERM stops the run as Ctrl-C does: the processes of the run are stopped by PID
+    signal.signal(signal.SIGTERM, on_term)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rates, 5 s runs, no repeats")
     ap.add_argument("--only", default="nats", help="accepted for compare.sh: nats")
