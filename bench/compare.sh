@@ -9,6 +9,8 @@
 #                                   # kamailio-lua-modules; and KSR.rr in our binary)
 #   bench/compare.sh --only dialog  # dialog tracking on both (Kamailio's dialog module), calls/s and
 #                                   # memory per live dialog (bench/dialog.py)
+#   bench/compare.sh --only nats [--quick]   # scale-out over NATS: two nodes, two workers,
+#                                            # against the TCP path (bench/nats.py; needs nats-server)
 #   bench/compare.sh --help     # every option (bench/compare.py)
 #
 # Needs (Debian packages; nothing is installed by this script):
@@ -25,18 +27,42 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
 
-missing=()
-command -v kamailio >/dev/null || missing+=(kamailio)
-for m in evapi jansson; do
-  compgen -G "/usr/lib/*/kamailio/modules/$m.so" >/dev/null || compgen -G "/usr/lib/kamailio/modules/$m.so" >/dev/null || \
-    missing+=("kamailio-$( [ $m = evapi ] && echo extra || echo json )-modules")
-done
-# app_lua only for the basic row (in the default list, or named with --only)
+# which rows: --only (app_lua only for the basic row; the nats row is bench/nats.py)
 only=""; prev=""
 for arg in "$@"; do
   case "$arg" in --only=*) only="${arg#--only=}" ;; esac
   [ "$prev" = "--only" ] && only="$arg"
   prev="$arg"
+done
+# The NATS row (bench/nats.py): two evapi nodes and two workers over a
+# nats-server, against the direct TCP path; no Kamailio.
+if [ "$only" = "nats" ]; then
+  missing=()
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  command -v sipp >/dev/null || missing+=(sip-tester)
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v ss >/dev/null || missing+=(iproute2)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "bench/compare.sh: missing Debian packages: ${missing[*]}" >&2
+    echo "install them (as root) with: apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 2
+  fi
+  export PATH="$PATH:/usr/sbin"
+  if [ -z "${EVAPI_BIN:-}" ] || [ -z "${WORKER_BIN:-}" ]; then
+    echo "building evapi and the NATS bench worker (release, target-bench/) ..." >&2
+    (cd "$REPO" && CARGO_TARGET_DIR="$REPO/target-bench" cargo build --release -q -p evapi-cli -p nats \
+      --bin evapi --example bench_worker)
+    export EVAPI_BIN="${EVAPI_BIN:-$REPO/target-bench/release/evapi}"
+    export WORKER_BIN="${WORKER_BIN:-$REPO/target-bench/release/examples/bench_worker}"
+  fi
+  exec python3 "$HERE/nats.py" "$@"
+fi
+
+missing=()
+command -v kamailio >/dev/null || missing+=(kamailio)
+for m in evapi jansson; do
+  compgen -G "/usr/lib/*/kamailio/modules/$m.so" >/dev/null || compgen -G "/usr/lib/kamailio/modules/$m.so" >/dev/null || \
+    missing+=("kamailio-$( [ $m = evapi ] && echo extra || echo json )-modules")
 done
 if [ -z "$only" ] || [[ ",$only," == *",basic,"* ]]; then
   compgen -G "/usr/lib/*/kamailio/modules/app_lua.so" >/dev/null || missing+=(kamailio-lua-modules)
