@@ -249,16 +249,7 @@ fn sipp(
 fn both_passed(dir: &TempDir, uac: Proc, uas: Proc) {
     let (uac_code, uac_err) = uac.finish(Duration::from_secs(100));
     let (uas_code, uas_err) = uas.finish(Duration::from_secs(30));
-    let errors: String = std::fs::read_dir(&dir.0)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>()
-        .chars()
-        .take(4000)
-        .collect();
+    let errors = sipp_errors(dir);
     assert_eq!(uac_code, Some(0), "SIPp caller failed: {uac_err}\n{errors}");
     assert_eq!(uas_code, Some(0), "SIPp callee failed: {uas_err}\n{errors}");
 }

@@ -131,16 +131,7 @@ fn both_passed(dir: &TempDir, uac: Proc, uas: Proc, limit_s: u64) {
     let (uac_code, uac_err) = uac.finish(Duration::from_secs(limit_s));
     let (uas_code, uas_err) = uas.finish(Duration::from_secs(30));
     let read = |f: &str| std::fs::read_to_string(dir.0.join(f)).unwrap_or_default();
-    let errors: String = std::fs::read_dir(&dir.0)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>()
-        .chars()
-        .take(4000)
-        .collect();
+    let errors = sipp_errors(dir);
     assert_eq!(
         uac_code,
         Some(0),

@@ -184,16 +184,7 @@ fn sipp(
 fn passed(dir: &TempDir, p: Proc, out: &str, calls: u32, limit: Duration) {
     let (code, err) = p.finish(limit);
     let read = |f: &str| std::fs::read_to_string(dir.0.join(f)).unwrap_or_default();
-    let errors: String = std::fs::read_dir(&dir.0)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>()
-        .chars()
-        .take(4000)
-        .collect();
+    let errors = sipp_errors(dir);
     let stats = read(&format!("{out}.csv"));
     assert_eq!(
         code,

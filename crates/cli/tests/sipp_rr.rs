@@ -53,20 +53,6 @@ fn sipp(dir: &TempDir, out: &str, args: &[String]) -> Proc {
     )
 }
 
-/// SIPp's errors logs in `dir`, at most 4,000 characters of them.
-fn sipp_errors(dir: &TempDir) -> String {
-    std::fs::read_dir(&dir.0)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>()
-        .chars()
-        .take(4000)
-        .collect()
-}
-
 /// SIPp callee (`uas_rr.xml` on `uas_port`) and caller (`uac_rr.xml` on
 /// `uac_port`, `rate` calls/s, statistics in `dir/uac.csv`), `calls` calls
 /// each, through `target`; each gives up after `timeout_s`.

@@ -384,6 +384,21 @@ pub mod sipp {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
+    /// SIPp's errors logs (`-trace_err`) in `dir`, at most 4,000
+    /// characters of them, for a failed test's message.
+    pub fn sipp_errors(dir: &super::TempDir) -> String {
+        std::fs::read_dir(&dir.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>()
+            .chars()
+            .take(4000)
+            .collect()
+    }
+
     /// A free UDP port on 127.0.0.1 (for SIPp's `-p`).
     pub fn free_udp_port() -> u16 {
         UdpSocket::bind("127.0.0.1:0")
