@@ -10,13 +10,13 @@
 
 mod common;
 
+use common::nats_worker::Worker;
 use common::*;
 use futures_util::StreamExt;
 use nats::testing::NatsServer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A node running the default script with `[nats]` on.
@@ -29,97 +29,6 @@ fn node(server: &NatsServer, name: &str) -> Evapi {
     let ev = Evapi::start(&cfg, DEFAULT_SCRIPT);
     ev.wait_log("NATS connected");
     ev
-}
-
-/// An application worker: subscribed to `evapi.relay` in the queue group
-/// `workers`, it answers each invite event with 486 and its own name in
-/// the reason (or holds the event without answering while `hold` is set).
-struct Worker {
-    answered: Arc<AtomicUsize>,
-    hold: Arc<AtomicBool>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start(url: &str, name: &str) -> Worker {
-        let answered = Arc::new(AtomicUsize::new(0));
-        let hold = Arc::new(AtomicBool::new(false));
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (url, name) = (url.to_string(), name.to_string());
-        let (a, h) = (answered.clone(), hold.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let client = async_nats::ConnectOptions::new()
-                    .reconnect_delay_callback(nats::reconnect_delay)
-                    .connect(url.as_str())
-                    .await
-                    .unwrap();
-                let mut sub = client
-                    .queue_subscribe("evapi.relay", "workers".into())
-                    .await
-                    .unwrap();
-                client.flush().await.unwrap();
-                ready_tx.send(()).unwrap();
-                let serve = async {
-                    while let Some(m) = sub.next().await {
-                        if h.load(Ordering::SeqCst) {
-                            continue;
-                        }
-                        let ev: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-                        let answer = serde_json::json!({
-                            "tindex": ev["tindex"], "tlabel": ev["tlabel"],
-                            "code": 486, "reason": format!("Busy {name}"),
-                        });
-                        let reply = m.reply.expect("a reply subject");
-                        assert!(reply.starts_with("evapi.node."), "{reply}");
-                        client
-                            .publish(reply, answer.to_string().into())
-                            .await
-                            .unwrap();
-                        a.fetch_add(1, Ordering::SeqCst);
-                    }
-                };
-                let stopped = tokio::task::spawn_blocking(move || {
-                    let _ = stop_rx.recv();
-                });
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stopped => {}
-                }
-                // Killed: the connection just goes, no unsubscribe, no drain.
-            });
-        });
-        ready_rx.recv_timeout(WAIT).expect("the worker subscribed");
-        Worker {
-            answered,
-            hold,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn answered(&self) -> usize {
-        self.answered.load(Ordering::SeqCst)
-    }
-
-    fn kill(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A caller: sends INVITEs, collects the final reply of each (ACKed).

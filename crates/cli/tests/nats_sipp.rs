@@ -13,114 +13,18 @@
 
 mod common;
 
+use common::nats_worker::Worker;
 use common::sipp::*;
 use common::*;
-use futures_util::StreamExt;
 use nats::testing::NatsServer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Calls per node (one SIPp per node).
 const CALLS: u64 = 500;
 /// Calls per second of each SIPp.
 const RATE: u32 = 200;
-
-/// For each node named by the reply subjects a worker answered on
-/// (`evapi.node.<node>`): the SIP ports of the Request-URIs of those
-/// events (the port of the node called).
-type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<u16>>>>;
-
-/// A worker in the queue group `workers` on `evapi.relay`: answers every
-/// invite event of the default script with 486 "Busy <name>" on its reply
-/// subject, and notes which node's call it was.
-struct Worker {
-    answered: Arc<Mutex<u64>>,
-    seen: Seen,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start(url: &str, name: &str) -> Worker {
-        let answered = Arc::new(Mutex::new(0u64));
-        let seen: Seen = Arc::default();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (url, name) = (url.to_string(), name.to_string());
-        let (count, notes) = (answered.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let client = async_nats::connect(url.as_str()).await.unwrap();
-                let mut sub = client
-                    .queue_subscribe("evapi.relay", "workers".into())
-                    .await
-                    .unwrap();
-                client.flush().await.unwrap();
-                ready_tx.send(()).unwrap();
-                let serve = async {
-                    while let Some(m) = sub.next().await {
-                        let ev: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-                        let reply = m.reply.expect("a reply subject").to_string();
-                        // evapi.node.<node>, or evapi.node.<node>.<n> for a
-                        // watched send: the node is the third token.
-                        let node: Vec<&str> = reply.split('.').take(3).collect();
-                        let node = node.join(".");
-                        // "sip:service@127.0.0.1:PORT": the node called.
-                        let ruri = ev["ruri"].as_str().unwrap_or_default();
-                        let port = ruri
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| p.parse::<u16>().ok())
-                            .unwrap_or_else(|| panic!("no port in {ruri}"));
-                        notes.lock().unwrap().entry(node).or_default().insert(port);
-                        let answer = serde_json::json!({
-                            "tindex": ev["tindex"], "tlabel": ev["tlabel"],
-                            "code": 486, "reason": format!("Busy {name}"),
-                        });
-                        client
-                            .publish(reply, answer.to_string().into())
-                            .await
-                            .unwrap();
-                        *count.lock().unwrap() += 1;
-                    }
-                };
-                let stopped = tokio::task::spawn_blocking(move || {
-                    let _ = stop_rx.recv();
-                });
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        ready_rx.recv_timeout(WAIT).expect("the worker subscribed");
-        Worker {
-            answered,
-            seen,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn answered(&self) -> u64 {
-        *self.answered.lock().unwrap()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A node with the default script and `[nats]` on, info-level logs.
 fn node(server: &NatsServer, name: &str) -> Evapi {
@@ -208,7 +112,7 @@ fn sipp_against_two_nodes_two_workers_every_call_resumed_on_its_node() {
     }
     // Whichever worker took an event: both took a share, together all.
     let (n1, n2) = (w1.answered(), w2.answered());
-    assert_eq!(n1 + n2, 2 * CALLS, "w1 {n1} + w2 {n2}");
+    assert_eq!((n1 + n2) as u64, 2 * CALLS, "w1 {n1} + w2 {n2}");
     assert!(
         n1 > 0 && n2 > 0,
         "each worker answered some: w1 {n1}, w2 {n2}"

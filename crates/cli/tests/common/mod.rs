@@ -378,6 +378,9 @@ pub fn rpc(http: SocketAddr, method: &str, params: serde_json::Value) -> serde_j
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// A NATS application worker for the scale-out tests.
+pub mod nats_worker;
+
 /// SIPp processes for the program's interop tests.
 pub mod sipp {
     use std::net::UdpSocket;
