@@ -978,44 +978,30 @@ def summarize(all_runs, meta, outdir):
         k, e = row["kamailio"], row["evapi"]
         out(f"| {n} client{'s' if n > 1 else ''} | {fmt(k['total'])} | {fmt(e['total'])} | {ratio(e['total'], k['total'])} | "
             f"{fmt(k['per_client'])} | {fmt(e['per_client'])} | {k['pass']} / {e['pass']} |")
-    # (7) the basic script: CPU per call and memory at each rate tried
-    out("")
-    out("| (7) basic script, each rate | Kamailio pass | evapi pass | Kamailio CPU µs/call | evapi CPU µs/call | "
-        "ratio (K / e) | Kamailio PSS MB | evapi PSS MB |")
-    out("|---|---|---|---|---|---|---|---|")
-    S["figures"]["basic_rates"] = {}
-    brates = sorted({r["rate"] for srv in ("kamailio", "evapi") for r in by.get(("basic", srv), [])})
-    for rate in brates:
-        row = {}
-        for srv in ("kamailio", "evapi"):
-            runs = [r for r in by.get(("basic", srv), []) if r["rate"] == rate]
-            row[srv] = {"pass": f"{sum(r['pass'] for r in runs)}/{len(runs)}" if runs else "–",
-                        "cpu_us": med([r["server_cpu_us_per_req"] for r in runs if r["server_cpu_us_per_req"]]),
-                        "pss_kb": med([r["pss_max_kb"] for r in runs])}
-        S["figures"]["basic_rates"][rate] = row
-        k, e = row["kamailio"], row["evapi"]
-        out(f"| {rate} calls/s | {k['pass']} | {e['pass']} | {fmt(k['cpu_us'], 1)} | {fmt(e['cpu_us'], 1)} | "
-            f"{ratio(e['cpu_us'], k['cpu_us'], inverse=True)} | {fmt(k['pss_kb'] and k['pss_kb'] / 1024, 1)} | "
-            f"{fmt(e['pss_kb'] and e['pss_kb'] / 1024, 1)} |")
-    # (8) dialogs: CPU per call and memory at each rate tried, and memory per live dialog
-    out("")
-    out("| (8) dialogs, each rate | Kamailio pass | evapi pass | Kamailio CPU µs/call | evapi CPU µs/call | "
-        "ratio (K / e) | Kamailio PSS MB | evapi PSS MB |")
-    out("|---|---|---|---|---|---|---|---|")
-    S["figures"]["dialog_rates"] = {}
-    drates = sorted({r["rate"] for srv in ("kamailio", "evapi") for r in by.get(("dialog", srv), [])})
-    for rate in drates:
-        row = {}
-        for srv in ("kamailio", "evapi"):
-            runs = [r for r in by.get(("dialog", srv), []) if r["rate"] == rate]
-            row[srv] = {"pass": f"{sum(r['pass'] for r in runs)}/{len(runs)}" if runs else "–",
-                        "cpu_us": med([r["server_cpu_us_per_req"] for r in runs if r["server_cpu_us_per_req"]]),
-                        "pss_kb": med([r["pss_max_kb"] for r in runs])}
-        S["figures"]["dialog_rates"][rate] = row
-        k, e = row["kamailio"], row["evapi"]
-        out(f"| {rate} calls/s | {k['pass']} | {e['pass']} | {fmt(k['cpu_us'], 1)} | {fmt(e['cpu_us'], 1)} | "
-            f"{ratio(e['cpu_us'], k['cpu_us'], inverse=True)} | {fmt(k['pss_kb'] and k['pss_kb'] / 1024, 1)} | "
-            f"{fmt(e['pss_kb'] and e['pss_kb'] / 1024, 1)} |")
+    def per_rate_table(title, kind, key):
+        """One row per rate tried of `kind`: passes, CPU per call, PSS."""
+        out("")
+        out(f"| {title}, each rate | Kamailio pass | evapi pass | Kamailio CPU µs/call | evapi CPU µs/call | "
+            "ratio (K / e) | Kamailio PSS MB | evapi PSS MB |")
+        out("|---|---|---|---|---|---|---|---|")
+        S["figures"][key] = {}
+        rates = sorted({r["rate"] for srv in ("kamailio", "evapi") for r in by.get((kind, srv), [])})
+        for rate in rates:
+            row = {}
+            for srv in ("kamailio", "evapi"):
+                runs = [r for r in by.get((kind, srv), []) if r["rate"] == rate]
+                row[srv] = {"pass": f"{sum(r['pass'] for r in runs)}/{len(runs)}" if runs else "–",
+                            "cpu_us": med([r["server_cpu_us_per_req"] for r in runs if r["server_cpu_us_per_req"]]),
+                            "pss_kb": med([r["pss_max_kb"] for r in runs])}
+            S["figures"][key][rate] = row
+            k, e = row["kamailio"], row["evapi"]
+            out(f"| {rate} calls/s | {k['pass']} | {e['pass']} | {fmt(k['cpu_us'], 1)} | {fmt(e['cpu_us'], 1)} | "
+                f"{ratio(e['cpu_us'], k['cpu_us'], inverse=True)} | {fmt(k['pss_kb'] and k['pss_kb'] / 1024, 1)} | "
+                f"{fmt(e['pss_kb'] and e['pss_kb'] / 1024, 1)} |")
+
+    # (7) the basic script and (8) dialogs: CPU per call and memory at each rate tried
+    per_rate_table("(7) basic script", "basic", "basic_rates")
+    per_rate_table("(8) dialogs", "dialog", "dialog_rates")
     out("")
     out("| (8) memory per live dialog (PSS, all server processes) | Kamailio | evapi | ratio (e / K) |")
     out("|---|---|---|---|")
