@@ -1,21 +1,24 @@
 //! The running host: sockets on tokio, router threads, the timer task, and
 //! the handle the router (and anyone else) uses to act on transactions.
 //!
-//! Message flow: a socket task parses what arrives, fixes the top Via of a
-//! request (`received`, `rport`), and queues it to router thread
-//! `hash(Call-ID) % children`, so messages of one call are handled in
-//! order by one thread. That thread asks the transaction table whether the
-//! message is absorbed (a retransmission, an ACK, a known CANCEL) and
-//! otherwise calls the [`crate::Router`]. Table operations return the sends
-//! to do; they are done after the table lock is released, without
-//! blocking.
+//! Message flow: router threads read the UDP sockets themselves
+//! (`child.rs`); a TCP connection's task queues each message to router
+//! thread `hash(Call-ID) % children`. Either way the message is parsed,
+//! the top Via of a request fixed (`received`, `rport`) and checked
+//! ([`Shared::accept`]); then the thread, holding the call's stripe lock
+//! (so messages of one call never run at the same time), asks the
+//! transaction table whether the message is absorbed (a retransmission,
+//! an ACK, a known CANCEL) and otherwise calls the [`crate::Router`].
+//! Table operations return the sends to do; they are done after the table
+//! lock is released, without blocking.
 //!
 //! Files: this one holds [`Shared`], the state every part of a host points
-//! to; `start.rs` the two-phase start ([`SipHost::bind`], [`BoundHost`]),
-//! the router threads and the timer task; `handle.rs` the [`SipHandle`]
-//! operations; `dns.rs` the resolver that turns a relay's name into an
-//! address on the runtime, never on a router thread.
+//! to; `start.rs` the two-phase start ([`SipHost::bind`], [`BoundHost`])
+//! and the timer tasks; `child.rs` the router threads; `handle.rs` the
+//! [`SipHandle`] operations; `dns.rs` the resolver that turns a relay's
+//! name into an address on the runtime, never on a router thread.
 
+mod child;
 mod dns;
 mod handle;
 mod start;
@@ -70,6 +73,20 @@ pub(crate) enum Work {
     Stop,
 }
 
+impl Work {
+    /// The Call-ID it belongs to: it picks the thread and the stripe.
+    pub(crate) fn call_id(&self) -> &[u8] {
+        match self {
+            Work::Request(r) | Work::Failure { req: r, .. } => {
+                r.msg().call_id().unwrap_or_default()
+            }
+            Work::Reply(b) => b.0.call_id().unwrap_or_default(),
+            Work::Dialog(ev) => ev.info.callid.as_bytes(),
+            Work::Stop => b"",
+        }
+    }
+}
+
 /// What every part of a host points to: the table, the sockets, the
 /// router threads' queues. It holds no [`crate::Router`]: the router
 /// belongs to the router threads, so a [`SipHandle`] kept by the router
@@ -80,7 +97,10 @@ pub(crate) struct Shared {
     pub(crate) timer_wake: Notify,
     /// One queue per router thread; filled from bind on, read once the
     /// host starts.
-    pub(crate) children: Vec<flume::Sender<Work>>,
+    pub(crate) children: Vec<child::Child>,
+    /// Locks by Call-ID hash: one call's messages never run at the same
+    /// time on two router threads.
+    pub(crate) stripes: Vec<Mutex<()>>,
     pub(crate) net: Arc<Net>,
     /// For stateless To tags.
     pub(crate) sl_tag: String,
@@ -148,8 +168,7 @@ impl Shared {
             match a {
                 Action::Send { dest, data, branch } => self.net.send(&dest, data, branch),
                 Action::Failure { id, req, route } => {
-                    let cid = req.msg().call_id().unwrap_or_default().to_vec();
-                    if let Err(w) = self.dispatch(&cid, Work::Failure { id, req, route }) {
+                    if let Err(w) = self.dispatch(Work::Failure { id, req, route }) {
                         // The route cannot run: forward the best reply now
                         // rather than leave the transaction hanging.
                         drop(w);
@@ -161,9 +180,10 @@ impl Shared {
         }
     }
 
-    pub(crate) fn dispatch(&self, call_id: &[u8], w: Work) -> Result<(), Work> {
+    /// Queue work to the router thread of its Call-ID.
+    pub(crate) fn dispatch(&self, w: Work) -> Result<(), Work> {
         let n = self.children.len() as u64;
-        let child = (fnv(call_id) % n) as usize;
+        let child = (fnv(w.call_id()) % n) as usize;
         self.children[child].try_send(w).map_err(|e| {
             if matches!(e, flume::TrySendError::Full(_)) {
                 warn_limited!(child, "router thread queue full, dropping a message");
@@ -188,8 +208,7 @@ impl crate::dialog::Sink for DialogSink {
 
     fn event(&self, event: crate::DialogEvent) {
         if let Some(sh) = self.0.upgrade() {
-            let cid = event.info.callid.clone();
-            let _ = sh.dispatch(cid.as_bytes(), Work::Dialog(Box::new(event)));
+            let _ = sh.dispatch(Work::Dialog(Box::new(event)));
         }
     }
 
@@ -205,40 +224,57 @@ impl crate::dialog::Sink for DialogSink {
 struct Up(std::sync::Weak<Shared>);
 
 impl Upcalls for Up {
-    /// A message off the wire: parse, check, fix the Via, queue to its
-    /// router thread. Bad requests get 400 when a reply can be routed.
+    /// A message off a TCP connection: accepted as any message, then
+    /// queued to its router thread.
     fn incoming(&self, data: Bytes, src: Source) {
         let Some(sh) = self.0.upgrade() else { return };
+        if let Some(w) = sh.accept(data, src) {
+            let _ = sh.dispatch(w);
+        }
+    }
+
+    fn send_failed(&self, id: u64, no: u32) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.tm_op(|tm, now, out| tm.send_failed(id, no, now, out));
+        }
+    }
+}
+
+impl Shared {
+    /// A message off the wire: parse, count, check, fix the Via of a
+    /// request; the work for a router thread, or `None` when it was
+    /// refused (logged; a bad request gets 400 when a reply can be
+    /// routed).
+    pub(crate) fn accept(self: &Arc<Self>, data: Bytes, src: Source) -> Option<Work> {
         let msg = match SipMessage::parse(data) {
             Ok(m) => m,
             Err(e) => {
                 warn_limited!(peer = %src.remote, transport = %src.transport, error = %e, "dropping unparseable message");
-                return;
+                return None;
             }
         };
         if let Some(m) = msg.method() {
-            sh.counters.request(m);
+            self.counters.request(m);
         } else if let Some(code) = msg.status() {
-            sh.counters.reply_received(code);
+            self.counters.reply_received(code);
         }
         if !msg.is_request() {
-            let Ok(cid) = msg.call_id().map(<[u8]>::to_vec) else {
+            if msg.call_id().is_err() {
                 warn_limited!(peer = %src.remote, "dropping reply without Call-ID");
-                return;
-            };
+                return None;
+            }
             if msg.top_via().is_err() {
                 warn_limited!(peer = %src.remote, "dropping reply with a bad Via");
-                return;
+                return None;
             }
-            let _ = sh.dispatch(&cid, Work::Reply(Box::new((msg, src))));
-            return;
+            return Some(Work::Reply(Box::new((msg, src))));
         }
         let original = msg.clone();
         let msg = match fix_via(msg, &src) {
             Ok(m) => m,
             Err(e) => {
                 warn_limited!(peer = %src.remote, error = %e, "dropping request with a bad top Via");
-                return;
+                return None;
             }
         };
         // The router reads headers as they arrived; the rewritten top Via
@@ -251,17 +287,10 @@ impl Upcalls for Up {
         if let Err((code, reason, e)) = check_request(req.msg()) {
             warn_limited!(peer = %req.source().remote, error = %e, code, "refusing malformed request");
             if req.msg().method() != Some(&Method::Ack) {
-                let _ = SipHandle::from(sh).sl_reply(&req, code.into(), reason);
+                let _ = SipHandle::from(Arc::clone(self)).sl_reply(&req, code.into(), reason);
             }
-            return;
+            return None;
         }
-        let cid = req.msg().call_id().unwrap_or_default().to_vec();
-        let _ = sh.dispatch(&cid, Work::Request(Box::new(req)));
-    }
-
-    fn send_failed(&self, id: u64, no: u32) {
-        if let Some(sh) = self.0.upgrade() {
-            sh.tm_op(|tm, now, out| tm.send_failed(id, no, now, out));
-        }
+        Some(Work::Request(Box::new(req)))
     }
 }

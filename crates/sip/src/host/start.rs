@@ -4,23 +4,24 @@
 //! reading. Also the router threads and the timer task.
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use lograte::warn_limited;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::{fnv, Shared, SipHandle, StartError, Up, Work};
 use crate::config::HostConfig;
-use crate::message::SipMessage;
 use crate::myself::Myself;
-use crate::request::{Source, Transport};
+use crate::request::Transport;
 use crate::router::Router;
-use crate::tm::{Incoming, TableConfig, Tm};
+use crate::tm::{TableConfig, Tm};
 use crate::transport::{bind_all, lock, Net, Pending};
+
+/// Call-ID stripes (see [`Shared::stripe`]): enough that two calls
+/// rarely share one.
+const STRIPES: usize = 1024;
 
 /// A host whose sockets are bound but not yet read, and with no router
 /// yet: hand its [`BoundHost::handle`] to whatever the router needs to be
@@ -62,9 +63,13 @@ impl SipHost {
             listeners: addrs.clone(),
             myself: Myself::new(addrs.clone(), &sip.alias),
         });
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..sip.children)
-            .map(|_| flume::bounded(sip.queue_size))
-            .unzip();
+        let mut senders = Vec::with_capacity(sip.children);
+        let mut receivers = Vec::with_capacity(sip.children);
+        for _ in 0..sip.children {
+            let (c, rx) = super::child::Child::new(sip.queue_size).map_err(StartError::Thread)?;
+            senders.push(c);
+            receivers.push(rx);
+        }
         let epoch = Instant::now();
         let sl_tag = format!(
             "{:08x}.sl",
@@ -91,6 +96,7 @@ impl SipHost {
             epoch,
             timer_wake: Notify::new(),
             children: senders,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
             sl_tag,
             dns,
@@ -130,8 +136,8 @@ impl SipHost {
     /// [`SipHandle`]s remain.
     pub async fn shutdown(mut self) {
         self.shared.tm_op(|tm, now, out| tm.shutdown(now, out));
-        for s in &self.shared.children {
-            let _ = s.send(Work::Stop);
+        for c in &self.shared.children {
+            c.send(Work::Stop);
         }
         let mut threads = std::mem::take(&mut self.threads);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -189,13 +195,13 @@ impl BoundHost {
             let r = Arc::clone(&router);
             let t = std::thread::Builder::new()
                 .name(format!("sip-child-{n}"))
-                .spawn(move || child_loop(n, h, r, rx));
+                .spawn(move || super::child::run(n, h, r, rx));
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     // Stop the threads already started before failing.
-                    for s in &shared.children {
-                        let _ = s.try_send(Work::Stop);
+                    for c in &shared.children {
+                        let _ = c.try_send(Work::Stop);
                     }
                     return Err(StartError::Thread(e));
                 }
@@ -220,8 +226,8 @@ impl Drop for SipHost {
         // Dropped without shutdown: at least stop the tasks and threads.
         self.shared.net.cancel.cancel();
         if !self.threads.is_empty() {
-            for s in &self.shared.children {
-                let _ = s.try_send(Work::Stop);
+            for c in &self.shared.children {
+                let _ = c.try_send(Work::Stop);
             }
         }
     }
@@ -264,91 +270,5 @@ async fn dialog_timer_task(sh: Arc<Shared>) {
             _ = sh.dialog_wake.notified() => {}
             _ = sleep => sh.dialogs.on_timer(),
         }
-    }
-}
-
-fn child_loop(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiver<Work>) {
-    let sh = Arc::clone(&h.shared);
-    let guarded = |what: &str, f: &mut dyn FnMut()| {
-        if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-            warn_limited!(child = n, "router panicked in {what}; message dropped");
-        }
-    };
-    guarded("thread_started", &mut || router.thread_started(n));
-    while let Ok(w) = rx.recv() {
-        match w {
-            Work::Stop => break,
-            Work::Request(mut req) => {
-                let inc = sh.tm_op(|tm, now, out| tm.on_request(&req, now, out));
-                if inc == Incoming::Route {
-                    guarded("request", &mut || router.request(&h, &mut req));
-                    sh.dialogs.discard(&req);
-                }
-            }
-            Work::Reply(b) => {
-                let (msg, src) = *b;
-                if sh.dialogs.on_reply(&msg) {
-                    continue;
-                }
-                let matched = lock(&sh.tm).match_reply(&msg);
-                let Some((id, no)) = matched else {
-                    stateless_reply(&sh, &h, &*router, &msg, &src, &guarded);
-                    continue;
-                };
-                let mut pass = true;
-                guarded("reply", &mut || pass = router.reply(&h, &msg, &src));
-                let tx_route = if pass {
-                    lock(&sh.tm).reply_route_of(id, &msg)
-                } else {
-                    None
-                };
-                if let Some((route, req)) = tx_route {
-                    // Branches are numbered from 1 in our Via; Kamailio's
-                    // $T_branch_idx counts from 0.
-                    let branch = no.saturating_sub(1);
-                    guarded("reply_route", &mut || {
-                        pass = router.reply_route(&h, &msg, &src, &route, &req, branch)
-                    });
-                }
-                if pass {
-                    sh.tm_op(|tm, now, out| tm.on_reply(&msg, now, out));
-                }
-            }
-            Work::Dialog(ev) => {
-                guarded("dialog_event", &mut || router.dialog_event(&h, &ev));
-            }
-            Work::Failure { id, mut req, route } => {
-                guarded("failure", &mut || router.failure(&h, &mut req, &route));
-                sh.tm_op(|tm, now, out| tm.failure_done(id, now, out));
-            }
-        }
-    }
-}
-
-/// A reply that matched no branch: forwarded by its Via when the top Via
-/// is ours (after the router's reply phase, which may drop it), else
-/// dropped with a rate-limited log line.
-fn stateless_reply(
-    sh: &Arc<Shared>,
-    h: &SipHandle,
-    router: &dyn Router,
-    msg: &SipMessage,
-    src: &Source,
-    guarded: &dyn Fn(&str, &mut dyn FnMut()),
-) {
-    let target = lock(&sh.tm).stateless_dest(msg);
-    let (dest, data) = match target {
-        Ok(t) => t,
-        Err(e) => {
-            warn_limited!(peer = %src.remote, code = msg.status(), reason = %e, "dropping reply matching no transaction");
-            return;
-        }
-    };
-    let mut pass = true;
-    guarded("reply", &mut || pass = router.reply(h, msg, src));
-    if pass {
-        debug!(peer = %src.remote, to = %dest.addr, code = msg.status(), "forwarding reply with no transaction by its Via");
-        let code = msg.status().unwrap_or_default();
-        sh.tm_op(|tm, _, out| tm.forward_stateless(dest, data, code, out));
     }
 }

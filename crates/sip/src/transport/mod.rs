@@ -1,4 +1,4 @@
-//! Sockets: UDP readers, TCP acceptors and connections (framed by
+//! Sockets: UDP reads for the router threads, TCP acceptors and connections (framed by
 //! Content-Length), sending without blocking from any thread, and the
 //! checks and Via fix-up every incoming request gets before routing.
 //!
@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lograte::warn_limited;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,7 @@ pub(crate) use checks::{check_request, fix_via};
 use conn::{Conn, Conns, NotQueued};
 pub(crate) use hop::{parse_hop, route_ip, Target};
 use tcp::run_conn;
+pub(crate) use udp::Read;
 
 /// What the sockets hand up to the host.
 pub(crate) trait Upcalls: Send + Sync {
@@ -182,18 +184,11 @@ impl Net {
         }
     }
 
-    /// Start reading: one task per UDP socket and TCP listener, and the
-    /// slow UDP sender.
+    /// Start the socket tasks: one per TCP listener, and the slow UDP
+    /// sender (the router threads read the UDP sockets).
     pub(crate) fn start(self: &Arc<Self>, pending: Pending) -> Vec<JoinHandle<()>> {
         let _rt = self.rt.enter();
         let mut tasks = Vec::new();
-        for (local, sock) in &self.udp {
-            tasks.push(udp::spawn_udp_reader(
-                Arc::clone(self),
-                Arc::clone(sock),
-                *local,
-            ));
-        }
         tasks.push(udp::spawn_udp_slow_sender(
             Arc::clone(self),
             pending.slow_rx,
@@ -247,7 +242,7 @@ impl Net {
             warn_limited!(to = %dest.addr, "no UDP socket for the address family");
             return self.report_failure(branch);
         };
-        match self.udp[i].1.try_send_to(&data, dest.addr) {
+        match self.udp[i].1.send_to(&data, dest.addr) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let _ = self.udp_slow.send((i, dest.addr, data));

@@ -1,0 +1,148 @@
+//! Router threads read the UDP socket themselves: a route that blocks
+//! holds back only its own call (the other threads keep reading), and the
+//! messages of one call never run at the same time on two threads.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Condvar;
+
+use common::*;
+
+/// Answers OPTIONS with 200; a request whose Call-ID starts with `hold-`
+/// first waits until the test opens the gate.
+struct Gate {
+    entered: Mutex<mpsc::Sender<String>>,
+    open: (Mutex<bool>, Condvar),
+    /// Per Call-ID, how many of its messages are in the router now.
+    in_flight: Mutex<HashMap<String, usize>>,
+    /// Times a Call-ID was seen in the router twice at once.
+    overlaps: AtomicUsize,
+    /// How long each request stays in the router, to give overlaps a
+    /// chance to happen if nothing prevents them.
+    dwell: Duration,
+}
+
+impl Gate {
+    fn new(dwell: Duration) -> (Arc<Gate>, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let g = Gate {
+            entered: Mutex::new(tx),
+            open: (Mutex::new(false), Condvar::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            overlaps: AtomicUsize::new(0),
+            dwell,
+        };
+        (Arc::new(g), rx)
+    }
+
+    fn open(&self) {
+        *self.open.0.lock().unwrap() = true;
+        self.open.1.notify_all();
+    }
+}
+
+impl Router for Gate {
+    fn request(&self, host: &SipHandle, req: &mut Request) {
+        let cid = String::from_utf8_lossy(req.msg().call_id().unwrap()).into_owned();
+        {
+            let mut m = self.in_flight.lock().unwrap();
+            let n = m.entry(cid.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                self.overlaps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let _ = self.entered.lock().unwrap().send(cid.clone());
+        if cid.starts_with("hold-") {
+            let (lock, cv) = &self.open;
+            // Bounded: the test opens the gate, or this gives up.
+            let _ = cv
+                .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(30), |o| !*o)
+                .unwrap();
+        }
+        std::thread::sleep(self.dwell);
+        *self.in_flight.lock().unwrap().get_mut(&cid).unwrap() -= 1;
+        let _ = host.sl_reply(req, 200, "OK");
+    }
+}
+
+fn start(children: usize, router: Arc<Gate>) -> (tokio::runtime::Runtime, SipHost, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cfg = loopback_config();
+    cfg.sip.children = children;
+    let host = rt.block_on(SipHost::start(cfg, router)).unwrap();
+    let udp = host
+        .local_addrs()
+        .into_iter()
+        .find(|(t, _)| *t == Transport::Udp)
+        .unwrap()
+        .1;
+    (rt, host, udp)
+}
+
+/// With the old design (one reader task queueing each message to thread
+/// `hash(Call-ID) % children`), about half of these calls queued behind
+/// the blocked one and were answered only after the gate opened. Now the
+/// free thread reads and answers them all while one thread is held.
+#[test]
+fn a_blocked_route_holds_back_only_its_own_call() {
+    let (gate, entered) = Gate::new(Duration::ZERO);
+    let (rt, host, udp) = start(2, Arc::clone(&gate));
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    let held = Call::new(&a, "hold-1", &format!("sip:bob@{udp}"));
+    a.send(udp, held.request("OPTIONS", &branch(), 1, None, ""))
+        .unwrap();
+    assert_eq!(entered.recv_timeout(WAIT).unwrap(), "hold-1");
+
+    let calls = 40;
+    for i in 0..calls {
+        let c = Call::new(&a, &format!("free-{i}"), &format!("sip:bob@{udp}"));
+        a.send(udp, c.request("OPTIONS", &branch(), 1, None, ""))
+            .unwrap();
+    }
+    let mut answered = Vec::new();
+    for _ in 0..calls {
+        let r = a
+            .expect_status(200, None, WAIT)
+            .expect("every free call answered while one route is blocked");
+        answered.push(String::from_utf8_lossy(r.call_id().unwrap()).into_owned());
+    }
+    assert!(
+        answered.iter().all(|c| c.starts_with("free-")),
+        "{answered:?}"
+    );
+    gate.open();
+    let r = a.expect_status(200, None, WAIT).expect("the held call");
+    assert_eq!(r.call_id().unwrap(), b"hold-1");
+    rt.block_on(host.shutdown());
+}
+
+/// Four threads read one socket; a burst of requests of one call, each
+/// staying in the router a little, never overlaps (the Call-ID stripe
+/// lock), while every request is still answered.
+#[test]
+fn messages_of_one_call_never_run_at_the_same_time() {
+    let (gate, _entered) = Gate::new(Duration::from_millis(2));
+    let (rt, host, udp) = start(4, Arc::clone(&gate));
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    let burst = 60;
+    let call = Call::new(&a, "one-call", &format!("sip:bob@{udp}"));
+    let other = Call::new(&a, "other-call", &format!("sip:bob@{udp}"));
+    for i in 0..burst {
+        let c = if i % 3 == 2 { &other } else { &call };
+        a.send(udp, c.request("OPTIONS", &branch(), i + 1, None, ""))
+            .unwrap();
+    }
+    for _ in 0..burst {
+        a.expect_status(200, None, WAIT)
+            .expect("every request answered");
+    }
+    assert_eq!(gate.overlaps.load(Ordering::Relaxed), 0);
+    rt.block_on(host.shutdown());
+}
