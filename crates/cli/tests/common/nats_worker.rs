@@ -55,7 +55,10 @@ impl Worker {
                     .queue_subscribe("evapi.relay", "workers".into())
                     .await
                     .unwrap();
-                client.flush().await.unwrap();
+                // `flush` only writes: a request nobody answers comes
+                // back once the server has read the subscription.
+                let sync = client.request("evapi-test.sync", "".into()).await;
+                assert!(sync.is_err(), "nobody answers evapi-test.sync");
                 ready_tx.send(()).unwrap();
                 let serve = async {
                     while let Some(m) = sub.next().await {
