@@ -771,7 +771,10 @@ mod tests {
         let wait = |what: &str, f: &dyn Fn(&nats::Stats) -> bool| {
             let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while !f(&handle.stats()) {
-                assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out waiting for {what}"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         };
@@ -828,7 +831,9 @@ mod tests {
             handle.send(nats::SendKind::Unicast, b"e3", b"w", true),
             Err(nats::SendError::Disconnected)
         );
-        assert!(handle.send(nats::SendKind::Unicast, b"", b"w", true).is_err());
+        assert!(handle
+            .send(nats::SendKind::Unicast, b"", b"w", true)
+            .is_err());
         let text = metrics.render();
         promtool_check(&text);
         let s = |series: &str| sample(&text, series);

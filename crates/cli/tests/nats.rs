@@ -411,7 +411,10 @@ fn a_refused_node_names_the_server_and_the_cause_and_keeps_serving_tcp_clients()
         let s = nats_status(&ev);
         assert_eq!(s["connected"], 0, "{s}");
         let last = s["last_error"].as_str().unwrap();
-        assert!(last.starts_with(&format!("{url}: ")) && last.contains(cause), "{s}");
+        assert!(
+            last.starts_with(&format!("{url}: ")) && last.contains(cause),
+            "{s}"
+        );
 
         let mut caller = Caller::new();
         caller.call(ev.udp, "no-one");
@@ -440,9 +443,11 @@ fn a_refused_node_names_the_server_and_the_cause_and_keeps_serving_tcp_clients()
 #[test]
 fn creds_file_and_tls_with_a_client_certificate() {
     let (operator, pki) = (TestOperator::new(), TestPki::new());
-    let Some(server) =
-        NatsServer::start_with(&format!("{}{}", operator.server_config(), pki.server_config(true)))
-    else {
+    let Some(server) = NatsServer::start_with(&format!(
+        "{}{}",
+        operator.server_config(),
+        pki.server_config(true)
+    )) else {
         return;
     };
     let dir = TestDir::new("nats-creds");
@@ -475,7 +480,11 @@ fn creds_file_and_tls_with_a_client_certificate() {
     }
     assert_eq!(w1.answered(), 10);
     let s = nats_status(&ev);
-    assert_eq!((s["connected"].as_i64(), s["replies"].as_u64()), (Some(1), Some(10)), "{s}");
+    assert_eq!(
+        (s["connected"].as_i64(), s["replies"].as_u64()),
+        (Some(1), Some(10)),
+        "{s}"
+    );
     assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
     let out = std::process::Command::new("curl")
         .args(["-sf", &format!("http://{}/metrics", ev.http.unwrap())])

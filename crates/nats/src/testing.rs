@@ -223,7 +223,10 @@ impl TestPki {
         dir.write("ca.pem", &trusted.pem());
         dir.write("other-ca.pem", &ca("evapi untrusted CA").pem());
         for (name, sans) in [
-            ("server", vec!["127.0.0.1".to_string(), "localhost".to_string()]),
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            ),
             ("client", vec!["client.test".to_string()]),
         ] {
             let key = KeyPair::generate().unwrap();

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use nats::testing::{NatsServer, TestDir, TestOperator, TestPki};
-use nats::{NatsHandle, NatsHandler, NatsSection, SendError, SendKind, Secret};
+use nats::{NatsHandle, NatsHandler, NatsSection, Secret, SendError, SendKind};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
