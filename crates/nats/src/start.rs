@@ -64,7 +64,7 @@ async fn options(section: &NatsSection, node: &str) -> Result<ConnectOptions, St
 /// fails. The client reports a failed attempt by its kind only
 /// ("authorization violation", "TLS error"), without the server or the
 /// underlying cause; this names both: `NATS cannot connect to
-/// tls://nats1:4443: TLS error: invalid peer certificate: UnknownIssuer`.
+/// tls://nats1:4443: IO error: invalid peer certificate: UnknownIssuer`.
 /// A connection that succeeds is closed at once.
 async fn diagnose(section: &NatsSection, shared: &Shared) {
     for server in &section.servers {
