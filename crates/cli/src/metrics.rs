@@ -1,5 +1,6 @@
-//! `GET /metrics`: the counters of the SIP host, the event socket and the
-//! script, in the Prometheus text exposition format (version 0.0.4).
+//! `GET /metrics`: the counters of the SIP host, the event socket, the
+//! script and (when `[nats]` is on) the NATS side, in the Prometheus text
+//! exposition format (version 0.0.4).
 //!
 //! Nothing here is on a message's path. The counters live in the crates
 //! that own the events (relaxed atomics, or plain integers under the
@@ -14,6 +15,7 @@
 //! [`Metrics::render`]'s text as `admin::METRICS_CONTENT_TYPE`.
 
 use evapi::{EvapiHandle, RelayKind};
+use nats::NatsHandle;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -33,6 +35,7 @@ pub struct Sources {
     sip: SipHandle,
     events: EvapiHandle,
     script: ScriptSource,
+    nats: Option<NatsHandle>,
 }
 
 impl fmt::Debug for Sources {
@@ -63,7 +66,16 @@ impl Sources {
             sip,
             events,
             script: Arc::new(script),
+            nats: None,
         }
+    }
+
+    /// These sources, and the NATS side's counters when `nats` is given
+    /// (`[nats]` is on); without it the `evapi_nats_*` metrics are left
+    /// out.
+    pub fn with_nats(mut self, nats: Option<NatsHandle>) -> Sources {
+        self.nats = nats;
+        self
     }
 
     /// Read every counter once.
@@ -72,6 +84,7 @@ impl Sources {
             tm: self.sip.stats(),
             events: self.events.stats(),
             script: (self.script)(),
+            nats: self.nats.as_ref().map(NatsHandle::stats),
         }
     }
 }
@@ -85,6 +98,8 @@ pub struct Snapshot {
     pub events: evapi::Stats,
     /// The script.
     pub script: ScriptStats,
+    /// The NATS side, when `[nats]` is on.
+    pub nats: Option<nats::Stats>,
 }
 
 /// The metrics of one process: a `prometheus-client` registry whose one
@@ -161,7 +176,11 @@ impl Collector for Scrape {
             "evapi_script_missing_functions",
             "Calls of a route function the script does not define.",
             s.script.missing_functions,
-        )
+        )?;
+        match &s.nats {
+            Some(n) => nats_metrics(&mut e, n),
+            None => Ok(()),
+        }
     }
 }
 
@@ -381,6 +400,61 @@ fn event_metrics(e: Enc, ev: &evapi::Stats) -> fmt::Result {
         "evapi_event_client_queue_max_bytes",
         "The most bytes queued for one event client now.",
         ev.max_queued_bytes,
+    )
+}
+
+fn nats_metrics(e: Enc, n: &nats::Stats) -> fmt::Result {
+    gauge(
+        e,
+        "evapi_nats_connected",
+        "1 while connected to a NATS server, 0 while not.",
+        n.connected as u64,
+    )?;
+    counter(
+        e,
+        "evapi_nats_connects",
+        "Connections made to a NATS server: the first one and each reconnection.",
+        n.connects,
+    )?;
+    counter(
+        e,
+        "evapi_nats_disconnects",
+        "Connections to a NATS server lost.",
+        n.disconnects,
+    )?;
+    counter(
+        e,
+        "evapi_nats_published",
+        "Messages handed to the NATS client: evapi sends over NATS and KSR.nats.publish.",
+        n.published,
+    )?;
+    counter_by(
+        e,
+        "evapi_nats_send_failures",
+        "Sends over NATS that failed, by reason: disconnected (not connected to a server: failed at once, never kept for later), other (queue full, bad subject, empty data, shutting down).",
+        "reason",
+        [
+            ("disconnected", n.send_disconnected),
+            ("other", n.send_failed.saturating_sub(n.send_disconnected)),
+        ],
+    )?;
+    counter(
+        e,
+        "evapi_nats_no_responders",
+        "Watched sends that reached nobody (NATS had no responders, or the link went before they were published): each ran the event callback as evapi:no-responders.",
+        n.no_responders,
+    )?;
+    counter(
+        e,
+        "evapi_nats_replies_received",
+        "Answers received on this node's reply subject.",
+        n.replies,
+    )?;
+    counter(
+        e,
+        "evapi_nats_messages_received",
+        "Messages received on [[nats.subscribe]] subjects.",
+        n.messages,
     )
 }
 
@@ -660,6 +734,117 @@ mod tests {
                 "no help for {name}"
             );
         }
+    }
+
+    /// With `[nats]` on, the `evapi_nats_*` metrics follow a round trip
+    /// through a real nats-server (an answer, a no-responders, a publish)
+    /// and a disconnection, and promtool accepts them; without NATS they
+    /// are left out.
+    #[test]
+    fn nats_counters_move_after_a_round_trip_and_pass_promtool() {
+        use futures_util::StreamExt;
+        struct Nop;
+        impl nats::NatsHandler for Nop {}
+        let Some(mut server) = nats::testing::NatsServer::start() else {
+            return;
+        };
+        let live = live::Live::start();
+        assert!(!Metrics::new(live.sources.clone())
+            .render()
+            .contains("evapi_nats_"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let section = nats::NatsSection {
+            servers: vec![server.url()],
+            node: "m1".into(),
+            ..Default::default()
+        };
+        let running = rt.block_on(async {
+            let bound = nats::connect(&section).await.unwrap();
+            bound.start(Arc::new(Nop), 1).await.unwrap()
+        });
+        let handle = running.handle();
+        let metrics = Metrics::new(live.sources.clone().with_nats(Some(handle.clone())));
+        let wait = |what: &str, f: &dyn Fn(&nats::Stats) -> bool| {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !f(&handle.stats()) {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out waiting for {what}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        wait("connected", &|s| s.connected);
+        let text = metrics.render();
+        promtool_check(&text);
+        assert_eq!(sample(&text, "evapi_nats_connected"), 1.0);
+        assert_eq!(sample(&text, "evapi_nats_connects_total"), 1.0);
+        assert_eq!(sample(&text, "evapi_nats_published_total"), 0.0);
+        assert_eq!(sample(&text, "evapi_nats_replies_received_total"), 0.0);
+
+        // A worker answers evapi.unicast.w.
+        let _worker = rt.block_on(async {
+            let c = async_nats::connect(server.url()).await.unwrap();
+            let mut sub = c.subscribe("evapi.unicast.w").await.unwrap();
+            let c2 = c.clone();
+            tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    let reply = m.reply.unwrap();
+                    c2.publish(reply, "answer".into()).await.unwrap();
+                }
+            });
+            // A request nobody answers returns once the server has read
+            // the subscription.
+            assert!(c.request("metrics.sync", "".into()).await.is_err());
+            c
+        });
+        handle
+            .send(nats::SendKind::Unicast, b"e1", b"w", true)
+            .unwrap();
+        wait("the answer", &|s| s.replies == 1);
+        handle
+            .send(nats::SendKind::Unicast, b"e2", b"nobody", true)
+            .unwrap();
+        wait("no responders", &|s| s.no_responders == 1);
+        handle.publish("app.x", b"x", None).unwrap();
+        wait("published", &|s| s.published == 3);
+        let text = metrics.render();
+        promtool_check(&text);
+        let s = |series: &str| sample(&text, series);
+        assert_eq!(s("evapi_nats_published_total"), 3.0);
+        assert_eq!(s("evapi_nats_replies_received_total"), 1.0);
+        assert_eq!(s("evapi_nats_no_responders_total"), 1.0);
+        assert_eq!(s("evapi_nats_messages_received_total"), 0.0);
+        assert_eq!(
+            s("evapi_nats_send_failures_total{reason=\"disconnected\"}"),
+            0.0
+        );
+
+        // The server goes: the gauge drops, a send fails at once, counted.
+        server.stop();
+        wait("disconnected", &|s| !s.connected);
+        assert_eq!(
+            handle.send(nats::SendKind::Unicast, b"e3", b"w", true),
+            Err(nats::SendError::Disconnected)
+        );
+        assert!(handle
+            .send(nats::SendKind::Unicast, b"", b"w", true)
+            .is_err());
+        let text = metrics.render();
+        promtool_check(&text);
+        let s = |series: &str| sample(&text, series);
+        assert_eq!(s("evapi_nats_connected"), 0.0);
+        assert_eq!(s("evapi_nats_disconnects_total"), 1.0);
+        assert_eq!(
+            s("evapi_nats_send_failures_total{reason=\"disconnected\"}"),
+            1.0
+        );
+        assert_eq!(s("evapi_nats_send_failures_total{reason=\"other\"}"), 1.0);
+        rt.block_on(running.shutdown());
     }
 
     /// What the HTTP listener needs: a `Fn() -> String` it can share.

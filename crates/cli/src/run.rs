@@ -67,7 +67,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         sip::dialog::rpc::register(&registry, bound_sip.handle().dialogs().clone());
         evapi::rpc::register(&registry, bound_events.handle());
         script::rpc::register(&registry, &engine);
-        let sources = metrics::Sources::new(bound_sip.handle(), bound_events.handle(), &engine);
+        let sources = metrics::Sources::new(bound_sip.handle(), bound_events.handle(), &engine)
+            .with_nats(bound_nats.as_ref().map(|b| b.handle()));
         stats_rpc::register(&registry, sources.clone());
         let _ = scrape.set(metrics::Metrics::new(sources));
         let events = bound_events

@@ -13,7 +13,7 @@ mod common;
 use common::nats_worker::Worker;
 use common::*;
 use futures_util::StreamExt;
-use nats::testing::NatsServer;
+use nats::testing::{NatsServer, TestDir, TestOperator, TestPki};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -369,4 +369,134 @@ fn subscriptions_reach_the_script_and_it_publishes() {
     });
     ev.wait_log("published 1");
     assert_eq!(nats_status(&ev)["messages"], 1);
+}
+
+/// A node the NATS server refuses (a wrong password, a wrong token, a CA
+/// that did not sign the server's certificate) keeps running: it logs the
+/// server and the cause, `nats.status` shows them, `KSR.nats.connected()`
+/// is -1 (the default script answers 503 at once when no TCP client is
+/// there either), and a TCP event client gets the calls and answers them
+/// as before.
+#[test]
+fn a_refused_node_names_the_server_and_the_cause_and_keeps_serving_tcp_clients() {
+    let pki = TestPki::new();
+    let Some(auth) = NatsServer::start_with(r#"authorization { user: "node", password: "right" }"#)
+    else {
+        return;
+    };
+    let token = NatsServer::start_with(r#"authorization { token: "right-token" }"#).unwrap();
+    let tls = NatsServer::start_with(&pki.server_config(false)).unwrap();
+    let untrusted_ca = format!("tls_ca = {:?}", pki.path("other-ca.pem"));
+    for (url, keys, cause) in [
+        (
+            auth.url(),
+            "user = \"node\"\npassword = \"wrong\"",
+            "authorization violation",
+        ),
+        (token.url(), "token = \"wrong\"", "authorization violation"),
+        (
+            tls.tls_url(),
+            untrusted_ca.as_str(),
+            "invalid peer certificate: UnknownIssuer",
+        ),
+    ] {
+        let cfg = format!(
+            "{}\n[nats]\nservers = [\"{url}\"]\nnode = \"a\"\n{keys}\n",
+            config("")
+        );
+        let ev = Evapi::start(&cfg, DEFAULT_SCRIPT);
+        let line = ev.wait_log("NATS cannot connect to");
+        assert!(line.contains(&url) && line.contains(cause), "{line}");
+        assert!(!line.contains("wrong"), "no secret in the log: {line}");
+        let s = nats_status(&ev);
+        assert_eq!(s["connected"], 0, "{s}");
+        let last = s["last_error"].as_str().unwrap();
+        assert!(
+            last.starts_with(&format!("{url}: ")) && last.contains(cause),
+            "{s}"
+        );
+
+        let mut caller = Caller::new();
+        caller.call(ev.udp, "no-one");
+        assert_eq!(caller.collect(WAIT), 0);
+        let (code, reason, _) = caller.final_of("no-one");
+        assert_eq!((*code, reason.as_str()), (503, "No Event Client"));
+
+        let mut client = EventClient::connect(ev.events);
+        ev.wait_log("event client 0 connected");
+        caller.call(ev.udp, "tcp");
+        let event = recv_json(&mut client);
+        assert_eq!(event["callid"], "tcp");
+        client.send(&format!(
+            r#"{{"tindex":{},"tlabel":{},"code":486,"reason":"From TCP"}}"#,
+            event["tindex"], event["tlabel"]
+        ));
+        assert_eq!(caller.collect(WAIT), 0);
+        assert_eq!(caller.final_of("tcp").0, 486);
+        assert_eq!(nats_status(&ev)["connected"], 0);
+    }
+}
+
+/// A node with a creds file (operator mode) over TLS with a client
+/// certificate: its calls are answered by a worker that has credentials
+/// of its own, and `/metrics` counts the answers.
+#[test]
+fn creds_file_and_tls_with_a_client_certificate() {
+    let (operator, pki) = (TestOperator::new(), TestPki::new());
+    let Some(server) = NatsServer::start_with(&format!(
+        "{}{}",
+        operator.server_config(),
+        pki.server_config(true)
+    )) else {
+        return;
+    };
+    let dir = TestDir::new("nats-creds");
+    let creds = dir.write("node.creds", &operator.user_creds("node"));
+    let cfg = format!(
+        "{}\n[nats]\nservers = [\"{}\"]\nnode = \"a\"\ncreds_file = {:?}\ntls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+        config(""),
+        server.tls_url(),
+        creds,
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let ev = Evapi::start(&cfg, DEFAULT_SCRIPT);
+    ev.wait_log("NATS connected");
+    let opts = async_nats::ConnectOptions::with_credentials(&operator.user_creds("worker"))
+        .unwrap()
+        .add_root_certificates(pki.path("ca.pem"))
+        .add_client_certificate(pki.path("client.pem"), pki.path("client.key"))
+        .require_tls(true);
+    let w1 = Worker::start_with(&server.tls_url(), "w1", opts);
+    let mut caller = Caller::new();
+    for i in 0..10 {
+        caller.call(ev.udp, &format!("secure-{i}"));
+    }
+    assert_eq!(caller.collect(WAIT), 0);
+    for i in 0..10 {
+        let (code, reason, _) = caller.final_of(&format!("secure-{i}"));
+        assert_eq!((*code, reason.as_str()), (486, "Busy w1"));
+    }
+    assert_eq!(w1.answered(), 10);
+    let s = nats_status(&ev);
+    assert_eq!(
+        (s["connected"].as_i64(), s["replies"].as_u64()),
+        (Some(1), Some(10)),
+        "{s}"
+    );
+    assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{}/metrics", ev.http.unwrap())])
+        .output()
+        .expect("curl runs");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "evapi_nats_connected 1\n",
+        "evapi_nats_replies_received_total 10\n",
+        "evapi_nats_published_total 10\n",
+        "evapi_nats_no_responders_total 0\n",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
 }

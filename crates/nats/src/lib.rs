@@ -39,7 +39,7 @@ pub use config::{
     is_publish_subject, is_subscribe_subject, ConfigError, NatsSection, Secret, Subscribe,
 };
 
-use async_nats::{Client, ServerAddr};
+use async_nats::{Client, ConnectOptions, ServerAddr};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lograte::warn_limited;
@@ -214,6 +214,8 @@ struct Shared {
     watched: Mutex<HashMap<u64, (Bytes, Instant)>>,
     next_watch: AtomicU64,
     counters: Counters,
+    /// `<server>: <cause>` of the last connection attempt that failed.
+    last_error: Mutex<Option<String>>,
 }
 
 /// A cheap, cloneable handle to send over NATS from any thread. A send
@@ -424,5 +426,17 @@ impl NatsHandle {
     /// The servers configured.
     pub fn servers(&self) -> &[String] {
         &self.shared.servers
+    }
+
+    /// Why the last connection attempt that failed failed, with the
+    /// server: `nats://nats1:4222: authorization violation: ...`. Kept
+    /// after a later success (it is history, not state: see
+    /// [`NatsHandle::connected`]).
+    pub fn last_error(&self) -> Option<String> {
+        self.shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

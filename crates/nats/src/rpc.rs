@@ -7,7 +7,7 @@ use crate::NatsHandle;
 pub fn register(registry: &rpc::Registry, handle: NatsHandle) {
     registry.register(
         "nats.status",
-        "NATS: connected (1/0), node, reply subject, servers and the counters",
+        "NATS: connected (1/0), node, reply subject, servers, the counters and the last connection error",
         move |p: &rpc::Params| {
             p.no_more(0)?;
             let s = handle.stats();
@@ -24,6 +24,7 @@ pub fn register(registry: &rpc::Registry, handle: NatsHandle) {
                 ("no_responders", serde_json::json!(s.no_responders)),
                 ("replies", serde_json::json!(s.replies)),
                 ("messages", serde_json::json!(s.messages)),
+                ("last_error", serde_json::json!(handle.last_error())),
             ]))
         },
     );

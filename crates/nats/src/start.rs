@@ -20,22 +20,20 @@ pub fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(50u64 << attempts.min(5))
 }
 
-/// Validate `section` and set up the client. It connects in the
-/// background (a server that is down at start is retried as after a
-/// disconnection), so this returns at once; sends fail until it is
-/// connected.
-pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
-    section.validate()?;
-    section.check_files()?;
-    let node = section.node_name();
-    let reply = section.reply_subject(&node);
-    let counters = Counters::default();
-    let mut opts = async_nats::ConnectOptions::new()
+/// How long a connection attempt may take (TCP, TLS and the server's
+/// answer to CONNECT).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// While connections fail, each server is tried by hand
+/// ([`diagnose`]) at most this often.
+const DIAGNOSE_EVERY: Duration = Duration::from_secs(60);
+
+/// The options every connection of this node uses: its name, the
+/// credentials and TLS of `section`.
+async fn options(section: &NatsSection, node: &str) -> Result<ConnectOptions, StartError> {
+    let mut opts = ConnectOptions::new()
         .name(format!("evapi {node}"))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(2))
-        .reconnect_delay_callback(reconnect_delay);
+        .connection_timeout(CONNECT_TIMEOUT);
     if !section.user.is_empty() {
         opts = opts.user_and_password(section.user.clone(), section.password.0.clone());
     }
@@ -59,6 +57,55 @@ pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
     if !section.tls_cert.as_os_str().is_empty() {
         opts = opts.add_client_certificate(section.tls_cert.clone(), section.tls_key.clone());
     }
+    Ok(opts)
+}
+
+/// One connection attempt to each server, by hand, logging why each one
+/// fails. The client reports a failed attempt by its kind only
+/// ("authorization violation", "TLS error"), without the server or the
+/// underlying cause; this names both: `NATS cannot connect to
+/// tls://nats1:4443: IO error: invalid peer certificate: UnknownIssuer`.
+/// A connection that succeeds is closed at once.
+async fn diagnose(section: &NatsSection, shared: &Shared) {
+    for server in &section.servers {
+        let attempt = async {
+            let opts = options(section, &shared.node)
+                .await
+                .map_err(|e| e.to_string())?
+                .reconnect_delay_callback(|_| Duration::ZERO);
+            opts.connect(server.as_str())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let cause = match tokio::time::timeout(2 * CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(_client)) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => "timed out".to_string(),
+        };
+        warn!(node = %shared.node, %server, %cause, "NATS cannot connect to {server}: {cause}");
+        *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("{server}: {cause}"));
+    }
+}
+
+/// Validate `section` and set up the client. It connects in the
+/// background (a server that is down at start is retried as after a
+/// disconnection), so this returns at once; sends fail until it is
+/// connected. A server that refuses the node (wrong credentials, a
+/// certificate not trusted) is retried the same way; each failing server
+/// and its cause are logged (at most once a minute while it fails) and
+/// kept for `nats.status` ([`NatsHandle::last_error`]).
+pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
+    section.validate()?;
+    section.check_files()?;
+    let node = section.node_name();
+    let reply = section.reply_subject(&node);
+    let counters = Counters::default();
+    let mut opts = options(section, &node)
+        .await?
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay);
     let (events_tx, events_rx) = flume::unbounded::<async_nats::Event>();
     opts = opts.event_callback(move |e| {
         let tx = events_tx.clone();
@@ -89,21 +136,35 @@ pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
         watched: Mutex::new(HashMap::new()),
         next_watch: AtomicU64::new(1),
         counters,
+        last_error: Mutex::new(None),
     });
     let weak = Arc::downgrade(&shared);
+    let diagnosed = section.clone();
     tokio::spawn(async move {
+        let mut last_diagnosis: Option<Instant> = None;
         while let Ok(e) = events_rx.recv_async().await {
             let Some(s) = weak.upgrade() else { break };
             match e {
                 async_nats::Event::Connected => {
                     bump(&s.counters.connects);
+                    last_diagnosis = None;
                     info!(node = %s.node, "NATS connected");
                 }
                 async_nats::Event::Disconnected => {
                     bump(&s.counters.disconnects);
                     warn!(node = %s.node, "NATS disconnected; sends over NATS fail until it reconnects");
                 }
-                other => warn_limited!(event = %other, "NATS client event"),
+                // A connection attempt failed (the client says only of what
+                // kind): find out which server and why, now and then.
+                async_nats::Event::ClientError(async_nats::ClientError::Other(kind)) => {
+                    tracing::debug!(node = %s.node, %kind, "NATS connection attempt failed");
+                    if last_diagnosis.is_none_or(|t| t.elapsed() >= DIAGNOSE_EVERY) {
+                        last_diagnosis = Some(Instant::now());
+                        let section = diagnosed.clone();
+                        tokio::spawn(async move { diagnose(&section, &s).await });
+                    }
+                }
+                other => warn_limited!(node = %s.node, event = %other, "NATS client event"),
             }
         }
     });
@@ -229,7 +290,8 @@ impl Bound {
                     let handle = NatsHandle {
                         shared: shared.clone(),
                     };
-                    let sent = if handle.connected() {
+                    let connected = handle.connected();
+                    let sent = if connected {
                         let r = match out.reply {
                             Some(reply) => {
                                 shared
@@ -249,7 +311,9 @@ impl Bound {
                         continue;
                     }
                     bump(&shared.counters.send_failed);
-                    bump(&shared.counters.send_disconnected);
+                    if !connected {
+                        bump(&shared.counters.send_disconnected);
+                    }
                     if let Some(d) = out.watch.and_then(|n| handle.unwatch(n)) {
                         bump(&shared.counters.no_responders);
                         if tx.send_async(Incoming::NoResponders(d)).await.is_err() {

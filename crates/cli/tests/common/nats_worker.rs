@@ -33,6 +33,11 @@ impl Worker {
     /// Connect to the NATS server at `url` and serve until killed or
     /// dropped; returns once subscribed.
     pub fn start(url: &str, name: &str) -> Worker {
+        Self::start_with(url, name, async_nats::ConnectOptions::new())
+    }
+
+    /// [`Worker::start`] with `opts` (credentials, TLS).
+    pub fn start_with(url: &str, name: &str, opts: async_nats::ConnectOptions) -> Worker {
         let answered = Arc::new(AtomicUsize::new(0));
         let hold = Arc::new(AtomicBool::new(false));
         let seen: Seen = Arc::default();
@@ -46,7 +51,7 @@ impl Worker {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let client = async_nats::ConnectOptions::new()
+                let client = opts
                     .reconnect_delay_callback(nats::reconnect_delay)
                     .connect(url.as_str())
                     .await
@@ -55,7 +60,10 @@ impl Worker {
                     .queue_subscribe("evapi.relay", "workers".into())
                     .await
                     .unwrap();
-                client.flush().await.unwrap();
+                // `flush` only writes: a request nobody answers comes
+                // back once the server has read the subscription.
+                let sync = client.request("evapi-test.sync", "".into()).await;
+                assert!(sync.is_err(), "nobody answers evapi-test.sync");
                 ready_tx.send(()).unwrap();
                 let serve = async {
                     while let Some(m) = sub.next().await {
