@@ -276,6 +276,14 @@ def reap(p, timeout):
 # ---------------------------------------------------------------- servers
 
 
+def kam_buffer_args(a):
+    """Kamailio's maxbuffer for the anchor cfg's modes: --udp-buffer, unless
+    a --kam-arg already names KAM_MAXBUFFER."""
+    if not a.udp_buffer or any("KAM_MAXBUFFER" in x for x in (a.kam_arg or [])):
+        return []
+    return ["-A", f"KAM_MAXBUFFER={a.udp_buffer}"]
+
+
 class Kamailio:
     name = "kamailio"
 
@@ -299,7 +307,7 @@ class Kamailio:
                 "-A", f'EVAPI_BIND="127.0.0.1:{EVAPI_PORT}"', "-A", "DBGLEVEL=1",
                 "-A", f"CHILDREN={self.a.children}", "-A", defs,
                 "-A", f"EVAPI_WORKERS={self.a.workers}",
-                "-A", f"EVAPI_MAX_CLIENTS={max(8, clients_max)}"] + (self.a.kam_arg or [])
+                "-A", f"EVAPI_MAX_CLIENTS={max(8, clients_max)}"] + kam_buffer_args(self.a) + (self.a.kam_arg or [])
         self.log = open(os.path.join(rdir, "server.log"), "w")
         self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, cwd=rdir)
         if not wait_ports(self.p):
@@ -314,7 +322,7 @@ class Kamailio:
         """Kamailio's example cfg + KEMI Lua script (bench/basic.py writes the copy)."""
         cfg = os.path.join(rdir, "kamailio-basic-kemi.cfg")
         open(cfg, "w").write(basic.kamailio_cfg(SIP_PORT, self.a.children, self.a.basic_kam_debug,
-                                                 self.a.basic_kam_maxbuffer))
+                                                 self.a.basic_kam_maxbuffer or self.a.udp_buffer))
         ok, out = basic.check_cfg(cfg)
         open(os.path.join(rdir, "check.log"), "w").write(out)
         if not ok:
@@ -333,7 +341,7 @@ class Kamailio:
     def start_dialog(self, rdir, dialogs):
         """The dialog row's cfg (bench/dialog.py writes it), checked with kamailio -c."""
         cfg, self.ctl = dialog.kamailio_cfg(rdir, SIP_PORT, self.a.children, SIPP_PORT + 300, dialogs,
-                                            self.a.dialog_kam_script)
+                                            self.a.dialog_kam_script, self.a.udp_buffer)
         ok, out = basic.check_cfg(cfg)
         open(os.path.join(rdir, "check.log"), "w").write(out)
         if not ok:
@@ -384,6 +392,10 @@ class Evapi:
                     .replace("@EVAPI_MAX_CLIENTS@", str(max(8, clients_max)))
                     .replace("@SCRIPT@", os.path.join(HERE, "evapi", mode + ".lua"))
                     .replace("@EVAPI_EXTRA@", FANOUT_EVAPI if mode == "fanout" else ""))
+        if self.a.udp_buffer:
+            # the same UDP receive buffer as Kamailio's maxbuffer (--udp-buffer)
+            conf, n = re.subn(r"(?m)^(children = \d+)$", rf"\1\nudp_recv_buffer = {self.a.udp_buffer}", conf, count=1)
+            assert n == 1, "no [sip] children line to put udp_recv_buffer after"
         conf += http_section(self.a.evapi_http)
         path = os.path.join(rdir, "evapi.toml")
         open(path, "w").write(conf)
@@ -1163,7 +1175,11 @@ def main():
                     help="basic: Kamailio's debug level (cfg: 2 = a log line per request and an acc "
                          "record per INVITE/BYE; default 0 = warnings, as our side)")
     ap.add_argument("--basic-kam-maxbuffer", type=int, default=0,
-                    help="basic: Kamailio's maxbuffer (UDP receive buffer, bytes); 0 = its default (256 KB)")
+                    help="basic: Kamailio's maxbuffer (UDP receive buffer, bytes); default: --udp-buffer")
+    ap.add_argument("--udp-buffer", type=int, default=1048576,
+                    help="the UDP receive buffer both servers get, bytes (Kamailio's maxbuffer, our "
+                         "[sip] udp_recv_buffer); default 1 MB, ours by default; 0 = each its own default "
+                         "(Kamailio 256 KB, ours 1 MB)")
     ap.add_argument("--basic-register", default=basic.REGISTER_XML,
                     help="basic: the SIPp REGISTER scenario (default tests/sipp/register.xml)")
     ap.add_argument("--dialog-kam-script", choices=["cfg", "lua"], default="cfg",
@@ -1217,9 +1233,11 @@ def main():
             "sipp": sh(["sipp", "-v"]).stdout.strip().splitlines()[0] if shutil.which("sipp") else "?",
             "probe_rates": rates["probe"], "fanout_clients": [int(x) for x in a.fanout_clients.split(",")],
             "rates": rates, "children": a.children, "workers": a.workers, "kam_shm_async": a.kam_shm,
-            "argv": sys.argv[1:], "quick": a.quick}
+            "argv": sys.argv[1:], "quick": a.quick, "udp_buffer": a.udp_buffer}
     json.dump(meta, open(os.path.join(outdir, "meta.json"), "w"), indent=1)
     print(f"== {stamp}: {meta['kamailio']} vs {meta['evapi']}; results in {outdir}", flush=True)
+    print("== UDP receive buffer: " + (f"{a.udp_buffer} bytes for both servers (--udp-buffer)" if a.udp_buffer
+          else "each server's own default (Kamailio 256 KB, ours 1 MB; --udp-buffer 0)"), flush=True)
     R = Runner(a, outdir)
     all_runs = []
     t_start = time.time()

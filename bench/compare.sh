@@ -13,6 +13,10 @@
 #                                            # against the TCP path (bench/nats.py; needs nats-server)
 #   bench/compare.sh --help     # every option (bench/compare.py)
 #
+# Both servers get the same UDP receive buffer, 1 MB (Kamailio's maxbuffer, our
+# [sip] udp_recv_buffer); --udp-buffer BYTES changes it, --udp-buffer 0 leaves each
+# its own default (Kamailio 256 KB, ours 1 MB).
+#
 # Needs (Debian packages; nothing is installed by this script):
 #   kamailio kamailio-extra-modules kamailio-json-modules   (Kamailio 5.6.3 with evapi, jansson)
 #   kamailio-lua-modules                                    (app_lua, for the basic row)

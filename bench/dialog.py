@@ -135,7 +135,7 @@ def lua_script(uas_port, dialogs=True):
     return LUA.format(dlg=dlg, uas_port=uas_port)
 
 
-def kamailio_cfg(rdir, sip_port, children, uas_port, dialogs=True, script="cfg"):
+def kamailio_cfg(rdir, sip_port, children, uas_port, dialogs=True, script="cfg", maxbuffer=0):
     """(cfg path, ctl socket path); the cfg (and for script "lua" the Lua
     file beside it) written into rdir."""
     ctl = os.path.join(rdir, "kamailio_ctl")
@@ -149,9 +149,12 @@ def kamailio_cfg(rdir, sip_port, children, uas_port, dialogs=True, script="cfg")
         lua_load = lua_params = ""
         routes = KAM_ROUTES.format(dlg="\t\tdlg_manage();\n" if dialogs else "", uas_port=uas_port)
     cfg = os.path.join(rdir, "kamailio-dialog.cfg")
-    open(cfg, "w").write(KAM_CFG.format(children=children, sip_port=sip_port, mpath=DEBIAN_MPATH,
-                                        ctl=ctl, lua_load=lua_load, lua_params=lua_params,
-                                        routes=routes))
+    text = KAM_CFG.format(children=children, sip_port=sip_port, mpath=DEBIAN_MPATH,
+                          ctl=ctl, lua_load=lua_load, lua_params=lua_params, routes=routes)
+    if maxbuffer:
+        # the UDP receive buffer Kamailio may grow to (bench/compare.py --udp-buffer)
+        text = text.replace(f"children={children}\n", f"children={children}\nmaxbuffer={maxbuffer}\n", 1)
+    open(cfg, "w").write(text)
     return cfg, ctl
 
 
