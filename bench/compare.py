@@ -47,6 +47,7 @@ import threading
 import time
 
 import basic
+import perf_breakdown
 import dialog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -574,6 +575,7 @@ class Runner:
         uas = None
         uas_port = SIPP_PORT + 300
         res = {}
+        perf = None
         try:
             if kind == "basic":
                 # bob registers (contact: the UAS), then the UAS waits for the calls
@@ -604,6 +606,7 @@ class Runner:
             ue0 = udp_errors()
             t0 = time.time()
             gen_cpu = 0.0
+            perf = perf_breakdown.start(pids0, rdir) if a.perf else None
             if kind == "fanout":
                 code, took = send_fanout_trigger(rate, a.duration * 3 + 300)
                 st = {"trigger_code": code, "trigger_s": round(took, 3)}
@@ -636,6 +639,8 @@ class Runner:
                     uas = None
                     gen_cpu += uas_cpu
             wall = time.time() - t0
+            if perf:
+                perf_breakdown.stop(perf)
             ue1 = udp_errors()
             fz1 = foreign_ticks(main)
             cpu1 = cpu_ticks(pids0)
@@ -649,6 +654,8 @@ class Runner:
             sampler.stop_ev.set()
             sampler.join(2)
         finally:
+            if perf:
+                perf_breakdown.stop(perf)  # no-op when already stopped
             if uas is not None:
                 stop_proc(uas, 5)
             for c in clist:
@@ -698,6 +705,9 @@ class Runner:
             "udp_rcvbuf_errors": ue1[0] - ue0[0], "udp_in_errors": ue1[1] - ue0[1],
             "wall_s": round(wall, 2), "quiet_wait_s": quiet_wait, "busy_before": quiet_busy,
         }
+        if perf:
+            res["perf"] = perf_breakdown.breakdown(rdir, served)
+            print(perf_breakdown.table(res["perf"]), flush=True)
         foreign = (fz1[0] - fz0[0]) / HZ
         res["foreign_cpu_s"] = round(foreign, 2)
         res["foreign_niced_cpu_s"] = round((fz1[1] - fz0[1]) / HZ, 2)
@@ -1176,6 +1186,9 @@ def main():
                          "record per INVITE/BYE; default 0 = warnings, as our side)")
     ap.add_argument("--basic-kam-maxbuffer", type=int, default=0,
                     help="basic: Kamailio's maxbuffer (UDP receive buffer, bytes); default: --udp-buffer")
+    ap.add_argument("--perf", action="store_true",
+                    help="record each server run with perf (bench/perf_breakdown.py): system calls, context "
+                         "switches and where the CPU goes per request (perf's own overhead is in those runs)")
     ap.add_argument("--udp-buffer", type=int, default=1048576,
                     help="the UDP receive buffer both servers get, bytes (Kamailio's maxbuffer, our "
                          "[sip] udp_recv_buffer); default 1 MB, ours by default; 0 = each its own default "
