@@ -2,7 +2,8 @@
 //! 8 and 64 netstring clients, and the memory an idle client costs.
 //!
 //! `cargo bench -p evapi --bench fanout` (add `-- --quick` for a short run,
-//! `-- --memory` for the memory part alone).
+//! `-- --memory` for the memory part alone, `-- --clients 64` for one
+//! fan-out case alone).
 //!
 //! One thread relays 200-byte frames as fast as it can; each client is a
 //! thread with a blocking socket that decodes every netstring it receives
@@ -38,16 +39,23 @@ fn main() {
         return;
     }
     let seconds = if quick { 1.0 } else { 5.0 };
+    // `--clients N` runs that case alone (for profiling one case).
+    let cases: Vec<usize> = match args.iter().position(|a| a == "--clients") {
+        Some(pos) => vec![args[pos + 1].parse().expect("--clients N")],
+        None => vec![1, 8, 64],
+    };
     println!(
         "evapi fan-out: {FRAME_BYTES}-byte frames, {seconds} s per case, {} cores",
         cores()
     );
     println!("| clients | frames relayed/s | frames delivered/s (total) | per client/s | MB/s delivered |");
     println!("|---|---|---|---|---|");
-    for clients in [1, 8, 64] {
+    for &clients in &cases {
         fanout(clients, Duration::from_secs_f64(seconds));
     }
-    idle_memory(if quick { 1000 } else { 10_000 });
+    if cases.len() > 1 {
+        idle_memory(if quick { 1000 } else { 10_000 });
+    }
 }
 
 fn cores() -> usize {
