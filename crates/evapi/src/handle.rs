@@ -1,6 +1,5 @@
 //! Sending to clients from any thread: relay, multicast, unicast.
 
-use crate::codec::NetstringCodec;
 use crate::config::Config;
 use crate::handler::{check_tag, TagError};
 use crate::outbox::{Frame, PendingRelays, Push};
@@ -298,15 +297,13 @@ impl EvapiHandle {
         } else {
             None
         };
-        let bytes = if shared.config.netstring_format == 1 {
-            NetstringCodec::frame(data)
-        } else {
-            Bytes::copy_from_slice(data)
-        };
-        let frame = Frame::new(bytes, pending);
+        let frame = Frame::new(data, shared.config.netstring_format == 1, pending);
+        let log = crate::frame_log::enabled();
         let deliver = |client: &Client| match client.outbox.push(&frame) {
             Push::Queued => {
-                crate::frame_log::queued(client, data);
+                if log {
+                    crate::frame_log::queued(client, data);
+                }
                 true
             }
             Push::Closed => false,
