@@ -97,6 +97,7 @@ fn fanout(clients: usize, run_for: Duration) {
         std::thread::sleep(Duration::from_millis(1));
     }
 
+    let high: usize = 4 << 20;
     let mut frame = vec![b'x'; FRAME_BYTES];
     let cpu_before = cpu_seconds();
     let start = Instant::now();
@@ -111,8 +112,8 @@ fn fanout(clients: usize, run_for: Duration) {
         // Pace on the slowest reader: when anyone has more than 4 MB
         // queued, sleep until everyone is under 2 MB, so the relaying
         // thread leaves the cores to the writers and readers meanwhile.
-        if handle.max_queued_bytes() > 4 << 20 {
-            while handle.max_queued_bytes() > 2 << 20 {
+        if handle.max_queued_bytes() > high {
+            while handle.max_queued_bytes() > high / 2 {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
