@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::handler::{check_tag, TagError};
-use crate::outbox::{Frame, PendingRelays, Push};
+use crate::outbox::{ChunkPool, Frame, PendingRelays, Push};
 use crate::registry::{Client, CloseReason, Pick, Registry};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -152,6 +152,8 @@ pub(crate) struct Shared {
     pub config: Config,
     registry: RwLock<Registry>,
     pub pending: Arc<PendingRelays>,
+    /// Copy buffers for the clients' queues, reused.
+    pub chunks: Arc<ChunkPool>,
     pub counters: Counters,
     pub next_id: AtomicU64,
     /// Connections in their TLS handshake or auth, not clients yet.
@@ -168,6 +170,7 @@ impl Shared {
             config,
             registry: RwLock::new(Registry::default()),
             pending: Arc::new(PendingRelays::default()),
+            chunks: Arc::default(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
             pending_connections: AtomicUsize::new(0),

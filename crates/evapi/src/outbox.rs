@@ -30,6 +30,43 @@ pub(crate) const COPY_MAX: usize = 1024;
 /// one slice of a `writev`.
 const CHUNK: usize = 16 * 1024;
 
+/// Most copy buffers an event socket keeps for reuse ([`CHUNK`] each: 4 MB).
+const POOL_MAX: usize = 256;
+
+/// Emptied copy buffers of one event socket, kept for the next ones: at
+/// millions of frames a second, allocating a buffer on the relaying thread
+/// and freeing it on a writer's thread costs page faults and contention on
+/// the allocator's lock. Shared by all clients and bounded, so memory kept
+/// does not grow with the number of clients; an idle client holds no
+/// buffer.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ChunkPool {
+    fn get(&self) -> Option<Vec<u8>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keep what fits of `bufs` (emptied, [`CHUNK`] bytes each), drop the
+    /// rest (after the lock is released).
+    fn put(&self, bufs: &mut Vec<Vec<u8>>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let room = POOL_MAX - free.len();
+        let keep = bufs.len().min(room);
+        free.extend(bufs.drain(bufs.len() - keep..));
+        drop(free);
+        bufs.clear();
+    }
+
+    /// Buffers kept now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.free.lock().unwrap().len()
+    }
+}
+
 /// One framed message, ready to be queued for each of its recipients.
 #[derive(Debug)]
 pub(crate) enum Frame {
@@ -225,10 +262,6 @@ struct Queue {
     /// Bytes in `pieces`.
     bytes: usize,
     closed: bool,
-    /// An emptied copy buffer the writer handed back, for the next piece,
-    /// so a busy client reuses its buffers instead of allocating. Dropped
-    /// when the writer finds the queue empty: an idle client holds none.
-    spare: Option<Vec<u8>>,
 }
 
 /// The queue of frames waiting to be written to one client.
@@ -240,6 +273,7 @@ pub(crate) struct Outbox {
     /// read-modify-write); atomic so the listing reads it without the lock.
     pushed: AtomicU64,
     limit: usize,
+    chunks: Arc<ChunkPool>,
     ready: Notify,
     /// Frames and bytes the kernel has taken (`evapi.list`). Written only
     /// by the writer, once per write call. Queued bytes are `pushed -
@@ -250,11 +284,14 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Self {
+    /// An outbox of at most `limit` bytes, taking its copy buffers from
+    /// (and giving them back to) `chunks`.
+    pub fn new(limit: usize, chunks: Arc<ChunkPool>) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
             pushed: AtomicU64::new(0),
             limit,
+            chunks,
             ready: Notify::new(),
             frames_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -269,56 +306,50 @@ impl Outbox {
     pub fn push(&self, frame: &Frame) -> Push {
         let bytes = frame.bytes();
         let len = bytes.len();
-        let mut guard = self.lock();
-        // Through a plain reference, so that two fields can be borrowed
-        // at once below.
-        let q = &mut *guard;
+        let mut q = self.lock();
         if q.closed {
             return Push::Closed;
         }
         let pushed = self.pushed.load(Ordering::Relaxed);
         let queued = pushed - self.bytes_written.load(Ordering::Acquire);
         if queued + len as u64 > self.limit as u64 {
-            let dropped = self.shut(q);
-            drop(guard);
+            let dropped = self.shut(&mut q);
+            drop(q);
             drop(dropped);
             self.ready.notify_one();
             return Push::Overflow;
         }
         let was_empty = q.pieces.is_empty();
         match frame {
-            Frame::Small { .. } => {
-                let spare = &mut q.spare;
-                match q.pieces.back_mut() {
-                    Some(Piece::Copied { buf, frames }) if buf.len() + len <= CHUNK => {
-                        buf.extend_from_slice(bytes);
-                        *frames += 1;
-                        prefetch_next(buf, len);
-                    }
-                    _ => {
-                        // A client with nothing queued starts with room for
-                        // this frame, grown (by doubling) as more follow, so
-                        // one event to ten thousand idle clients does not
-                        // cost ten thousand whole chunks; a busy client gets
-                        // its spare or a whole chunk.
-                        let mut buf = spare.take().unwrap_or_else(|| {
-                            Vec::with_capacity(if was_empty {
-                                len.max(256).next_power_of_two()
-                            } else {
-                                CHUNK
-                            })
-                        });
-                        buf.extend_from_slice(bytes);
-                        prefetch_next(&buf, len);
-                        q.pieces.push_back(Piece::Copied { buf, frames: 1 });
-                    }
+            Frame::Small { .. } => match q.pieces.back_mut() {
+                Some(Piece::Copied { buf, frames }) if buf.len() + len <= CHUNK => {
+                    buf.extend_from_slice(bytes);
+                    *frames += 1;
+                    prefetch_next(buf, len);
                 }
-            }
+                _ => {
+                    // A reused buffer, or else: a client with nothing
+                    // queued starts with room for this frame, grown (by
+                    // doubling) as more follow, so one event to ten
+                    // thousand idle clients does not cost ten thousand
+                    // whole chunks; a busy client gets a whole chunk.
+                    let mut buf = self.chunks.get().unwrap_or_else(|| {
+                        Vec::with_capacity(if was_empty {
+                            len.max(256).next_power_of_two()
+                        } else {
+                            CHUNK
+                        })
+                    });
+                    buf.extend_from_slice(bytes);
+                    prefetch_next(&buf, len);
+                    q.pieces.push_back(Piece::Copied { buf, frames: 1 });
+                }
+            },
             Frame::Shared(f) => q.pieces.push_back(Piece::Shared(f.clone())),
         }
         q.bytes += len;
         self.pushed.store(pushed + len as u64, Ordering::Release);
-        drop(guard);
+        drop(q);
         // A writer with frames already in hand checks the queue again before
         // it sleeps, so only the first frame of a batch needs a wake-up.
         if was_empty {
@@ -329,13 +360,13 @@ impl Outbox {
 
     /// Close the queue and take out what it holds (to be dropped after the
     /// lock is released); those bytes no longer count as queued.
-    fn shut(&self, q: &mut Queue) -> (VecDeque<Piece>, Option<Vec<u8>>) {
+    fn shut(&self, q: &mut Queue) -> VecDeque<Piece> {
         q.closed = true;
         let pushed = self.pushed.load(Ordering::Relaxed);
         self.pushed
             .store(pushed - q.bytes as u64, Ordering::Release);
         q.bytes = 0;
-        (std::mem::take(&mut q.pieces), q.spare.take())
+        std::mem::take(&mut q.pieces)
     }
 
     /// Refuse further frames and drop what is queued (after a cut).
@@ -367,20 +398,11 @@ impl Outbox {
         self.bytes_written.load(Ordering::Acquire)
     }
 
-    /// Move everything queued into `into`, handing back the writer's
-    /// `spare` buffer; false when nothing was queued (then both the queue's
-    /// and the writer's spare buffers are freed: the client is idle).
-    fn take(&self, into: &mut VecDeque<Piece>, spare: &mut Option<Vec<u8>>) -> bool {
+    /// Move everything queued into `into`; false when nothing was queued.
+    fn take(&self, into: &mut VecDeque<Piece>) -> bool {
         let mut q = self.lock();
         if q.pieces.is_empty() {
-            let idle = q.spare.take();
-            drop(q);
-            drop(idle);
-            *spare = None;
             return false;
-        }
-        if q.spare.is_none() {
-            q.spare = spare.take();
         }
         q.bytes = 0;
         if into.is_empty() {
@@ -423,9 +445,8 @@ pub(crate) struct Writer<W> {
     batch: VecDeque<Piece>,
     /// Bytes of `batch[0]` already written.
     offset: usize,
-    /// A copy buffer written out, handed back to the outbox at the next
-    /// take for reuse.
-    spare: Option<Vec<u8>>,
+    /// Copy buffers written out by the last call, for the pool.
+    done: Vec<Vec<u8>>,
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
@@ -434,7 +455,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
             io,
             batch: VecDeque::new(),
             offset: 0,
-            spare: None,
+            done: Vec::new(),
         }
     }
 
@@ -453,7 +474,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         counters: &Counters,
     ) -> WriteStop {
         loop {
-            if self.batch.is_empty() && !out.take(&mut self.batch, &mut self.spare) {
+            if self.batch.is_empty() && !out.take(&mut self.batch) {
                 if out.is_closed() {
                     return WriteStop::Closed;
                 }
@@ -474,7 +495,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         counters: &Counters,
     ) -> Result<(), WriteStop> {
         loop {
-            if self.batch.is_empty() && !out.take(&mut self.batch, &mut self.spare) {
+            if self.batch.is_empty() && !out.take(&mut self.batch) {
                 return Ok(());
             }
             self.write_some(out, timeout, counters).await?;
@@ -519,15 +540,18 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
                     .expect("written bytes are in the batch");
                 frames += piece.frames();
                 if let Piece::Copied { mut buf, .. } = piece {
-                    if self.spare.is_none() && buf.capacity() >= CHUNK {
+                    if buf.capacity() == CHUNK {
                         buf.clear();
-                        self.spare = Some(buf);
+                        self.done.push(buf);
                     }
                 }
             } else {
                 self.offset += left;
                 left = 0;
             }
+        }
+        if !self.done.is_empty() {
+            out.chunks.put(&mut self.done);
         }
         // Once per system call, not per frame: this client's counts and
         // the socket's.
@@ -555,7 +579,7 @@ mod tests {
 
     #[test]
     fn overflow_closes_and_empties() {
-        let out = Outbox::new(10);
+        let out = Outbox::new(10, Arc::default());
         assert_eq!(out.push(&frame("12345")), Push::Queued);
         assert_eq!(out.push(&frame("12345")), Push::Queued);
         assert_eq!(out.queued_bytes(), 10);
@@ -563,12 +587,12 @@ mod tests {
         assert_eq!(out.push(&frame("1")), Push::Closed);
         assert_eq!(out.queued_bytes(), 0);
         let mut batch = VecDeque::new();
-        assert!(!out.take(&mut batch, &mut None));
+        assert!(!out.take(&mut batch));
     }
 
     #[tokio::test]
     async fn writer_batches_and_resumes() {
-        let out = Outbox::new(1 << 20);
+        let out = Outbox::new(1 << 20, Arc::default());
         for s in ["3:abc,", "1:x,", "0:,"] {
             out.push(&frame(s));
         }
@@ -621,7 +645,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_frames_copied_large_shared_partial_writes_resume() {
-        let out = Outbox::new(1 << 20);
+        let out = Outbox::new(1 << 20, Arc::default());
         let large = vec![b'L'; COPY_MAX + 1];
         let mut want = Vec::new();
         let mut frames = 0;
@@ -669,7 +693,7 @@ mod tests {
 
     #[test]
     fn an_idle_client_gets_a_small_buffer_that_grows() {
-        let out = Outbox::new(1 << 20);
+        let out = Outbox::new(1 << 20, Arc::default());
         out.push(&frame("a small event"));
         assert_eq!(out.first_capacity(), 256);
         let big = Frame::new(&[b'x'; 300], true, None);
@@ -680,13 +704,44 @@ mod tests {
         assert!((3013..=4096).contains(&out.first_capacity()));
     }
 
+    #[tokio::test]
+    async fn written_buffers_are_reused_and_the_pool_is_bounded() {
+        let pool = Arc::new(ChunkPool::default());
+        let out = Outbox::new(1 << 20, pool.clone());
+        // 327 frames of 100 bytes: three buffers of 16 KB capacity.
+        for _ in 0..327 {
+            out.push(&Frame::new(&[b's'; 96], true, None));
+        }
+        assert_eq!(out.pieces(), 3);
+        assert_eq!(pool.len(), 0);
+        out.close_after_test_flush();
+        let mut w = Writer::new(Vec::new());
+        w.run(&out, None, &Counters::default()).await;
+        assert_eq!(w.into_inner().len(), 32_700);
+        assert_eq!(pool.len(), 3, "written out, kept for reuse");
+        // Another client of the socket takes one, even for its first frame.
+        let other = Outbox::new(1 << 20, pool.clone());
+        other.push(&frame("x"));
+        assert_eq!(other.first_capacity(), CHUNK);
+        assert_eq!(pool.len(), 2);
+        let mut many: Vec<Vec<u8>> = (0..POOL_MAX + 10)
+            .map(|_| Vec::with_capacity(CHUNK))
+            .collect();
+        pool.put(&mut many);
+        assert_eq!(pool.len(), POOL_MAX);
+        assert!(many.is_empty());
+    }
+
     #[test]
     fn tracked_frames_are_shared_and_hold_their_place() {
         let p = Arc::new(PendingRelays::default());
         let slot = Arc::new(p.acquire(1, None).unwrap());
         let f = Frame::new(b"x", true, Some(slot));
         assert!(matches!(f, Frame::Shared(_)));
-        let (a, b) = (Outbox::new(100), Outbox::new(100));
+        let (a, b) = (
+            Outbox::new(100, Arc::default()),
+            Outbox::new(100, Arc::default()),
+        );
         a.push(&f);
         b.push(&f);
         drop(f);
