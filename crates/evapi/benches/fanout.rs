@@ -25,6 +25,42 @@ use std::time::{Duration, Instant};
 
 const FRAME_BYTES: usize = 200;
 
+/// Counts heap allocations (of every thread: relaying, server, clients),
+/// to report allocations per relay.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Allocations made by this thread (read on the relaying thread: its
+    /// share is the server's per-relay work plus the loop around it).
+    static MINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    let _ = MINE.try_with(|n| n.set(n.get() + 1));
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--idle-child") {
@@ -46,8 +82,8 @@ fn main() {
         "evapi fan-out: {FRAME_BYTES}-byte frames, {seconds} s per case, {} cores",
         cores()
     );
-    println!("| clients | frames relayed/s | frames delivered/s (total) | per client/s | MB/s delivered | CPU ns per frame delivered | cores busy |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| clients | frames relayed/s | frames delivered/s (total) | per client/s | MB/s delivered | CPU ns per frame delivered | cores busy | allocations per relay: relaying thread / all |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &clients in &cases {
         fanout(clients, Duration::from_secs_f64(seconds));
     }
@@ -100,6 +136,8 @@ fn fanout(clients: usize, run_for: Duration) {
     let high: usize = 4 << 20;
     let mut frame = vec![b'x'; FRAME_BYTES];
     let cpu_before = cpu_seconds();
+    let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mine_before = MINE.with(|n| n.get());
     let start = Instant::now();
     let mut seq: u64 = 0;
     while start.elapsed() < run_for {
@@ -126,6 +164,8 @@ fn fanout(clients: usize, run_for: Duration) {
     }
     let total = start.elapsed();
     let cpu = cpu_seconds() - cpu_before;
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
+    let mine = MINE.with(|n| n.get()) - mine_before;
     let stats = handle.stats();
     assert_eq!(stats.slow_cut, 0);
     rt.block_on(socket.shutdown());
@@ -134,13 +174,15 @@ fn fanout(clients: usize, run_for: Duration) {
     }
     let delivered_per_s = expected as f64 / total.as_secs_f64();
     println!(
-        "| {clients} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} |",
+        "| {clients} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.3} / {:.3} |",
         seq as f64 / relay_time.as_secs_f64(),
         delivered_per_s,
         delivered_per_s / clients as f64,
         delivered_per_s * (FRAME_BYTES + 5) as f64 / 1e6,
         cpu * 1e9 / expected as f64,
         cpu / total.as_secs_f64(),
+        mine as f64 / seq as f64,
+        allocs as f64 / seq as f64,
     );
 }
 
