@@ -69,69 +69,96 @@ impl ChunkPool {
 
 /// One framed message, ready to be queued for each of its recipients.
 #[derive(Debug)]
-pub(crate) enum Frame {
-    /// Framed on the stack; each recipient copies it.
-    Small { buf: [u8; COPY_MAX], len: usize },
+pub(crate) enum Frame<'a> {
+    /// The caller's data and its netstring head: each recipient's queue
+    /// copies the parts straight into its buffer.
+    Small {
+        head: Option<NetstringHead>,
+        data: &'a [u8],
+    },
     /// Framed once on the heap; each recipient holds a reference.
     Shared(SharedFrame),
 }
 
-impl Frame {
+impl<'a> Frame<'a> {
     /// Frame `data` (as a netstring when `netstring`). `pending` is the
     /// relay's `context_mlimit` place, held until every recipient has
     /// written it, so such a frame is always shared.
-    pub fn new(data: &[u8], netstring: bool, pending: Option<Arc<PendingSlot>>) -> Self {
+    pub fn new(data: &'a [u8], netstring: bool, pending: Option<Arc<PendingSlot>>) -> Self {
         let head = netstring.then(|| NetstringHead::new(data.len()));
-        let head_bytes = head.as_ref().map_or(&[][..], |h| h.as_bytes());
-        let len = head_bytes.len() + data.len() + usize::from(netstring);
-        if len <= COPY_MAX && pending.is_none() {
-            let mut buf = [0u8; COPY_MAX];
-            let mut out = &mut buf[..];
-            out.put_slice(head_bytes);
-            out.put_slice(data);
-            if netstring {
-                out.put_u8(b',');
-            }
-            return Frame::Small { buf, len };
+        let small = Frame::Small { head, data };
+        if small.len() <= COPY_MAX && pending.is_none() {
+            return small;
         }
-        let mut out = BytesMut::with_capacity(len);
-        out.put_slice(head_bytes);
-        out.put_slice(data);
-        if netstring {
-            out.put_u8(b',');
-        }
+        let mut out = BytesMut::with_capacity(small.len());
+        small.put_into(&mut out);
         Frame::Shared(SharedFrame {
             bytes: out.freeze(),
             _pending: pending,
         })
     }
 
-    /// The bytes that go on the wire.
-    pub fn bytes(&self) -> &[u8] {
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
         match self {
-            Frame::Small { buf, len } => &buf[..*len],
-            Frame::Shared(f) => &f.bytes,
+            Frame::Small {
+                head: Some(h),
+                data,
+            } => h.as_bytes().len() + data.len() + 1,
+            Frame::Small { head: None, data } => data.len(),
+            Frame::Shared(f) => f.bytes.len(),
+        }
+    }
+
+    /// Append the bytes that go on the wire to `out`.
+    fn put_into(&self, out: &mut impl BufMut) {
+        match self {
+            Frame::Small {
+                head: Some(h),
+                data,
+            } => {
+                out.put_slice(h.as_bytes());
+                out.put_slice(data);
+                out.put_u8(b',');
+            }
+            Frame::Small { head: None, data } => out.put_slice(data),
+            Frame::Shared(f) => out.put_slice(&f.bytes),
         }
     }
 }
 
-/// Ask for the cache lines where the next frame of `len` bytes will be
-/// copied, ready to be written: a relay to many clients then finds each
-/// client's lines in cache instead of waiting on memory for each (the
-/// request overlaps the copies to the other clients).
+/// How many frames of the same size ahead a client's buffer is fetched
+/// into the cache.
+const PREFETCH_FRAMES: usize = 4;
+
+/// Ask for the cache lines where a client's frames will be copied, a few
+/// frames of `len` bytes ahead of the one just copied into `buf` (from the
+/// start when `buf` is new): the copy then finds them in cache instead of
+/// waiting on memory, a wait that the mutex released right after would
+/// expose in full (its atomic exchange waits for the copy's stores). With
+/// many clients the requests also overlap the copies to the others.
 #[inline]
-fn prefetch_next(buf: &Vec<u8>, len: usize) {
+fn prefetch_ahead(buf: &[u8], capacity: usize, len: usize, new: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-        let end = buf.len() + len;
-        let mut at = buf.len();
-        while at < end.min(buf.capacity()) {
-            // A hint only: it never faults and reads nothing.
+        let from = if new {
+            buf.len()
+        } else {
+            buf.len() + (PREFETCH_FRAMES - 1) * len
+        };
+        let end = (buf.len() + PREFETCH_FRAMES * len).min(capacity);
+        // Line by line; a line already asked for is cheap to ask again.
+        let mut at = from & !63;
+        while at < end {
+            // A hint only: it never faults and reads nothing, so an address
+            // is all it needs (never dereferenced).
             unsafe { _mm_prefetch::<_MM_HINT_ET0>(buf.as_ptr().wrapping_add(at) as *const i8) };
             at += 64;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, capacity, len, new);
 }
 
 /// A frame shared by every client it goes to.
@@ -303,9 +330,8 @@ impl Outbox {
     }
 
     /// Queue a frame; never waits on the socket.
-    pub fn push(&self, frame: &Frame) -> Push {
-        let bytes = frame.bytes();
-        let len = bytes.len();
+    pub fn push(&self, frame: &Frame<'_>) -> Push {
+        let len = frame.len();
         let mut q = self.lock();
         if q.closed {
             return Push::Closed;
@@ -323,9 +349,9 @@ impl Outbox {
         match frame {
             Frame::Small { .. } => match q.pieces.back_mut() {
                 Some(Piece::Copied { buf, frames }) if buf.len() + len <= CHUNK => {
-                    buf.extend_from_slice(bytes);
+                    frame.put_into(buf);
                     *frames += 1;
-                    prefetch_next(buf, len);
+                    prefetch_ahead(buf, buf.capacity(), len, false);
                 }
                 _ => {
                     // A reused buffer, or else: a client with nothing
@@ -340,8 +366,8 @@ impl Outbox {
                             CHUNK
                         })
                     });
-                    buf.extend_from_slice(bytes);
-                    prefetch_next(&buf, len);
+                    prefetch_ahead(&buf, buf.capacity(), len, true);
+                    frame.put_into(&mut buf);
                     q.pieces.push_back(Piece::Copied { buf, frames: 1 });
                 }
             },
@@ -573,7 +599,7 @@ mod tests {
     use super::*;
 
     /// `s` as it goes on the wire (not framed again).
-    fn frame(s: &'static str) -> Frame {
+    fn frame(s: &'static str) -> Frame<'static> {
         Frame::new(s.as_bytes(), false, None)
     }
 
@@ -651,9 +677,10 @@ mod tests {
         let mut frames = 0;
         let mut push = |data: &[u8]| {
             let f = Frame::new(data, true, None);
-            assert_eq!(matches!(f, Frame::Small { .. }), data.len() + 6 <= COPY_MAX);
+            assert_eq!(matches!(f, Frame::Small { .. }), f.len() <= COPY_MAX);
+            assert_eq!(f.len(), data.len() + data.len().to_string().len() + 2);
             assert_eq!(out.push(&f), Push::Queued);
-            want.extend_from_slice(f.bytes());
+            f.put_into(&mut want);
             frames += 1;
         };
         // Three small frames share one copy buffer; the large one is a
