@@ -105,6 +105,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn fanout(clients: usize, run_for: Duration) {
+    // The clients' check counts in ASCII what the relaying loop writes.
+    for n in [0, 9, 199, 9_999_999_999] {
+        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+        write_seq(&mut a, n);
+        increment_digits(&mut a);
+        write_seq(&mut b, n + 1);
+        assert_eq!(a, b);
+    }
     let rt = runtime();
     let config = Config {
         bind_addr: "127.0.0.1:0".into(),
@@ -195,12 +203,16 @@ fn write_seq(out: &mut [u8], mut seq: u64) {
     }
 }
 
-/// The number a frame's first 16 bytes carry; panics on anything else.
-fn read_seq(data: &[u8]) -> u64 {
-    data[..16].iter().fold(0, |n, &b| {
-        assert!(b.is_ascii_digit(), "sequence number digits");
-        n * 10 + u64::from(b - b'0')
-    })
+/// Add one to a zero-padded decimal number written in ASCII digits.
+fn increment_digits(digits: &mut [u8]) {
+    for d in digits.iter_mut().rev() {
+        if *d == b'9' {
+            *d = b'0';
+        } else {
+            *d += 1;
+            return;
+        }
+    }
 }
 
 /// CPU time (user + system) of this process so far: server, relaying
@@ -233,6 +245,9 @@ fn read_frames(mut stream: TcpStream, received: &AtomicU64) -> u64 {
     // Undecoded bytes are buf[start..end].
     let (mut start, mut end) = (0, 0);
     let mut next: u64 = 0;
+    // The sequence number expected next, as the 16 digits a frame starts
+    // with: compared whole, then counted up in place.
+    let mut expect = [b'0'; 16];
     loop {
         if BUF - end < BUF / 4 {
             buf.copy_within(start..end, 0);
@@ -253,7 +268,13 @@ fn read_frames(mut stream: TcpStream, received: &AtomicU64) -> u64 {
             .expect("valid netstrings")
         {
             assert_eq!(frame.len(), FRAME_BYTES, "frame length");
-            assert_eq!(read_seq(frame), next, "frames in order, none lost");
+            if frame[..16] != expect {
+                panic!(
+                    "frames in order, none lost: expected {next}, got {:?}",
+                    String::from_utf8_lossy(&frame[..16])
+                );
+            }
+            increment_digits(&mut expect);
             next += 1;
             got += 1;
             start += used;

@@ -142,19 +142,25 @@ fn prefetch_ahead(buf: &[u8], capacity: usize, len: usize, new: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-        let from = if new {
-            buf.len()
+        // Frames before the last one were asked for by earlier pushes; a
+        // new buffer asks for the frame about to be copied as well.
+        let (from, to) = if new {
+            (0, (PREFETCH_FRAMES + 1) * len)
         } else {
-            buf.len() + (PREFETCH_FRAMES - 1) * len
+            (
+                buf.len() + (PREFETCH_FRAMES - 1) * len,
+                buf.len() + PREFETCH_FRAMES * len,
+            )
         };
-        let end = (buf.len() + PREFETCH_FRAMES * len).min(capacity);
-        // Line by line; a line already asked for is cheap to ask again.
-        let mut at = from & !63;
-        while at < end {
+        let base = buf.as_ptr() as usize;
+        // Line by line, on whole lines of the address space.
+        let mut line = (base + from) & !63;
+        let end = base + to.min(capacity);
+        while line < end {
             // A hint only: it never faults and reads nothing, so an address
             // is all it needs (never dereferenced).
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(buf.as_ptr().wrapping_add(at) as *const i8) };
-            at += 64;
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line as *const i8) };
+            line += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
