@@ -7,13 +7,22 @@
 //!
 //! One thread relays 200-byte frames as fast as it can; each client is a
 //! thread with a blocking socket that decodes every netstring it receives
-//! and checks its sequence number, so a lost, duplicated or reordered frame
-//! fails the run. All of it shares the machine's cores with the server, as
-//! a real deployment's clients would not: the figures are a floor.
+//! (in place, with the crate's own rules) and checks its length and
+//! sequence number, so a lost, duplicated or reordered frame fails the run;
+//! a frame counts as delivered only once a client has checked it. All of it
+//! shares the machine's cores with the server, as a real deployment's
+//! clients would not: the figures are a floor.
 //!
-//! The relaying thread keeps each client's queue under a few megabytes (it
-//! yields when the queue of the slowest client is longer), so the figure is
-//! the sustained rate, not the rate of filling memory.
+//! The relaying thread keeps each client's queue under a few megabytes (when
+//! the slowest client has more than 4 MB queued, it sleeps until every queue
+//! is under 2 MB), so the figure is the sustained rate, not the rate of
+//! filling memory.
+//!
+//! Besides the rates, each case prints the CPU time of the whole process
+//! (server, relaying thread, clients) per frame delivered, how many cores
+//! that kept busy on average, and heap allocations per relay (on the
+//! relaying thread, which does the server's per-relay work, and in the
+//! whole process), counted by a counting global allocator.
 
 use evapi::codec::NetstringCodec;
 use evapi::{Config, EventSocket, NoHandler};

@@ -101,7 +101,9 @@ pub struct Stats {
     pub mlimit_refused: u64,
     /// Frames queued to clients (one relay to n clients counts n).
     pub frames_queued: u64,
-    /// Frames written whole to clients' sockets.
+    /// Frames written whole to clients' sockets (small frames, copied one
+    /// after another into a client's buffer, are counted when that buffer
+    /// has been written out).
     pub frames_written: u64,
     /// Bytes written to clients' sockets.
     pub bytes_written: u64,
@@ -221,7 +223,8 @@ pub struct ClientInfo {
 /// any thread, async or not.
 ///
 /// Sending never waits on a client's socket: the data is framed once, and
-/// the one buffer is queued for every recipient; each connection's writer
+/// queued for every recipient (a small frame copied into each recipient's
+/// buffer, a large one shared by reference); each connection's writer
 /// does the I/O. The only wait is the one asked for by `send_task_timeout`
 /// when `context_mlimit` relays are already pending.
 #[derive(Debug, Clone)]
