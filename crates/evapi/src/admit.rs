@@ -32,6 +32,7 @@ pub(crate) fn claim_slot(shared: &Shared, peer: SocketAddr) -> Option<Arc<Client
                 conidx,
                 peer,
                 shared.config.client_queue_limit,
+                shared.chunks.clone(),
             ));
             reg.insert(c.clone());
             c

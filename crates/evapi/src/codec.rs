@@ -124,6 +124,69 @@ impl NetstringCodec {
         Ok(frames)
     }
 
+    /// Decode the frame at the start of `buf` in place: its data and the
+    /// number of bytes it took (white space before it included), or `None`
+    /// while the frame is not complete. The rules and errors are those of
+    /// [`Decoder::decode`], but nothing is copied or reference-counted and
+    /// no state is kept between calls: a reader that owns a large buffer
+    /// calls it once per frame and drops the bytes taken itself (an
+    /// incomplete frame's prefix is scanned again after the next read, so
+    /// this suits big reads; the limit still refuses an oversized prefix as
+    /// soon as its digits pass it).
+    pub fn decode_slice<'a>(
+        &self,
+        buf: &'a [u8],
+    ) -> Result<Option<(&'a [u8], usize)>, NetstringError> {
+        let Some(start) = buf
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        else {
+            return Ok(None);
+        };
+        if !buf[start].is_ascii_digit() {
+            return Err(NetstringError::BadLengthByte(buf[start]));
+        }
+        let mut len: u64 = 0;
+        let mut at = start;
+        loop {
+            let Some(&b) = buf.get(at) else {
+                return Ok(None);
+            };
+            at += 1;
+            match b {
+                b'0'..=b'9' => {
+                    if at - start == 2 && len == 0 {
+                        return Err(NetstringError::LeadingZero);
+                    }
+                    let next = len
+                        .checked_mul(10)
+                        .and_then(|l| l.checked_add(u64::from(b - b'0')));
+                    let Some(next) = next.filter(|l| *l <= self.max_frame as u64) else {
+                        return Err(NetstringError::FrameTooLarge {
+                            len: next.unwrap_or(u64::MAX),
+                            max: self.max_frame,
+                            partial: true,
+                        });
+                    };
+                    len = next;
+                }
+                b':' => break,
+                other => return Err(NetstringError::BadLengthDigit(other)),
+            }
+        }
+        let len = len as usize;
+        if buf.len() - at <= len {
+            return Ok(None);
+        }
+        if buf[at + len] != b',' {
+            return Err(NetstringError::MissingComma {
+                len,
+                found: buf[at + len],
+            });
+        }
+        Ok(Some((&buf[at..at + len], at + len + 1)))
+    }
+
     /// Frame `data` as a netstring in one new buffer.
     pub fn frame(data: &[u8]) -> Bytes {
         let mut out = BytesMut::with_capacity(data.len() + 12);
@@ -140,24 +203,49 @@ impl Default for NetstringCodec {
 
 /// Append `LEN:DATA,` to `out`.
 pub fn encode_netstring(data: &[u8], out: &mut BytesMut) {
-    // Decimal digits of the length, written backwards into a stack buffer:
-    // this runs once per relay, so it avoids the formatting machinery.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = data.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reserve(digits.len() - at + data.len() + 2);
-    out.put_slice(&digits[at..]);
-    out.put_u8(b':');
+    let head = NetstringHead::new(data.len());
+    out.reserve(head.as_bytes().len() + data.len() + 1);
+    out.put_slice(head.as_bytes());
     out.put_slice(data);
     out.put_u8(b',');
+}
+
+/// The `LEN:` that starts a netstring, built without allocating (a frame
+/// is `head`, the data, then `,`).
+#[derive(Debug, Clone, Copy)]
+pub struct NetstringHead {
+    /// Decimal digits of the length then ':', right-aligned: a `usize` has
+    /// at most 20 digits.
+    bytes: [u8; 21],
+    start: u8,
+}
+
+impl NetstringHead {
+    /// The head of a netstring carrying `len` bytes of data.
+    pub fn new(mut len: usize) -> Self {
+        // Written backwards: this runs once per relay, so it avoids the
+        // formatting machinery.
+        let mut bytes = [0u8; 21];
+        let mut at = bytes.len() - 1;
+        bytes[at] = b':';
+        loop {
+            at -= 1;
+            bytes[at] = b'0' + (len % 10) as u8;
+            len /= 10;
+            if len == 0 {
+                break;
+            }
+        }
+        NetstringHead {
+            bytes,
+            start: at as u8,
+        }
+    }
+
+    /// `LEN:` as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start as usize..]
+    }
 }
 
 impl Decoder for NetstringCodec {
@@ -356,6 +444,42 @@ mod tests {
     }
 
     #[test]
+    fn decode_slice_in_place() {
+        let c = NetstringCodec::new(8);
+        let wire = b"3:abc,\r\n0:,1";
+        assert_eq!(c.decode_slice(wire).unwrap(), Some((&b"abc"[..], 6)));
+        assert_eq!(c.decode_slice(&wire[6..]).unwrap(), Some((&b""[..], 5)));
+        // Incomplete: the prefix, the data, or the comma still to come.
+        assert_eq!(c.decode_slice(&wire[11..]).unwrap(), None);
+        assert_eq!(c.decode_slice(b"3:ab").unwrap(), None);
+        assert_eq!(c.decode_slice(b"3:abc").unwrap(), None);
+        assert_eq!(c.decode_slice(b" \n").unwrap(), None);
+        assert!(matches!(
+            c.decode_slice(b"3:abcd"),
+            Err(NetstringError::MissingComma {
+                len: 3,
+                found: b'd'
+            })
+        ));
+        assert!(matches!(
+            c.decode_slice(b"123"),
+            Err(NetstringError::FrameTooLarge {
+                len: 12,
+                max: 8,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.decode_slice(b"01:a,"),
+            Err(NetstringError::LeadingZero)
+        ));
+        assert!(matches!(
+            c.decode_slice(b"x"),
+            Err(NetstringError::BadLengthByte(b'x'))
+        ));
+    }
+
+    #[test]
     fn data_may_contain_commas_and_colons() {
         let mut c = NetstringCodec::default();
         let got = decode_all(&mut c, b"12:{\"a\":1,\"b\":2,3:x,y,").unwrap();
@@ -545,6 +669,15 @@ mod tests {
     }
 
     #[test]
+    fn head_digits() {
+        for (len, head) in [(0, "0:"), (9, "9:"), (10, "10:"), (1234567, "1234567:")] {
+            assert_eq!(NetstringHead::new(len).as_bytes(), head.as_bytes());
+        }
+        let max = NetstringHead::new(usize::MAX);
+        assert_eq!(max.as_bytes(), format!("{}:", usize::MAX).as_bytes());
+    }
+
+    #[test]
     fn raw_takes_what_is_there() {
         let mut c = RawCodec::new(4);
         let mut buf = BytesMut::from(&b"abcdef"[..]);
@@ -569,6 +702,41 @@ mod tests {
                         Ok(None) | Err(_) => break,
                     }
                 }
+            }
+
+            #[test]
+            fn decode_slice_agrees_with_decoder(
+                input in proptest::collection::vec(
+                    prop_oneof![Just(b'0'), Just(b'1'), Just(b'9'), Just(b':'), Just(b','), Just(b' '), Just(b'x')],
+                    0..64,
+                ),
+                max in 0usize..32,
+            ) {
+                let c = NetstringCodec::new(max);
+                let mut by_decoder = Vec::new();
+                let mut d = NetstringCodec::new(max);
+                let mut buf = BytesMut::from(&input[..]);
+                let decoder_err = loop {
+                    match d.decode(&mut buf) {
+                        Ok(Some(f)) => by_decoder.push(f.to_vec()),
+                        Ok(None) => break None,
+                        Err(e) => break Some(e.to_string()),
+                    }
+                };
+                let mut by_slice = Vec::new();
+                let mut at = 0;
+                let slice_err = loop {
+                    match c.decode_slice(&input[at..]) {
+                        Ok(Some((f, used))) => {
+                            by_slice.push(f.to_vec());
+                            at += used;
+                        }
+                        Ok(None) => break None,
+                        Err(e) => break Some(e.to_string()),
+                    }
+                };
+                prop_assert_eq!(by_slice, by_decoder);
+                prop_assert_eq!(slice_err, decoder_err);
             }
 
             #[test]

@@ -28,6 +28,12 @@ pub(crate) fn received(client: &Client, data: &[u8]) {
     }
 }
 
+/// Whether frame lines are logged now: a relay asks once, not once per
+/// recipient.
+pub(crate) fn enabled() -> bool {
+    enabled!(Level::DEBUG)
+}
+
 /// `data` (before framing) queued for `client`'s writer.
 pub(crate) fn queued(client: &Client, data: &[u8]) {
     if enabled!(Level::DEBUG) {

@@ -1,9 +1,8 @@
 //! Sending to clients from any thread: relay, multicast, unicast.
 
-use crate::codec::NetstringCodec;
 use crate::config::Config;
 use crate::handler::{check_tag, TagError};
-use crate::outbox::{Frame, PendingRelays, Push};
+use crate::outbox::{ChunkPool, Frame, PendingRelays, Push};
 use crate::registry::{Client, CloseReason, Pick, Registry};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -102,7 +101,9 @@ pub struct Stats {
     pub mlimit_refused: u64,
     /// Frames queued to clients (one relay to n clients counts n).
     pub frames_queued: u64,
-    /// Frames written whole to clients' sockets.
+    /// Frames written whole to clients' sockets (small frames, copied one
+    /// after another into a client's buffer, are counted when that buffer
+    /// has been written out).
     pub frames_written: u64,
     /// Bytes written to clients' sockets.
     pub bytes_written: u64,
@@ -153,6 +154,8 @@ pub(crate) struct Shared {
     pub config: Config,
     registry: RwLock<Registry>,
     pub pending: Arc<PendingRelays>,
+    /// Copy buffers for the clients' queues, reused.
+    pub chunks: Arc<ChunkPool>,
     pub counters: Counters,
     pub next_id: AtomicU64,
     /// Connections in their TLS handshake or auth, not clients yet.
@@ -169,6 +172,7 @@ impl Shared {
             config,
             registry: RwLock::new(Registry::default()),
             pending: Arc::new(PendingRelays::default()),
+            chunks: Arc::default(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
             pending_connections: AtomicUsize::new(0),
@@ -219,7 +223,8 @@ pub struct ClientInfo {
 /// any thread, async or not.
 ///
 /// Sending never waits on a client's socket: the data is framed once, and
-/// the one buffer is queued for every recipient; each connection's writer
+/// queued for every recipient (a small frame copied into each recipient's
+/// buffer, a large one shared by reference); each connection's writer
 /// does the I/O. The only wait is the one asked for by `send_task_timeout`
 /// when `context_mlimit` relays are already pending.
 #[derive(Debug, Clone)]
@@ -298,15 +303,13 @@ impl EvapiHandle {
         } else {
             None
         };
-        let bytes = if shared.config.netstring_format == 1 {
-            NetstringCodec::frame(data)
-        } else {
-            Bytes::copy_from_slice(data)
-        };
-        let frame = Frame::new(bytes, pending);
+        let frame = Frame::new(data, shared.config.netstring_format == 1, pending);
+        let log = crate::frame_log::enabled();
         let deliver = |client: &Client| match client.outbox.push(&frame) {
             Push::Queued => {
-                crate::frame_log::queued(client, data);
+                if log {
+                    crate::frame_log::queued(client, data);
+                }
                 true
             }
             Push::Closed => false,

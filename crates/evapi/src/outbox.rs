@@ -1,12 +1,19 @@
 //! What is queued for one client, and the writer that empties it.
 //!
-//! A relay frames its data once; every recipient's queue holds a clone of
-//! the same [`Frame`] (a reference count, no copy). The writer of each
-//! connection takes the whole queue at once and hands it to the kernel in as
-//! few `writev` calls as it can.
+//! A relay frames its data once. A small frame (the usual event) is then
+//! copied into each recipient's own buffer, one after another, so that the
+//! writer hands the kernel a few large contiguous pieces per `writev`, and
+//! no reference count is shared between the relaying thread and every
+//! writer (at millions of frames a second, the atomic increments and
+//! decrements of one shared count, bounced between cores, cost more than
+//! copying a few hundred bytes). A large frame, or one that `context_mlimit`
+//! tracks, is shared instead: every recipient's queue holds a clone of the
+//! same [`SharedFrame`] (a reference count, no copy). The writer of each
+//! connection takes the whole queue at once.
 
+use crate::codec::NetstringHead;
 use crate::handle::Counters;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,20 +22,188 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-/// One framed message, shared by every client it goes to.
+/// Frames up to this many bytes (framing included) are copied into each
+/// recipient's buffer; larger ones are shared.
+pub(crate) const COPY_MAX: usize = 1024;
+
+/// Size of a client's copy buffer: the most a writer hands the kernel in
+/// one slice of a `writev`.
+const CHUNK: usize = 16 * 1024;
+
+/// Most copy buffers an event socket keeps for reuse ([`CHUNK`] each: 4 MB).
+const POOL_MAX: usize = 256;
+
+/// Emptied copy buffers of one event socket, kept for the next ones: at
+/// millions of frames a second, allocating a buffer on the relaying thread
+/// and freeing it on a writer's thread costs page faults and contention on
+/// the allocator's lock. Shared by all clients and bounded, so memory kept
+/// does not grow with the number of clients; an idle client holds no
+/// buffer.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ChunkPool {
+    fn get(&self) -> Option<Vec<u8>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keep `buf` (emptied) for reuse if it is a whole [`CHUNK`] and the
+    /// pool has room; drop it otherwise (after the lock is released).
+    fn put(&self, mut buf: Vec<u8>) {
+        if buf.capacity() != CHUNK {
+            return;
+        }
+        buf.clear();
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOL_MAX {
+            free.push(buf);
+        } else {
+            drop(free);
+            drop(buf);
+        }
+    }
+
+    /// Buffers kept now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.free.lock().unwrap().len()
+    }
+}
+
+/// One framed message, ready to be queued for each of its recipients.
+#[derive(Debug)]
+pub(crate) enum Frame<'a> {
+    /// The caller's data and its netstring head: each recipient's queue
+    /// copies the parts straight into its buffer.
+    Small {
+        head: Option<NetstringHead>,
+        data: &'a [u8],
+    },
+    /// Framed once on the heap; each recipient holds a reference.
+    Shared(SharedFrame),
+}
+
+impl<'a> Frame<'a> {
+    /// Frame `data` (as a netstring when `netstring`). `pending` is the
+    /// relay's `context_mlimit` place, held until every recipient has
+    /// written it, so such a frame is always shared.
+    pub fn new(data: &'a [u8], netstring: bool, pending: Option<Arc<PendingSlot>>) -> Self {
+        let head = netstring.then(|| NetstringHead::new(data.len()));
+        let small = Frame::Small { head, data };
+        if small.len() <= COPY_MAX && pending.is_none() {
+            return small;
+        }
+        let mut out = BytesMut::with_capacity(small.len());
+        small.put_into(&mut out);
+        Frame::Shared(SharedFrame {
+            bytes: out.freeze(),
+            _pending: pending,
+        })
+    }
+
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Small {
+                head: Some(h),
+                data,
+            } => h.as_bytes().len() + data.len() + 1,
+            Frame::Small { head: None, data } => data.len(),
+            Frame::Shared(f) => f.bytes.len(),
+        }
+    }
+
+    /// Append the bytes that go on the wire to `out`.
+    fn put_into(&self, out: &mut impl BufMut) {
+        match self {
+            Frame::Small {
+                head: Some(h),
+                data,
+            } => {
+                out.put_slice(h.as_bytes());
+                out.put_slice(data);
+                out.put_u8(b',');
+            }
+            Frame::Small { head: None, data } => out.put_slice(data),
+            Frame::Shared(f) => out.put_slice(&f.bytes),
+        }
+    }
+}
+
+/// How many frames of the same size ahead a client's buffer is fetched
+/// into the cache.
+const PREFETCH_FRAMES: usize = 4;
+
+/// Ask for the cache lines where a client's frames will be copied, a few
+/// frames of `len` bytes ahead of the one just copied into `buf` (from the
+/// start when `buf` is new): the copy then finds them in cache instead of
+/// waiting on memory, a wait that the mutex released right after would
+/// expose in full (its atomic exchange waits for the copy's stores). With
+/// many clients the requests also overlap the copies to the others.
+#[inline]
+fn prefetch_ahead(buf: &[u8], capacity: usize, len: usize, new: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        // Frames before the last one were asked for by earlier pushes; a
+        // new buffer asks for the frame about to be copied as well.
+        let (from, to) = if new {
+            (0, (PREFETCH_FRAMES + 1) * len)
+        } else {
+            (
+                buf.len() + (PREFETCH_FRAMES - 1) * len,
+                buf.len() + PREFETCH_FRAMES * len,
+            )
+        };
+        let base = buf.as_ptr() as usize;
+        // Line by line, on whole lines of the address space.
+        let mut line = (base + from) & !63;
+        let end = base + to.min(capacity);
+        while line < end {
+            // A hint only: it never faults and reads nothing, so an address
+            // is all it needs (never dereferenced).
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line as *const i8) };
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, capacity, len, new);
+}
+
+/// A frame shared by every client it goes to.
 #[derive(Clone, Debug)]
-pub(crate) struct Frame {
-    pub bytes: Bytes,
+pub(crate) struct SharedFrame {
+    bytes: Bytes,
     /// Held while any recipient still has the frame queued, so that
     /// `context_mlimit` counts relays that are not yet fully written.
     _pending: Option<Arc<PendingSlot>>,
 }
 
-impl Frame {
-    pub fn new(bytes: Bytes, pending: Option<Arc<PendingSlot>>) -> Self {
-        Frame {
-            bytes,
-            _pending: pending,
+/// A piece of a client's queue: what one slice of a `writev` carries.
+#[derive(Debug)]
+enum Piece {
+    /// Small frames copied one after another (at most [`CHUNK`] bytes; the
+    /// buffer grows to that as frames are added).
+    Copied { buf: Vec<u8>, frames: u64 },
+    /// One frame shared with its other recipients.
+    Shared(SharedFrame),
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Copied { buf, .. } => buf,
+            Piece::Shared(f) => &f.bytes,
+        }
+    }
+
+    /// Frames that end in this piece.
+    fn frames(&self) -> u64 {
+        match self {
+            Piece::Copied { frames, .. } => *frames,
+            Piece::Shared(_) => 1,
         }
     }
 }
@@ -121,7 +296,9 @@ pub(crate) enum Push {
 
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<Frame>,
+    pieces: VecDeque<Piece>,
+    /// Bytes in `pieces`.
+    bytes: usize,
     closed: bool,
 }
 
@@ -129,23 +306,30 @@ struct Queue {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
-    /// Bytes queued or being written: counted from push until the kernel
-    /// has taken them, so a client that stops reading fills it.
-    bytes: AtomicUsize,
+    /// Bytes ever accepted into the queue, less those dropped unwritten.
+    /// Changed only under the queue's lock (a load and a store, no
+    /// read-modify-write); atomic so the listing reads it without the lock.
+    pushed: AtomicU64,
     limit: usize,
+    chunks: Arc<ChunkPool>,
     ready: Notify,
-    /// Frames and bytes the kernel has taken (`evapi.list`). Relaxed: one
-    /// add per write call, read only by the listing.
+    /// Frames and bytes the kernel has taken (`evapi.list`). Written only
+    /// by the writer, once per write call. Queued bytes are `pushed -
+    /// bytes_written`: counted from push until the kernel has taken them,
+    /// so a client that stops reading fills its queue.
     frames_written: AtomicU64,
     bytes_written: AtomicU64,
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Self {
+    /// An outbox of at most `limit` bytes, taking its copy buffers from
+    /// (and giving them back to) `chunks`.
+    pub fn new(limit: usize, chunks: Arc<ChunkPool>) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
-            bytes: AtomicUsize::new(0),
+            pushed: AtomicU64::new(0),
             limit,
+            chunks,
             ready: Notify::new(),
             frames_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -157,23 +341,51 @@ impl Outbox {
     }
 
     /// Queue a frame; never waits on the socket.
-    pub fn push(&self, frame: &Frame) -> Push {
-        let len = frame.bytes.len();
+    pub fn push(&self, frame: &Frame<'_>) -> Push {
+        let len = frame.len();
         let mut q = self.lock();
         if q.closed {
             return Push::Closed;
         }
-        let queued = self.bytes.load(Ordering::Acquire);
-        if queued + len > self.limit {
-            q.closed = true;
-            q.frames.clear();
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        let queued = pushed - self.bytes_written.load(Ordering::Acquire);
+        if queued + len as u64 > self.limit as u64 {
+            let dropped = self.shut(&mut q);
             drop(q);
+            drop(dropped);
             self.ready.notify_one();
             return Push::Overflow;
         }
-        let was_empty = q.frames.is_empty();
-        q.frames.push_back(frame.clone());
-        self.bytes.fetch_add(len, Ordering::AcqRel);
+        let was_empty = q.pieces.is_empty();
+        match frame {
+            Frame::Small { .. } => match q.pieces.back_mut() {
+                Some(Piece::Copied { buf, frames }) if buf.len() + len <= CHUNK => {
+                    frame.put_into(buf);
+                    *frames += 1;
+                    prefetch_ahead(buf, buf.capacity(), len, false);
+                }
+                _ => {
+                    // A reused buffer, or else: a client with nothing
+                    // queued starts with room for this frame, grown (by
+                    // doubling) as more follow, so one event to ten
+                    // thousand idle clients does not cost ten thousand
+                    // whole chunks; a busy client gets a whole chunk.
+                    let mut buf = self.chunks.get().unwrap_or_else(|| {
+                        Vec::with_capacity(if was_empty {
+                            len.max(256).next_power_of_two()
+                        } else {
+                            CHUNK
+                        })
+                    });
+                    prefetch_ahead(&buf, buf.capacity(), len, true);
+                    frame.put_into(&mut buf);
+                    q.pieces.push_back(Piece::Copied { buf, frames: 1 });
+                }
+            },
+            Frame::Shared(f) => q.pieces.push_back(Piece::Shared(f.clone())),
+        }
+        q.bytes += len;
+        self.pushed.store(pushed + len as u64, Ordering::Release);
         drop(q);
         // A writer with frames already in hand checks the queue again before
         // it sleeps, so only the first frame of a batch needs a wake-up.
@@ -183,40 +395,57 @@ impl Outbox {
         Push::Queued
     }
 
+    /// Close the queue and take out what it holds (to be dropped after the
+    /// lock is released); those bytes no longer count as queued.
+    fn shut(&self, q: &mut Queue) -> VecDeque<Piece> {
+        q.closed = true;
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        self.pushed
+            .store(pushed - q.bytes as u64, Ordering::Release);
+        q.bytes = 0;
+        std::mem::take(&mut q.pieces)
+    }
+
     /// Refuse further frames and drop what is queued (after a cut).
     pub fn close(&self) {
         let mut q = self.lock();
-        q.closed = true;
-        q.frames.clear();
+        let dropped = self.shut(&mut q);
         drop(q);
+        drop(dropped);
         self.ready.notify_one();
     }
 
     /// Bytes queued or in flight.
     pub fn queued_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
+        // `bytes_written` first: what it counts was pushed before, so the
+        // later read of `pushed` is at least as large.
+        let written = self.bytes_written.load(Ordering::Acquire);
+        let pushed = self.pushed.load(Ordering::Acquire);
+        pushed.saturating_sub(written) as usize
     }
 
-    /// Frames written whole to the socket so far.
+    /// Frames written whole to the socket so far (frames copied into one
+    /// buffer are counted when the whole buffer is written).
     pub fn frames_written(&self) -> u64 {
         self.frames_written.load(Ordering::Relaxed)
     }
 
     /// Bytes written to the socket so far.
     pub fn bytes_written(&self) -> u64 {
-        self.bytes_written.load(Ordering::Relaxed)
+        self.bytes_written.load(Ordering::Acquire)
     }
 
     /// Move everything queued into `into`; false when nothing was queued.
-    fn take(&self, into: &mut VecDeque<Frame>) -> bool {
+    fn take(&self, into: &mut VecDeque<Piece>) -> bool {
         let mut q = self.lock();
-        if q.frames.is_empty() {
+        if q.pieces.is_empty() {
             return false;
         }
+        q.bytes = 0;
         if into.is_empty() {
-            std::mem::swap(into, &mut q.frames);
+            std::mem::swap(into, &mut q.pieces);
         } else {
-            into.extend(q.frames.drain(..));
+            into.extend(q.pieces.drain(..));
         }
         true
     }
@@ -237,18 +466,20 @@ pub(crate) enum WriteStop {
     Io(std::io::Error),
 }
 
-/// Most frames handed to one `writev` call.
+/// Most pieces handed to one `writev` call: up to this many copy buffers
+/// of [`CHUNK`] bytes (a megabyte, more than a socket takes at once) or
+/// large shared frames.
 const MAX_IOV: usize = 64;
 
 /// The writing half of a connection, with the batch it is writing.
 ///
-/// The batch and the offset into its first frame live here, not in a
+/// The batch and the offset into its first piece live here, not in a
 /// future, so a write that is interrupted (a `select!` that picks another
 /// branch) resumes exactly where it stopped: a frame is never left half
 /// written with the next one after it.
 pub(crate) struct Writer<W> {
     io: W,
-    batch: VecDeque<Frame>,
+    batch: VecDeque<Piece>,
     /// Bytes of `batch[0]` already written.
     offset: usize,
 }
@@ -262,7 +493,8 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         }
     }
 
-    /// True when a frame is partly written.
+    /// True when a piece of the queue is partly written (perhaps in the
+    /// middle of a frame).
     pub fn mid_frame(&self) -> bool {
         self.offset > 0
     }
@@ -312,9 +544,9 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
     ) -> Result<(), WriteStop> {
         let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
         let mut n_slices = 0;
-        for (i, frame) in self.batch.iter().take(MAX_IOV).enumerate() {
+        for (i, piece) in self.batch.iter().take(MAX_IOV).enumerate() {
             let start = if i == 0 { self.offset } else { 0 };
-            slices[i] = IoSlice::new(&frame.bytes[start..]);
+            slices[i] = IoSlice::new(&piece.bytes()[start..]);
             n_slices += 1;
         }
         let write = self.io.write_vectored(&slices[..n_slices]);
@@ -329,16 +561,23 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         if written == 0 {
             return Err(WriteStop::Io(std::io::ErrorKind::WriteZero.into()));
         }
-        out.bytes.fetch_sub(written, Ordering::AcqRel);
         let mut left = written;
         let mut frames = 0;
         while left > 0 {
-            let front_left = self.batch[0].bytes.len() - self.offset;
+            let front_left = self.batch[0].bytes().len() - self.offset;
             if left >= front_left {
                 left -= front_left;
                 self.offset = 0;
-                self.batch.pop_front();
-                frames += 1;
+                let piece = self
+                    .batch
+                    .pop_front()
+                    .expect("written bytes are in the batch");
+                frames += piece.frames();
+                if let Piece::Copied { buf, .. } = piece {
+                    // About one in eighty frames of 200 bytes: a lock
+                    // here costs little.
+                    out.chunks.put(buf);
+                }
             } else {
                 self.offset += left;
                 left = 0;
@@ -348,7 +587,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
         // the socket's.
         out.frames_written.fetch_add(frames, Ordering::Relaxed);
         out.bytes_written
-            .fetch_add(written as u64, Ordering::Relaxed);
+            .fetch_add(written as u64, Ordering::Release);
         counters.written(frames, written);
         Ok(())
     }
@@ -363,25 +602,27 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
 mod tests {
     use super::*;
 
-    fn frame(s: &'static str) -> Frame {
-        Frame::new(Bytes::from_static(s.as_bytes()), None)
+    /// `s` as it goes on the wire (not framed again).
+    fn frame(s: &'static str) -> Frame<'static> {
+        Frame::new(s.as_bytes(), false, None)
     }
 
     #[test]
     fn overflow_closes_and_empties() {
-        let out = Outbox::new(10);
+        let out = Outbox::new(10, Arc::default());
         assert_eq!(out.push(&frame("12345")), Push::Queued);
         assert_eq!(out.push(&frame("12345")), Push::Queued);
         assert_eq!(out.queued_bytes(), 10);
         assert_eq!(out.push(&frame("1")), Push::Overflow);
         assert_eq!(out.push(&frame("1")), Push::Closed);
+        assert_eq!(out.queued_bytes(), 0);
         let mut batch = VecDeque::new();
         assert!(!out.take(&mut batch));
     }
 
     #[tokio::test]
     async fn writer_batches_and_resumes() {
-        let out = Outbox::new(1 << 20);
+        let out = Outbox::new(1 << 20, Arc::default());
         for s in ["3:abc,", "1:x,", "0:,"] {
             out.push(&frame(s));
         }
@@ -396,6 +637,150 @@ mod tests {
         assert_eq!(out.queued_bytes(), 0);
         assert_eq!(counters.frames_written.load(Ordering::Relaxed), 3);
         assert_eq!(counters.bytes_written.load(Ordering::Relaxed), 13);
+    }
+
+    /// Takes at most `max` bytes per call, so every write is partial.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+        calls: usize,
+    }
+
+    impl tokio::io::AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn small_frames_copied_large_shared_partial_writes_resume() {
+        let out = Outbox::new(1 << 20, Arc::default());
+        let large = vec![b'L'; COPY_MAX + 1];
+        let mut want = Vec::new();
+        let mut frames = 0;
+        let mut push = |data: &[u8]| {
+            let f = Frame::new(data, true, None);
+            assert_eq!(matches!(f, Frame::Small { .. }), f.len() <= COPY_MAX);
+            assert_eq!(f.len(), data.len() + data.len().to_string().len() + 2);
+            assert_eq!(out.push(&f), Push::Queued);
+            f.put_into(&mut want);
+            frames += 1;
+        };
+        // Three small frames share one copy buffer; the large one is a
+        // piece of its own; small frames after it start a new buffer.
+        push(b"abc");
+        push(b"de");
+        push(b"");
+        push(&large);
+        push(b"f");
+        // 327 frames of 100 bytes framed: 163 fit after "1:f," in the
+        // third buffer, 163 in a fourth, one in a fifth.
+        assert_eq!(CHUNK, 16 * 1024);
+        for _ in 0..327 {
+            push(&[b's'; 96]);
+        }
+        assert_eq!(out.pieces(), 5);
+        assert_eq!(out.queued_bytes(), want.len());
+        out.close_after_test_flush();
+        let mut w = Writer::new(Trickle {
+            out: Vec::new(),
+            max: 7,
+            calls: 0,
+        });
+        let counters = Counters::default();
+        assert!(matches!(
+            w.run(&out, None, &counters).await,
+            WriteStop::Closed
+        ));
+        let sink = w.into_inner();
+        assert_eq!(sink.out, want, "every byte once, in order");
+        assert!(sink.calls >= want.len().div_ceil(7), "partial writes");
+        assert_eq!(out.queued_bytes(), 0);
+        assert_eq!(out.frames_written(), frames);
+        assert_eq!(out.bytes_written(), want.len() as u64);
+        assert_eq!(counters.frames_written.load(Ordering::Relaxed), frames);
+    }
+
+    #[test]
+    fn an_idle_client_gets_a_small_buffer_that_grows() {
+        let out = Outbox::new(1 << 20, Arc::default());
+        out.push(&frame("a small event"));
+        assert_eq!(out.first_capacity(), 256);
+        let big = Frame::new(&[b'x'; 300], true, None);
+        for _ in 0..10 {
+            out.push(&big);
+        }
+        assert_eq!(out.pieces(), 1);
+        assert!((3013..=4096).contains(&out.first_capacity()));
+    }
+
+    #[tokio::test]
+    async fn written_buffers_are_reused_and_the_pool_is_bounded() {
+        let pool = Arc::new(ChunkPool::default());
+        let out = Outbox::new(1 << 20, pool.clone());
+        // 327 frames of 100 bytes: three buffers of 16 KB capacity.
+        for _ in 0..327 {
+            out.push(&Frame::new(&[b's'; 96], true, None));
+        }
+        assert_eq!(out.pieces(), 3);
+        assert_eq!(pool.len(), 0);
+        out.close_after_test_flush();
+        let mut w = Writer::new(Vec::new());
+        w.run(&out, None, &Counters::default()).await;
+        assert_eq!(w.into_inner().len(), 32_700);
+        assert_eq!(pool.len(), 3, "written out, kept for reuse");
+        // Another client of the socket takes one, even for its first frame.
+        let other = Outbox::new(1 << 20, pool.clone());
+        other.push(&frame("x"));
+        assert_eq!(other.first_capacity(), CHUNK);
+        assert_eq!(pool.len(), 2);
+        for _ in 0..POOL_MAX + 10 {
+            pool.put(Vec::with_capacity(CHUNK));
+        }
+        pool.put(Vec::with_capacity(CHUNK / 2));
+        assert_eq!(pool.len(), POOL_MAX);
+    }
+
+    #[test]
+    fn tracked_frames_are_shared_and_hold_their_place() {
+        let p = Arc::new(PendingRelays::default());
+        let slot = Arc::new(p.acquire(1, None).unwrap());
+        let f = Frame::new(b"x", true, Some(slot));
+        assert!(matches!(f, Frame::Shared(_)));
+        let (a, b) = (
+            Outbox::new(100, Arc::default()),
+            Outbox::new(100, Arc::default()),
+        );
+        a.push(&f);
+        b.push(&f);
+        drop(f);
+        assert_eq!(p.count(), 1, "queued: the relay is pending");
+        a.close();
+        assert_eq!(p.count(), 1, "still queued for b");
+        b.close();
+        assert_eq!(p.count(), 0, "dropped everywhere: the place is free");
+        assert_eq!(b.queued_bytes(), 0);
     }
 
     #[test]
@@ -418,6 +803,17 @@ mod tests {
         /// Mark closed without dropping what is queued (tests only).
         fn close_after_test_flush(&self) {
             self.lock().closed = true;
+        }
+
+        fn pieces(&self) -> usize {
+            self.lock().pieces.len()
+        }
+
+        fn first_capacity(&self) -> usize {
+            match self.lock().pieces.front() {
+                Some(Piece::Copied { buf, .. }) => buf.capacity(),
+                _ => 0,
+            }
         }
     }
 }

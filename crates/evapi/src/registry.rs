@@ -5,13 +5,13 @@
 //! are kept in a map from tag to the sorted indexes of its clients, so a
 //! multicast or unicast by tag never scans the clients that lack the tag.
 
-use crate::outbox::Outbox;
+use crate::outbox::{ChunkPool, Outbox};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::Notify;
 
@@ -85,12 +85,18 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub fn new(id: u64, conidx: usize, peer: SocketAddr, queue_limit: usize) -> Self {
+    pub fn new(
+        id: u64,
+        conidx: usize,
+        peer: SocketAddr,
+        queue_limit: usize,
+        chunks: Arc<ChunkPool>,
+    ) -> Self {
         Client {
             id,
             conidx,
             peer,
-            outbox: Outbox::new(queue_limit),
+            outbox: Outbox::new(queue_limit, chunks),
             connected_at: SystemTime::now(),
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -349,6 +355,7 @@ mod tests {
             idx,
             "127.0.0.1:1".parse().unwrap(),
             1024,
+            Arc::default(),
         )));
         Some(idx)
     }

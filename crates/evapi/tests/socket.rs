@@ -409,6 +409,43 @@ async fn frame_size_limit_applies_to_input() {
     socket.shutdown().await;
 }
 
+/// Small frames are copied into each client's buffer and large ones
+/// shared: mixed, across many buffers, every client still gets every
+/// frame whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_frames_mixed_arrive_in_order() {
+    let rec = Arc::new(Recorder::new());
+    let socket = start(config(), rec.clone()).await;
+    let mut clients = connect_n(&socket, &rec, 3).await;
+    let h = socket.handle();
+    // 1018 bytes frame to 1024 ("1018:" + data + ","), the most that is
+    // copied; 1019 to 1025, shared. 600 frames of ~100 bytes fill several
+    // 16 KB buffers.
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    for i in 0..600usize {
+        let len = match i % 7 {
+            0 => 1018,
+            1 => 1019,
+            2 => 5000,
+            _ => 90 + i % 13,
+        };
+        let data: Vec<u8> = (0..len).map(|k| b'a' + ((i + k) % 26) as u8).collect();
+        assert_eq!(h.relay(&data).unwrap(), 3);
+        sent.push(data);
+    }
+    for c in &mut clients {
+        for (i, want) in sent.iter().enumerate() {
+            assert_eq!(c.recv().await.unwrap(), &want[..], "frame {i}");
+        }
+    }
+    let total: usize = sent.iter().map(|d| d.len()).sum();
+    eventually("all written", || h.stats().frames_written == 3 * 600).await;
+    let s = h.stats();
+    assert!(s.bytes_written > 3 * total as u64);
+    assert_eq!(s.max_queued_bytes, 0);
+    socket.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_frame_within_limit_arrives_whole() {
     // 4 MiB in, 4 MiB out: far past the 32 KB the original could buffer.
