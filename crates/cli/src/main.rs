@@ -122,28 +122,11 @@ impl MisplacedConfig {
     }
 }
 
-/// glibc's malloc gives the top of a thread's heap back to the system as
-/// soon as 128 KB of it is free, and takes it back (`mprotect`, then a page
-/// fault per page) on the next burst: under load that churn cost about a
-/// twentieth of a routed call's CPU (BENCHMARKS.md, "Where a request's
-/// microseconds go"). Keep up to 8 MB free per heap instead. glibc's own
-/// `MALLOC_TRIM_THRESHOLD_` variable, when set, wins.
-fn keep_freed_memory() {
-    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only sets a tunable of the allocator; called
-        // once, before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, misplaced } => {
             misplaced.check("run").unwrap_or_else(|e| e.exit());
-            keep_freed_memory();
             config::load(config.as_deref()).and_then(|loaded| {
                 let log = &loaded.file.log;
                 init_logs(log.level, log.format, cli.verbose, cli.quiet);
