@@ -36,7 +36,7 @@ use crate::config::ConfigError;
 use crate::message::{Method, SipMessage};
 use crate::request::{Request, Source};
 use crate::tm::{Action, HostCounters, Tm};
-use crate::transport::{check_request, fix_via, lock, route_ip, Net, Upcalls};
+use crate::transport::{check_request, fix_via_keep, lock, route_ip, Net, Upcalls};
 
 pub use handle::SipHandle;
 pub use start::{BoundHost, SipHost};
@@ -269,20 +269,15 @@ impl Shared {
             }
             return Some(Work::Reply(Box::new((msg, src))));
         }
-        let original = msg.clone();
-        let msg = match fix_via(msg, &src) {
-            Ok(m) => m,
+        // The router reads headers as they arrived; the rewritten top Via
+        // (received, rport) is for the replies and relays we build.
+        let req = match fix_via_keep(msg, &src) {
+            Ok((msg, None)) => Request::new(msg, src),
+            Ok((msg, Some(original))) => Request::with_original(msg, original, src),
             Err(e) => {
                 warn_limited!(peer = %src.remote, error = %e, "dropping request with a bad top Via");
                 return None;
             }
-        };
-        // The router reads headers as they arrived; the rewritten top Via
-        // (received, rport) is for the replies and relays we build.
-        let req = if msg.buffer().as_ptr() == original.buffer().as_ptr() {
-            Request::new(msg, src)
-        } else {
-            Request::with_original(msg, original, src)
         };
         if let Err((code, reason, e)) = check_request(req.msg()) {
             warn_limited!(peer = %req.source().remote, error = %e, code, "refusing malformed request");

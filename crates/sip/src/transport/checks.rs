@@ -38,7 +38,18 @@ pub(crate) fn check_request(m: &SipMessage) -> Result<(), (u16, &'static str, Pa
 /// §18.2.1, RFC 3581), so replies built from it, and replies coming back
 /// through us, reach the real sender. The buffer is rewritten only when a
 /// parameter is needed.
+#[cfg(test)]
 pub(crate) fn fix_via(msg: SipMessage, src: &Source) -> Result<SipMessage, ParseError> {
+    fix_via_keep(msg, src).map(|(fixed, _)| fixed)
+}
+
+/// [`fix_via`], also giving back the message as it arrived when the
+/// buffer was rewritten (`None`: nothing needed changing), so the caller
+/// keeps both without copying either.
+pub(crate) fn fix_via_keep(
+    msg: SipMessage,
+    src: &Source,
+) -> Result<(SipMessage, Option<SipMessage>), ParseError> {
     let via = msg.top_via()?;
     let want_rport = via.rport == Some(None) && src.transport == Transport::Udp;
     let host = via
@@ -51,7 +62,7 @@ pub(crate) fn fix_via(msg: SipMessage, src: &Source) -> Result<SipMessage, Parse
         .and_then(|h| h.parse::<IpAddr>().ok());
     let want_received = want_rport || host_ip != Some(src.remote.ip());
     if !want_rport && !want_received {
-        return Ok(msg);
+        return Ok((msg, None));
     }
     let raw = via.raw;
     let params = via.params();
@@ -82,13 +93,13 @@ pub(crate) fn fix_via(msg: SipMessage, src: &Source) -> Result<SipMessage, Parse
     let buf = msg.buffer();
     let off = (raw.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
     let (Some(before), Some(after)) = (buf.get(..off), buf.get(off + raw.len()..)) else {
-        return Ok(msg);
+        return Ok((msg, None));
     };
     let mut nb = Vec::with_capacity(buf.len() + 48);
     nb.extend_from_slice(before);
     nb.extend_from_slice(&v);
     nb.extend_from_slice(after);
-    SipMessage::parse(Bytes::from(nb))
+    Ok((SipMessage::parse(Bytes::from(nb))?, Some(msg)))
 }
 
 #[cfg(test)]

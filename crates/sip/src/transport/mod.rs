@@ -32,7 +32,9 @@ use crate::config::{parse_listen, SipConfig};
 use crate::request::{ConnId, Source, Transport};
 use crate::tm::Dest;
 
-pub(crate) use checks::{check_request, fix_via};
+#[cfg(test)]
+pub(crate) use checks::fix_via;
+pub(crate) use checks::{check_request, fix_via_keep};
 use conn::{Conn, Conns, NotQueued};
 pub(crate) use hop::{parse_hop, route_ip, Target};
 use tcp::run_conn;
