@@ -75,7 +75,8 @@ pub struct SipConfig {
     /// `tcp:[::1]:5060`); port 0 picks a free port (see
     /// [`crate::SipHost::local_addrs`]). At least one.
     pub listen: Vec<String>,
-    /// Router threads (`sip-child-N`), 1 to 1024.
+    /// Router threads (`sip-child-N`), 1 to 1024; each reads the UDP
+    /// sockets itself.
     pub children: usize,
     /// Most transactions held at once (at least 1); beyond it new ones are
     /// refused (the router can answer 503 statelessly), so a flood cannot
@@ -95,9 +96,10 @@ pub struct SipConfig {
     /// Most TCP connections open at once (accepted and opened by us);
     /// beyond it new ones are refused.
     pub max_tcp_connections: usize,
-    /// Requests queued for one router thread (at least 1) before new ones
-    /// are dropped (UDP peers retransmit), so a stalled router cannot take
-    /// all memory.
+    /// Messages queued for one router thread (at least 1) before new ones
+    /// are dropped, so a stalled router cannot take all memory: TCP
+    /// messages, dialog events and failure routes (router threads read the
+    /// UDP sockets themselves; a datagram waits in the socket's buffer).
     pub queue_size: usize,
     /// Bytes queued for one TCP connection and not yet taken by the
     /// kernel (64 KiB to 1 GiB). A peer that does not read its replies
