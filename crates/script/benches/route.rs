@@ -405,7 +405,10 @@ fn basic(iters: usize, rounds: usize) {
     }
     let src = source(CALLEE, s.me);
     let mut replies = vec![(); iters];
-    for (name, msg) in [("reply 180 (ksr_reply_route)", &m.r180), ("reply 200", &m.r200)] {
+    for (name, msg) in [
+        ("reply 180 (ksr_reply_route)", &m.r180),
+        ("reply 200", &m.r200),
+    ] {
         let f = measure(rounds, iters, || {
             timed(&mut replies, |_| {
                 s.router.reply(&s.handle, msg, &src);
@@ -424,8 +427,7 @@ fn basic(iters: usize, rounds: usize) {
     // One call: the three requests and the five reply route runs.
     let mut calls: Vec<[Request; 3]> = (0..iters)
         .map(|_| {
-            [&m.invite, &m.ack, &m.bye]
-                .map(|msg| Request::new(msg.clone(), source(CALLER, s.me)))
+            [&m.invite, &m.ack, &m.bye].map(|msg| Request::new(msg.clone(), source(CALLER, s.me)))
         })
         .collect();
     let f = measure(rounds, iters, || {
@@ -495,7 +497,11 @@ fn dialog(iters: usize, rounds: usize) {
     for r in one[0].iter_mut() {
         s.router.request(&s.handle, r);
     }
-    assert_eq!(s.ops.relayed.load(Ordering::Relaxed), 3, "the three relayed");
+    assert_eq!(
+        s.ops.relayed.load(Ordering::Relaxed),
+        3,
+        "the three relayed"
+    );
     assert_eq!(s.handle.dialogs().len(), 1, "one dialog");
     let dlg_iters = iters.min(5000);
     let f = measure(rounds, dlg_iters, || {

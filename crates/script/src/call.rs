@@ -178,26 +178,13 @@ pub(crate) fn run_route(
     kind: RouteKind,
     req: &mut Request,
 ) -> Outcome {
-    let failure_branch = req.failure_branch();
-    let result = lua.scope(|scope| {
-        let ud = scope.create_any_userdata_ref_mut(req)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, kind));
-        if kind == RouteKind::Failure {
-            context::set_branch(lua, failure_branch);
-        }
-        let outcome = call(lua, fname, ());
-        let mine = context::leave(lua, previous);
-        Ok((marked_drop(outcome, &mine), context::was_handled(&mine)))
-    });
-    let (outcome, handled) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            error!(call_id = %call_id_of(req), error = %e, "cannot run route {fname}");
-            stats::count(lua, Failure::Error);
-            (Outcome::Failed, false)
-        }
+    let branch = match kind {
+        RouteKind::Failure => req.failure_branch(),
+        _ => 0,
     };
-    if outcome == Outcome::Failed && !handled {
+    let (outcome, mine) = context::in_route(lua, kind, branch, req, || call(lua, fname, ()));
+    let outcome = marked_drop(outcome, &mine);
+    if outcome == Outcome::Failed && !context::was_handled(&mine) {
         reply_500(sip, req);
     }
     outcome
@@ -264,19 +251,9 @@ pub(crate) fn run_onreply_route(
 /// drops the branch: a script error is logged and the branch goes on,
 /// and no 500 is sent from here (the route that relays still runs).
 pub(crate) fn run_branch_route(lua: &Lua, fname: &str, req: &mut Request, branch: u32) -> Outcome {
-    let result = lua.scope(|scope| {
-        let ud = scope.create_any_userdata_ref_mut(req)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, RouteKind::Branch));
-        context::set_branch(lua, branch);
-        let outcome = call(lua, fname, ());
-        let mine = context::leave(lua, previous);
-        Ok(marked_drop(outcome, &mine))
-    });
-    result.unwrap_or_else(|e| {
-        error!(error = %e, "cannot run branch route {fname}");
-        stats::count(lua, Failure::Error);
-        Outcome::Failed
-    })
+    let (outcome, mine) =
+        context::in_route(lua, RouteKind::Branch, branch, req, || call(lua, fname, ()));
+    marked_drop(outcome, &mine)
 }
 
 fn run_reply(
@@ -287,19 +264,13 @@ fn run_reply(
     source: &Source,
     branch: u32,
 ) -> bool {
-    let mut current = ReplyCurrent {
+    let current = ReplyCurrent {
         msg: reply.clone(),
         source: source.clone(),
     };
-    let result = lua.scope(|scope| {
-        let ud = scope.create_any_userdata_ref_mut(&mut current)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, kind));
-        context::set_branch(lua, branch);
-        let outcome = call(lua, fname, ());
-        let mine = context::leave(lua, previous);
-        Ok(marked_drop(outcome, &mine))
-    });
-    !matches!(result, Ok(Outcome::Dropped))
+    let (outcome, mine) =
+        context::in_reply_route(lua, kind, branch, current, || call(lua, fname, ()));
+    marked_drop(outcome, &mine) != Outcome::Dropped
 }
 
 /// Run the event callback `cb` for an evapi event.
