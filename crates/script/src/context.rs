@@ -8,11 +8,11 @@
 //! still reads it there, as in Kamailio.
 //!
 //! The router hands us a borrowed `&mut Request`. While a route runs, the
-//! request is moved into the VM (a slot of its own beside the context,
-//! [`Target`]; a spare request takes its place meanwhile) and moved back
-//! when the route returns, panics included ([`in_route`]): the `KSR`
-//! functions reach it through [`with_request`]. Moving costs two copies of
-//! the struct per route; the scoped userdata this replaces cost a Lua
+//! request is swapped into the VM (a slot of its own beside the context,
+//! [`Target`], which holds a spare request between routes) and swapped
+//! back when the route returns, panics included ([`in_route`]): the `KSR`
+//! functions reach it through [`with_request`]. That costs two swaps of
+//! the struct per route; the scoped userdata it replaces cost a Lua
 //! userdata with its metatable and destructor per route and a checked
 //! borrow per `KSR` call.
 
@@ -187,35 +187,41 @@ fn sip_context(lua: &Lua, kind: RouteKind, branch: u32) -> Context {
 /// context is entered through [`in_route`] or [`in_reply_route`], which
 /// fill it). Apart from the context, so that a `KSR` function can hold
 /// the message while it reads or marks the context.
-// Unboxed on purpose: boxing the request would cost an allocation per route.
-#[allow(clippy::large_enum_variant)]
-#[derive(Default)]
-pub(crate) enum Target {
+///
+/// The request field always holds a request: the routed one while a
+/// request route runs, else a spare (made once per VM) or, in a nested
+/// route, the outer route's, parked in the inner route's `&mut` while it
+/// runs. A route swaps its request in and out: no allocation, and only
+/// the two swaps copy it.
+pub(crate) struct Target {
+    what: What,
+    request: Request,
+    reply: Option<ReplyCurrent>,
+}
+
+/// What the [`Target`] holds for the running route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
     /// No SIP route.
-    #[default]
     None,
     /// The request of a request, failure, resumed or branch route.
-    Request(Request),
+    Request,
     /// The reply of a reply route.
-    Reply(ReplyCurrent),
+    Reply,
 }
 
-/// Spare requests: one takes the place of each request lent to a route.
-#[derive(Default)]
-struct Spares(Vec<Request>);
-
-/// What a new VM needs here: no context, no message, no spare yet.
+/// What a new VM needs here: no context, no message.
 pub(crate) fn install(lua: &Lua) {
     lua.set_app_data(Context::default());
-    lua.set_app_data(Target::default());
-    lua.set_app_data(Spares::default());
+    lua.set_app_data(Target {
+        what: What::None,
+        request: spare(),
+        reply: None,
+    });
 }
 
-/// The smallest request, to stand in for one lent to a route.
-fn spare(lua: &Lua) -> Request {
-    if let Some(r) = lua.app_data_mut::<Spares>().and_then(|mut s| s.0.pop()) {
-        return r;
-    }
+/// The smallest request, to fill the message slot between routes.
+fn spare() -> Request {
     const SPARE: &[u8] = b"OPTIONS sip:spare.invalid SIP/2.0\r\n\
         Via: SIP/2.0/UDP spare.invalid;branch=z9hG4bKspare\r\n\
         From: <sip:spare.invalid>;tag=spare\r\nTo: <sip:spare.invalid>\r\n\
@@ -233,30 +239,30 @@ fn spare(lua: &Lua) -> Request {
     )
 }
 
-/// Put `t` in the message slot; the message that was there.
-fn swap_target(lua: &Lua, t: Target) -> Target {
-    match lua.try_app_data_mut::<Target>() {
-        Ok(Some(mut slot)) => std::mem::replace(&mut *slot, t),
-        _ => Target::None,
-    }
+/// Swap `req` with the slot's request and make the slot hold `what`; the
+/// `What` it held, or `None` if the slot could not be reached (then
+/// nothing was swapped).
+fn swap_in(lua: &Lua, req: &mut Request, what: What) -> Option<What> {
+    let Ok(Some(mut t)) = lua.try_app_data_mut::<Target>() else {
+        return None;
+    };
+    std::mem::swap(req, &mut t.request);
+    Some(std::mem::replace(&mut t.what, what))
 }
 
-/// A request lent to the VM: given back to the router's `&mut` when
+/// A request lent to the VM: swapped back into the router's `&mut` when
 /// dropped (also when a panic unwinds through the route).
 struct Lent<'a> {
     lua: &'a Lua,
     req: &'a mut Request,
-    previous: Option<Target>,
+    /// What the slot held before (`None`: nothing was swapped).
+    previous: Option<What>,
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        let previous = self.previous.take().unwrap_or_default();
-        if let Target::Request(r) = swap_target(self.lua, previous) {
-            let spare = std::mem::replace(self.req, r);
-            if let Ok(Some(mut s)) = self.lua.try_app_data_mut::<Spares>() {
-                s.0.push(spare);
-            }
+        if let Some(previous) = self.previous {
+            swap_in(self.lua, self.req, previous);
         }
     }
 }
@@ -272,13 +278,8 @@ pub(crate) fn in_route<R>(
     req: &mut Request,
     f: impl FnOnce() -> R,
 ) -> (R, Context) {
-    let owned = std::mem::replace(req, spare(lua));
-    let previous = swap_target(lua, Target::Request(owned));
-    let lent = Lent {
-        lua,
-        req,
-        previous: Some(previous),
-    };
+    let previous = swap_in(lua, req, What::Request);
+    let lent = Lent { lua, req, previous };
     let outer = enter(lua, sip_context(lua, kind, branch));
     let r = f();
     let mine = leave(lua, outer);
@@ -295,11 +296,18 @@ pub(crate) fn in_reply_route<R>(
     reply: ReplyCurrent,
     f: impl FnOnce() -> R,
 ) -> (R, Context) {
-    let previous = swap_target(lua, Target::Reply(reply));
+    let swap = |lua: &Lua, what: What, reply: Option<ReplyCurrent>| {
+        let mut t = lua.try_app_data_mut::<Target>().ok().flatten()?;
+        let reply = std::mem::replace(&mut t.reply, reply);
+        Some((std::mem::replace(&mut t.what, what), reply))
+    };
+    let previous = swap(lua, What::Reply, Some(reply));
     let outer = enter(lua, sip_context(lua, kind, branch));
     let r = f();
     let mine = leave(lua, outer);
-    swap_target(lua, previous);
+    if let Some((what, reply)) = previous {
+        swap(lua, what, reply);
+    }
     (r, mine)
 }
 
@@ -341,8 +349,8 @@ pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> R
     let Ok(Some(mut target)) = lua.try_app_data_mut::<Target>() else {
         return Err(NotHere::NoSip);
     };
-    match &mut *target {
-        Target::Request(r) => Ok(f(r)),
+    match target.what {
+        What::Request => Ok(f(&mut target.request)),
         _ => Err(NotHere::NoSip),
     }
 }
@@ -356,10 +364,10 @@ pub(crate) fn with_view<R>(lua: &Lua, f: impl FnOnce(&dyn MsgView) -> R) -> Resu
     let Ok(Some(target)) = lua.try_app_data_ref::<Target>() else {
         return Err(NotHere::NoSip);
     };
-    match &*target {
-        Target::Request(r) => Ok(f(r)),
-        Target::Reply(r) => Ok(f(r)),
-        Target::None => Err(NotHere::NoSip),
+    match (target.what, &target.reply) {
+        (What::Request, _) => Ok(f(&target.request)),
+        (What::Reply, Some(r)) => Ok(f(r)),
+        _ => Err(NotHere::NoSip),
     }
 }
 
