@@ -7,8 +7,9 @@ use crate::context::{self, Context, EvapiCurrent, ReplyCurrent, RouteKind};
 use crate::ops::SipOps;
 use crate::stats::{self, Failure};
 use evapi::EventContext;
-use mlua::{Function, Lua, Value};
+use mlua::{Function, Lua, LuaString, Value};
 use sip::{Method, Request, SipMessage, Source};
+use std::collections::HashMap;
 use std::rc::Rc;
 use tracing::{debug, error, warn};
 
@@ -77,32 +78,77 @@ fn runner(lua: &Lua) -> mlua::Result<Function> {
 }
 
 /// Run `f` with `args` through the runner: `Ok` when it returned, `Err`
-/// with what it raised.
+/// with what it raised. (Only the first two results are taken: no
+/// list of values is built for a route's return.)
 fn run(
     lua: &Lua,
     f: Function,
     args: impl mlua::IntoLuaMulti,
 ) -> mlua::Result<Result<(), mlua::Error>> {
-    let mut argv = args.into_lua_multi(lua)?;
-    argv.push_front(Value::Function(f));
-    let mut out = runner(lua)?.call::<mlua::MultiValue>(argv)?;
-    if matches!(out.pop_front(), Some(Value::Boolean(true))) {
+    let (ok, err) = runner(lua)?.call::<(Value, Value)>((f, args))?;
+    if matches!(ok, Value::Boolean(true)) {
         return Ok(Ok(()));
     }
-    Ok(Err(match out.pop_front() {
-        Some(Value::Error(e)) => *e,
+    Ok(Err(match err {
+        Value::Error(e) => *e,
         // What Lua raises when an allocation fails ([script] memory_limit_mb).
-        Some(Value::String(s)) if s.as_bytes() == b"not enough memory" => {
+        Value::String(s) if s.as_bytes() == b"not enough memory" => {
             mlua::Error::MemoryError(s.to_string_lossy())
         }
-        Some(Value::String(s)) => mlua::Error::RuntimeError(s.to_string_lossy()),
-        Some(other) => mlua::Error::RuntimeError(
+        Value::String(s) => mlua::Error::RuntimeError(s.to_string_lossy()),
+        Value::Nil => mlua::Error::RuntimeError("(no error object)".into()),
+        other => mlua::Error::RuntimeError(
             other
                 .to_string()
                 .unwrap_or_else(|_| format!("(error object: {})", other.type_name())),
         ),
-        None => mlua::Error::RuntimeError("(no error object)".into()),
     }))
+}
+
+/// Most function names kept interned per VM (route names come from the
+/// script and the configuration; a script naming routes from data would
+/// otherwise grow the cache without end: past the cap, a name is looked
+/// up as text).
+const MAX_FN_NAMES: usize = 256;
+
+/// The Lua strings of the global function names called from Rust, per VM:
+/// looking a route up then pushes a reference, not the name's text.
+#[derive(Default)]
+struct FnNames(HashMap<Box<str>, LuaString>);
+
+/// The global function `name`, if the script defines one. A raw read of
+/// the globals (no `__index` call through a protected Lua call) when they
+/// have no metatable, which is what scripts do; else a plain read.
+fn function(lua: &Lua, name: &str) -> Option<Function> {
+    let globals = lua.globals();
+    let key = {
+        let names = lua.app_data_ref::<FnNames>();
+        names.and_then(|n| n.0.get(name).cloned())
+    };
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let k = lua.create_string(name).ok()?;
+            if lua.app_data_ref::<FnNames>().is_none() {
+                lua.set_app_data(FnNames::default());
+            }
+            if let Some(mut n) = lua.app_data_mut::<FnNames>() {
+                if n.0.len() < MAX_FN_NAMES {
+                    n.0.insert(name.into(), k.clone());
+                }
+            }
+            k
+        }
+    };
+    let found = if globals.metatable().is_none() {
+        globals.raw_get::<Value>(&key)
+    } else {
+        globals.get::<Value>(&key)
+    };
+    match found {
+        Ok(Value::Function(f)) => Some(f),
+        _ => None,
+    }
 }
 
 /// A Lua error as a porter needs it: "file.lua:12: message", the whole
@@ -128,15 +174,17 @@ fn without_traceback(text: &str) -> &str {
 
 /// Call the global function `name` with `args`.
 pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outcome {
-    let f: Function = match lua.globals().get::<Value>(name) {
-        Ok(Value::Function(f)) => f,
-        _ => {
-            let call_id = crate::diag::call_id(lua);
-            warn!(function = name, call_id, "script function not defined");
-            stats::count(lua, Failure::Missing);
-            return Outcome::Missing;
-        }
+    let Some(f) = function(lua, name) else {
+        let call_id = crate::diag::call_id(lua);
+        warn!(function = name, call_id, "script function not defined");
+        stats::count(lua, Failure::Missing);
+        return Outcome::Missing;
     };
+    call_function(lua, name, f, args)
+}
+
+/// Call `f`, the script's function `name`.
+fn call_function(lua: &Lua, name: &str, f: Function, args: impl mlua::IntoLuaMulti) -> Outcome {
     let outer = crate::limits::enter(lua);
     let result = run(lua, f, args).and_then(|r| r);
     crate::limits::leave(lua, outer);
@@ -178,26 +226,13 @@ pub(crate) fn run_route(
     kind: RouteKind,
     req: &mut Request,
 ) -> Outcome {
-    let failure_branch = req.failure_branch();
-    let result = lua.scope(|scope| {
-        let ud = scope.create_any_userdata_ref_mut(req)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, kind));
-        if kind == RouteKind::Failure {
-            context::set_branch(lua, failure_branch);
-        }
-        let outcome = call(lua, fname, ());
-        let mine = context::leave(lua, previous);
-        Ok((marked_drop(outcome, &mine), context::was_handled(&mine)))
-    });
-    let (outcome, handled) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            error!(call_id = %call_id_of(req), error = %e, "cannot run route {fname}");
-            stats::count(lua, Failure::Error);
-            (Outcome::Failed, false)
-        }
+    let branch = match kind {
+        RouteKind::Failure => req.failure_branch(),
+        _ => 0,
     };
-    if outcome == Outcome::Failed && !handled {
+    let (outcome, mine) = context::in_route(lua, kind, branch, req, || call(lua, fname, ()));
+    let outcome = marked_drop(outcome, &mine);
+    if outcome == Outcome::Failed && !context::was_handled(&mine) {
         reply_500(sip, req);
     }
     outcome
@@ -237,13 +272,18 @@ fn reply_500(sip: Option<&dyn SipOps>, req: &mut Request) {
 /// Run `ksr_reply_route` for a received reply, if the script defines it;
 /// false when the script dropped the reply.
 pub(crate) fn run_reply_route(lua: &Lua, reply: &SipMessage, source: &Source) -> bool {
-    if !matches!(
-        lua.globals().get::<Value>("ksr_reply_route"),
-        Ok(Value::Function(_))
-    ) {
+    const NAME: &str = "ksr_reply_route";
+    let Some(f) = function(lua, NAME) else {
         return true;
-    }
-    run_reply(lua, "ksr_reply_route", RouteKind::Reply, reply, source, 0)
+    };
+    let current = ReplyCurrent {
+        msg: reply.clone(),
+        source: source.clone(),
+    };
+    let (outcome, mine) = context::in_reply_route(lua, RouteKind::Reply, 0, current, || {
+        call_function(lua, NAME, f, ())
+    });
+    marked_drop(outcome, &mine) != Outcome::Dropped
 }
 
 /// Run a transaction's reply route `fname` (`KSR.tm.t_on_reply`) for a
@@ -264,19 +304,9 @@ pub(crate) fn run_onreply_route(
 /// drops the branch: a script error is logged and the branch goes on,
 /// and no 500 is sent from here (the route that relays still runs).
 pub(crate) fn run_branch_route(lua: &Lua, fname: &str, req: &mut Request, branch: u32) -> Outcome {
-    let result = lua.scope(|scope| {
-        let ud = scope.create_any_userdata_ref_mut(req)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, RouteKind::Branch));
-        context::set_branch(lua, branch);
-        let outcome = call(lua, fname, ());
-        let mine = context::leave(lua, previous);
-        Ok(marked_drop(outcome, &mine))
-    });
-    result.unwrap_or_else(|e| {
-        error!(error = %e, "cannot run branch route {fname}");
-        stats::count(lua, Failure::Error);
-        Outcome::Failed
-    })
+    let (outcome, mine) =
+        context::in_route(lua, RouteKind::Branch, branch, req, || call(lua, fname, ()));
+    marked_drop(outcome, &mine)
 }
 
 fn run_reply(
@@ -287,19 +317,13 @@ fn run_reply(
     source: &Source,
     branch: u32,
 ) -> bool {
-    let mut current = ReplyCurrent {
+    let current = ReplyCurrent {
         msg: reply.clone(),
         source: source.clone(),
     };
-    let result = lua.scope(|scope| {
-        let ud = scope.create_any_userdata_ref_mut(&mut current)?;
-        let previous = context::enter(lua, context::sip_context(lua, ud, kind));
-        context::set_branch(lua, branch);
-        let outcome = call(lua, fname, ());
-        let mine = context::leave(lua, previous);
-        Ok(marked_drop(outcome, &mine))
-    });
-    !matches!(result, Ok(Outcome::Dropped))
+    let (outcome, mine) =
+        context::in_reply_route(lua, kind, branch, current, || call(lua, fname, ()));
+    marked_drop(outcome, &mine) != Outcome::Dropped
 }
 
 /// Run the event callback `cb` for an evapi event.

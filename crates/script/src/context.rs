@@ -7,16 +7,20 @@
 //! message-received): the route's context keeps the event, so `$evapi(...)`
 //! still reads it there, as in Kamailio.
 //!
-//! The router hands us a borrowed `&mut Request`. While a route runs, the VM
-//! holds it as scoped userdata (`Lua::scope`): the `KSR` functions reach it
-//! through [`with_request`], and it is invalidated when the route returns,
-//! so no reference outlives the borrow.
+//! The router hands us a borrowed `&mut Request`. While a route runs, the
+//! request is swapped into the VM (a slot of its own beside the context,
+//! [`Target`], which holds a spare request between routes) and swapped
+//! back when the route returns, panics included ([`in_route`]): the `KSR`
+//! functions reach it through [`with_request`]. That costs two swaps of
+//! the struct per route; the scoped userdata it replaces cost a Lua
+//! userdata with its metatable and destructor per route and a checked
+//! borrow per `KSR` call.
 
 use crate::ops::EventClient;
 use crate::pv::MsgView;
 use crate::route_state::RouteState;
 use bytes::Bytes;
-use mlua::{AnyUserData, Lua};
+use mlua::Lua;
 use sip::{Method, Request, SipMessage, Source};
 use std::rc::Rc;
 
@@ -101,11 +105,8 @@ pub(crate) struct EvapiCurrent<C: ?Sized + EventClient = dyn EventClient> {
     pub client: C,
 }
 
-/// The SIP message a route runs for.
+/// The SIP route running (its message is in the [`Target`] slot).
 pub(crate) struct SipCurrent {
-    /// A scoped `Request` (request, failure and resumed routes) or a
-    /// scoped [`ReplyCurrent`] (reply route).
-    target: AnyUserData,
     kind: RouteKind,
     /// Whether the route has replied, relayed or suspended: a route that
     /// fails before it did gets a 500.
@@ -124,15 +125,6 @@ pub(crate) struct SipCurrent {
 pub(crate) struct ReplyCurrent {
     pub msg: SipMessage,
     pub source: Source,
-}
-
-/// Set `$T_branch_idx` for the running SIP route.
-pub(crate) fn set_branch(lua: &Lua, branch: u32) {
-    with(lua, |cur| {
-        if let Context::Sip(s) = cur {
-            s.branch = branch;
-        }
-    });
 }
 
 /// `$T_branch_idx` of the running SIP route.
@@ -177,17 +169,146 @@ pub(crate) fn leave(lua: &Lua, previous: Context) -> Context {
     enter(lua, previous)
 }
 
-/// A SIP context for `target`, keeping the evapi event of the current one.
-pub(crate) fn sip_context(lua: &Lua, target: AnyUserData, kind: RouteKind) -> Context {
+/// A SIP context of `kind` for branch `branch`, keeping the evapi event of
+/// the current one.
+fn sip_context(lua: &Lua, kind: RouteKind, branch: u32) -> Context {
     let event = with(lua, |cur| cur.event().cloned());
     Context::Sip(SipCurrent {
-        target,
         kind,
         handled: false,
         event,
-        branch: 0,
+        branch,
         state: RouteState::default(),
     })
+}
+
+/// The message of the running SIP route: a slot of the VM beside its
+/// [`Context`], read only while the context is a SIP route's (every SIP
+/// context is entered through [`in_route`] or [`in_reply_route`], which
+/// fill it). Apart from the context, so that a `KSR` function can hold
+/// the message while it reads or marks the context.
+///
+/// The request field always holds a request: the routed one while a
+/// request route runs, else a spare (made once per VM) or, in a nested
+/// route, the outer route's, parked in the inner route's `&mut` while it
+/// runs. A route swaps its request in and out: no allocation, and only
+/// the two swaps copy it.
+pub(crate) struct Target {
+    what: What,
+    request: Request,
+    reply: Option<ReplyCurrent>,
+}
+
+/// What the [`Target`] holds for the running route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    /// No SIP route.
+    None,
+    /// The request of a request, failure, resumed or branch route.
+    Request,
+    /// The reply of a reply route.
+    Reply,
+}
+
+/// What a new VM needs here: no context, no message.
+pub(crate) fn install(lua: &Lua) {
+    lua.set_app_data(Context::default());
+    lua.set_app_data(Target {
+        what: What::None,
+        request: spare(),
+        reply: None,
+    });
+}
+
+/// The smallest request, to fill the message slot between routes.
+fn spare() -> Request {
+    const SPARE: &[u8] = b"OPTIONS sip:spare.invalid SIP/2.0\r\n\
+        Via: SIP/2.0/UDP spare.invalid;branch=z9hG4bKspare\r\n\
+        From: <sip:spare.invalid>;tag=spare\r\nTo: <sip:spare.invalid>\r\n\
+        Call-ID: spare\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let msg = SipMessage::parse(Bytes::from_static(SPARE)).expect("the spare request parses");
+    let nowhere = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    Request::new(
+        msg,
+        Source {
+            transport: sip::Transport::Udp,
+            remote: nowhere,
+            local: nowhere,
+            conn: None,
+        },
+    )
+}
+
+/// Swap `req` with the slot's request and make the slot hold `what`; the
+/// `What` it held, or `None` if the slot could not be reached (then
+/// nothing was swapped).
+fn swap_in(lua: &Lua, req: &mut Request, what: What) -> Option<What> {
+    let Ok(Some(mut t)) = lua.try_app_data_mut::<Target>() else {
+        return None;
+    };
+    std::mem::swap(req, &mut t.request);
+    Some(std::mem::replace(&mut t.what, what))
+}
+
+/// A request lent to the VM: swapped back into the router's `&mut` when
+/// dropped (also when a panic unwinds through the route).
+struct Lent<'a> {
+    lua: &'a Lua,
+    req: &'a mut Request,
+    /// What the slot held before (`None`: nothing was swapped).
+    previous: Option<What>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            swap_in(self.lua, self.req, previous);
+        }
+    }
+}
+
+/// Run `f` with `req` as the message of a SIP route of `kind` for branch
+/// `branch` (`$T_branch_idx`), keeping the evapi event of the current
+/// context; the previous context and message are back afterwards. Returns
+/// what `f` returned and the route's context.
+pub(crate) fn in_route<R>(
+    lua: &Lua,
+    kind: RouteKind,
+    branch: u32,
+    req: &mut Request,
+    f: impl FnOnce() -> R,
+) -> (R, Context) {
+    let previous = swap_in(lua, req, What::Request);
+    let lent = Lent { lua, req, previous };
+    let outer = enter(lua, sip_context(lua, kind, branch));
+    let r = f();
+    let mine = leave(lua, outer);
+    drop(lent);
+    (r, mine)
+}
+
+/// Run `f` with `reply` as the message of a reply route of `kind`, as
+/// [`in_route`] does for a request.
+pub(crate) fn in_reply_route<R>(
+    lua: &Lua,
+    kind: RouteKind,
+    branch: u32,
+    reply: ReplyCurrent,
+    f: impl FnOnce() -> R,
+) -> (R, Context) {
+    let swap = |lua: &Lua, what: What, reply: Option<ReplyCurrent>| {
+        let mut t = lua.try_app_data_mut::<Target>().ok().flatten()?;
+        let reply = std::mem::replace(&mut t.reply, reply);
+        Some((std::mem::replace(&mut t.what, what), reply))
+    };
+    let previous = swap(lua, What::Reply, Some(reply));
+    let outer = enter(lua, sip_context(lua, kind, branch));
+    let r = f();
+    let mine = leave(lua, outer);
+    if let Some((what, reply)) = previous {
+        swap(lua, what, reply);
+    }
+    (r, mine)
 }
 
 /// Whether a context's route replied, relayed or suspended.
@@ -216,29 +337,38 @@ impl std::fmt::Display for NotHere {
     }
 }
 
-/// Run `f` on the current request (request, failure and resumed routes).
+/// Run `f` on the current request (request, failure, resumed and branch
+/// routes). `f` may read the context, not reach the message again (that
+/// finds none).
 pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> Result<R, NotHere> {
-    let target = with(lua, |cur| match cur.sip() {
-        None => Err(NotHere::NoSip),
-        Some(s) if s.kind.is_reply() => Err(NotHere::Reply),
-        Some(s) => Ok(s.target.clone()),
-    })?;
-    target
-        .borrow_mut_scoped::<Request, R>(f)
-        .map_err(|_| NotHere::NoSip)
+    match route_kind(lua) {
+        None => return Err(NotHere::NoSip),
+        Some(k) if k.is_reply() => return Err(NotHere::Reply),
+        Some(_) => {}
+    }
+    let Ok(Some(mut target)) = lua.try_app_data_mut::<Target>() else {
+        return Err(NotHere::NoSip);
+    };
+    match target.what {
+        What::Request => Ok(f(&mut target.request)),
+        _ => Err(NotHere::NoSip),
+    }
 }
 
 /// Run `f` on the current SIP message, request or reply, as the
 /// pseudo-variables see it.
 pub(crate) fn with_view<R>(lua: &Lua, f: impl FnOnce(&dyn MsgView) -> R) -> Result<R, NotHere> {
-    let (target, kind) =
-        with(lua, |cur| cur.sip().map(|s| (s.target.clone(), s.kind))).ok_or(NotHere::NoSip)?;
-    let done = if kind.is_reply() {
-        target.borrow_mut_scoped::<ReplyCurrent, R>(|r| f(r))
-    } else {
-        target.borrow_mut_scoped::<Request, R>(|r| f(r))
+    if route_kind(lua).is_none() {
+        return Err(NotHere::NoSip);
+    }
+    let Ok(Some(target)) = lua.try_app_data_ref::<Target>() else {
+        return Err(NotHere::NoSip);
     };
-    done.map_err(|_| NotHere::NoSip)
+    match (target.what, &target.reply) {
+        (What::Request, _) => Ok(f(&target.request)),
+        (What::Reply, Some(r)) => Ok(f(r)),
+        _ => Err(NotHere::NoSip),
+    }
 }
 
 /// The method of the current message (a reply's CSeq method).

@@ -12,7 +12,6 @@
 //! [`crate::context`], the hook traits in [`crate::hooks`].
 
 use crate::call::lua_error_text;
-use crate::context::Context;
 use crate::ksr::Handles;
 use crate::ops::{EventOps, NatsOps, SipOps};
 use mlua::{Lua, Value};
@@ -380,7 +379,7 @@ impl Engine {
         let lua = self.packages.new_lua().map_err(lua_err)?;
         crate::limits::install(&lua, &self.limits).map_err(lua_err)?;
         crate::compat::install(&lua).map_err(lua_err)?;
-        lua.set_app_data(Context::default());
+        crate::context::install(&lua);
         lua.set_app_data(Arc::clone(&self.counters));
         crate::ksr::install(&lua, &self.handles).map_err(lua_err)?;
         lua.load(text)

@@ -16,7 +16,7 @@
 
 use super::module::{Cx, Fail, Module};
 use crate::context;
-use mlua::{Function, Value};
+use mlua::{Function, LuaString, Value};
 use sip::Method;
 
 const TESTS: [(&str, Method); 14] = [
@@ -61,7 +61,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             Ok(context::method(cx.lua)?.as_ref() == Some(&method))
         })?;
     }
-    m.func("is_method_in", |cx, letters: String| {
+    m.func("is_method_in", |cx, letters: LuaString| {
+        let letters = letters.to_str()?;
         Ok(context::method(cx.lua)?
             .as_ref()
             .and_then(method_letter)

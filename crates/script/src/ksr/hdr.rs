@@ -9,10 +9,11 @@
 //! script cannot smuggle a second header or end the header block.
 
 use super::module::{kemi_bool, Module};
-use mlua::Value;
+use mlua::{LuaString, Value};
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
-    m.func("append", |cx, line: String| {
+    m.func("append", |cx, line: LuaString| {
+        let line = line.to_str()?;
         cx.request(|req| req.append_header(&line))??;
         Ok(1)
     })?;
@@ -20,13 +21,16 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         cx.request(|req| req.append_to_reply(&line))??;
         Ok(1)
     })?;
-    m.func("remove", |cx, name: String| {
+    m.func("remove", |cx, name: LuaString| {
+        let name = name.to_str()?;
         Ok(kemi_bool(cx.request(|req| req.remove_header(&name))? > 0))
     })?;
-    m.func("is_present", |cx, name: String| {
+    m.func("is_present", |cx, name: LuaString| {
+        let name = name.to_str()?;
         Ok(kemi_bool(cx.request(|req| req.has_header(&name))?))
     })?;
-    m.func("get", |cx, name: String| {
+    m.func("get", |cx, name: LuaString| {
+        let name = name.to_str()?;
         let v = cx.request(|req| req.header(&name).map(<[u8]>::to_vec))?;
         Ok(match v {
             Some(v) => Value::String(cx.lua.create_string(&v)?),

@@ -62,7 +62,16 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("is_myself_srcip", |cx, ()| {
         let host = cx.sip()?;
         let src = context::with_view(cx.lua, |v| v.source().map(|s| s.1.ip()))?;
-        Ok(src.is_some_and(|ip| host.is_myself(&ip.to_string(), None)))
+        Ok(src.is_some_and(|ip| {
+            // The address as text without a heap string (this runs for
+            // every request of Kamailio's example script).
+            use std::io::Write;
+            let mut buf = [0u8; 64];
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            let len = 64 - w.len();
+            std::str::from_utf8(&buf[..len]).is_ok_and(|text| host.is_myself(text, None))
+        }))
     })
 }
 

@@ -26,7 +26,12 @@ pub(crate) fn log_at(lua: &Lua, level: &str, msg: &str) -> bool {
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for level in ["dbg", "info", "notice", "warn", "err", "crit", "alert"] {
         m.func(level, move |cx, msg: LuaString| {
-            log_at(cx.lua, level, &msg.to_string_lossy());
+            // Borrowed when it is UTF-8 (a debug line that is not logged
+            // then costs no copy).
+            match msg.to_str() {
+                Ok(text) => log_at(cx.lua, level, &text),
+                Err(_) => log_at(cx.lua, level, &msg.to_string_lossy()),
+            };
             Ok(())
         })?;
     }

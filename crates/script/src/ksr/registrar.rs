@@ -27,7 +27,7 @@
 use super::module::{kemi_bool, lua_int, Cx, Fail, Module};
 use crate::context;
 use crate::ops::SipOps;
-use mlua::Value;
+use mlua::{LuaString, Value};
 use sip::usrloc::{aor_of, contact_line, register_of, RegError};
 use sip::{Request, TmError, Usrloc};
 
@@ -42,12 +42,14 @@ const REPLACE: i64 = 0x04;
 const PREPARE_REPLY: i64 = 0x10;
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
-    m.func("save", |cx, (table, flags): (String, Value)| {
+    m.func("save", |cx, (table, flags): (LuaString, Value)| {
+        let table = table.to_str()?;
         let flags = lua_int(&flags)
             .ok_or_else(|| Fail::new(format_args!("flags {flags:?} are not an integer")))?;
         save(cx, usrloc(cx, &table)?, flags)
     })?;
-    m.func("lookup", |cx, table: String| {
+    m.func("lookup", |cx, table: LuaString| {
+        let table = table.to_str()?;
         let ul = usrloc(cx, &table)?;
         let use_domain = ul.config().use_domain;
         cx.request(|req| lookup(ul, req, use_domain))?

@@ -423,7 +423,7 @@ impl Vm {
     fn with(sip: Arc<FakeSip>, events: Arc<FakeEvents>, handles: Arc<Handles>) -> Vm {
         let lua = Lua::new();
         crate::compat::install(&lua).unwrap();
-        lua.set_app_data(Context::default());
+        context::install(&lua);
         super::install(&lua, &handles).unwrap();
         Vm {
             lua,
@@ -450,16 +450,7 @@ impl Vm {
 
     /// Run `f` with `req` as the current message of a request route.
     pub fn in_request<R>(&self, req: &mut Request, f: impl FnOnce(&Vm) -> R) -> R {
-        self.lua
-            .scope(|scope| {
-                let ud = scope.create_any_userdata_ref_mut(req)?;
-                let cx = context::sip_context(&self.lua, ud, RouteKind::Request);
-                let previous = context::enter(&self.lua, cx);
-                let r = f(self);
-                context::leave(&self.lua, previous);
-                Ok(r)
-            })
-            .unwrap()
+        context::in_route(&self.lua, RouteKind::Request, 0, req, || f(self)).0
     }
 
     /// Run `f` inside an evapi event of `client` with message `msg`.

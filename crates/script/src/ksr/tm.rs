@@ -11,7 +11,7 @@
 use super::module::{kemi_bool, Module};
 use super::reply;
 use super::tm_routes;
-use mlua::Value;
+use mlua::{LuaString, Value};
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("t_newtran", |cx, ()| {
@@ -30,7 +30,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             host.t_reply(req, code, reason)
         })
     })?;
-    m.func("t_on_failure", |cx, name: String| {
+    m.func("t_on_failure", |cx, name: LuaString| {
+        let name = name.to_str()?;
         cx.request(|req| req.set_failure_route(&name))?;
         Ok(1)
     })?;

@@ -22,6 +22,7 @@ use super::module::{kemi_bool, Cx, Fail, Module};
 use super::textops::compiled;
 use crate::call::{self, Outcome};
 use crate::context;
+use mlua::LuaString;
 use sip::Method;
 
 /// `KSR.tm.t_relay()`: relay the current request, through its branch
@@ -64,16 +65,18 @@ fn status(cx: &Cx<'_>) -> Option<u16> {
 }
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
-    m.func("t_on_reply", |cx, name: String| {
+    m.func("t_on_reply", |cx, name: LuaString| {
+        let name = name.to_str()?;
         cx.request(|req| req.set_reply_route(&name))?;
         Ok(1)
     })?;
-    m.func("t_on_branch", |cx, name: String| {
+    m.func("t_on_branch", |cx, name: LuaString| {
+        let name = name.to_str()?;
         cx.request(|req| req.set_branch_route(&name))?;
         Ok(1)
     })?;
-    m.func("t_is_set", |cx, target: String| {
-        let set = match target.as_str() {
+    m.func("t_is_set", |cx, target: LuaString| {
+        let set = match &*target.to_str()? {
             "branch_route" => cx.request(|req| req.branch_route().is_some())?,
             "onreply_route" => cx.request(|req| req.reply_route().is_some())?,
             "failure_route" => cx.request(|req| req.failure_route().is_some())?,
