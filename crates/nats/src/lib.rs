@@ -73,7 +73,7 @@ pub enum SendError {
     /// The client is not connected to a server now.
     #[error("not connected to a NATS server")]
     Disconnected,
-    /// The queue to the publishing task is full.
+    /// The client's queue of commands for its connection task is full.
     #[error("{OUT_QUEUE} NATS sends already queued")]
     Busy,
     /// Empty data is refused, as for the TCP clients.
