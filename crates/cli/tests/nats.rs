@@ -251,8 +251,7 @@ fn server_connections(monitor: u16) -> u64 {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let v: serde_json::Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
     v["num_connections"].as_u64().expect("num_connections")
 }
 
@@ -283,10 +282,16 @@ fn a_worker_process_killed_mid_load_the_other_takes_new_events() {
         if w1.taken() + w2.answered() >= CALLS {
             break;
         }
-        assert!(Instant::now() < deadline, "not every event reached a worker");
+        assert!(
+            Instant::now() < deadline,
+            "not every event reached a worker"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(w1.taken() > 0, "the queue group gave w1 none of {CALLS} events");
+    assert!(
+        w1.taken() > 0,
+        "the queue group gave w1 none of {CALLS} events"
+    );
     let held = w1.taken();
     assert_eq!(w2.answered(), CALLS - held);
     assert_eq!(server_connections(monitor), 3, "the node, w1 and w2");

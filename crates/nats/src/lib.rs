@@ -29,11 +29,8 @@
 //! [`NatsHandler`], whose methods run on threads of their own
 //! (`nats-worker-N`), never on the I/O runtime.
 //!
-//! Few hand-offs: a send is put in the client's command queue by the
-//! thread that sends (no task of ours in between), and the
-//! `nats-worker-N` threads take the messages from the client's
-//! subscriptions themselves, so a worker's answer goes from the client's
-//! connection task straight to the thread that runs it.
+//! A send is put in the client's command queue by the thread that sends
+//! (no task of ours in between).
 
 mod config;
 pub mod rpc;
@@ -61,6 +58,9 @@ pub use start::{connect, reconnect_delay, Bound, Nats};
 /// Sends queued in the client for its connection task (the client's
 /// command queue); past it a send fails at once ([`SendError::Busy`]).
 const OUT_QUEUE: usize = 65_536;
+/// Incoming messages queued for the `nats-worker` threads before the
+/// subscriptions wait.
+const IN_QUEUE: usize = 4_096;
 /// How long a watched send's data is kept for a no-responders status
 /// (which comes at once, or never).
 const WATCH_TTL: Duration = Duration::from_secs(5);

@@ -172,73 +172,11 @@ pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
     })
 }
 
-/// The running NATS side: the subscriptions, the worker threads and the
-/// task that forgets old watched sends.
+/// The running NATS side: the subscriptions and the worker threads.
 pub struct Nats {
     handle: NatsHandle,
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    /// Set, then `stop` dropped: the worker threads end.
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    stop: Option<flume::Sender<()>>,
-}
-
-/// What the worker threads take messages from: every subscription, and
-/// the stop signal.
-type Source = futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, Option<Incoming>>>;
-
-/// What a message on this node's reply subjects is: an answer, a
-/// no-responders status for a watched send, or nothing to run.
-fn classify(shared: &Shared, m: async_nats::Message) -> Option<Incoming> {
-    let watch = m
-        .subject
-        .strip_prefix(shared.reply.as_str())
-        .and_then(|rest| rest.strip_prefix('.'))
-        .and_then(|n| n.parse::<u64>().ok());
-    let data = match watch {
-        Some(n) => {
-            let mut w = shared.watched.lock().unwrap_or_else(|e| e.into_inner());
-            w.remove(&n).map(|(d, _)| d)
-        }
-        None => None,
-    };
-    match m.status {
-        Some(async_nats::StatusCode::NO_RESPONDERS) => {
-            let d = data?;
-            bump(&shared.counters.no_responders);
-            Some(Incoming::NoResponders(d))
-        }
-        Some(status) => {
-            warn_limited!(subject = %m.subject, %status, "NATS status message on the reply subject ignored");
-            None
-        }
-        None => {
-            bump(&shared.counters.replies);
-            Some(Incoming::Reply(m.payload))
-        }
-    }
-}
-
-/// Run `f` to completion on this thread (parking it while `f` waits).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }
 
 impl Bound {
@@ -249,18 +187,16 @@ impl Bound {
 
     /// Subscribe to this node's reply subjects and the configured
     /// subjects, and start `threads` (at least 1) worker threads running
-    /// `handler`. The threads take the messages from the client's
-    /// subscriptions themselves, one thread waiting at a time (no task
-    /// or queue of ours in between).
+    /// `handler`.
     pub async fn start(
         self,
         handler: Arc<dyn NatsHandler>,
         threads: usize,
     ) -> Result<Nats, StartError> {
-        use futures_util::stream::BoxStream;
         let Bound { handle, section } = self;
         let shared = handle.shared.clone();
         let client = shared.client.clone();
+        let (in_tx, in_rx) = flume::bounded::<Incoming>(IN_QUEUE);
         let sub = |subject: String, queue: String| {
             let client = client.clone();
             async move {
@@ -275,43 +211,68 @@ impl Bound {
                 })
             }
         };
-        let mut streams: Vec<BoxStream<'static, Option<Incoming>>> = Vec::new();
+        let mut tasks = Vec::new();
         // Answers: `<reply>` and, for watched sends, `<reply>.<n>`.
         for subject in [shared.reply.clone(), format!("{}.*", shared.reply)] {
-            let subscriber = sub(subject, String::new()).await?;
-            let shared = shared.clone();
-            streams.push(subscriber.map(move |m| classify(&shared, m)).boxed());
+            let mut subscriber = sub(subject, String::new()).await?;
+            let (tx, shared) = (in_tx.clone(), shared.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = subscriber.next().await {
+                    let watch = m
+                        .subject
+                        .strip_prefix(shared.reply.as_str())
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .and_then(|n| n.parse::<u64>().ok());
+                    let data = match watch {
+                        Some(n) => {
+                            let mut w = shared.watched.lock().unwrap_or_else(|e| e.into_inner());
+                            w.remove(&n).map(|(d, _)| d)
+                        }
+                        None => None,
+                    };
+                    let event = match m.status {
+                        Some(async_nats::StatusCode::NO_RESPONDERS) => match data {
+                            Some(d) => {
+                                bump(&shared.counters.no_responders);
+                                Incoming::NoResponders(d)
+                            }
+                            None => continue,
+                        },
+                        Some(status) => {
+                            warn_limited!(subject = %m.subject, %status, "NATS status message on the reply subject ignored");
+                            continue;
+                        }
+                        None => {
+                            bump(&shared.counters.replies);
+                            Incoming::Reply(m.payload)
+                        }
+                    };
+                    if tx.send_async(event).await.is_err() {
+                        break;
+                    }
+                }
+            }));
         }
         for s in &section.subscribe {
-            let subscriber = sub(s.subject.clone(), s.queue.clone()).await?;
-            let shared = shared.clone();
+            let mut subscriber = sub(s.subject.clone(), s.queue.clone()).await?;
+            let (tx, shared) = (in_tx.clone(), shared.clone());
             let name: Arc<str> = s.subject.as_str().into();
-            streams.push(
-                subscriber
-                    .map(move |m| {
-                        if m.status.is_some() {
-                            return None;
-                        }
-                        bump(&shared.counters.messages);
-                        Some(Incoming::Message(name.clone(), m.payload))
-                    })
-                    .boxed(),
-            );
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = subscriber.next().await {
+                    if m.status.is_some() {
+                        continue;
+                    }
+                    bump(&shared.counters.messages);
+                    if tx
+                        .send_async(Incoming::Message(name.clone(), m.payload))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
         }
-        // Stop: when the sender goes, the thread waiting gets `None` and
-        // the others see `stopping`.
-        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        streams.push(
-            futures_util::stream::once(async move {
-                let _ = stop_rx.recv_async().await;
-                None
-            })
-            .boxed(),
-        );
-        let source: Arc<Mutex<Source>> =
-            Arc::new(Mutex::new(futures_util::stream::select_all(streams)));
-        let mut tasks = Vec::new();
         // Forget watched sends nobody said anything about.
         {
             let weak = Arc::downgrade(&shared);
@@ -328,28 +289,16 @@ impl Bound {
                 }
             }));
         }
+        drop(in_tx);
         let mut joins = Vec::new();
         for n in 0..threads.max(1) {
-            let (source, handler, stopping) = (source.clone(), handler.clone(), stopping.clone());
+            let (rx, handler) = (in_rx.clone(), handler.clone());
             let name = format!("nats-worker-{n}");
             let t = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
                     handler.thread_started(n);
-                    loop {
-                        let next = {
-                            let mut s = source.lock().unwrap_or_else(|e| e.into_inner());
-                            if stopping.load(Ordering::Acquire) {
-                                break;
-                            }
-                            block_on(s.next())
-                        };
-                        let event = match next {
-                            Some(Some(event)) => event,
-                            // Not to be run (a status), or the stop.
-                            Some(None) if !stopping.load(Ordering::Acquire) => continue,
-                            _ => break,
-                        };
+                    for event in rx.iter() {
                         let run = std::panic::AssertUnwindSafe(|| match &event {
                             Incoming::Reply(p) => handler.reply(p),
                             Incoming::NoResponders(d) => handler.no_responders(d),
@@ -368,8 +317,6 @@ impl Bound {
             handle,
             tasks,
             threads: joins,
-            stopping,
-            stop: Some(stop_tx),
         })
     }
 }
@@ -380,14 +327,12 @@ impl Nats {
         self.handle.clone()
     }
 
-    /// Publish what is queued (at most 1 s), stop the worker threads
-    /// (each event in hand finishes; at most 5 s; messages not yet taken
-    /// are dropped), unsubscribe and close the connection.
+    /// Publish what is queued (at most 1 s), stop the subscriptions and
+    /// the worker threads (each event in hand finishes; at most 5 s), and
+    /// close the connection.
     pub async fn shutdown(mut self) {
         let client = self.handle.shared.client.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
-        self.stopping.store(true, Ordering::Release);
-        drop(self.stop.take());
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;

@@ -47,12 +47,7 @@ impl Worker {
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (url, name) = (url.to_string(), name.to_string());
-        let (t, a, h, notes) = (
-            taken.clone(),
-            answered.clone(),
-            hold.clone(),
-            seen.clone(),
-        );
+        let (t, a, h, notes) = (taken.clone(), answered.clone(), hold.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -203,7 +198,13 @@ impl WorkerProcess {
     pub fn start(test: &str, url: &str, name: &str, hold: bool) -> WorkerProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(PROCESS_URL, url)
             .env("EVAPI_TEST_WORKER_NAME", name)
             .env("EVAPI_TEST_WORKER_HOLD", if hold { "1" } else { "0" })
