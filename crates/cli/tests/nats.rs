@@ -16,7 +16,6 @@ use futures_util::StreamExt;
 use nats::testing::{NatsServer, TestDir, TestOperator, TestPki};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A node running the default script with `[nats]` on.
