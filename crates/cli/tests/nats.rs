@@ -3,20 +3,19 @@
 //! (Rust, async-nats), SIP calls against both nodes. Every call is answered
 //! by whichever worker took its event and resumed on the node that holds
 //! it; nobody listening is a 503 at once; the server stopped and restarted
-//! mid-load, a worker killed, a node killed.
+//! mid-load, a worker process killed, a node process killed (SIGKILL).
 //!
 //! Without nats-server these tests print SKIPPED, unless
 //! `EVAPI_REQUIRE_NATS=1` (set by .ci/run): then they fail.
 
 mod common;
 
-use common::nats_worker::Worker;
+use common::nats_worker::{Worker, WorkerProcess};
 use common::*;
 use futures_util::StreamExt;
 use nats::testing::{NatsServer, TestDir, TestOperator, TestPki};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A node running the default script with `[nats]` on.
@@ -230,45 +229,104 @@ fn nats_server_stopped_and_restarted_mid_load() {
     assert!(w1.answered() >= 41);
 }
 
+/// Not a test of its own: the body of the worker processes of
+/// [`a_worker_process_killed_mid_load_the_other_takes_new_events`] (this
+/// binary started again with `EVAPI_TEST_WORKER_URL` set); without it,
+/// it returns at once.
 #[test]
-fn a_worker_killed_mid_load_the_other_takes_new_events() {
-    let Some(server) = NatsServer::start() else {
+#[ignore = "a worker process, started by the worker-killed test"]
+fn worker_process() {
+    common::nats_worker::serve_as_process();
+}
+
+/// The number of client connections the server has now, from its
+/// monitoring endpoint (`/connz`) at `monitor`.
+fn server_connections(monitor: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", monitor)).expect("the monitor port");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    v["num_connections"].as_u64().expect("num_connections")
+}
+
+#[test]
+fn a_worker_process_killed_mid_load_the_other_takes_new_events() {
+    let monitor = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let Some(server) = NatsServer::start_with(&format!("http: \"127.0.0.1:{monitor}\"\n")) else {
         return;
     };
     let a = node(&server, "a");
-    let mut w1 = Worker::start(&server.url(), "w1");
+    // w1, a process of its own, hangs: the events it takes stay
+    // unanswered; w2 answers its share.
+    let mut w1 = WorkerProcess::start("worker_process", &server.url(), "w1", true);
     let w2 = Worker::start(&server.url(), "w2");
-    // w1 hangs: the events it takes stay unanswered...
-    w1.hold.store(true, Ordering::SeqCst);
     let mut caller = Caller::new();
-    for i in 0..20 {
+    const CALLS: usize = 20;
+    for i in 0..CALLS {
         caller.call(a.udp, &format!("inflight-{i}"));
     }
-    // ...until w2 has answered its share, then w1 dies.
+    // Every event has reached one of the two (and w1 holds some) before
+    // w1 is killed.
     let deadline = Instant::now() + WAIT;
-    while w2.answered() == 0 {
-        assert!(Instant::now() < deadline, "w2 took no event");
+    loop {
+        w1.update();
+        if w1.taken() + w2.answered() >= CALLS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every event reached a worker"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    w1.kill();
-    // New events all go to w2.
-    for i in 0..20 {
+    assert!(
+        w1.taken() > 0,
+        "the queue group gave w1 none of {CALLS} events"
+    );
+    let held = w1.taken();
+    assert_eq!(w2.answered(), CALLS - held);
+    assert_eq!(server_connections(monitor), 3, "the node, w1 and w2");
+    // SIGKILL, by its PID: the connection just goes.
+    let pid = w1.pid();
+    assert_eq!(w1.kill(), Some(9), "worker process {pid} ended by SIGKILL");
+    // The server has noticed (its connection closed): the node and w2
+    // are left.
+    let deadline = Instant::now() + WAIT;
+    while server_connections(monitor) != 2 {
+        assert!(Instant::now() < deadline, "the server still has w1");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // New events all go to w2 (the server drops w1's subscription when
+    // its connection goes; none of these may reach the dead worker).
+    for i in 0..CALLS {
         caller.call(a.udp, &format!("new-{i}"));
     }
-    // In-flight calls held by w1 end by fr_inv_timer (5 s in the tests'
-    // config): 408. Every call has a final reply.
+    // Every call has a final reply: the ones w1 held by the timeout
+    // (fr_inv_timer, 5 s in the tests' config: 408), the others from w2.
     assert_eq!(caller.collect(WAIT), 0, "every call ended");
-    for i in 0..20 {
+    let mut timed_out = 0;
+    for i in 0..CALLS {
         let (code, reason, _) = caller.final_of(&format!("new-{i}"));
         assert_eq!((*code, reason.as_str()), (486, "Busy w2"));
         let (code, reason, _) = caller.final_of(&format!("inflight-{i}"));
-        assert!(
-            *code == 408 || (*code, reason.as_str()) == (486, "Busy w2"),
-            "{code} {reason}"
-        );
+        match (*code, reason.as_str()) {
+            (408, _) => timed_out += 1,
+            (486, "Busy w2") => {}
+            other => panic!("inflight-{i}: {other:?}"),
+        }
     }
+    assert_eq!(timed_out, held, "the calls w1 held end by the timeout");
     assert_eq!(w1.answered(), 0);
+    assert_eq!(w2.answered(), 2 * CALLS - held);
+    assert_eq!(a.log_count("no suspended call"), 0, "no answer strayed");
 }
 
 #[test]

@@ -101,8 +101,16 @@ fn main() {
             .await
             .unwrap_or_else(|e| fail(&format!("flush: {e}")));
         eprintln!("{} subscribed", a.name);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .unwrap_or_else(|e| fail(&format!("SIGTERM handler: {e}")));
+        // The signals and the tick are set up once: nothing per event but
+        // the answer.
+        let signal = |kind: tokio::signal::unix::SignalKind, what: &str| {
+            tokio::signal::unix::signal(kind)
+                .unwrap_or_else(|e| fail(&format!("{what} handler: {e}")))
+        };
+        let mut term = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM");
+        let mut int = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT");
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut events, mut replies, mut bad) = (0u64, 0u64, 0u64);
         let (mut first, mut last) = (0.0f64, 0.0f64);
         let start = Instant::now();
@@ -110,7 +118,6 @@ fn main() {
         let max = Duration::from_secs_f64(a.max_seconds);
         let idle = Duration::from_secs_f64(a.idle);
         loop {
-            let tick = tokio::time::sleep(Duration::from_millis(100));
             tokio::select! {
                 m = sub.next() => {
                     let Some(m) = m else { break };
@@ -131,8 +138,8 @@ fn main() {
                     }
                 }
                 _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = tick => {
+                _ = int.recv() => break,
+                _ = tick.tick() => {
                     if start.elapsed() > max || (events > 0 && last_seen.elapsed() > idle) {
                         break;
                     }

@@ -28,6 +28,9 @@
 //! The crate knows nothing of SIP or scripts: the program implements
 //! [`NatsHandler`], whose methods run on threads of their own
 //! (`nats-worker-N`), never on the I/O runtime.
+//!
+//! A send is put in the client's command queue by the thread that sends
+//! (no task of ours in between).
 
 mod config;
 pub mod rpc;
@@ -41,7 +44,7 @@ pub use config::{
 
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lograte::warn_limited;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,8 +55,8 @@ use tracing::{info, warn};
 
 pub use start::{connect, reconnect_delay, Bound, Nats};
 
-/// Sends queued between the script threads and the publishing task; past
-/// it a send fails at once ([`SendError::Busy`]).
+/// Sends queued in the client for its connection task (the client's
+/// command queue); past it a send fails at once ([`SendError::Busy`]).
 const OUT_QUEUE: usize = 65_536;
 /// Incoming messages queued for the `nats-worker` threads before the
 /// subscriptions wait.
@@ -70,7 +73,7 @@ pub enum SendError {
     /// The client is not connected to a server now.
     #[error("not connected to a NATS server")]
     Disconnected,
-    /// The queue to the publishing task is full.
+    /// The client's queue of commands for its connection task is full.
     #[error("{OUT_QUEUE} NATS sends already queued")]
     Busy,
     /// Empty data is refused, as for the TCP clients.
@@ -79,6 +82,10 @@ pub enum SendError {
     /// The subject (or the tag in it) is not a NATS subject to publish to.
     #[error("bad subject {0:?}: dot-separated tokens, no wildcards or white space")]
     BadSubject(String),
+    /// The client refused the message (larger than the server's
+    /// `max_payload`, say).
+    #[error("refused by the NATS client: {0}")]
+    Refused(String),
     /// NATS is shut down.
     #[error("NATS is shut down")]
     Shutdown,
@@ -137,9 +144,8 @@ pub trait NatsHandler: Send + Sync + 'static {
     fn reply(&self, payload: &Bytes) {
         let _ = payload;
     }
-    /// A watched send reached nobody (NATS had no responders, or the
-    /// client was disconnected when its turn to be published came):
-    /// `data` is what was sent.
+    /// A watched send reached nobody (NATS had no responders): `data` is
+    /// what was sent.
     fn no_responders(&self, data: &Bytes) {
         let _ = data;
     }
@@ -193,8 +199,6 @@ struct Out {
     subject: String,
     reply: Option<String>,
     data: Bytes,
-    /// The watch number of a watched send.
-    watch: Option<u64>,
 }
 
 enum Incoming {
@@ -210,7 +214,6 @@ struct Shared {
     node: String,
     /// `<prefix>.node.<node>`
     reply: String,
-    out: flume::Sender<Out>,
     watched: Mutex<HashMap<u64, (Bytes, Instant)>>,
     next_watch: AtomicU64,
     counters: Counters,
@@ -219,7 +222,7 @@ struct Shared {
 }
 
 /// A cheap, cloneable handle to send over NATS from any thread. A send
-/// never waits: it is queued for the publishing task or refused at once.
+/// never waits: it is put in the client's queue or refused at once.
 #[derive(Clone)]
 pub struct NatsHandle {
     shared: Arc<Shared>,
@@ -287,7 +290,6 @@ impl NatsHandle {
             subject: subject.into(),
             reply: reply.map(Into::into),
             data: Bytes::copy_from_slice(data),
-            watch: None,
         })
     }
 
@@ -347,7 +349,6 @@ impl NatsHandle {
             subject,
             reply: Some(reply),
             data,
-            watch,
         });
         if let (Err(_), Some(n)) = (&r, watch) {
             self.unwatch(n);
@@ -382,14 +383,35 @@ impl NatsHandle {
         w.remove(&n).map(|(d, _)| d)
     }
 
+    /// Put `out` in the client's command queue now, from this thread:
+    /// the client's connection task writes it at its next turn. Checked
+    /// against the connection state here, so nothing waits in the
+    /// client's queue for a connection to come back.
     fn queue(&self, out: Out) -> Result<(), SendError> {
         if !self.connected() {
             return Err(SendError::Disconnected);
         }
-        self.shared.out.try_send(out).map_err(|e| match e {
-            flume::TrySendError::Full(_) => SendError::Busy,
-            flume::TrySendError::Disconnected(_) => SendError::Shutdown,
-        })
+        let client = &self.shared.client;
+        // The client's queue is a bounded channel: the send is ready at
+        // once when there is room, pending (dropped here, nothing sent)
+        // when it is full.
+        let sent = match out.reply {
+            Some(reply) => client
+                .publish_with_reply(out.subject, reply, out.data)
+                .now_or_never(),
+            None => client.publish(out.subject, out.data).now_or_never(),
+        };
+        match sent {
+            Some(Ok(())) => {
+                bump(&self.shared.counters.published);
+                Ok(())
+            }
+            Some(Err(e)) if e.kind() == async_nats::client::PublishErrorKind::Send => {
+                Err(SendError::Shutdown)
+            }
+            Some(Err(e)) => Err(SendError::Refused(e.to_string())),
+            None => Err(SendError::Busy),
+        }
     }
 
     fn count(&self, r: &Result<(), SendError>) {

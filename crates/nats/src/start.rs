@@ -1,6 +1,6 @@
 //! Setting up and running the NATS side: [`connect`] gives a [`Bound`]
 //! client whose handle exists before anything runs; [`Bound::start`]
-//! subscribes and starts the publishing task and the worker threads;
+//! subscribes and starts the worker threads;
 //! [`Nats`] is the running side, stopped by [`Nats::shutdown`].
 
 use super::*;
@@ -11,7 +11,6 @@ use super::*;
 pub struct Bound {
     handle: NatsHandle,
     section: NatsSection,
-    out_rx: flume::Receiver<Out>,
 }
 
 /// The delay before reconnection attempt `attempts` (0-based): 50 ms
@@ -105,6 +104,7 @@ pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
         .await?
         .retry_on_initial_connect()
         .max_reconnects(None)
+        .client_capacity(OUT_QUEUE)
         .reconnect_delay_callback(reconnect_delay);
     let (events_tx, events_rx) = flume::unbounded::<async_nats::Event>();
     opts = opts.event_callback(move |e| {
@@ -125,14 +125,12 @@ pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
         .connect(addrs)
         .await
         .map_err(|e| StartError::Connect(e.to_string()))?;
-    let (out_tx, out_rx) = flume::bounded(OUT_QUEUE);
     let shared = Arc::new(Shared {
         client,
         servers: section.servers.clone(),
         prefix: section.subject_prefix.clone(),
         node,
         reply,
-        out: out_tx,
         watched: Mutex::new(HashMap::new()),
         next_watch: AtomicU64::new(1),
         counters,
@@ -171,12 +169,10 @@ pub async fn connect(section: &NatsSection) -> Result<Bound, StartError> {
     Ok(Bound {
         handle: NatsHandle { shared },
         section: section.clone(),
-        out_rx,
     })
 }
 
-/// The running NATS side: the publishing task, the subscriptions and the
-/// worker threads.
+/// The running NATS side: the subscriptions and the worker threads.
 pub struct Nats {
     handle: NatsHandle,
     tasks: Vec<JoinHandle<()>>,
@@ -190,18 +186,14 @@ impl Bound {
     }
 
     /// Subscribe to this node's reply subjects and the configured
-    /// subjects, start `threads` (at least 1) worker threads running
-    /// `handler`, and begin publishing.
+    /// subjects, and start `threads` (at least 1) worker threads running
+    /// `handler`.
     pub async fn start(
         self,
         handler: Arc<dyn NatsHandler>,
         threads: usize,
     ) -> Result<Nats, StartError> {
-        let Bound {
-            handle,
-            section,
-            out_rx,
-        } = self;
+        let Bound { handle, section } = self;
         let shared = handle.shared.clone();
         let client = shared.client.clone();
         let (in_tx, in_rx) = flume::bounded::<Incoming>(IN_QUEUE);
@@ -277,48 +269,6 @@ impl Bound {
                         .is_err()
                     {
                         break;
-                    }
-                }
-            }));
-        }
-        // Publishing: each send is checked against the state once more
-        // when its turn comes, so none waits in the client's buffer.
-        {
-            let (tx, shared) = (in_tx.clone(), shared.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Ok(out) = out_rx.recv_async().await {
-                    let handle = NatsHandle {
-                        shared: shared.clone(),
-                    };
-                    let connected = handle.connected();
-                    let sent = if connected {
-                        let r = match out.reply {
-                            Some(reply) => {
-                                shared
-                                    .client
-                                    .publish_with_reply(out.subject, reply, out.data)
-                                    .await
-                            }
-                            None => shared.client.publish(out.subject, out.data).await,
-                        };
-                        r.map_err(|e| warn_limited!(error = %e, "NATS publish failed"))
-                            .is_ok()
-                    } else {
-                        false
-                    };
-                    if sent {
-                        bump(&shared.counters.published);
-                        continue;
-                    }
-                    bump(&shared.counters.send_failed);
-                    if !connected {
-                        bump(&shared.counters.send_disconnected);
-                    }
-                    if let Some(d) = out.watch.and_then(|n| handle.unwatch(n)) {
-                        bump(&shared.counters.no_responders);
-                        if tx.send_async(Incoming::NoResponders(d)).await.is_err() {
-                            break;
-                        }
                     }
                 }
             }));
