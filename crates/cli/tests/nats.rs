@@ -86,6 +86,22 @@ impl Caller {
     }
 }
 
+/// A TCP event client beside NATS gets the call "tcp"'s event as before
+/// and answers it with `code`: the caller gets that final reply.
+fn tcp_client_answers(node: &Evapi, caller: &mut Caller, code: u16) {
+    let mut client = EventClient::connect(node.events);
+    node.wait_log("event client 0 connected");
+    caller.call(node.udp, "tcp");
+    let event = recv_json(&mut client);
+    assert_eq!(event["callid"], "tcp");
+    client.send(&format!(
+        r#"{{"tindex":{},"tlabel":{},"code":{code},"reason":"From TCP"}}"#,
+        event["tindex"], event["tlabel"]
+    ));
+    assert_eq!(caller.collect(WAIT), 0);
+    assert_eq!(caller.final_of("tcp").0, code);
+}
+
 fn nats_status(ev: &Evapi) -> serde_json::Value {
     let url = format!("http://{}", ev.http.expect("http on"));
     let (code, out, err) = ctl(&["--json", "--url", &url, "nats.status"], &[]);
@@ -145,17 +161,7 @@ fn nobody_listening_is_503_at_once_and_tcp_clients_still_work() {
 
     // A TCP client beside NATS gets the event as before and decides; its
     // send is not watched, so no no-responders either.
-    let mut client = EventClient::connect(a.events);
-    a.wait_log("event client 0 connected");
-    caller.call(a.udp, "tcp");
-    let event = recv_json(&mut client);
-    assert_eq!(event["callid"], "tcp");
-    client.send(&format!(
-        r#"{{"tindex":{},"tlabel":{},"code":480,"reason":"From TCP"}}"#,
-        event["tindex"], event["tlabel"]
-    ));
-    assert_eq!(caller.collect(WAIT), 0);
-    assert_eq!(caller.final_of("tcp").0, 480);
+    tcp_client_answers(&a, &mut caller, 480);
     assert_eq!(nats_status(&a)["no_responders"], 1);
 }
 
@@ -480,17 +486,7 @@ fn a_refused_node_names_the_server_and_the_cause_and_keeps_serving_tcp_clients()
         let (code, reason, _) = caller.final_of("no-one");
         assert_eq!((*code, reason.as_str()), (503, "No Event Client"));
 
-        let mut client = EventClient::connect(ev.events);
-        ev.wait_log("event client 0 connected");
-        caller.call(ev.udp, "tcp");
-        let event = recv_json(&mut client);
-        assert_eq!(event["callid"], "tcp");
-        client.send(&format!(
-            r#"{{"tindex":{},"tlabel":{},"code":486,"reason":"From TCP"}}"#,
-            event["tindex"], event["tlabel"]
-        ));
-        assert_eq!(caller.collect(WAIT), 0);
-        assert_eq!(caller.final_of("tcp").0, 486);
+        tcp_client_answers(&ev, &mut caller, 486);
         assert_eq!(nats_status(&ev)["connected"], 0);
     }
 }
