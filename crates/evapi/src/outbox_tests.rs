@@ -1,0 +1,218 @@
+//! Tests of the outbox: queueing, batching, copies and shares, the pool, pending relays.
+
+use super::*;
+
+/// `s` as it goes on the wire (not framed again).
+fn frame(s: &'static str) -> Frame<'static> {
+    Frame::new(s.as_bytes(), false, None)
+}
+
+#[test]
+fn overflow_closes_and_empties() {
+    let out = Outbox::new(10, Arc::default());
+    assert_eq!(out.push(&frame("12345")), Push::Queued);
+    assert_eq!(out.push(&frame("12345")), Push::Queued);
+    assert_eq!(out.queued_bytes(), 10);
+    assert_eq!(out.push(&frame("1")), Push::Overflow);
+    assert_eq!(out.push(&frame("1")), Push::Closed);
+    assert_eq!(out.queued_bytes(), 0);
+    let mut batch = VecDeque::new();
+    assert!(!out.take(&mut batch));
+}
+
+#[tokio::test]
+async fn writer_batches_and_resumes() {
+    let out = Outbox::new(1 << 20, Arc::default());
+    for s in ["3:abc,", "1:x,", "0:,"] {
+        out.push(&frame(s));
+    }
+    out.close_after_test_flush();
+    let mut w = Writer::new(Vec::new());
+    let counters = Counters::default();
+    assert!(matches!(
+        w.run(&out, None, &counters).await,
+        WriteStop::Closed
+    ));
+    assert_eq!(w.into_inner(), b"3:abc,1:x,0:,");
+    assert_eq!(out.queued_bytes(), 0);
+    assert_eq!(counters.frames_written.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.bytes_written.load(Ordering::Relaxed), 13);
+}
+
+/// Takes at most `max` bytes per call, so every write is partial.
+struct Trickle {
+    out: Vec<u8>,
+    max: usize,
+    calls: usize,
+}
+
+impl tokio::io::AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let n = buf.len().min(self.max);
+        self.out.extend_from_slice(&buf[..n]);
+        self.calls += 1;
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn small_frames_copied_large_shared_partial_writes_resume() {
+    let out = Outbox::new(1 << 20, Arc::default());
+    let large = vec![b'L'; COPY_MAX + 1];
+    let mut want = Vec::new();
+    let mut frames = 0;
+    let mut push = |data: &[u8]| {
+        let f = Frame::new(data, true, None);
+        assert_eq!(matches!(f, Frame::Small { .. }), f.len() <= COPY_MAX);
+        assert_eq!(f.len(), data.len() + data.len().to_string().len() + 2);
+        assert_eq!(out.push(&f), Push::Queued);
+        f.put_into(&mut want);
+        frames += 1;
+    };
+    // Three small frames share one copy buffer; the large one is a
+    // piece of its own; small frames after it start a new buffer.
+    push(b"abc");
+    push(b"de");
+    push(b"");
+    push(&large);
+    push(b"f");
+    // 327 frames of 100 bytes framed: 163 fit after "1:f," in the
+    // third buffer, 163 in a fourth, one in a fifth.
+    assert_eq!(CHUNK, 16 * 1024);
+    for _ in 0..327 {
+        push(&[b's'; 96]);
+    }
+    assert_eq!(out.pieces(), 5);
+    assert_eq!(out.queued_bytes(), want.len());
+    out.close_after_test_flush();
+    let mut w = Writer::new(Trickle {
+        out: Vec::new(),
+        max: 7,
+        calls: 0,
+    });
+    let counters = Counters::default();
+    assert!(matches!(
+        w.run(&out, None, &counters).await,
+        WriteStop::Closed
+    ));
+    let sink = w.into_inner();
+    assert_eq!(sink.out, want, "every byte once, in order");
+    assert!(sink.calls >= want.len().div_ceil(7), "partial writes");
+    assert_eq!(out.queued_bytes(), 0);
+    assert_eq!(out.frames_written(), frames);
+    assert_eq!(out.bytes_written(), want.len() as u64);
+    assert_eq!(counters.frames_written.load(Ordering::Relaxed), frames);
+}
+
+#[test]
+fn an_idle_client_gets_a_small_buffer_that_grows() {
+    let out = Outbox::new(1 << 20, Arc::default());
+    out.push(&frame("a small event"));
+    assert_eq!(out.first_capacity(), 256);
+    let big = Frame::new(&[b'x'; 300], true, None);
+    for _ in 0..10 {
+        out.push(&big);
+    }
+    assert_eq!(out.pieces(), 1);
+    assert!((3013..=4096).contains(&out.first_capacity()));
+}
+
+#[tokio::test]
+async fn written_buffers_are_reused_and_the_pool_is_bounded() {
+    let pool = Arc::new(ChunkPool::default());
+    let out = Outbox::new(1 << 20, pool.clone());
+    // 327 frames of 100 bytes: three buffers of 16 KB capacity.
+    for _ in 0..327 {
+        out.push(&Frame::new(&[b's'; 96], true, None));
+    }
+    assert_eq!(out.pieces(), 3);
+    assert_eq!(pool.len(), 0);
+    out.close_after_test_flush();
+    let mut w = Writer::new(Vec::new());
+    w.run(&out, None, &Counters::default()).await;
+    assert_eq!(w.into_inner().len(), 32_700);
+    assert_eq!(pool.len(), 3, "written out, kept for reuse");
+    // Another client of the socket takes one, even for its first frame.
+    let other = Outbox::new(1 << 20, pool.clone());
+    other.push(&frame("x"));
+    assert_eq!(other.first_capacity(), CHUNK);
+    assert_eq!(pool.len(), 2);
+    for _ in 0..POOL_MAX + 10 {
+        pool.put(Vec::with_capacity(CHUNK));
+    }
+    pool.put(Vec::with_capacity(CHUNK / 2));
+    assert_eq!(pool.len(), POOL_MAX);
+}
+
+#[test]
+fn tracked_frames_are_shared_and_hold_their_place() {
+    let p = Arc::new(PendingRelays::default());
+    let slot = Arc::new(p.acquire(1, None).unwrap());
+    let f = Frame::new(b"x", true, Some(slot));
+    assert!(matches!(f, Frame::Shared(_)));
+    let (a, b) = (
+        Outbox::new(100, Arc::default()),
+        Outbox::new(100, Arc::default()),
+    );
+    a.push(&f);
+    b.push(&f);
+    drop(f);
+    assert_eq!(p.count(), 1, "queued: the relay is pending");
+    a.close();
+    assert_eq!(p.count(), 1, "still queued for b");
+    b.close();
+    assert_eq!(p.count(), 0, "dropped everywhere: the place is free");
+    assert_eq!(b.queued_bytes(), 0);
+}
+
+#[test]
+fn pending_limit_and_wait() {
+    let p = Arc::new(PendingRelays::default());
+    let a = p.acquire(2, None).unwrap();
+    let _b = p.acquire(2, None).unwrap();
+    assert!(p.acquire(2, None).is_none());
+    assert!(p.acquire(2, Some(Duration::from_millis(5))).is_none());
+    let p2 = p.clone();
+    let t = std::thread::spawn(move || p2.acquire(2, Some(Duration::from_secs(30))).is_some());
+    std::thread::sleep(Duration::from_millis(20));
+    drop(a);
+    assert!(t.join().unwrap());
+    // The waiter's place was freed when it returned; `_b` still holds one.
+    assert_eq!(p.count(), 1);
+}
+
+impl Outbox {
+    /// Mark closed without dropping what is queued (tests only).
+    fn close_after_test_flush(&self) {
+        self.lock().closed = true;
+    }
+
+    fn pieces(&self) -> usize {
+        self.lock().pieces.len()
+    }
+
+    fn first_capacity(&self) -> usize {
+        match self.lock().pieces.front() {
+            Some(Piece::Copied { buf, .. }) => buf.capacity(),
+            _ => 0,
+        }
+    }
+}
