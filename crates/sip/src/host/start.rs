@@ -1,7 +1,7 @@
 //! Starting and stopping a host, in two phases: [`SipHost::bind`] checks
 //! the settings and binds every socket (a [`BoundHost`], whose handle
 //! already works), then [`BoundHost::start`] gives it a router and starts
-//! reading. Also the router threads and the timer task.
+//! reading. Also the timer tasks; the router threads' loop is in `child.rs`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
