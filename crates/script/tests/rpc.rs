@@ -93,8 +93,21 @@ impl Running {
         }
     }
 
+    /// An event client, returned once the event socket has admitted it
+    /// (a relay made before that would reach no one: connect returns as
+    /// soon as the kernel accepted the TCP connection).
     fn client(&self) -> BlockingClient {
-        BlockingClient::connect(self.events.as_ref().unwrap().local_addr())
+        let events = self.events.as_ref().unwrap();
+        let before = events.handle().client_count();
+        let c = BlockingClient::connect(events.local_addr());
+        // Bounded: 500 x 10 ms.
+        for _ in 0..500 {
+            if events.handle().client_count() > before {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the event socket did not admit the client within 5 s");
     }
 
     fn sip_addr(&self) -> std::net::SocketAddr {
