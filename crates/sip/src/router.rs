@@ -16,11 +16,9 @@ use crate::request::{Request, Source};
 /// The methods run on router threads, never on the socket I/O runtime, so
 /// they may block (a Lua VM, a database); while one does, other threads
 /// keep reading and routing. Router threads read the UDP sockets
-/// themselves, so a call's UDP messages may run on any of them; messages
-/// with the same Call-ID never run at the same time, and run in the order
-/// they were read (two datagrams of one call read at the same instant by
-/// two threads may run in either order, as if swapped on the network).
-/// A TCP connection's messages of one call run in order on one thread.
+/// themselves, so a call's messages may run on any of them; messages with
+/// the same Call-ID never run at the same time, and run in the order they
+/// arrived.
 ///
 /// There is no phase for a resumed transaction. [`SipHandle::t_continue`]
 /// hands the suspended request straight back to its caller, and the caller

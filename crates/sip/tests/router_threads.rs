@@ -1,6 +1,7 @@
 //! Router threads read the UDP socket themselves: a route that blocks
 //! holds back only its own call (the other threads keep reading), and the
-//! messages of one call never run at the same time on two threads.
+//! messages of one call never run at the same time on two threads and run
+//! in the order they arrived.
 
 mod common;
 
@@ -22,6 +23,8 @@ struct Gate {
     /// How long each request stays in the router, to give overlaps a
     /// chance to happen if nothing prevents them.
     dwell: Duration,
+    /// (Call-ID, CSeq) of each request, in the order the router got them.
+    order: Mutex<Vec<(String, u32)>>,
 }
 
 impl Gate {
@@ -33,6 +36,7 @@ impl Gate {
             in_flight: Mutex::new(HashMap::new()),
             overlaps: AtomicUsize::new(0),
             dwell,
+            order: Mutex::new(Vec::new()),
         };
         (Arc::new(g), rx)
     }
@@ -54,6 +58,8 @@ impl Router for Gate {
                 self.overlaps.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let cseq = req.msg().cseq().map(|c| c.number).unwrap_or_default();
+        self.order.lock().unwrap().push((cid.clone(), cseq));
         let _ = self.entered.lock().unwrap().send(cid.clone());
         if cid.starts_with("hold-") {
             let (lock, cv) = &self.open;
@@ -124,10 +130,11 @@ fn a_blocked_route_holds_back_only_its_own_call() {
 }
 
 /// Four threads read one socket; a burst of requests of one call, each
-/// staying in the router a little, never overlaps (the Call-ID stripe
-/// lock), while every request is still answered.
+/// staying in the router a little, never overlaps and reaches the router
+/// in the order it was sent (the Call-ID stripe and the read gate), while
+/// every request is still answered.
 #[test]
-fn messages_of_one_call_never_run_at_the_same_time() {
+fn messages_of_one_call_run_one_at_a_time_in_order() {
     let (gate, _entered) = Gate::new(Duration::from_millis(2));
     let (rt, host, udp) = start(4, Arc::clone(&gate));
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
@@ -144,5 +151,16 @@ fn messages_of_one_call_never_run_at_the_same_time() {
             .expect("every request answered");
     }
     assert_eq!(gate.overlaps.load(Ordering::Relaxed), 0);
+    // And in the order they were sent (one socket, so the order they
+    // arrived): each call's CSeqs reach the router increasing.
+    let order = gate.order.lock().unwrap().clone();
+    for cid in ["one-call", "other-call"] {
+        let seen: Vec<u32> = order
+            .iter()
+            .filter(|(c, _)| c == cid)
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{cid}: {seen:?}");
+    }
     rt.block_on(host.shutdown());
 }

@@ -9,13 +9,16 @@
 //! go"). Every router thread waits on every UDP socket with
 //! `EPOLLEXCLUSIVE`, so a datagram wakes one thread, not all.
 //!
-//! Order: the messages of one call never run at the same time (a lock per
-//! Call-ID stripe, taken for the whole handling, queued work included),
-//! and each runs in the order it was taken off the socket, except that
-//! two datagrams of one call read at the same moment by two threads may
-//! run in either order, as if the network had swapped them (UDP promises
-//! no order; Kamailio's workers behave the same). A TCP connection's
-//! messages go to one thread's queue by Call-ID and keep their order.
+//! Order: a thread reads, parses and claims each datagram's Call-ID
+//! stripe (1,024 of them) under the socket's read gate, so stripes are
+//! claimed in the order the socket delivered the datagrams; the handling
+//! itself runs outside the gate, in parallel for different calls. A
+//! datagram whose stripe another thread is handling is queued on the
+//! stripe, and that thread runs it next. So the messages of one call
+//! never run at the same time and run in the order they arrived, and a
+//! route that blocks holds back only its own stripe. A TCP connection's
+//! messages, dialog events and failure routes come through the thread's
+//! queue and claim their stripe the same way.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
@@ -139,7 +142,11 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
         for _ in 0..BATCH {
             match rx.try_recv() {
                 Ok(Work::Stop) | Err(flume::TryRecvError::Disconnected) => return,
-                Ok(w) => t.handle(w),
+                Ok(w) => {
+                    if let Some(w) = sh.claim(w) {
+                        t.handle(w);
+                    }
+                }
                 Err(flume::TryRecvError::Empty) => break,
             }
         }
@@ -149,14 +156,18 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
         for &i in &ready {
             let mut taken = 0;
             loop {
-                match sh.net.read_udp(i, &mut buf) {
-                    Read::Datagram(data, src) => {
-                        if let Some(w) = sh.accept(data, src) {
-                            t.handle(w);
-                        }
-                    }
-                    Read::Dropped => {}
+                // Read, parse and claim under the socket's read gate, so
+                // a call's stripe is claimed in the order its datagrams
+                // were read; handle outside it.
+                let gate = lock(&sh.read_gates[i]);
+                let w = match sh.net.read_udp(i, &mut buf) {
+                    Read::Datagram(data, src) => sh.accept(data, src).and_then(|w| sh.claim(w)),
+                    Read::Dropped => None,
                     Read::Empty => break,
+                };
+                drop(gate);
+                if let Some(w) = w {
+                    t.handle(w);
                 }
                 taken += 1;
                 if taken == BATCH {
@@ -230,10 +241,26 @@ impl Thread {
         }
     }
 
-    /// Handle one message or queued item, holding its call's stripe.
+    /// Handle a message or queued item once its stripe is claimed (see
+    /// [`Shared::claim`]), then whatever other threads queued on that
+    /// stripe meanwhile, in the order they queued it.
     fn handle(&self, w: Work) {
         let sh = &self.h.shared;
-        let _call = lock(sh.stripe(w.call_id()));
+        let stripe = sh.stripe(w.call_id());
+        let mut next = Some(w);
+        while let Some(w) = next {
+            self.run_one(w);
+            let mut st = lock(stripe);
+            next = st.queue.pop_front();
+            if next.is_none() {
+                st.busy = false;
+            }
+        }
+    }
+
+    /// Run one item (its stripe claimed by this thread).
+    fn run_one(&self, w: Work) {
+        let sh = &self.h.shared;
         let router = &*self.router;
         let h = &self.h;
         match w {
@@ -314,10 +341,42 @@ impl Thread {
     }
 }
 
+/// Most items queued on one stripe behind the one being handled: past it
+/// new ones are dropped (logged), so a route that never returns cannot
+/// make one call's stripe take all memory.
+const STRIPE_QUEUE: usize = 4096;
+
+/// A Call-ID stripe: whether a thread is handling one of its items, and
+/// what other threads queued behind it, in order.
+#[derive(Default)]
+pub(crate) struct Stripe {
+    busy: bool,
+    queue: std::collections::VecDeque<Work>,
+}
+
 impl Shared {
-    /// The lock of `call_id`'s stripe: held while one of its messages is
-    /// handled, so a call's messages never run at the same time.
-    pub(crate) fn stripe(&self, call_id: &[u8]) -> &std::sync::Mutex<()> {
+    /// `call_id`'s stripe.
+    pub(crate) fn stripe(&self, call_id: &[u8]) -> &std::sync::Mutex<Stripe> {
         &self.stripes[(fnv(call_id) % self.stripes.len() as u64) as usize]
+    }
+
+    /// Claim `w`'s stripe for this thread (`Some(w)`: handle it now), or
+    /// queue `w` behind the item another thread is handling there
+    /// (`None`): so a call's messages never run at the same time and run
+    /// in the order they were claimed.
+    pub(crate) fn claim(&self, w: Work) -> Option<Work> {
+        let mut st = lock(self.stripe(w.call_id()));
+        if !st.busy {
+            st.busy = true;
+            return Some(w);
+        }
+        if st.queue.len() >= STRIPE_QUEUE {
+            warn_limited!(
+                "a call's messages are queued behind a route that has not returned; dropping one"
+            );
+            return None;
+        }
+        st.queue.push_back(w);
+        None
     }
 }

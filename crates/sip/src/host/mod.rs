@@ -98,9 +98,12 @@ pub(crate) struct Shared {
     /// One queue per router thread; filled from bind on, read once the
     /// host starts.
     pub(crate) children: Vec<child::Child>,
-    /// Locks by Call-ID hash: one call's messages never run at the same
-    /// time on two router threads.
-    pub(crate) stripes: Vec<Mutex<()>>,
+    /// By Call-ID hash: one call's messages never run at the same time on
+    /// two router threads, and run in the order they were claimed.
+    pub(crate) stripes: Vec<Mutex<child::Stripe>>,
+    /// One per UDP socket: held while a router thread reads, parses and
+    /// claims one datagram, so claims follow the socket's order.
+    pub(crate) read_gates: Vec<Mutex<()>>,
     pub(crate) net: Arc<Net>,
     /// For stateless To tags.
     pub(crate) sl_tag: String,

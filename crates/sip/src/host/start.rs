@@ -76,6 +76,7 @@ impl SipHost {
             fnv(format!("{epoch:?}{:p}", &config).as_bytes()) as u32
         );
         let dns = super::dns::Dns::new(sip, &addrs);
+        let udp_count = bound.udp.len();
         let (sockets, pending) = bound.split();
         let dialog_env = crate::dialog::Env {
             cfg: config.dialog.clone(),
@@ -96,7 +97,8 @@ impl SipHost {
             epoch,
             timer_wake: Notify::new(),
             children: senders,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            read_gates: (0..udp_count).map(|_| Mutex::new(())).collect(),
             net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
             sl_tag,
             dns,
