@@ -199,6 +199,18 @@ def foreign_ticks(server_main=None):
     return normal, niced
 
 
+def steal_ticks():
+    """Ticks the hypervisor gave this VM's CPUs to others (the `steal` column
+    of /proc/stat, all CPUs): while it grows, every process here runs slower,
+    ours and Kamailio's alike, and latency tails grow. Printed per run as
+    `steal=` (seconds over the run, summed over CPUs)."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def wait_quiet(max_wait, limit_s=0.10):
     """Wait (bounded) until other sessions' processes use < limit_s CPU-seconds per second."""
     t0 = time.time()
@@ -603,6 +615,7 @@ class Runner:
             x0 = server.extra_cpu()
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             fz0 = foreign_ticks(main)
+            sz0 = steal_ticks()
             ue0 = udp_errors()
             t0 = time.time()
             gen_cpu = 0.0
@@ -643,6 +656,7 @@ class Runner:
                 perf_breakdown.stop(perf)
             ue1 = udp_errors()
             fz1 = foreign_ticks(main)
+            sz1 = steal_ticks()
             cpu1 = cpu_ticks(pids0)
             x1 = server.extra_cpu()
             outs = []
@@ -711,6 +725,7 @@ class Runner:
         foreign = (fz1[0] - fz0[0]) / HZ
         res["foreign_cpu_s"] = round(foreign, 2)
         res["foreign_niced_cpu_s"] = round((fz1[1] - fz0[1]) / HZ, 2)
+        res["steal_s"] = round((sz1 - sz0) / HZ, 2)
         res["contaminated"] = foreign > 0.10 * wall
         if kind == "fanout":
             frames = [c.get("frames", 0) for c in cl]
@@ -756,7 +771,9 @@ class Runner:
         print(f"  {server.name:8} {tag:8} rate={rate:<6} {'PASS' if ok else 'FAIL'} {head}{rt} "
               f"[{cs}] pss={sampler.max_pss}kB cpu={res['server_cpu_s']}s "
               f"({res['server_cpu_us_per_req']} us/req; gen {res['gen_cpu_us_per_req']} us/req) "
-              f"udp_drops={res['udp_rcvbuf_errors']} foreign={res['foreign_cpu_s']}s niced={res['foreign_niced_cpu_s']}s{' CONTAMINATED' if res['contaminated'] else ''}",
+              f"udp_drops={res['udp_rcvbuf_errors']} foreign={res['foreign_cpu_s']}s niced={res['foreign_niced_cpu_s']}s steal={res['steal_s']}s"
+              f"{' STOLEN' if res['steal_s'] > 0.10 * (os.cpu_count() or 1) * res['wall_s'] else ''}"
+              f"{' CONTAMINATED' if res['contaminated'] else ''}",
               flush=True)
         if res["contaminated"] and attempt < a.retries:
             return self.run_once(server, kind, rate, clients, tag, attempt + 1)
@@ -1066,6 +1083,12 @@ def summarize(all_runs, meta, outdir):
     out("")
     out(f"Runs: {nrun}, flagged contaminated by other sessions' CPU: {ncont} (redone up to {meta['retries']} times; "
         f"the tables use every run, flagged or not; a rate passes when more than half of its runs passed).")
+    steals = [r["steal_s"] / ((os.cpu_count() or 1) * r["wall_s"]) for r in all_runs if "steal_s" in r and r.get("wall_s")]
+    if steals:
+        out(f"CPU time taken by the hypervisor (steal, /proc/stat) during the runs: median "
+            f"{statistics.median(steals) * 100:.1f} %, highest {max(steals) * 100:.1f} % of the CPUs' time; runs above 10 %: "
+            f"{sum(x > 0.10 for x in steals)} of {len(steals)} (marked STOLEN in the log: the host gave this VM "
+            f"less CPU than it asked for, which slows both servers and lengthens latency tails).")
     text = "\n".join(lines)
     open(os.path.join(outdir, "tables.md"), "w").write(text + "\n")
     json.dump(S, open(os.path.join(outdir, "summary.json"), "w"), indent=1, default=str)

@@ -53,7 +53,7 @@ import sys
 import time
 import urllib.request
 
-from compare import (HZ, cpu_ticks, foreign_ticks, med, parse_client, parse_rtt, parse_stat,
+from compare import (HZ, cpu_ticks, foreign_ticks, steal_ticks, med, parse_client, parse_rtt, parse_stat,
                      proc_tree, reap, sh, stop_proc, udp_errors, wait_quiet)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -219,6 +219,7 @@ class Runner:
             npids = s.nats_pids()
             cpu0, ncpu0 = cpu_ticks(pids), cpu_ticks(npids)
             fz0 = foreign_ticks()
+            sz0 = steal_ticks()
             ue0 = udp_errors()
             t0 = time.time()
             for i in range(NODES):
@@ -246,6 +247,7 @@ class Runner:
             wall = time.time() - t0
             cpu1, ncpu1 = cpu_ticks(pids), cpu_ticks(npids)
             fz1 = foreign_ticks()
+            sz1 = steal_ticks()
             ue1 = udp_errors()
             outs, ans_cpu = [], 0.0
             for c in s.answerers:
@@ -297,6 +299,7 @@ class Runner:
             "udp_rcvbuf_errors": ue1[0] - ue0[0], "wall_s": round(wall, 2),
             "quiet_wait_s": quiet_wait, "busy_before": quiet_busy,
             "foreign_cpu_s": round(foreign, 2), "foreign_niced_cpu_s": round((fz1[1] - fz0[1]) / HZ, 2),
+            "steal_s": round((sz1 - sz0) / HZ, 2),
             "contaminated": foreign > 0.10 * wall, "pass": bool(ok), "attempt": attempt,
         }
         res["us_per_call"] = {k: us(res[f"{k}_cpu_s"]) for k in ("evapi", "nats", "answerers", "gen")}
@@ -310,7 +313,9 @@ class Runner:
         rt = (f" p50={rtt['p50_ms']:.2f} p99={rtt['p99_ms']:.2f} max={rtt['max_ms']:.1f}ms" if rtt else "")
         print(f"  {path:4} {load:5} rate={rate:<6} {'PASS' if ok else 'FAIL'} {gs}{rt} {cs} "
               f"us/call {res['us_per_call']} udp_drops={res['udp_rcvbuf_errors']} "
-              f"foreign={res['foreign_cpu_s']}s{' CONTAMINATED' if res['contaminated'] else ''}", flush=True)
+              f"foreign={res['foreign_cpu_s']}s steal={res['steal_s']}s"
+              f"{' STOLEN' if res['steal_s'] > 0.10 * (os.cpu_count() or 1) * res['wall_s'] else ''}"
+              f"{' CONTAMINATED' if res['contaminated'] else ''}", flush=True)
         if res["contaminated"] and attempt < a.retries:
             return self.run_once(path, load, rate, attempt + 1)
         return res
@@ -384,6 +389,12 @@ def summarize(runs, meta, outdir):
     n, c = len(runs), sum(r["contaminated"] for r in runs)
     out(f"Runs: {n}, flagged contaminated by other sessions' CPU: {c} (redone up to {meta['retries']} times; "
         f"the tables use every run, flagged or not; a rate passes when more than half of its runs passed).")
+    steals = [r["steal_s"] / ((os.cpu_count() or 1) * r["wall_s"]) for r in runs if "steal_s" in r and r.get("wall_s")]
+    if steals:
+        out(f"CPU time taken by the hypervisor (steal, /proc/stat) during the runs: median "
+            f"{med(steals) * 100:.1f} %, highest {max(steals) * 100:.1f} % of the CPUs' time; runs above 10 %: "
+            f"{sum(x > 0.10 for x in steals)} of {len(steals)} (marked STOLEN in the log: the host gave this VM "
+            f"less CPU than it asked for, which slows both servers and lengthens latency tails).")
     text = "\n".join(lines)
     open(os.path.join(outdir, "tables.md"), "w").write(text + "\n")
     return text

@@ -30,7 +30,8 @@ call found in their (always complete) kernel chain.
 By hand, on any running server:
 
     perf record -F 999 -g -p PID -o DIR/perf.data -- sleep 5
-    perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -x, -o DIR/perf-stat.txt -p PID -- sleep 5
+    perf stat -e raw_syscalls:sys_enter,context-switches,task-clock,syscalls:sys_enter_futex,... \
+        -x, -o DIR/perf-stat.txt -p PID -- sleep 5   (the events are STAT_EVENTS below)
     python3 bench/perf_breakdown.py DIR REQUESTS_IN_THOSE_5_S
 """
 
@@ -41,6 +42,12 @@ import subprocess
 import sys
 
 PERF = "perf"
+
+# System calls counted one by one (per request in the output): where the
+# waiting and the hand-offs go.
+KINDS = ["futex", "epoll_wait", "epoll_pwait", "recvfrom", "recvmmsg", "sendto", "sendmmsg", "read", "write"]
+STAT_EVENTS = ",".join(["raw_syscalls:sys_enter", "context-switches", "task-clock"]
+                       + [f"syscalls:sys_enter_{k}" for k in KINDS])
 
 KERNEL = [
     ("receive", re.compile(r"__sys_recv|__x64_sys_recv|udp_recvmsg|tcp_recvmsg")),
@@ -73,7 +80,7 @@ ORDER = ["receive", "parse", "host", "transactions", "script", "Lua", "event soc
 def start(pids, rdir):
     """Start perf stat and perf record on these PIDs (their threads)."""
     plist = ",".join(str(p) for p in pids)
-    stat = subprocess.Popen([PERF, "stat", "-e", "raw_syscalls:sys_enter,context-switches,task-clock",
+    stat = subprocess.Popen([PERF, "stat", "-e", STAT_EVENTS,
                              "-x", ",", "-o", os.path.join(rdir, "perf-stat.txt"), "-p", plist],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rec = subprocess.Popen([PERF, "record", "-F", "999", "-g", "-q", "-o", os.path.join(rdir, "perf.data"),
@@ -154,6 +161,8 @@ def breakdown(rdir, requests):
         res["cpu_us_per_req"] = round(cpu_ms * 1000 / requests, 2)
         res["syscalls_per_req"] = round(st.get("raw_syscalls:sys_enter", 0) / requests, 2)
         res["ctx_switches_per_req"] = round(st.get("context-switches", 0) / requests, 3)
+        res["syscalls_by_kind_per_req"] = {k: round(st[f"syscalls:sys_enter_{k}"] / requests, 3)
+                                           for k in KINDS if st.get(f"syscalls:sys_enter_{k}")}
     res["parts"] = {k: round(counts.get(k, 0) / n, 4) for k in ORDER if n}
     return res
 
@@ -162,6 +171,8 @@ def table(res):
     lines = [f"{res['samples']} samples, {res.get('cpu_us_per_req', '?')} µs CPU, "
              f"{res.get('syscalls_per_req', '?')} system calls and "
              f"{res.get('ctx_switches_per_req', '?')} context switches per request",
+             "system calls per request by kind: " + (", ".join(
+                 f"{k} {v}" for k, v in res.get("syscalls_by_kind_per_req", {}).items()) or "–"),
              "| part | share | µs per request |", "|---|---|---|"]
     per = res.get("cpu_us_per_req") or 0
     for k, v in res.get("parts", {}).items():
