@@ -389,7 +389,10 @@ class Evapi:
         self.bin = a.evapi_bin
 
     def version(self):
-        return "evapi " + sh(["git", "-C", REPO, "describe", "--always", "--dirty"]).stdout.strip()
+        # The binary's own word (`evapi 0.1.0 (commit X)`), not the checkout's:
+        # --evapi-bin may be another build; older binaries name no commit.
+        v = sh([self.bin, "--version"]).stdout.strip()
+        return v if "commit" in v else f"{v} (no commit recorded; {os.path.basename(self.bin)})"
 
     def start(self, mode, rdir, clients_max):
         tpl = open(os.path.join(HERE, "evapi", "bench.toml.in")).read()

@@ -448,7 +448,7 @@ def main():
     mem_gb = int(open("/proc/meminfo").readline().split()[1]) / 1024 / 1024
     meta = {"stamp": stamp, "duration": a.duration, "repeat": a.repeat, "retries": a.retries,
             "machine": f"{len(cpu)} x {cpu[0] if cpu else '?'}, {mem_gb:.0f} GiB, Linux {os.uname().release}",
-            "evapi": "evapi " + sh(["git", "-C", REPO, "describe", "--always", "--dirty"]).stdout.strip(),
+            "evapi": sh([a.evapi_bin, "--version"]).stdout.strip() + f" ({a.evapi_bin})",
             "nats_server": "nats-server " + sh(["nats-server", "--version"]).stdout.strip().split()[-1],
             "sipp": sh(["sipp", "-v"]).stdout.strip().splitlines()[0],
             "rates": rates, "probe_rate": a.probe_rate, "probe_repeat": a.probe_repeat,

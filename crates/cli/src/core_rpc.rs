@@ -57,13 +57,15 @@ pub fn register(registry: &Registry, started: Started) {
     );
 }
 
-/// `evapi 0.1.0 (x86_64/linux)`, as Kamailio words its own.
+/// `evapi 0.1.0 (x86_64/linux) 1bd959b0a1c2`, as Kamailio words its own
+/// (version, architecture and system, then the commit built).
 pub fn version_text() -> String {
     format!(
-        "evapi {} ({}/{})",
+        "evapi {} ({}/{}) {}",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::ARCH,
-        std::env::consts::OS
+        std::env::consts::OS,
+        env!("EVAPI_COMMIT")
     )
 }
 

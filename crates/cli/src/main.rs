@@ -15,6 +15,14 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `--version`: the package version and the commit built (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("EVAPI_COMMIT"),
+    ")"
+);
+
 /// A SIP router with Kamailio's event socket (evapi), routed by Lua scripts
 /// written the KEMI way.
 ///
@@ -25,7 +33,7 @@ use std::process::ExitCode;
 /// server with `evapi ctl` (its admin HTTP listener, 127.0.0.1:9060, also
 /// serves /metrics and /health).
 #[derive(Debug, Parser)]
-#[command(name = "evapi", version, propagate_version = true)]
+#[command(name = "evapi", version = VERSION, propagate_version = true)]
 struct Cli {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -221,7 +221,21 @@ fn help_and_version() {
     }
     let (code, out, _) = evapi(&["--version"], "", &dir.0);
     assert_eq!(code, 0);
-    assert!(out.starts_with("evapi "), "{out}");
+    // The commit built: the checkout's HEAD when git can tell (benchmark
+    // records name the binary they ran by it).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        out.trim(),
+        format!("evapi {} (commit {head})", env!("CARGO_PKG_VERSION")),
+        "{out}"
+    );
     let (code, _, err) = evapi(&["frobnicate"], "", &dir.0);
     assert_ne!(code, 0);
     assert!(err.contains("frobnicate"), "{err}");
