@@ -34,7 +34,11 @@ Load, always against both nodes, half the total rate each:
 
 Every run waits (bounded) for other sessions to be quiet and is flagged
 "contaminated" (and redone up to --retries times) when they used more than
-10 % of a CPU during it: compare.py's method and functions. CPU per call is
+10 % of a CPU during it: compare.py's method and functions. A run during
+which the host took more than 10 % of the CPUs' time (steal) is flagged
+"stolen"; a stolen latency run is redone after --steal-pause seconds (up
+to --retries times). The latency medians are over the runs flagged
+neither way, when there are any. CPU per call is
 given for each part: the two evapi nodes, nats-server, the workers (or the
 TCP clients), and the load generators.
 
@@ -300,6 +304,7 @@ class Runner:
             "quiet_wait_s": quiet_wait, "busy_before": quiet_busy,
             "foreign_cpu_s": round(foreign, 2), "foreign_niced_cpu_s": round((fz1[1] - fz0[1]) / HZ, 2),
             "steal_s": round((sz1 - sz0) / HZ, 2),
+            "stolen": (sz1 - sz0) / HZ > 0.10 * (os.cpu_count() or 1) * wall,
             "contaminated": foreign > 0.10 * wall, "pass": bool(ok), "attempt": attempt,
         }
         res["us_per_call"] = {k: us(res[f"{k}_cpu_s"]) for k in ("evapi", "nats", "answerers", "gen")}
@@ -314,9 +319,14 @@ class Runner:
         print(f"  {path:4} {load:5} rate={rate:<6} {'PASS' if ok else 'FAIL'} {gs}{rt} {cs} "
               f"us/call {res['us_per_call']} udp_drops={res['udp_rcvbuf_errors']} "
               f"foreign={res['foreign_cpu_s']}s steal={res['steal_s']}s"
-              f"{' STOLEN' if res['steal_s'] > 0.10 * (os.cpu_count() or 1) * res['wall_s'] else ''}"
+              f"{' STOLEN' if res['stolen'] else ''}"
               f"{' CONTAMINATED' if res['contaminated'] else ''}", flush=True)
         if res["contaminated"] and attempt < a.retries:
+            return self.run_once(path, load, rate, attempt + 1)
+        if load == "probe" and res["stolen"] and attempt < a.retries:
+            # a latency run the host slowed measures the host: redo it after a pause
+            # (the stolen run stays in runs.jsonl, flagged, out of the medians)
+            time.sleep(a.steal_pause)
             return self.run_once(path, load, rate, attempt + 1)
         return res
 
@@ -363,22 +373,25 @@ def summarize(runs, meta, outdir):
     out("")
     pr = [r for r in runs if r["load"] == "probe"]
     out(f"| (2) latency at {meta['probe_rate']:,} calls/s in total, async_probe.py on both nodes | runs (passed) | "
-        "p50 / p90 / p99 / max ms (median over runs not flagged) | p99 of each run ((c): flagged) | CPU µs/call: evapi | nats-server | "
+        "p50 / p90 / p99 / max ms (median over runs not flagged) | p99 of each run ((c): contaminated, (s): stolen) | CPU µs/call: evapi | nats-server | "
         "workers or TCP clients | lost |")
     out("|---|---|---|---|---|---|---|---|")
     p99 = {}
     for path, label in (("tcp", "direct TCP (responder.py)"), ("nats", "NATS (2 bench_workers)")):
         rs = [r for r in pr if r["path"] == path]
         # the medians are over the runs nobody else's CPU disturbed, when there are any: a
-        # flagged run measures the other session as much as us (each run's p99 is listed)
-        clean = [r for r in rs if not r["contaminated"]] or rs
+        # flagged run measures the other session (or the host, for a stolen one) as much
+        # as us (each run's p99 is listed)
+        flagged = (lambda r: r["contaminated"] or r.get("stolen", False))
+        clean = [r for r in rs if not flagged(r)] or rs
         q = {k: med([r["rtt"][k] for r in clean if r.get("rtt")]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
         p99[path] = q["p99_ms"]
         u = {k: med([r["us_per_call"][k] for r in clean if r["us_per_call"][k] is not None])
              for k in ("evapi", "nats", "answerers")}
-        out(f"| {label} | {len(rs)} ({sum(r['pass'] for r in rs)}; {len(rs) - sum(r['contaminated'] for r in rs)} not flagged) | "
-            f"{' / '.join(fmt(q[k], 2) for k in ('p50_ms', 'p90_ms', 'p99_ms', 'max_ms'))} | "
-            f"{', '.join(fmt(r['rtt']['p99_ms'], 2) + (' (c)' if r['contaminated'] else '') for r in rs)} | "
+        each = ", ".join(fmt(r["rtt"]["p99_ms"], 2) + (" (c)" if r["contaminated"] else "")
+                         + (" (s)" if r.get("stolen") else "") for r in rs)
+        out(f"| {label} | {len(rs)} ({sum(r['pass'] for r in rs)}; {len(rs) - sum(map(flagged, rs))} not flagged) | "
+            f"{' / '.join(fmt(q[k], 2) for k in ('p50_ms', 'p90_ms', 'p99_ms', 'max_ms'))} | {each} | "
             f"{fmt(u['evapi'])} | {fmt(u['nats'])} | {fmt(u['answerers'])} | "
             f"{sum(sum(g['failed'] for g in r['gen']) for r in rs)} |")
     out("")
@@ -419,7 +432,10 @@ def main():
     ap.add_argument("--children", type=int, default=2, help="SIP workers per node")
     ap.add_argument("--workers", type=int, default=1, help="evapi workers per node")
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
-    ap.add_argument("--retries", type=int, default=1, help="redo a contaminated run at most this often")
+    ap.add_argument("--retries", type=int, default=1,
+                    help="redo a contaminated run (or a stolen latency run) at most this often")
+    ap.add_argument("--steal-pause", type=float, default=20.0,
+                    help="seconds to wait before redoing a latency run the host's steal flagged")
     ap.add_argument("--evapi-bin", default=os.environ.get("EVAPI_BIN", os.path.join(REPO, "target-bench", "release",
                                                                                     "evapi")))
     ap.add_argument("--worker-bin", default=os.environ.get("WORKER_BIN", os.path.join(
