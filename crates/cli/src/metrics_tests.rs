@@ -1,8 +1,9 @@
 //! Tests of the metrics collector: names, values, promtool.
 
 use super::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
+
+#[path = "../tests/common/promtool.rs"]
+mod promtool;
 
 /// The value of the sample `series` (name and labels as written).
 fn sample(text: &str, series: &str) -> f64 {
@@ -13,52 +14,16 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-/// `promtool check metrics` on `text` (Debian package `prometheus`).
-/// Without promtool: a skip note, unless `EVAPI_REQUIRE_PROMTOOL=1`
-/// (set by `.ci/run`), which makes it a failure.
-fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            if std::env::var("EVAPI_REQUIRE_PROMTOOL").as_deref() == Ok("1") {
-                panic!("promtool cannot run ({e}) and EVAPI_REQUIRE_PROMTOOL=1 (apt-get install prometheus)");
-            }
-            eprintln!("SKIPPED promtool check: {e} (install the prometheus package; set EVAPI_REQUIRE_PROMTOOL=1 to make this fatal)");
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}\n--- input:\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-}
-
 #[test]
 fn after_known_traffic_the_text_has_the_counts_and_passes_promtool() {
     let mut live = live::Live::start();
     let before = Metrics::new(live.sources.clone()).render();
-    promtool_check(&before);
+    promtool::check(&before);
     assert_eq!(sample(&before, "evapi_event_clients"), 1.0);
     assert_eq!(sample(&before, "evapi_sip_transactions_created_total"), 0.0);
     live.known_traffic();
     let text = Metrics::new(live.sources.clone()).render();
-    promtool_check(&text);
+    promtool::check(&text);
     let s = |series: &str| sample(&text, series);
     for (method, n) in [
         ("INVITE", 1.0),
@@ -166,7 +131,7 @@ fn nats_counters_move_after_a_round_trip_and_pass_promtool() {
     };
     wait("connected", &|s| s.connected);
     let text = metrics.render();
-    promtool_check(&text);
+    promtool::check(&text);
     assert_eq!(sample(&text, "evapi_nats_connected"), 1.0);
     assert_eq!(sample(&text, "evapi_nats_connects_total"), 1.0);
     assert_eq!(sample(&text, "evapi_nats_published_total"), 0.0);
@@ -199,7 +164,7 @@ fn nats_counters_move_after_a_round_trip_and_pass_promtool() {
     handle.publish("app.x", b"x", None).unwrap();
     wait("published", &|s| s.published == 3);
     let text = metrics.render();
-    promtool_check(&text);
+    promtool::check(&text);
     let s = |series: &str| sample(&text, series);
     assert_eq!(s("evapi_nats_published_total"), 3.0);
     assert_eq!(s("evapi_nats_replies_received_total"), 1.0);
@@ -221,7 +186,7 @@ fn nats_counters_move_after_a_round_trip_and_pass_promtool() {
         .send(nats::SendKind::Unicast, b"", b"w", true)
         .is_err());
     let text = metrics.render();
-    promtool_check(&text);
+    promtool::check(&text);
     let s = |series: &str| sample(&text, series);
     assert_eq!(s("evapi_nats_connected"), 0.0);
     assert_eq!(s("evapi_nats_disconnects_total"), 1.0);

@@ -66,40 +66,6 @@ fn curl_metrics(ev: &Evapi) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `promtool check metrics` on `text`: no complaint. Without promtool, a
-/// skip note, unless `EVAPI_REQUIRE_PROMTOOL=1` (set by `.ci/run`).
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if std::env::var("EVAPI_REQUIRE_PROMTOOL").as_deref() != Ok("1") => {
-            eprintln!("SKIPPED promtool check: {e} (apt-get install prometheus)");
-            return;
-        }
-        Err(e) => panic!("promtool cannot run ({e}) and EVAPI_REQUIRE_PROMTOOL=1"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_suspended_call_is_answered_by_hand() {
     let config = config("").replace("[sip]", "[htable]\nhtable = [\"ops=>size=8;\"]\n\n[sip]");
@@ -175,7 +141,7 @@ fn a_suspended_call_is_answered_by_hand() {
     ] {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
     }
-    promtool_check(&metrics);
+    promtool::check(&metrics);
 
     // htable.sets steers the script.
     let mut ua = Agent::udp("127.0.0.1:0").unwrap();

@@ -380,6 +380,7 @@ pub fn rpc(http: SocketAddr, method: &str, params: serde_json::Value) -> serde_j
 
 /// A NATS application worker for the scale-out tests.
 pub mod nats_worker;
+pub mod promtool;
 
 /// SIPp processes for the program's interop tests.
 pub mod sipp {
