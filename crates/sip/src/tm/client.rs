@@ -356,6 +356,7 @@ impl Tm {
             return;
         }
         let strip = || msg.edit().with(Edit::RemoveFirstVia).serialize();
+        let to_tag = || msg.to().ok().and_then(|t| t.tag).map(Box::<[u8]>::from);
         match (b.state, code) {
             (ClientState::Calling | ClientState::Proceeding, 100..=199) => {
                 let first = b.state == ClientState::Calling;
@@ -389,7 +390,7 @@ impl Tm {
                         self.suspended -= 1;
                     }
                     self.stats.relayed_reply(code);
-                    self.send_final(id, strip(), code, now, out);
+                    self.send_final(id, strip(), code, to_tag(), now, out);
                 } else {
                     // A proxy forwards every 2xx (RFC 3261 §16.7 step 5).
                     self.stats.relayed_reply(code);
@@ -482,8 +483,9 @@ impl Tm {
         match tx.best.take().map(|b| *b) {
             Some((code, Some(reply))) => {
                 let data = reply.edit().with(Edit::RemoveFirstVia).serialize();
+                let tag = reply.to().ok().and_then(|t| t.tag).map(Box::<[u8]>::from);
                 self.stats.relayed_reply(code);
-                self.send_final(id, data, code, now, out);
+                self.send_final(id, data, code, tag, now, out);
             }
             Some((code, None)) => {
                 let _ = self.local_final(id, code, local_reason(code), now, out);

@@ -34,6 +34,9 @@ pub(super) struct Tx {
     pub(super) state: ServerState,
     /// The last reply sent upstream, re-sent on retransmissions.
     pub(super) last: Option<Bytes>,
+    /// The To tag of the final sent upstream: an ACK that comes with a
+    /// new branch is matched against it (without parsing `last` again).
+    pub(super) final_tag: Option<Box<[u8]>>,
     /// Its code (0: none).
     pub(super) code: u16,
     /// The final was ours (not forwarded): we retransmit even a 2xx.
@@ -148,14 +151,9 @@ impl Tm {
                     *t = None;
                 }
                 id = self.by_key.get(&k).copied().filter(|i| {
-                    self.txs.get(i).is_some_and(|tx| {
-                        let ours = tx
-                            .last
-                            .as_ref()
-                            .and_then(|l| SipMessage::parse(l.clone()).ok())
-                            .and_then(|m| m.to().ok().and_then(|t| t.tag.map(<[u8]>::to_vec)));
-                        ours.as_deref() == to_tag.as_deref()
-                    })
+                    self.txs
+                        .get(i)
+                        .is_some_and(|tx| tx.final_tag.as_deref() == to_tag.as_deref())
                 });
             }
         }
@@ -167,17 +165,12 @@ impl Tm {
             let (Ok(cid), Ok(cseq)) = (req.msg().call_id(), req.msg().cseq()) else {
                 return Incoming::Route;
             };
-            let ack_tag = req.msg().to().ok().and_then(|t| t.tag.map(<[u8]>::to_vec));
+            let ack_tag = req.msg().to().ok().and_then(|t| t.tag);
             let d = (Bytes::copy_from_slice(cid), cseq.number);
             id = self.by_dialog.get(&d).copied().filter(|i| {
-                self.txs.get(i).is_some_and(|tx| {
-                    let ours = tx
-                        .last
-                        .as_ref()
-                        .and_then(|l| SipMessage::parse(l.clone()).ok())
-                        .and_then(|m| m.to().ok().and_then(|t| t.tag.map(<[u8]>::to_vec)));
-                    ours == ack_tag
-                })
+                self.txs
+                    .get(i)
+                    .is_some_and(|tx| tx.final_tag.as_deref() == ack_tag)
             });
             if id.is_some() {
                 self.by_dialog.remove(&d);
@@ -331,6 +324,7 @@ impl Tm {
             dest,
             state: ServerState::Proceeding,
             last: None,
+            final_tag: None,
             code: 0,
             local_final: false,
             interval: self.cfg.t1,
@@ -468,6 +462,11 @@ impl Tm {
             return Ok(());
         };
         let r = build_reply(&tx.req, code, reason, Some(tag.as_bytes()), routed)?;
+        // The reply keeps the request's To tag if it had one, else gets ours.
+        let final_tag: Box<[u8]> = match tx.req.msg().to().ok().and_then(|t| t.tag) {
+            Some(t) => t.into(),
+            None => tag.as_bytes().into(),
+        };
         if tx.stash.take().is_some() {
             self.suspended -= 1;
         }
@@ -491,7 +490,7 @@ impl Tm {
         tx.local_final = true;
         self.stats.local_replies += 1;
         self.stats.local_reply(code);
-        self.send_final(id, r, code, now, out);
+        self.send_final(id, r, code, Some(final_tag), now, out);
         Ok(())
     }
 
@@ -502,6 +501,7 @@ impl Tm {
         id: u64,
         data: Bytes,
         code: u16,
+        to_tag: Option<Box<[u8]>>,
         now: u64,
         out: &mut Vec<Action>,
     ) {
@@ -519,6 +519,7 @@ impl Tm {
             });
         }
         tx.last = Some(data);
+        tx.final_tag = to_tag;
         tx.code = code;
         if tx.state == ServerState::Proceeding {
             self.waiting += 1;

@@ -237,6 +237,21 @@ fn ack_with_a_new_branch_for_our_final_is_absorbed() {
     assert_eq!(tm.stats().live, 0);
 }
 
+/// A request that already had a To tag (a re-INVITE) keeps it in our
+/// final; an ACK with a new branch is matched against that tag.
+#[test]
+fn ack_with_a_new_branch_matches_the_request_s_own_to_tag() {
+    let mut tm = Tm::new(cfg());
+    let mut out = Vec::new();
+    let mut r = msg("INVITE", "z9hG4bKre1", "call-9", 2, ";tag=dialog-tag");
+    tm.reply(&mut r, 488, "Not Here", 0, &mut out).unwrap();
+    let replies = sent(&mut out);
+    let final_reply = &replies.last().unwrap().1;
+    assert_eq!(final_reply.to().unwrap().tag, Some(&b"dialog-tag"[..]));
+    let ack = msg("ACK", "z9hG4bKre-ack", "call-9", 2, ";tag=dialog-tag");
+    assert_eq!(tm.on_request(&ack, 100, &mut out), Incoming::Absorbed);
+}
+
 #[test]
 fn non_invite_suspended_times_out_at_fr_timer_and_lingers() {
     let mut tm = Tm::new(cfg());

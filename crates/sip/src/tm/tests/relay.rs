@@ -77,6 +77,24 @@ fn relay_non_2xx_acked_hop_by_hop_and_forwarded() {
     assert_eq!(tm.on_request(&ack, 300, &mut out), Incoming::Absorbed);
 }
 
+/// Upstream's ACK for a forwarded non-2xx that comes with a branch of its
+/// own is matched by Call-ID, CSeq and the To tag the downstream put in
+/// that final (kept with the transaction when the final went up): another
+/// tag is routed, the downstream's is absorbed.
+#[test]
+fn relayed_non_2xx_ack_with_a_new_branch_matches_the_downstream_tag() {
+    let mut tm = Tm::new(cfg());
+    let mut out = Vec::new();
+    let mut r = invite();
+    let fwd = relayed(&mut tm, &mut r, 0);
+    tm.on_reply(&answer(&fwd, 486), 100, &mut out);
+    assert_eq!(sent(&mut out)[1].1.status(), Some(486));
+    let stranger = msg("ACK", "z9hG4bKack-a", "call-1", 1, ";tag=not-uas");
+    assert_eq!(tm.on_request(&stranger, 200, &mut out), Incoming::Route);
+    let ack = msg("ACK", "z9hG4bKack-b", "call-1", 1, ";tag=uas");
+    assert_eq!(tm.on_request(&ack, 300, &mut out), Incoming::Absorbed);
+}
+
 #[test]
 fn failure_route_then_serial_relay() {
     let mut tm = Tm::new(cfg());
