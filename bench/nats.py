@@ -138,9 +138,12 @@ class Setup:
                 raise RuntimeError(f"port {port}/tcp already in use")
         if self.path == "nats":
             self.natslog = open(os.path.join(self.rdir, "nats-server.log"), "w")
+            env = dict(os.environ)
+            if self.a.nats_gomaxprocs:
+                env["GOMAXPROCS"] = str(self.a.nats_gomaxprocs)
             self.nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(NATS_PORT),
                                           "-m", str(MON_PORT)],
-                                         stdout=self.natslog, stderr=subprocess.STDOUT)
+                                         stdout=self.natslog, stderr=subprocess.STDOUT, env=env)
             wait_until(lambda: nats_connections() == 0, 10, "nats-server did not start")
         for i in range(NODES):
             path = os.path.join(self.rdir, f"evapi{i}.toml")
@@ -434,6 +437,8 @@ def main():
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
     ap.add_argument("--retries", type=int, default=1,
                     help="redo a contaminated run (or a stolen latency run) at most this often")
+    ap.add_argument("--nats-gomaxprocs", type=int, default=0,
+                    help="GOMAXPROCS for nats-server (0: Go's default, one per CPU)")
     ap.add_argument("--steal-pause", type=float, default=20.0,
                     help="seconds to wait before redoing a latency run the host's steal flagged")
     ap.add_argument("--evapi-bin", default=os.environ.get("EVAPI_BIN", os.path.join(REPO, "target-bench", "release",
