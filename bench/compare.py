@@ -211,6 +211,22 @@ def steal_ticks():
         return 0
 
 
+def stolen(steal_s, wall_s):
+    """A run the host slowed: steal above 10 % of the CPUs' time over it."""
+    return steal_s > 0.10 * (os.cpu_count() or 1) * wall_s
+
+
+def steal_line(runs):
+    """The tables' last line: how much CPU time the host took during the runs."""
+    steals = [r["steal_s"] / ((os.cpu_count() or 1) * r["wall_s"]) for r in runs if "steal_s" in r and r.get("wall_s")]
+    if not steals:
+        return None
+    return (f"CPU time taken by the hypervisor (steal, /proc/stat) during the runs: median "
+            f"{statistics.median(steals) * 100:.1f} %, highest {max(steals) * 100:.1f} % of the CPUs' time; runs above 10 %: "
+            f"{sum(x > 0.10 for x in steals)} of {len(steals)} (marked STOLEN in the log: the host gave this VM "
+            f"less CPU than it asked for, which slows both servers and lengthens latency tails).")
+
+
 def wait_quiet(max_wait, limit_s=0.10):
     """Wait (bounded) until other sessions' processes use < limit_s CPU-seconds per second."""
     t0 = time.time()
@@ -775,7 +791,7 @@ class Runner:
               f"[{cs}] pss={sampler.max_pss}kB cpu={res['server_cpu_s']}s "
               f"({res['server_cpu_us_per_req']} us/req; gen {res['gen_cpu_us_per_req']} us/req) "
               f"udp_drops={res['udp_rcvbuf_errors']} foreign={res['foreign_cpu_s']}s niced={res['foreign_niced_cpu_s']}s steal={res['steal_s']}s"
-              f"{' STOLEN' if res['steal_s'] > 0.10 * (os.cpu_count() or 1) * res['wall_s'] else ''}"
+              f"{' STOLEN' if stolen(res['steal_s'], res['wall_s']) else ''}"
               f"{' CONTAMINATED' if res['contaminated'] else ''}",
               flush=True)
         if res["contaminated"] and attempt < a.retries:
@@ -1086,12 +1102,9 @@ def summarize(all_runs, meta, outdir):
     out("")
     out(f"Runs: {nrun}, flagged contaminated by other sessions' CPU: {ncont} (redone up to {meta['retries']} times; "
         f"the tables use every run, flagged or not; a rate passes when more than half of its runs passed).")
-    steals = [r["steal_s"] / ((os.cpu_count() or 1) * r["wall_s"]) for r in all_runs if "steal_s" in r and r.get("wall_s")]
-    if steals:
-        out(f"CPU time taken by the hypervisor (steal, /proc/stat) during the runs: median "
-            f"{statistics.median(steals) * 100:.1f} %, highest {max(steals) * 100:.1f} % of the CPUs' time; runs above 10 %: "
-            f"{sum(x > 0.10 for x in steals)} of {len(steals)} (marked STOLEN in the log: the host gave this VM "
-            f"less CPU than it asked for, which slows both servers and lengthens latency tails).")
+    line = steal_line(all_runs)
+    if line:
+        out(line)
     text = "\n".join(lines)
     open(os.path.join(outdir, "tables.md"), "w").write(text + "\n")
     json.dump(S, open(os.path.join(outdir, "summary.json"), "w"), indent=1, default=str)

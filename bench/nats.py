@@ -57,7 +57,8 @@ import sys
 import time
 import urllib.request
 
-from compare import (HZ, cpu_ticks, foreign_ticks, steal_ticks, med, parse_client, parse_rtt, parse_stat,
+from compare import (HZ, cpu_ticks, foreign_ticks, steal_line, steal_ticks, stolen, med, parse_client,
+                     parse_rtt, parse_stat,
                      proc_tree, reap, sh, stop_proc, udp_errors, wait_quiet)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -307,7 +308,7 @@ class Runner:
             "quiet_wait_s": quiet_wait, "busy_before": quiet_busy,
             "foreign_cpu_s": round(foreign, 2), "foreign_niced_cpu_s": round((fz1[1] - fz0[1]) / HZ, 2),
             "steal_s": round((sz1 - sz0) / HZ, 2),
-            "stolen": (sz1 - sz0) / HZ > 0.10 * (os.cpu_count() or 1) * wall,
+            "stolen": stolen((sz1 - sz0) / HZ, wall),
             "contaminated": foreign > 0.10 * wall, "pass": bool(ok), "attempt": attempt,
         }
         res["us_per_call"] = {k: us(res[f"{k}_cpu_s"]) for k in ("evapi", "nats", "answerers", "gen")}
@@ -405,12 +406,9 @@ def summarize(runs, meta, outdir):
     n, c = len(runs), sum(r["contaminated"] for r in runs)
     out(f"Runs: {n}, flagged contaminated by other sessions' CPU: {c} (redone up to {meta['retries']} times; "
         f"the tables use every run, flagged or not; a rate passes when more than half of its runs passed).")
-    steals = [r["steal_s"] / ((os.cpu_count() or 1) * r["wall_s"]) for r in runs if "steal_s" in r and r.get("wall_s")]
-    if steals:
-        out(f"CPU time taken by the hypervisor (steal, /proc/stat) during the runs: median "
-            f"{med(steals) * 100:.1f} %, highest {max(steals) * 100:.1f} % of the CPUs' time; runs above 10 %: "
-            f"{sum(x > 0.10 for x in steals)} of {len(steals)} (marked STOLEN in the log: the host gave this VM "
-            f"less CPU than it asked for, which slows both servers and lengthens latency tails).")
+    line = steal_line(runs)
+    if line:
+        out(line)
     text = "\n".join(lines)
     open(os.path.join(outdir, "tables.md"), "w").write(text + "\n")
     return text
