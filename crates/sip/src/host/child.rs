@@ -29,7 +29,7 @@ use lograte::warn_limited;
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use tracing::{debug, error};
 
-use super::{fnv, Shared, SipHandle, Work};
+use super::{fnv, part_of_msg_reply, part_of_request, Shared, SipHandle, Work};
 use crate::message::SipMessage;
 use crate::request::Source;
 use crate::router::Router;
@@ -266,7 +266,8 @@ impl Thread {
         match w {
             Work::Stop => {}
             Work::Request(mut req) => {
-                let inc = sh.tm_op(|tm, now, out| tm.on_request(&req, now, out));
+                let part = part_of_request(&req);
+                let inc = sh.tm_op(part, |tm, now, out| tm.on_request(&req, now, out));
                 if inc == Incoming::Route {
                     self.guarded("request", &mut || router.request(h, &mut req));
                     sh.dialogs.discard(&req);
@@ -281,7 +282,7 @@ impl Thread {
             }
             Work::Failure { id, mut req, route } => {
                 self.guarded("failure", &mut || router.failure(h, &mut req, &route));
-                sh.tm_op(|tm, now, out| tm.failure_done(id, now, out));
+                sh.tm_op_id(id, |tm, now, out| tm.failure_done(id, now, out));
             }
         }
     }
@@ -293,7 +294,8 @@ impl Thread {
         if sh.dialogs.on_reply(msg) {
             return;
         }
-        let matched = lock(&sh.tm).match_reply(msg);
+        let part = part_of_msg_reply(msg);
+        let matched = sh.part(part).match_reply(msg);
         let Some((id, no)) = matched else {
             self.stateless_reply(msg, src);
             return;
@@ -301,7 +303,7 @@ impl Thread {
         let mut pass = true;
         self.guarded("reply", &mut || pass = router.reply(h, msg, src));
         let tx_route = if pass {
-            lock(&sh.tm).reply_route_of(id, msg)
+            sh.part(part).reply_route_of(id, msg)
         } else {
             None
         };
@@ -314,7 +316,7 @@ impl Thread {
             });
         }
         if pass {
-            sh.tm_op(|tm, now, out| tm.on_reply(msg, now, out));
+            sh.tm_op(part, |tm, now, out| tm.on_reply(msg, now, out));
         }
     }
 
@@ -323,7 +325,8 @@ impl Thread {
     /// else dropped with a rate-limited log line.
     fn stateless_reply(&self, msg: &SipMessage, src: &Source) {
         let sh = &self.h.shared;
-        let target = lock(&sh.tm).stateless_dest(msg);
+        let part = part_of_msg_reply(msg);
+        let target = sh.part(part).stateless_dest(msg);
         let (dest, data) = match target {
             Ok(t) => t,
             Err(e) => {
@@ -336,7 +339,9 @@ impl Thread {
         if pass {
             debug!(peer = %src.remote, to = %dest.addr, code = msg.status(), "forwarding reply with no transaction by its Via");
             let code = msg.status().unwrap_or_default();
-            sh.tm_op(|tm, _, out| tm.forward_stateless(dest, data, code, out));
+            sh.tm_op(part, |tm, _, out| {
+                tm.forward_stateless(dest, data, code, out)
+            });
         }
     }
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use lograte::warn_limited;
 use tracing::debug;
 
-use super::Shared;
+use super::{part_of_request, Shared};
 use crate::message::Method;
 use crate::request::{Request, Transport, TxRef};
 use crate::tm::{
-    build_reply, check_reply, ReplyExtra, Tm, TmError, TmStats, TxSummary, LIST_SHARDS,
+    build_reply, check_reply, part_of_index, ReplyExtra, Tm, TmError, TmStats, TxSummary,
+    LIST_SHARDS,
 };
-use crate::transport::{lock, parse_hop, Target};
+use crate::transport::{parse_hop, Target};
 
 /// The host's operations, callable from any thread (router threads, event
 /// socket workers, tests): none of them waits on a socket.
@@ -60,13 +61,15 @@ impl SipHandle {
     /// Create the request's transaction (idempotent; an INVITE's sends 100
     /// Trying). Sets [`Request::tx`].
     pub fn t_newtran(&self, req: &mut Request) -> Result<TxRef, TmError> {
-        self.shared.tm_op(|tm, now, out| tm.newtran(req, now, out))
+        self.shared.tm_op(part_of_request(req), |tm, now, out| {
+            tm.newtran(req, now, out)
+        })
     }
 
     /// Whether a transaction exists for the request (for a CANCEL: for it
     /// or for the INVITE it cancels).
     pub fn t_check_trans(&self, req: &Request) -> bool {
-        lock(&self.shared.tm).exists(req)
+        self.shared.part(part_of_request(req)).exists(req)
     }
 
     /// Reply on the request's transaction, creating it if needed. A
@@ -76,8 +79,9 @@ impl SipHandle {
     /// `code` and `reason` are checked as for [`SipHandle::sl_reply`],
     /// before the transaction is created: nothing is sent on error.
     pub fn t_reply(&self, req: &mut Request, code: i64, reason: &str) -> Result<(), TmError> {
-        self.shared
-            .tm_op(|tm, now, out| tm.reply(req, code, reason, now, out))
+        self.shared.tm_op(part_of_request(req), |tm, now, out| {
+            tm.reply(req, code, reason, now, out)
+        })
     }
 
     /// Relay statefully to the destination URI if set, else the
@@ -103,8 +107,9 @@ impl SipHandle {
         match target {
             Target::Addr(addr) => {
                 let via_ip = self.shared.via_ip(addr);
-                self.shared
-                    .tm_op(|tm, now, out| tm.relay(req, (transport, addr), via_ip, now, out))
+                self.shared.tm_op(part_of_request(req), |tm, now, out| {
+                    tm.relay(req, (transport, addr), via_ip, now, out)
+                })
             }
             Target::Name(name, port) => self.relay_to_name(req, transport, name, port),
         }
@@ -132,7 +137,7 @@ impl SipHandle {
                     Ok(ip) => {
                         let addr = SocketAddr::new(ip, port);
                         let via_ip = sh.via_ip(addr);
-                        let r = sh.tm_op(|tm, now, out| {
+                        let r = sh.tm_op(part_of_request(&ack), |tm, now, out| {
                             tm.relay(&mut ack, (transport, addr), via_ip, now, out)
                         });
                         if let Err(e) = r {
@@ -144,21 +149,23 @@ impl SipHandle {
             });
             return Ok(());
         }
-        let (t, no) = self
-            .shared
-            .tm_op(|tm, now, out| tm.relay_resolving(req, now, out))?;
+        let (t, no) = self.shared.tm_op(part_of_request(req), |tm, now, out| {
+            tm.relay_resolving(req, now, out)
+        })?;
         self.shared.net.spawn(async move {
             match sh.dns.resolve(&name, transport).await {
                 Ok(ip) => {
                     let addr = SocketAddr::new(ip, port);
                     let via_ip = sh.via_ip(addr);
-                    sh.tm_op(|tm, now, out| {
+                    sh.tm_op(part_of_index(t.index), |tm, now, out| {
                         tm.relay_resolved(t, no, (transport, addr), via_ip, now, out)
                     });
                 }
                 Err(e) => {
                     warn_limited!(index = t.index, label = t.label, error = %e, "relay destination unresolvable: 478");
-                    sh.tm_op(|tm, now, out| tm.relay_unresolved(t, no, now, out));
+                    sh.tm_op(part_of_index(t.index), |tm, now, out| {
+                        tm.relay_unresolved(t, no, now, out)
+                    });
                 }
             }
         });
@@ -169,7 +176,9 @@ impl SipHandle {
     /// the pair that names it. Retransmissions are absorbed meanwhile; with
     /// no continue it ends with 408 at fr_timer / fr_inv_timer.
     pub fn t_suspend(&self, req: &mut Request) -> Result<TxRef, TmError> {
-        self.shared.tm_op(|tm, now, out| tm.suspend(req, now, out))
+        self.shared.tm_op(part_of_request(req), |tm, now, out| {
+            tm.suspend(req, now, out)
+        })
     }
 
     /// Take a suspended request back by its index and label, with the edits
@@ -180,13 +189,15 @@ impl SipHandle {
     pub fn t_continue(&self, index: u32, label: u32) -> Result<Request, TmError> {
         // The clock is read before the lock, not while holding it.
         let now = self.shared.now();
-        lock(&self.shared.tm).resume(index, label, now)
+        self.shared
+            .part(part_of_index(index))
+            .resume(index, label, now)
     }
 
     /// Whether the request's INVITE transaction was cancelled (Kamailio's
     /// `t_is_canceled`, e.g. in a failure route).
     pub fn t_is_canceled(&self, req: &Request) -> bool {
-        lock(&self.shared.tm).is_canceled(req)
+        self.shared.part(part_of_request(req)).is_canceled(req)
     }
 
     /// Summaries of the transactions in `state` (all when `None`), at most
@@ -194,9 +205,11 @@ impl SipHandle {
     /// the walk never stalls the router threads for the whole table.
     pub(crate) fn list_transactions(&self, state: Option<&str>, max: usize) -> Vec<TxSummary> {
         let mut out = Vec::new();
-        for shard in 0..LIST_SHARDS {
-            let tm = lock(&self.shared.tm);
-            tm.list_shard(shard, state, self.shared.now(), max, &mut out);
+        for part in 0..self.shared.tm.len() {
+            for shard in 0..LIST_SHARDS {
+                let tm = self.shared.part(part);
+                tm.list_shard(shard, state, self.shared.now(), max, &mut out);
+            }
         }
         out.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
         out
@@ -211,15 +224,19 @@ impl SipHandle {
         reason: &str,
         extra: ReplyExtra<'_>,
     ) -> Result<(), TmError> {
-        self.shared
-            .tm_op(|tm, now, out| tm.reply_by_id(t, code, reason, extra, now, out))
+        self.shared.tm_op(part_of_index(t.index), |tm, now, out| {
+            tm.reply_by_id(t, code, reason, extra, now, out)
+        })
     }
 
     /// Counters of the transaction table and of the host (requests
     /// received, replies by class). Takes the table lock for a copy of
     /// its counters: cheap, but not for every message.
     pub fn stats(&self) -> TmStats {
-        let mut stats = lock(&self.shared.tm).stats();
+        let mut stats = TmStats::default();
+        for part in 0..self.shared.tm.len() {
+            stats.add(&self.shared.part(part).stats());
+        }
         self.shared.counters.fill(&mut stats);
         stats
     }
@@ -238,7 +255,7 @@ impl SipHandle {
 
     /// The bound sockets.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
-        lock(&self.shared.tm).listeners()
+        self.shared.part(0).listeners()
     }
 
     /// Whether `host` (and `port`, when the URI had one) names this host

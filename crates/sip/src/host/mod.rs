@@ -35,7 +35,7 @@ use tracing::debug;
 use crate::config::ConfigError;
 use crate::message::{Method, SipMessage};
 use crate::request::{Request, Source};
-use crate::tm::{Action, HostCounters, Tm};
+use crate::tm::{part_of_id, part_of_index, part_of_reply, Action, HostCounters, Tm, PARTS};
 use crate::transport::{check_request, fix_via_keep, lock, route_ip, Net, Upcalls};
 
 pub use handle::SipHandle;
@@ -92,7 +92,9 @@ impl Work {
 /// belongs to the router threads, so a [`SipHandle`] kept by the router
 /// itself (a script engine) makes no reference cycle.
 pub(crate) struct Shared {
-    pub(crate) tm: Mutex<Tm>,
+    /// The transaction table in [`PARTS`] parts, each under its own lock:
+    /// a call's transactions are all in the part of its Call-ID.
+    pub(crate) tm: Vec<Mutex<Tm>>,
     pub(crate) epoch: Instant,
     pub(crate) timer_wake: Notify,
     /// One queue per router thread; filled from bind on, read once the
@@ -131,20 +133,65 @@ pub(crate) fn fnv(b: &[u8]) -> u64 {
     h
 }
 
+/// The part of the transaction table that holds a call's transactions:
+/// the high half of the hash whose low bits pick the router thread and
+/// the stripe, so the part does not follow the thread.
+pub(crate) fn part_of_call(call_id: &[u8]) -> usize {
+    ((fnv(call_id) >> 32) as usize) % PARTS
+}
+
+/// The part of the table of a request's transaction: the one its index
+/// names once it has one, else its Call-ID's (the same part).
+pub(crate) fn part_of_request(req: &Request) -> usize {
+    match req.tx {
+        Some(t) => part_of_index(t.index),
+        None => part_of_call(req.msg().call_id().unwrap_or_default()),
+    }
+}
+
+/// The part of the table a reply is matched in: the one its branch names
+/// when the branch is of our format, else its Call-ID's.
+pub(crate) fn part_of_msg_reply(msg: &SipMessage) -> usize {
+    part_of_reply(msg).unwrap_or_else(|| part_of_call(msg.call_id().unwrap_or_default()))
+}
+
 impl Shared {
     pub(crate) fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Run a table operation, then do the sends it asked for (outside the
-    /// lock) and wake the timer task if it armed an earlier timer.
+    /// Part `part` of the transaction table, locked.
+    pub(crate) fn part(&self, part: usize) -> std::sync::MutexGuard<'_, Tm> {
+        lock(&self.tm[part % self.tm.len()])
+    }
+
+    /// [`Shared::tm_op`] on the part of transaction `id`.
+    pub(crate) fn tm_op_id<R>(
+        self: &Arc<Self>,
+        id: u64,
+        f: impl FnOnce(&mut Tm, u64, &mut Vec<Action>) -> R,
+    ) -> R {
+        self.tm_op(part_of_id(id), f)
+    }
+
+    /// [`Shared::tm_op`] on every part in turn (each under its own lock).
+    pub(crate) fn tm_op_all(self: &Arc<Self>, f: impl Fn(&mut Tm, u64, &mut Vec<Action>)) {
+        for part in 0..self.tm.len() {
+            self.tm_op(part, &f);
+        }
+    }
+
+    /// Run a table operation on part `part` of the table, then do the
+    /// sends it asked for (outside the lock) and wake the timer task if it
+    /// armed an earlier timer.
     pub(crate) fn tm_op<R>(
         self: &Arc<Self>,
+        part: usize,
         f: impl FnOnce(&mut Tm, u64, &mut Vec<Action>) -> R,
     ) -> R {
         let mut out = Vec::new();
         let (r, wake) = {
-            let mut tm = lock(&self.tm);
+            let mut tm = self.part(part);
             let now = self.now();
             let r = f(&mut tm, now, &mut out);
             (r, tm.take_wake())
@@ -175,7 +222,7 @@ impl Shared {
                         // The route cannot run: forward the best reply now
                         // rather than leave the transaction hanging.
                         drop(w);
-                        self.tm_op(|tm, now, out| tm.failure_done(id, now, out));
+                        self.tm_op_id(id, |tm, now, out| tm.failure_done(id, now, out));
                     }
                 }
                 Action::DialogFinal { dlg, code, data } => self.dialogs.on_final(dlg, code, &data),
@@ -238,7 +285,7 @@ impl Upcalls for Up {
 
     fn send_failed(&self, id: u64, no: u32) {
         if let Some(sh) = self.0.upgrade() {
-            sh.tm_op(|tm, now, out| tm.send_failed(id, no, now, out));
+            sh.tm_op_id(id, |tm, now, out| tm.send_failed(id, no, now, out));
         }
     }
 }

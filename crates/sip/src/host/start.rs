@@ -16,8 +16,8 @@ use crate::config::HostConfig;
 use crate::myself::Myself;
 use crate::request::Transport;
 use crate::router::Router;
-use crate::tm::{TableConfig, Tm};
-use crate::transport::{bind_all, lock, Net, Pending};
+use crate::tm::{TableConfig, Tm, PARTS};
+use crate::transport::{bind_all, Net, Pending};
 
 /// Call-ID stripes (see [`Shared::stripe`]): enough that two calls
 /// rarely share one.
@@ -53,7 +53,8 @@ impl SipHost {
             reason: e.reason,
         })?;
         let addrs = bound.addrs.clone();
-        let tm = Tm::new(TableConfig {
+        let table = TableConfig {
+            live: Default::default(),
             t1: config.tm.t1,
             t2: config.tm.t2,
             fr: config.tm.fr_timer,
@@ -62,7 +63,13 @@ impl SipHost {
             max: sip.max_transactions,
             listeners: addrs.clone(),
             myself: Myself::new(addrs.clone(), &sip.alias),
-        });
+        };
+        // Every part writes the same seed in its branches and tags.
+        let seed =
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0xc0ffee_u64) as u32;
+        let tm = (0..PARTS)
+            .map(|part| Mutex::new(Tm::part(table.clone(), part, seed)))
+            .collect();
         let mut senders = Vec::with_capacity(sip.children);
         let mut receivers = Vec::with_capacity(sip.children);
         for _ in 0..sip.children {
@@ -82,7 +89,7 @@ impl SipHost {
             cfg: config.dialog.clone(),
             t1: config.tm.t1,
             t2: config.tm.t2,
-            seed: tm.seed(),
+            seed,
             listeners: addrs.clone(),
             via_ip: crate::transport::route_ip,
         };
@@ -93,7 +100,7 @@ impl SipHost {
                 epoch,
             )),
             dialog_wake: Notify::new(),
-            tm: Mutex::new(tm),
+            tm,
             epoch,
             timer_wake: Notify::new(),
             children: senders,
@@ -137,7 +144,7 @@ impl SipHost {
     /// Once they stopped, the router has been dropped by them, even while
     /// [`SipHandle`]s remain.
     pub async fn shutdown(mut self) {
-        self.shared.tm_op(|tm, now, out| tm.shutdown(now, out));
+        self.shared.tm_op_all(|tm, now, out| tm.shutdown(now, out));
         for c in &self.shared.children {
             c.send(Work::Stop);
         }
@@ -235,12 +242,24 @@ impl Drop for SipHost {
     }
 }
 
+/// The transaction timers' resolution: the timer task sleeps to the next
+/// multiple of this past the earliest deadline, so timers due within one
+/// tick (at a few thousand transactions a second, every millisecond has
+/// one) are fired in one wake-up instead of one each. Kamailio's tm timer
+/// ticks coarser still (1/16 s); RFC 3261's shortest timer is T1, 500 ms.
+const TIMER_TICK_MS: u64 = 10;
+
+/// The transaction table's timers: sleeps until the earliest deadline of
+/// any part (rounded up to the tick), woken when an earlier one is armed.
 async fn timer_task(sh: Arc<Shared>) {
     loop {
-        let next = lock(&sh.tm).next_deadline();
+        let next = (0..sh.tm.len())
+            .filter_map(|part| sh.part(part).next_deadline())
+            .min();
         let sleep = async {
             match next {
                 Some(t) => {
+                    let t = t.div_ceil(TIMER_TICK_MS) * TIMER_TICK_MS;
                     tokio::time::sleep_until((sh.epoch + Duration::from_millis(t)).into()).await
                 }
                 None => std::future::pending().await,
@@ -249,7 +268,7 @@ async fn timer_task(sh: Arc<Shared>) {
         tokio::select! {
             _ = sh.net.cancel.cancelled() => break,
             _ = sh.timer_wake.notified() => {}
-            _ = sleep => sh.tm_op(|tm, now, out| tm.on_timer(now, out)),
+            _ = sleep => sh.tm_op_all(|tm, now, out| tm.on_timer(now, out)),
         }
     }
 }

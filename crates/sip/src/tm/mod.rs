@@ -39,7 +39,6 @@ mod timers;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -66,6 +65,34 @@ use timers::{Timer, Timers};
 /// Buckets of the index: a transaction's index is its key's hash modulo
 /// this, as Kamailio's tm table (which also has 2^16 entries).
 const BUCKETS: u64 = 1 << 16;
+
+/// The host splits the table in this many parts, each a [`Tm`] under its
+/// own lock, so router threads working on different calls do not meet on
+/// one lock. A request goes to the part of its Call-ID (the host picks it);
+/// a transaction's index keeps its part in its low bits
+/// ([`part_of_index`]), so anything that names a transaction by index and
+/// label (a reply's branch, `t_continue`, `tm.reply`) finds its part too.
+pub(crate) const PARTS: usize = 8;
+
+/// The part of the table that holds transaction index `index`.
+pub(crate) fn part_of_index(index: u32) -> usize {
+    index as usize % PARTS
+}
+
+/// The part of the table that holds transaction `id`.
+pub(crate) fn part_of_id(id: u64) -> usize {
+    part_of_index((id >> 32) as u32)
+}
+
+/// The part named by a reply's top Via, when it carries a branch of our
+/// format (whichever host's seed: matching checks that).
+pub(crate) fn part_of_reply(msg: &crate::message::SipMessage) -> Option<usize> {
+    let branch = msg.top_via().ok()?.branch?;
+    match branch_id::BranchId::parse(branch)? {
+        branch_id::BranchId::Relay { index, .. } => Some(part_of_index(index)),
+        _ => None,
+    }
+}
 
 /// Most timers fired by one [`Tm::on_timer`] call, so one call holds the
 /// table lock for a bounded time; the driver calls again at once if more
@@ -113,6 +140,8 @@ pub(crate) enum Action {
 /// sockets (for the Via of relayed requests).
 #[derive(Debug, Clone)]
 pub(crate) struct TableConfig {
+    /// Transactions in all parts of the table, against `max`.
+    pub(crate) live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) t1: u64,
     pub(crate) t2: u64,
     pub(crate) fr: u64,
@@ -148,6 +177,9 @@ pub(crate) enum Incoming {
 /// The transaction table.
 pub(crate) struct Tm {
     cfg: TableConfig,
+    /// Which part of the host's table this is (`0..PARTS`): the low bits
+    /// of every index it gives.
+    part: u32,
     /// Random per host: in our branches and To tags, so replies to
     /// another instance's branches are not taken for ours.
     seed: u32,
@@ -168,11 +200,20 @@ pub(crate) struct Tm {
 }
 
 impl Tm {
+    /// A whole table (part 0 of one).
+    #[cfg(test)]
     pub(crate) fn new(cfg: TableConfig) -> Tm {
+        use std::hash::BuildHasher;
+        let seed = RandomState::new().hash_one(0xc0ffee_u64) as u32;
+        Tm::part(cfg, 0, seed)
+    }
+
+    /// Part `part` of a host's table; every part has the host's `seed`.
+    pub(crate) fn part(cfg: TableConfig, part: usize, seed: u32) -> Tm {
         let hasher = RandomState::new();
-        let seed = hasher.hash_one(0xc0ffee_u64) as u32;
         Tm {
             cfg,
+            part: (part % PARTS) as u32,
             seed,
             hasher,
             next_label: 0,
@@ -189,11 +230,6 @@ impl Tm {
             stats: TmStats::default(),
             closing: false,
         }
-    }
-
-    /// The host's random seed (in our branches and tags).
-    pub(crate) fn seed(&self) -> u32 {
-        self.seed
     }
 
     pub(crate) fn listeners(&self) -> Vec<(Transport, SocketAddr)> {
@@ -389,6 +425,9 @@ impl Tm {
 
     fn remove(&mut self, id: u64) {
         if let Some(mut tx) = self.txs.remove(&id) {
+            self.cfg
+                .live
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.stats.freed += 1;
             if tx.state != ServerState::Proceeding {
                 self.waiting -= 1;

@@ -6,12 +6,13 @@ use bytes::Bytes;
 use super::client::{Branch, ClientState};
 use super::reply::{build_reply, check_reply};
 use super::timers::{Timer, TimerKey};
-use super::{no_tx, tx_id, Action, Dest, Incoming, Tm, TmError, BUCKETS};
+use super::{no_tx, tx_id, Action, Dest, Incoming, Tm, TmError, BUCKETS, PARTS};
 use crate::error::ParseError;
 use crate::key::TransactionKey;
 use crate::message::{Method, SipMessage};
 use crate::request::{Request, TxRef};
 use std::hash::BuildHasher;
+use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ServerState {
@@ -297,10 +298,12 @@ impl Tm {
         if self.closing {
             return Err(TmError::ShuttingDown);
         }
-        if self.txs.len() >= self.cfg.max {
+        if self.cfg.live.load(Ordering::Relaxed) >= self.cfg.max {
             return Err(TmError::TableFull { max: self.cfg.max });
         }
-        let index = (self.hasher.hash_one(&key) % BUCKETS) as u32;
+        // The low bits name this part of the table.
+        let bucket = (self.hasher.hash_one(&key) % BUCKETS) as u32;
+        let index = bucket - bucket % PARTS as u32 + self.part;
         let tref = loop {
             self.next_label = self.next_label.wrapping_add(1);
             let t = TxRef {
@@ -353,6 +356,7 @@ impl Tm {
         let fr = self.fr_for(invite);
         self.timers.arm(&mut tx.timers, id, Timer::Fr, now + fr);
         self.txs.insert(id, Box::new(tx));
+        self.cfg.live.fetch_add(1, Ordering::Relaxed);
         self.by_key.insert(key, id);
         self.stats.created += 1;
         Ok(tref)

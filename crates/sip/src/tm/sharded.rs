@@ -17,9 +17,10 @@ pub(super) trait ShardKey: std::hash::Hash + Eq {
 }
 
 impl ShardKey for u64 {
-    /// A transaction id: its index is already a hash.
+    /// A transaction id: its index is already a hash, whose low bits name
+    /// the part of the host's table (the same in every id of one part).
     fn shard(&self, _: &RandomState) -> usize {
-        ((self >> 32) as usize) % SHARDS
+        ((self >> 32) as usize / super::PARTS) % SHARDS
     }
 }
 

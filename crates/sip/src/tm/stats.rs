@@ -158,6 +158,71 @@ pub struct TmStats {
 }
 
 impl TmStats {
+    /// Add the counters of another part of the table. Every field is
+    /// named, so a counter added later cannot be forgotten here.
+    pub(crate) fn add(&mut self, o: &TmStats) {
+        let TmStats {
+            live,
+            waiting,
+            suspended,
+            resolving,
+            created,
+            freed,
+            local_replies,
+            relayed,
+            suspended_total,
+            resumed,
+            suspend_timeouts,
+            suspend_wait,
+            timeouts,
+            unresolvable,
+            canceled,
+            absorbed,
+            stateless_replies,
+            branch_replies,
+            finals,
+            replies_local,
+            replies_relayed,
+            requests,
+            replies_received,
+            replies_stateless,
+        } = o;
+        self.live += live;
+        self.waiting += waiting;
+        self.suspended += suspended;
+        self.resolving += resolving;
+        self.created += created;
+        self.freed += freed;
+        self.local_replies += local_replies;
+        self.relayed += relayed;
+        self.suspended_total += suspended_total;
+        self.resumed += resumed;
+        self.suspend_timeouts += suspend_timeouts;
+        for (a, b) in self
+            .suspend_wait
+            .buckets
+            .iter_mut()
+            .zip(suspend_wait.buckets)
+        {
+            *a += b;
+        }
+        self.suspend_wait.sum_ms += suspend_wait.sum_ms;
+        self.suspend_wait.count += suspend_wait.count;
+        self.timeouts += timeouts;
+        self.unresolvable += unresolvable;
+        self.canceled += canceled;
+        self.absorbed += absorbed;
+        self.stateless_replies += stateless_replies;
+        self.branch_replies += branch_replies;
+        let sum = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        sum(&mut self.finals, finals);
+        sum(&mut self.replies_local, replies_local);
+        sum(&mut self.replies_relayed, replies_relayed);
+        sum(&mut self.requests, requests);
+        sum(&mut self.replies_received, replies_received);
+        sum(&mut self.replies_stateless, replies_stateless);
+    }
+
     /// A reply the table generated went upstream.
     pub(crate) fn local_reply(&mut self, code: u16) {
         self.replies_local[class_slot(code)] += 1;
@@ -243,6 +308,25 @@ mod tests {
         assert_eq!(h.buckets[14], 1, "60 s: le 60 s");
         assert_eq!(h.buckets[15], 1, "past 60 s");
         assert_eq!((h.count, h.sum_ms), (6, 120_007));
+    }
+
+    #[test]
+    fn add_sums_every_counter() {
+        let mut a = TmStats {
+            live: 1,
+            created: 2,
+            branch_replies: 3,
+            ..TmStats::default()
+        };
+        a.suspend_wait.observe(3);
+        a.finals[1] = 4;
+        let mut b = a;
+        b.requests[14] = 5;
+        b.add(&a);
+        assert_eq!((b.live, b.created, b.branch_replies), (2, 4, 6));
+        assert_eq!((b.suspend_wait.count, b.suspend_wait.sum_ms), (2, 6));
+        assert_eq!(b.suspend_wait.buckets[2], 2);
+        assert_eq!((b.finals[1], b.requests[14]), (8, 5));
     }
 
     #[test]

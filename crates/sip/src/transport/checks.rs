@@ -160,6 +160,7 @@ mod tests {
         // Invalid, but for the application (registrar, UA) to refuse.
         let app = ["escruri", "baddate", "regbadct"];
         let mut tm = Tm::new(TableConfig {
+            live: Default::default(),
             t1: 500,
             t2: 4000,
             fr: 30_000,

@@ -10,6 +10,7 @@ const UAS: &str = "127.0.0.1:5080";
 
 fn cfg() -> TableConfig {
     TableConfig {
+        live: Default::default(),
         t1: 500,
         t2: 4000,
         fr: 30_000,

@@ -355,3 +355,54 @@ fn reply_headers_and_body_go_into_routed_replies_only() {
     assert_eq!(s[0].1.header("X-Why"), None);
     assert_eq!(s[0].1.body(), b"");
 }
+
+/// The host's table is in parts that share a seed and one count against
+/// `max`: each part's indexes carry its number in their low bits (so
+/// `t_continue`, `tm.reply` and a reply's branch find the part), and a
+/// transaction created in one part counts against the limit in all.
+#[test]
+fn parts_share_the_limit_and_their_indexes_name_the_part() {
+    let mut c = cfg();
+    c.max = 3;
+    let mut parts: Vec<Tm> = (0..PARTS).map(|p| Tm::part(c.clone(), p, 7)).collect();
+    let mut out = Vec::new();
+    let mut refs = Vec::new();
+    for (p, call) in [(1, "a"), (6, "b"), (6, "c")] {
+        let mut r = msg("INVITE", &format!("z9hG4bK{call}"), call, 1, "");
+        let t = parts[p].suspend(&mut r, 0, &mut out).unwrap();
+        assert_eq!(
+            part_of_index(t.index),
+            p,
+            "index {:#x} in part {p}",
+            t.index
+        );
+        assert!(u64::from(t.index) < BUCKETS);
+        refs.push(t);
+    }
+    assert_eq!(
+        parts[3].newtran(&mut msg("INVITE", "z9hG4bKd", "d", 1, ""), 0, &mut out),
+        Err(TmError::TableFull { max: 3 }),
+        "the limit counts the other parts' transactions"
+    );
+    // A relayed branch names its part: the reply is matched there.
+    let mut r = parts[6].resume(refs[1].index, refs[1].label, 1).unwrap();
+    let sent_inv = relayed(&mut parts[6], &mut r, 1);
+    let reply = answer(&sent_inv, 180);
+    assert_eq!(part_of_reply(&reply), Some(6));
+    assert!(parts[6].match_reply(&reply).is_some());
+    // The part forgets its transactions when they end: room again.
+    out.clear();
+    parts[1].shutdown(2, &mut out);
+    // Its 503 goes unacknowledged: given up at Timer H (64*T1), then gone.
+    for now in [40_000, 80_000] {
+        parts[1].on_timer(now, &mut out);
+    }
+    assert_eq!(parts[1].stats().live, 0);
+    parts[3]
+        .newtran(
+            &mut msg("OPTIONS", "z9hG4bKe", "e", 1, ""),
+            80_000,
+            &mut out,
+        )
+        .unwrap();
+}
