@@ -196,7 +196,15 @@ impl Tm {
     }
 
     fn our_via(transport: Transport, sent_by: SocketAddr, branch: BranchId) -> String {
-        format!("SIP/2.0/{} {sent_by};branch={branch}", transport.via_name())
+        use std::fmt::Write;
+        // Sized once: `format!` grows its string by reallocs.
+        let mut via = String::with_capacity(112);
+        let _ = write!(
+            via,
+            "SIP/2.0/{} {sent_by};branch={branch}",
+            transport.via_name()
+        );
+        via
     }
 
     /// An ACK goes on statelessly: its branch only has to be the same for
