@@ -230,8 +230,8 @@ impl SipHandle {
     }
 
     /// Counters of the transaction table and of the host (requests
-    /// received, replies by class). Takes the table lock for a copy of
-    /// its counters: cheap, but not for every message.
+    /// received, replies by class). Takes each part's lock in turn for a
+    /// copy of its counters: cheap, but not for every message.
     pub fn stats(&self) -> TmStats {
         let mut stats = TmStats::default();
         for part in 0..self.shared.tm.len() {
