@@ -777,6 +777,12 @@ class Runner:
         res["gen_cpu_us_per_req"] = round(res["gen_cpu_s"] * 1e6 / served, 1) if served else None
         res["pass"] = bool(ok)
         res["attempt"] = attempt
+        was_stolen = stolen(res["steal_s"], res["wall_s"])
+        # A run the host slowed (or another session's CPU spoiled) is redone,
+        # and the redone one is left out of the tables (kept in runs.jsonl).
+        redo = ((res["contaminated"] and attempt < a.retries)
+                or (was_stolen and attempt < a.steal_retries))
+        res["redone"] = redo
         self.record(res)
         cs = " ".join(f"{c.get('name')}:{c.get('frames', c.get('events'))}bad={c.get('bad')}" for c in cl[:8])
         if len(cl) > 8:
@@ -791,10 +797,13 @@ class Runner:
               f"[{cs}] pss={sampler.max_pss}kB cpu={res['server_cpu_s']}s "
               f"({res['server_cpu_us_per_req']} us/req; gen {res['gen_cpu_us_per_req']} us/req) "
               f"udp_drops={res['udp_rcvbuf_errors']} foreign={res['foreign_cpu_s']}s niced={res['foreign_niced_cpu_s']}s steal={res['steal_s']}s"
-              f"{' STOLEN' if stolen(res['steal_s'], res['wall_s']) else ''}"
+              f"{' STOLEN' if was_stolen else ''}"
               f"{' CONTAMINATED' if res['contaminated'] else ''}",
               flush=True)
-        if res["contaminated"] and attempt < a.retries:
+        if redo:
+            if was_stolen:
+                print(f"  (stolen run: once more after {a.steal_pause:g} s)", flush=True)
+                time.sleep(a.steal_pause)
             return self.run_once(server, kind, rate, clients, tag, attempt + 1)
         return res
 
@@ -922,7 +931,8 @@ def summarize(all_runs, meta, outdir):
     S = {"meta": meta, "figures": {}}
     by = {}
     for r in all_runs:
-        by.setdefault((r["tag"], r["server"]), []).append(r)
+        if not r.get("redone"):
+            by.setdefault((r["tag"], r["server"]), []).append(r)
     lines = []
     out = lines.append
     out(f"Run {meta['stamp']} on {meta['machine']}; {meta['kamailio']} vs {meta['evapi']}; "
@@ -1099,9 +1109,12 @@ def summarize(all_runs, meta, outdir):
         f"{div(e['net_bytes_per_dialog'], k['net_bytes_per_dialog'])} |")
     nrun = len(all_runs)
     ncont = sum(r["contaminated"] for r in all_runs)
+    nredone = sum(bool(r.get("redone")) for r in all_runs)
     out("")
-    out(f"Runs: {nrun}, flagged contaminated by other sessions' CPU: {ncont} (redone up to {meta['retries']} times; "
-        f"the tables use every run, flagged or not; a rate passes when more than half of its runs passed).")
+    out(f"Runs: {nrun}, flagged contaminated by other sessions' CPU: {ncont} (redone up to {meta['retries']} times); "
+        f"redone because contaminated or stolen (up to {meta.get('steal_retries', 0)} times, after "
+        f"{meta.get('steal_pause', 0):g} s): {nredone}, left out of the tables; the tables use every other run, "
+        f"flagged or not; a rate passes when more than half of its runs passed.")
     line = steal_line(all_runs)
     if line:
         out(line)
@@ -1246,6 +1259,11 @@ def main():
     ap.add_argument("--fanout-clients", default="1,8,64")
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
     ap.add_argument("--retries", type=int, default=1, help="redo a contaminated run at most this often")
+    ap.add_argument("--steal-retries", type=int, default=2,
+                    help="redo a run the hypervisor slowed (steal above 10 %% of the CPUs' time) at most this "
+                         "often; the redone run is left out of the tables (0: keep stolen runs, marked)")
+    ap.add_argument("--steal-pause", type=float, default=20,
+                    help="seconds to wait before redoing a stolen run (the host's bursts last minutes)")
     ap.add_argument("--evapi-http", choices=["on", "off", "none"], default="on",
                     help="our admin HTTP listener: on (127.0.0.1:HTTP_PORT, 19060), off "
                          "([http] enabled = false), none (no [http] section: a binary from before it)")
@@ -1257,6 +1275,9 @@ def main():
     ap.add_argument("--out", help="results folder (default bench/results/<stamp>)")
     ap.add_argument("--resummarize", help="only rebuild tables and plot from this results folder")
     a = ap.parse_args()
+    # The servers run in their own folders: a relative binary path would
+    # name nothing there.
+    a.evapi_bin = os.path.abspath(a.evapi_bin)
     if a.resummarize:
         runs = [json.loads(l) for l in open(os.path.join(a.resummarize, "runs.jsonl"))]
         meta = json.load(open(os.path.join(a.resummarize, "meta.json")))
@@ -1280,6 +1301,7 @@ def main():
     cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
     mem_gb = int(open("/proc/meminfo").readline().split()[1]) / 1024 / 1024
     meta = {"stamp": stamp, "duration": a.duration, "repeat": a.repeat, "retries": a.retries,
+            "steal_retries": a.steal_retries, "steal_pause": a.steal_pause,
             "machine": f"{len(cpu)} x {cpu[0] if cpu else '?'}, {mem_gb:.0f} GiB, Linux {os.uname().release}",
             "kamailio": Kamailio(a).version(), "evapi": Evapi(a).version(),
             "sipp": sh(["sipp", "-v"]).stdout.strip().splitlines()[0] if shutil.which("sipp") else "?",
