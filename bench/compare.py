@@ -19,7 +19,7 @@ invocation, with the same SIPp scenarios and the same evapi clients:
     (fuzzers) are counted apart ("niced"), not as contamination.
 
 Figures: (1) stateless baseline, (2) relay to 1/4/8 clients, (3) async
-round trip with SIPp, (4) latency with async_probe.py at 100/1000/2000
+round trip with SIPp, (4) latency with the probe (probe.c, or async_probe.py with --tools python) at 100/1000/2000
 calls/s, (5) memory (PSS of all processes) at each rate, (6) event-socket
 fan-out alone to 1/8/64 clients, (7) "basic": Kamailio's example KEMI Lua
 script, unchanged, on both (bench/basic.py: register, record-routed calls),
@@ -544,6 +544,17 @@ def parse_rtt(dirpath):
             "max_ms": vals[-1]}
 
 
+def c_tool(name):
+    """bench/build/NAME, compiled from bench/common/NAME.c when missing or
+    older than its source (compare.sh does the same before it starts)."""
+    src = os.path.join(COMMON, name + ".c")
+    exe = os.path.join(HERE, "build", name)
+    if not os.path.exists(exe) or os.path.getmtime(src) > os.path.getmtime(exe):
+        os.makedirs(os.path.dirname(exe), exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", exe, src], check=True)
+    return exe
+
+
 def parse_client(o):
     d = {"name": o.split()[0] if o else "?"}
     for kv in o.split()[1:]:
@@ -617,8 +628,11 @@ class Runner:
                 uas = basic.start_uas(rdir, int(rate * a.duration), a.duration, uas_port)
             for i in range(clients):
                 if kind in ("relay", "fanout"):
-                    cmd = [os.path.join(HERE, "build", "counter"), "-p", str(EVAPI_PORT), "-i", "2",
+                    cmd = [c_tool("counter"), "-p", str(EVAPI_PORT), "-i", "2",
                            "-t", str(a.duration + 120), "-n", f"c{i}"]
+                elif a.tools == "c":
+                    cmd = [c_tool("responder"), "-p", str(EVAPI_PORT), "-i", "2",
+                           "-t", str(a.duration + 90), "-n", f"resp{i}"]
                 else:
                     cmd = [sys.executable, os.path.join(COMMON, "responder.py"), "--port", str(EVAPI_PORT),
                            "--idle", "2", "--max-seconds", str(a.duration + 90), "--name", f"resp{i}"]
@@ -645,7 +659,10 @@ class Runner:
                 ncalls = rate
             else:
                 ncalls = int(rate * a.duration)
-                if kind == "probe":
+                if kind == "probe" and a.tools == "c":
+                    cmd = [c_tool("probe"), "-r", str(rate), "-c", str(ncalls), "-p", str(SIP_PORT),
+                           "-l", str(SIPP_PORT), "-t", "5"]
+                elif kind == "probe":
                     cmd = [sys.executable, os.path.join(COMMON, "async_probe.py"), "--rate", str(rate),
                            "--count", str(ncalls), "--port", str(SIP_PORT), "--local-port", str(SIPP_PORT),
                            "--timeout", "5"]
@@ -986,7 +1003,7 @@ def summarize(all_runs, meta, outdir):
             f"{k['next']} | {e['next']} |")
     out("")
     # latency
-    out("| (4) latency, async_probe.py | Kamailio p50 / p90 / p99 / max ms | evapi p50 / p90 / p99 / max ms | "
+    out(f"| (4) latency, {'probe.c' if meta.get('tools', 'python') == 'c' else 'async_probe.py'} | Kamailio p50 / p90 / p99 / max ms | evapi p50 / p90 / p99 / max ms | "
         "p99 ratio (K / e) | Kamailio CPU µs/call | evapi CPU µs/call | lost (K / e) |")
     out("|---|---|---|---|---|---|---|")
     S["figures"]["probe"] = {}
@@ -1153,7 +1170,7 @@ def plot(S, path):
                           marker="o", color=col[srv], label=f"{srv} {p[:3]}")
     ax[0][1].set_xlabel("calls/s")
     ax[0][1].set_ylabel("INVITE→final reply, µs")
-    ax[0][1].set_title("(4) async round-trip latency (async_probe.py)")
+    ax[0][1].set_title("(4) async round-trip latency (probe)")
     ax[0][1].legend()
     mem = F.get("memory_async", {})
     for srv in ("kamailio", "evapi"):
@@ -1259,6 +1276,11 @@ def main():
     ap.add_argument("--fanout-clients", default="1,8,64")
     ap.add_argument("--quiet-wait", type=float, default=45, help="max s to wait for other sessions to be quiet")
     ap.add_argument("--retries", type=int, default=1, help="redo a contaminated run at most this often")
+    ap.add_argument("--tools", choices=["c", "python"], default="c",
+                    help="the latency probe and the evapi responder (async and probe rows): c "
+                         "(bench/common/probe.c and responder.c, built into bench/build/) or python "
+                         "(async_probe.py and responder.py, as in runs before 2026-12-02, whose own "
+                         "asyncio loops add ~0.6 ms to the probe's p50 on this box)")
     ap.add_argument("--steal-retries", type=int, default=2,
                     help="redo a run the hypervisor slowed (steal above 10 %% of the CPUs' time) at most this "
                          "often; the redone run is left out of the tables (0: keep stolen runs, marked)")
@@ -1301,7 +1323,7 @@ def main():
     cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
     mem_gb = int(open("/proc/meminfo").readline().split()[1]) / 1024 / 1024
     meta = {"stamp": stamp, "duration": a.duration, "repeat": a.repeat, "retries": a.retries,
-            "steal_retries": a.steal_retries, "steal_pause": a.steal_pause,
+            "steal_retries": a.steal_retries, "steal_pause": a.steal_pause, "tools": a.tools,
             "machine": f"{len(cpu)} x {cpu[0] if cpu else '?'}, {mem_gb:.0f} GiB, Linux {os.uname().release}",
             "kamailio": Kamailio(a).version(), "evapi": Evapi(a).version(),
             "sipp": sh(["sipp", "-v"]).stdout.strip().splitlines()[0] if shutil.which("sipp") else "?",

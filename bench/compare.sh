@@ -21,7 +21,8 @@
 #   kamailio kamailio-extra-modules kamailio-json-modules   (Kamailio 5.6.3 with evapi, jansson)
 #   kamailio-lua-modules                                    (app_lua, for the basic row)
 #   sip-tester                                              (SIPp)
-#   gcc libc6-dev python3                                   (the frame counter, the clients)
+#   gcc libc6-dev python3                                   (the frame counter, the C probe and
+#                                                           # responder, the Python clients)
 #   python3-matplotlib or `pip install matplotlib`          (the plot; optional)
 # and a Rust toolchain (our binary is built in release into target-bench/,
 # unless EVAPI_BIN names one). Ports (127.0.0.1 only): SIP_PORT (15060),
@@ -89,9 +90,11 @@ python3 -c 'import matplotlib' 2>/dev/null || \
   echo "note: python3 matplotlib not found (apt-get install python3-matplotlib, or pip install matplotlib): no plot" >&2
 
 mkdir -p "$HERE/build"
-if [ ! -x "$HERE/build/counter" ] || [ "$HERE/common/counter.c" -nt "$HERE/build/counter" ]; then
-  cc -O2 -Wall -o "$HERE/build/counter" "$HERE/common/counter.c"
-fi
+for tool in counter responder probe; do
+  if [ ! -x "$HERE/build/$tool" ] || [ "$HERE/common/$tool.c" -nt "$HERE/build/$tool" ]; then
+    cc -O2 -Wall -o "$HERE/build/$tool" "$HERE/common/$tool.c"
+  fi
+done
 if [ -z "${EVAPI_BIN:-}" ]; then
   echo "building evapi (release, target-bench/) ..." >&2
   (cd "$REPO" && CARGO_TARGET_DIR="$REPO/target-bench" cargo build --release -q -p evapi-cli)
