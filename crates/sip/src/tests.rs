@@ -396,3 +396,34 @@ fn build_cancel_and_ack() {
     assert!(resp.cancel().is_err());
     assert!(sent.ack(&sent).is_err());
 }
+
+/// The top Via is parsed once and kept as offsets: a second read, and a
+/// clone's, give the same parts; one that does not parse fails every time.
+#[test]
+fn top_via_read_again_is_the_same() {
+    let m = parse(
+        b"INVITE sip:a@b SIP/2.0\r\nVia: SIP / 2.0 / UDP [::1]:5070 ;rport=9;branch=z9hG4bKx;received=10.0.0.1, SIP/2.0/TCP h\r\nCall-ID: c\r\n\r\n",
+    );
+    let first = m.top_via().unwrap();
+    let again = m.top_via().unwrap();
+    let clone = m.clone();
+    for v in [&again, &clone.top_via().unwrap()] {
+        assert_eq!(v.raw, first.raw);
+        assert_eq!(
+            (v.protocol, v.version, v.transport, v.host),
+            (&b"SIP"[..], &b"2.0"[..], &b"UDP"[..], &b"[::1]"[..])
+        );
+        assert_eq!((v.port, v.rport), (Some(5070), Some(Some(9))));
+        assert_eq!(
+            (v.branch, v.received),
+            (Some(&b"z9hG4bKx"[..]), Some(&b"10.0.0.1"[..]))
+        );
+        assert_eq!(v.params().count(), first.params().count());
+    }
+    let bad = parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP\r\nCall-ID: c\r\n\r\n");
+    assert!(bad.top_via().is_err());
+    assert!(
+        bad.top_via().is_err(),
+        "a Via that failed is not kept as good"
+    );
+}

@@ -214,6 +214,65 @@ impl<'a> Via<'a> {
     pub fn params(&self) -> Params<'a> {
         self.params.map_or_else(Params::empty, Params::new)
     }
+
+    /// Its parts as offsets into `base`, the buffer every slice of it is
+    /// in (a message keeps its top Via this way, parsed once); `None` when
+    /// it was not parsed from `base`.
+    pub(crate) fn spans(&self, base: &[u8]) -> Option<ViaSpans> {
+        let start = (self.raw.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        if start + self.raw.len() > base.len() {
+            return None;
+        }
+        // Every other part is inside `raw`.
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base.as_ptr() as usize;
+            (start, start + s.len())
+        };
+        Some(ViaSpans {
+            protocol: at(self.protocol),
+            version: at(self.version),
+            transport: at(self.transport),
+            host: at(self.host),
+            port: self.port,
+            branch: self.branch.map(at),
+            rport: self.rport,
+            received: self.received.map(at),
+            raw: at(self.raw),
+            params: self.params.map(at),
+        })
+    }
+
+    /// The Via whose parts `spans` gives, in `base`.
+    pub(crate) fn from_spans(base: &'a [u8], s: &ViaSpans) -> Via<'a> {
+        let get = |(a, b): (usize, usize)| &base[a..b];
+        Via {
+            protocol: get(s.protocol),
+            version: get(s.version),
+            transport: get(s.transport),
+            host: get(s.host),
+            port: s.port,
+            branch: s.branch.map(get),
+            rport: s.rport,
+            received: s.received.map(get),
+            raw: get(s.raw),
+            params: s.params.map(get),
+        }
+    }
+}
+
+/// A [`Via`] as offsets into its buffer: see [`Via::spans`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaSpans {
+    protocol: (usize, usize),
+    version: (usize, usize),
+    transport: (usize, usize),
+    host: (usize, usize),
+    port: Option<u16>,
+    branch: Option<(usize, usize)>,
+    rport: Option<Option<u16>>,
+    received: Option<(usize, usize)>,
+    raw: (usize, usize),
+    params: Option<(usize, usize)>,
 }
 
 /// A From, To, Contact or Route value: `[display] <uri> ;params` or

@@ -173,6 +173,9 @@ pub struct SipMessage {
     first: [u32; KNOWN],
     pub(crate) body: Span,
     content_length: Option<u64>,
+    /// The top Via, once parsed (`None` inside: it did not parse): the
+    /// host and the transaction layer read it several times per message.
+    top_via: std::sync::OnceLock<Option<crate::values::ViaSpans>>,
 }
 
 impl SipMessage {
@@ -230,6 +233,7 @@ impl SipMessage {
             body: Span::new(body_start, body_end),
             content_length,
             buf,
+            top_via: std::sync::OnceLock::new(),
         })
     }
 
@@ -372,10 +376,17 @@ impl SipMessage {
 
     /// The top Via: the first value of the first Via row.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        if let Some(Some(s)) = self.top_via.get() {
+            return Ok(Via::from_spans(&self.buf, s));
+        }
         let v = self
             .header_of(HeaderName::Via)
             .ok_or(ParseError::MissingHeader("Via"))?;
-        Via::parse(first_element(v))
+        let via = Via::parse(first_element(v));
+        let _ = self
+            .top_via
+            .set(via.as_ref().ok().and_then(|v| v.spans(&self.buf)));
+        via
     }
 
     /// Every Via value, top first; rows holding several comma-separated
