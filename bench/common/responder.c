@@ -5,7 +5,8 @@
  * latency probe would count against the server).
  *
  * For every netstring event {"event":"invite","tindex":N,"tlabel":N,...}
- * it sends back {"tindex":N,"tlabel":N,"action":"reply"} as a netstring;
+ * (N bare or quoted) it sends back {"tindex":N,"tlabel":N,"action":"reply"}
+ * as a netstring, each N as it came;
  * the replies to the events of one read go out in one write.
  *
  * build: cc -O2 -o responder responder.c
@@ -41,8 +42,10 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* The whole number after `"key":` in p[0..n), or -1. */
-static long long field(const char *p, size_t n, const char *key)
+/* The value after `"key":` in p[0..n) when it is a whole number, bare
+ * or quoted (the bench scripts quote theirs), copied as written into out
+ * (so the answer carries it back in the same form); its length, or -1. */
+static int field(const char *p, size_t n, const char *key, char *out, size_t cap)
 {
 	size_t kl = strlen(key);
 	for (size_t i = 0; i + kl < n; i++) {
@@ -51,12 +54,17 @@ static long long field(const char *p, size_t n, const char *key)
 		size_t j = i + kl;
 		while (j < n && p[j] == ' ')
 			j++;
-		if (j >= n || p[j] < '0' || p[j] > '9')
-			return -1;
-		long long v = 0;
+		size_t start = j;
+		int quoted = j < n && p[j] == '"';
+		j += quoted;
+		size_t d = j;
 		while (j < n && p[j] >= '0' && p[j] <= '9')
-			v = v * 10 + (p[j++] - '0');
-		return v;
+			j++;
+		if (j == d || (quoted && (j >= n || p[j++] != '"')) || j - start >= cap)
+			return -1;
+		memcpy(out, p + start, j - start);
+		out[j - start] = 0;
+		return (int)(j - start);
 	}
 	return -1;
 }
@@ -168,13 +176,13 @@ int main(int argc, char **argv)
 				pos = have;
 				break;
 			}
-			long long ti = field(buf + i + 1, len, "\"tindex\":");
-			long long tl = field(buf + i + 1, len, "\"tlabel\":");
-			if (ti < 0 || tl < 0) {
+			char ti[32], tl[32];
+			if (field(buf + i + 1, len, "\"tindex\":", ti, sizeof(ti)) < 0 ||
+			    field(buf + i + 1, len, "\"tlabel\":", tl, sizeof(tl)) < 0) {
 				bad++;
 			} else {
 				char rep[128];
-				int rl = snprintf(rep, sizeof(rep), "{\"tindex\":%lld,\"tlabel\":%lld,\"action\":\"reply\"}", ti, tl);
+				int rl = snprintf(rep, sizeof(rep), "{\"tindex\":%s,\"tlabel\":%s,\"action\":\"reply\"}", ti, tl);
 				if (olen + (size_t)rl + 16 < BUFSZ) {
 					olen += (size_t)sprintf(out + olen, "%d:%s,", rl, rep);
 					nrep++;
