@@ -795,10 +795,12 @@ class Runner:
         res["pass"] = bool(ok)
         res["attempt"] = attempt
         was_stolen = stolen(res["steal_s"], res["wall_s"])
-        # A run the host slowed (or another session's CPU spoiled) is redone,
-        # and the redone one is left out of the tables (kept in runs.jsonl).
+        # A run another session's CPU spoiled is redone; so is one the host
+        # slowed, when that failed it (a rate passed under steal passed) or
+        # when it measured latency. The redone one is left out of the
+        # tables (kept in runs.jsonl).
         redo = ((res["contaminated"] and attempt < a.retries)
-                or (was_stolen and attempt < a.steal_retries))
+                or (was_stolen and (not ok or kind == "probe") and attempt < a.steal_retries))
         res["redone"] = redo
         self.record(res)
         cs = " ".join(f"{c.get('name')}:{c.get('frames', c.get('events'))}bad={c.get('bad')}" for c in cl[:8])
@@ -1282,8 +1284,9 @@ def main():
                          "(async_probe.py and responder.py, as in runs before 2026-12-02, whose own "
                          "asyncio loops add ~0.6 ms to the probe's p50 on this box)")
     ap.add_argument("--steal-retries", type=int, default=2,
-                    help="redo a run the hypervisor slowed (steal above 10 %% of the CPUs' time) at most this "
-                         "often; the redone run is left out of the tables (0: keep stolen runs, marked)")
+                    help="redo a run the hypervisor slowed (steal above 10 %% of the CPUs' time) that failed its "
+                         "rate, or measured latency, at most this often; the redone run is left out of the "
+                         "tables (0: keep stolen runs, marked)")
     ap.add_argument("--steal-pause", type=float, default=20,
                     help="seconds to wait before redoing a stolen run (the host's bursts last minutes)")
     ap.add_argument("--evapi-http", choices=["on", "off", "none"], default="on",

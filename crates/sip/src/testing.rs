@@ -53,6 +53,17 @@ impl Agent {
         })
     }
 
+    /// A UDP agent bound to `bind` whose socket asks for a receive buffer
+    /// of `bytes` (the kernel caps it at `net.core.rmem_max`): for tests
+    /// whose replies come in bursts the agent must not lose.
+    pub fn udp_with_buffer(bind: &str, bytes: usize) -> io::Result<Agent> {
+        let agent = Agent::udp(bind)?;
+        if let Sock::Udp(s) = &agent.sock {
+            socket2::SockRef::from(s).set_recv_buffer_size(bytes)?;
+        }
+        Ok(agent)
+    }
+
     /// A TCP agent connected to `server` (a UAC talking to the host).
     pub fn tcp(server: SocketAddr) -> io::Result<Agent> {
         let s = TcpStream::connect(server)?;
