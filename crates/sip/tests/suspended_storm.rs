@@ -63,6 +63,7 @@ async fn thousands_of_suspended_transactions_end_by_timer() {
         .unwrap()
         .1;
     let handle = host.handle();
+    let seen = handle.clone();
     let result = tokio::task::spawn_blocking(move || {
         // 2,000 408s and their retransmissions arrive in bursts (the
         // table's timers tick every 10 ms). Once in CI (2026-12-02) 9 of
@@ -106,9 +107,11 @@ async fn thousands_of_suspended_transactions_end_by_timer() {
         while finals.len() < CALLS {
             assert!(
                 Instant::now() < deadline,
-                "{} of {CALLS} got their 408 (UDP receive-buffer drops on this host meanwhile: {})",
+                "{} of {CALLS} got their 408 (UDP receive-buffer drops on this host meanwhile: {}; \
+                 the table: {:?})",
                 finals.len(),
-                udp_rcvbuf_errors().saturating_sub(drops0)
+                udp_rcvbuf_errors().saturating_sub(drops0),
+                seen.stats()
             );
             if let Some((m, _)) = agent.recv(Duration::from_secs(5)) {
                 if m.status() == Some(408) {
