@@ -546,7 +546,7 @@ def parse_rtt(dirpath):
 
 def c_tool(name):
     """bench/build/NAME, compiled from bench/common/NAME.c when missing or
-    older than its source (compare.sh does the same before it starts)."""
+    older than its source."""
     src = os.path.join(COMMON, name + ".c")
     exe = os.path.join(HERE, "build", name)
     if not os.path.exists(exe) or os.path.getmtime(src) > os.path.getmtime(exe):

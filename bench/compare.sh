@@ -89,12 +89,8 @@ esac
 python3 -c 'import matplotlib' 2>/dev/null || \
   echo "note: python3 matplotlib not found (apt-get install python3-matplotlib, or pip install matplotlib): no plot" >&2
 
-mkdir -p "$HERE/build"
-for tool in counter responder probe; do
-  if [ ! -x "$HERE/build/$tool" ] || [ "$HERE/common/$tool.c" -nt "$HERE/build/$tool" ]; then
-    cc -O2 -Wall -o "$HERE/build/$tool" "$HERE/common/$tool.c"
-  fi
-done
+# The C clients (counter, probe, responder) are built by compare.py when
+# missing or older than their source (c_tool), into bench/build/.
 if [ -z "${EVAPI_BIN:-}" ]; then
   echo "building evapi (release, target-bench/) ..." >&2
   (cd "$REPO" && CARGO_TARGET_DIR="$REPO/target-bench" cargo build --release -q -p evapi-cli)
