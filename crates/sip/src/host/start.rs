@@ -65,8 +65,7 @@ impl SipHost {
             myself: Myself::new(addrs.clone(), &sip.alias),
         };
         // Every part writes the same seed in its branches and tags.
-        let seed =
-            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0xc0ffee_u64) as u32;
+        let seed = Tm::random_seed();
         let tm = (0..PARTS)
             .map(|part| Mutex::new(Tm::part(table.clone(), part, seed)))
             .collect();

@@ -203,9 +203,14 @@ impl Tm {
     /// A whole table (part 0 of one).
     #[cfg(test)]
     pub(crate) fn new(cfg: TableConfig) -> Tm {
+        Tm::part(cfg, 0, Tm::random_seed())
+    }
+
+    /// A random seed for a host's branches and To tags, shared by all the
+    /// parts of its table (and its dialog table's BYEs).
+    pub(crate) fn random_seed() -> u32 {
         use std::hash::BuildHasher;
-        let seed = RandomState::new().hash_one(0xc0ffee_u64) as u32;
-        Tm::part(cfg, 0, seed)
+        RandomState::new().hash_one(0xc0ffee_u64) as u32
     }
 
     /// Part `part` of a host's table; every part has the host's `seed`.
