@@ -25,7 +25,9 @@ use tracing::info;
 /// signal on.
 pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let started = core_rpc::Started::now();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(loaded.file.sip.io_threads(cpus))
         .thread_name("evapi-io")
         .enable_all()
         .build()

@@ -461,3 +461,27 @@ fn tap_raw_mode() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "echo:raw hello\n");
 }
+
+/// The I/O runtime's threads (named `evapi-io`) of a running server.
+fn io_threads(ev: &Evapi) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", ev.pid())).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "evapi-io")
+        .count()
+}
+
+/// `[sip] io_threads` sets the I/O runtime's threads; 0, the default, is
+/// one per four CPUs and at least one.
+#[test]
+fn io_threads_sets_the_runtime_threads() {
+    let script = "function ksr_request_route() end\nfunction ksr_evapi_event() end\n";
+    let three = config("").replace("children = 2", "children = 2\nio_threads = 3");
+    let mut ev = Evapi::start(&three, script);
+    assert_eq!(io_threads(&ev), 3);
+    ev.terminate();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let mut ev = Evapi::start(&config(""), script);
+    assert_eq!(io_threads(&ev), (cpus / 4).max(1));
+    ev.terminate();
+}

@@ -78,6 +78,10 @@ pub struct SipConfig {
     /// Router threads (`sip-child-N`), 1 to 1024; each reads the UDP
     /// sockets itself.
     pub children: usize,
+    /// Threads of the I/O runtime (`evapi-io`), 0 to 256: TCP, the event
+    /// socket's clients, HTTP, NATS and the timers; 0 (the default) picks
+    /// one per four CPUs, at least one (see [`SipConfig::io_threads`]).
+    pub io_threads: usize,
     /// Most transactions held at once (at least 1); beyond it new ones are
     /// refused (the router can answer 503 statelessly), so a flood cannot
     /// take all memory.
@@ -137,6 +141,7 @@ impl Default for SipConfig {
         SipConfig {
             listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
             children: 4,
+            io_threads: 0,
             max_transactions: 500_000,
             max_message_size: 65_535,
             udp_recv_buffer: 1 << 20,
@@ -158,6 +163,21 @@ impl Default for SipConfig {
 }
 
 impl SipConfig {
+    /// The I/O runtime's thread count: `io_threads`, or for 0 one per four
+    /// of the `cpus` this process may use, at least one. Why so few: those
+    /// threads mostly wait; routing runs on the `children`. Measured on two
+    /// CPUs (BENCHMARKS.md, "One I/O thread, and events written at once"),
+    /// one I/O thread against two cost 7–20 % less CPU per relayed or
+    /// async request and fanned out 1.6–3× the frames: every wake-up of an
+    /// idle runtime thread on a busy box also woke a second one to look for
+    /// work, and the threads crowded the router threads off the CPUs.
+    pub fn io_threads(&self, cpus: usize) -> usize {
+        match self.io_threads {
+            0 => (cpus / 4).max(1),
+            n => n,
+        }
+    }
+
     /// Check every key of `[sip]` without binding anything: each `listen`
     /// entry parses and each number is in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -176,6 +196,13 @@ impl SipConfig {
         }
         if !(1..=1024).contains(&self.children) {
             return bad("children", &self.children, "must be 1 to 1024");
+        }
+        if self.io_threads > 256 {
+            return bad(
+                "io_threads",
+                &self.io_threads,
+                "must be 0 (one per four CPUs) to 256",
+            );
         }
         if self.max_transactions == 0 {
             return bad("max_transactions", &0, "must be at least 1");

@@ -62,6 +62,13 @@ fn sip_bounds_name_section_key_and_value() {
         ),
         (
             SipConfig {
+                io_threads: 257,
+                ..d()
+            },
+            "[sip] io_threads = 257: must be 0 (one per four CPUs) to 256",
+        ),
+        (
+            SipConfig {
                 max_message_size: 511,
                 ..d()
             },
@@ -258,4 +265,19 @@ fn dns_server_entries() {
     assert_eq!(s.dns_timeout_ms, 250);
     assert_eq!(s.dns_servers, ["127.0.0.1:5353"]);
     assert_eq!(SipConfig::default().dns_timeout_ms, 3_000);
+}
+
+#[test]
+fn io_threads_default_to_one_per_four_cpus() {
+    let d = SipConfig::default();
+    assert_eq!(d.io_threads, 0);
+    for (cpus, want) in [(1, 1), (2, 1), (4, 1), (8, 2), (64, 16)] {
+        assert_eq!(d.io_threads(cpus), want, "{cpus} CPUs");
+    }
+    let three = SipConfig {
+        io_threads: 3,
+        ..SipConfig::default()
+    };
+    assert_eq!(three.io_threads(64), 3, "a number given is kept");
+    assert!(three.validate().is_ok());
 }
