@@ -11,6 +11,7 @@ use crate::registry::Client;
 use futures_util::StreamExt;
 use lograte::warn_limited;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,8 +106,8 @@ pub(crate) async fn admit(
             _ = stopped => None,
         };
         drop(pending);
-        if let Some((client, frames, wr)) = admitted {
-            serve(shared, client, frames, wr, senders).await;
+        if let Some((client, frames, wr, fd)) = admitted {
+            serve(shared, client, frames, wr, senders, fd).await;
         }
         return;
     };
@@ -130,16 +131,18 @@ pub(crate) async fn admit(
         _ = stopped => None,
     };
     drop(pending);
-    if let Some((client, frames, wr)) = admitted {
-        serve(shared, client, frames, wr, senders).await;
+    if let Some((client, frames, wr, fd)) = admitted {
+        serve(shared, client, frames, wr, senders, fd).await;
     }
 }
 
-/// A client ready to serve: its slot, its reader, its writer half.
+/// A client ready to serve: its slot, its reader, its writer half, and
+/// its socket when relays may write to it at once (plain TCP).
 type Admitted<S> = (
     Arc<Client>,
     FramedRead<<S as SplitStream>::Read, FrameCodec>,
     <S as SplitStream>::Write,
+    Option<RawFd>,
 );
 
 /// A client's stream, split into halves for its reader and its writer:
@@ -149,6 +152,8 @@ trait SplitStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Read: AsyncRead + Unpin + Send;
     type Write: AsyncWrite + Unpin + Send;
     fn halves(self) -> (Self::Read, Self::Write);
+    /// The socket, when its bytes go on the wire as written (not TLS).
+    fn plain_socket(&self) -> Option<RawFd>;
 }
 
 impl SplitStream for TcpStream {
@@ -156,6 +161,9 @@ impl SplitStream for TcpStream {
     type Write = tokio::net::tcp::OwnedWriteHalf;
     fn halves(self) -> (Self::Read, Self::Write) {
         self.into_split()
+    }
+    fn plain_socket(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
     }
 }
 
@@ -165,6 +173,9 @@ impl SplitStream for tokio_rustls::server::TlsStream<TcpStream> {
     fn halves(self) -> (Self::Read, Self::Write) {
         tokio::io::split(self)
     }
+    fn plain_socket(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// Wait for `auth_token` when one is set, then claim a slot.
@@ -173,6 +184,7 @@ async fn authenticate<S: SplitStream>(
     stream: S,
     peer: SocketAddr,
 ) -> Option<Admitted<S>> {
+    let fd = stream.plain_socket();
     let (rd, wr) = stream.halves();
     let mut frames = framed(shared, rd);
     if shared.config.auth_enabled() {
@@ -200,5 +212,5 @@ async fn authenticate<S: SplitStream>(
         }
     }
     // The same reader goes on: bytes that came after the token are in it.
-    claim_slot(shared, peer).map(|client| (client, frames, wr))
+    claim_slot(shared, peer).map(|client| (client, frames, wr, fd))
 }

@@ -10,6 +10,7 @@ use crate::registry::{Client, CloseReason, InFlight};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lograte::{error_limited, warn_limited};
+use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,18 +37,29 @@ pub(crate) struct Senders {
 }
 
 /// Run one client's connection: connection-new, then reading and writing
-/// until it ends, then connection-closed.
+/// until it ends, then connection-closed. `direct` is the socket of a
+/// plain TCP client (not TLS), which relays may write to at once while
+/// this runs (see `Outbox::deliver`).
 pub(crate) async fn serve<R, W>(
     shared: Arc<Shared>,
     client: Arc<Client>,
     mut frames: FramedRead<R, FrameCodec>,
     wr: W,
     senders: Senders,
+    direct: Option<RawFd>,
 ) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
     let mut writer = Writer::new(wr);
+    // Declared after the writer, so dropped before it (locals drop in
+    // reverse order), however this ends: the socket is forgotten before
+    // it can close. (The parameters, the read half among them, drop
+    // after every local.)
+    let _forget = direct.map(|fd| {
+        client.outbox.write_directly(fd);
+        ForgetSocket(client.clone())
+    });
 
     // connection-new runs before anything of the client is read.
     let (done_tx, done_rx) = oneshot::channel();
@@ -123,6 +135,15 @@ pub(crate) async fn serve<R, W>(
         .dispatch
         .send_async(Dispatch::Closed(client, reason))
         .await;
+}
+
+/// Forgets a client's socket for direct writes when dropped.
+struct ForgetSocket(Arc<Client>);
+
+impl Drop for ForgetSocket {
+    fn drop(&mut self) {
+        self.0.outbox.forget_socket();
+    }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a relay was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -305,20 +305,30 @@ impl EvapiHandle {
         };
         let frame = Frame::new(data, shared.config.netstring_format == 1, pending);
         let log = crate::frame_log::enabled();
-        let deliver = |client: &Client| match client.outbox.push(&frame) {
-            Push::Queued => {
-                if log {
-                    crate::frame_log::queued(client, data);
-                }
-                true
-            }
-            Push::Closed => false,
-            Push::Overflow => {
-                client.request_close(CloseReason::QueueLimit(shared.config.client_queue_limit));
-                false
-            }
-        };
+        let now = Instant::now();
         let registry = shared.registry();
+        // A relay to one client may be written to its socket at once (see
+        // `Outbox::deliver`); one to several is queued for their writers,
+        // so the relaying thread never makes a system call per recipient.
+        let alone = match (tag, pick) {
+            (None, _) => registry.count() == 1,
+            (Some(_), Pick::First | Pick::RoundRobin) => true,
+            (Some(tag), Pick::All) => registry.tag_count(tag) == 1,
+        };
+        let deliver =
+            |client: &Client| match client.outbox.deliver(&frame, now, alone, &shared.counters) {
+                Push::Queued => {
+                    if log {
+                        crate::frame_log::queued(client, data);
+                    }
+                    true
+                }
+                Push::Closed => false,
+                Push::Overflow => {
+                    client.request_close(CloseReason::QueueLimit(shared.config.client_queue_limit));
+                    false
+                }
+            };
         let sent = match tag {
             None => registry.all().filter(|c| deliver(c)).count(),
             Some(tag) => registry.for_tag(tag, pick, |c| deliver(c)),

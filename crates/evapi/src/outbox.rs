@@ -16,10 +16,10 @@ use crate::handle::Counters;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 /// Frames up to this many bytes (framing included) are copied into each
@@ -112,6 +112,26 @@ impl<'a> Frame<'a> {
             } => h.as_bytes().len() + data.len() + 1,
             Frame::Small { head: None, data } => data.len(),
             Frame::Shared(f) => f.bytes.len(),
+        }
+    }
+
+    /// The bytes that go on the wire, as the slices of one `writev`.
+    fn slices(&self) -> ([IoSlice<'_>; 3], usize) {
+        let none = IoSlice::new(&[]);
+        match self {
+            Frame::Small {
+                head: Some(h),
+                data,
+            } => (
+                [
+                    IoSlice::new(h.as_bytes()),
+                    IoSlice::new(data),
+                    IoSlice::new(b","),
+                ],
+                3,
+            ),
+            Frame::Small { head: None, data } => ([IoSlice::new(data), none, none], 1),
+            Frame::Shared(f) => ([IoSlice::new(&f.bytes), none, none], 1),
         }
     }
 
@@ -300,7 +320,31 @@ struct Queue {
     /// Bytes in `pieces`.
     bytes: usize,
     closed: bool,
+    /// The writer holds a batch taken from `pieces` and not yet all
+    /// written: nothing may be written around it.
+    writing: bool,
+    /// A plain TCP client's socket, for a frame written at once by the
+    /// relaying thread (see [`Outbox::deliver`]). Set by the connection
+    /// while it owns the socket and cleared, under this lock, before the
+    /// socket can close ([`Outbox::forget_socket`], [`Outbox::close`]), so a number
+    /// here always names this client's open socket.
+    direct: Option<RawFd>,
+    /// When the last frame came (queued or written at once).
+    last: Option<Instant>,
 }
+
+/// A frame for one client alone (not a relay to several), when that
+/// client has had nothing to write for at least this long and its queue
+/// is empty, is written to its socket at once by the thread that relays
+/// it, without waking the client's writer task: an event at a time (the
+/// usual async call) costs one system call and no thread hand-off.
+/// Frames that follow sooner are queued for the writer as before, so a
+/// burst or a stream is still written in large batches by the writer,
+/// and the relaying thread makes at most one such call per client per
+/// this interval. A relay to several clients is always queued: a system
+/// call per recipient on the relaying thread would cost a fan-out far
+/// more than the writers' batches.
+const DIRECT_IDLE: Duration = Duration::from_micros(100);
 
 /// The queue of frames waiting to be written to one client.
 #[derive(Debug)]
@@ -340,8 +384,24 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue a frame; never waits on the socket.
+    /// Queue a frame without a direct write (tests).
+    #[cfg(test)]
     pub fn push(&self, frame: &Frame<'_>) -> Push {
+        self.deliver(frame, Instant::now(), false, &Counters::default())
+    }
+
+    /// Queue a frame, or, when it goes to this client `alone` and the
+    /// client has been idle (see [`DIRECT_IDLE`]), write it to the socket
+    /// at once; never waits on the socket. `now` is the relay's time (read
+    /// once for all its recipients); `counters` count what a direct write
+    /// wrote.
+    pub fn deliver(
+        &self,
+        frame: &Frame<'_>,
+        now: Instant,
+        alone: bool,
+        counters: &Counters,
+    ) -> Push {
         let len = frame.len();
         let mut q = self.lock();
         if q.closed {
@@ -356,7 +416,62 @@ impl Outbox {
             self.ready.notify_one();
             return Push::Overflow;
         }
+        // Accepted: counted as pushed before any of it counts as written.
+        self.pushed.store(pushed + len as u64, Ordering::Release);
+        let idle = q
+            .last
+            .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_IDLE);
+        q.last = Some(now);
         let was_empty = q.pieces.is_empty();
+        let mut written = 0;
+        if let (true, true, false, true, Some(fd)) = (alone, was_empty, q.writing, idle, q.direct) {
+            written = send_now(fd, frame);
+            if written > 0 {
+                let whole = u64::from(written == len);
+                self.frames_written.fetch_add(whole, Ordering::Relaxed);
+                self.bytes_written
+                    .fetch_add(written as u64, Ordering::Release);
+                counters.written(whole, written);
+            }
+            if written == len {
+                return Push::Queued;
+            }
+        }
+        if written > 0 {
+            // The socket took part of it: the rest is the writer's, first
+            // (a shared frame's rest still holds its `context_mlimit` place).
+            q.pieces.push_back(match frame {
+                Frame::Shared(f) => Piece::Shared(SharedFrame {
+                    bytes: f.bytes.slice(written..),
+                    _pending: f._pending.clone(),
+                }),
+                Frame::Small { .. } => {
+                    let mut rest = Vec::with_capacity(len);
+                    frame.put_into(&mut rest);
+                    rest.drain(..written);
+                    Piece::Copied {
+                        buf: rest,
+                        frames: 1,
+                    }
+                }
+            });
+        } else {
+            self.queue(&mut q, frame, was_empty);
+        }
+        q.bytes += len - written;
+        drop(q);
+        // A writer with frames already in hand checks the queue again before
+        // it sleeps, so only the first frame of a batch needs a wake-up.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Append `frame` to the queue: copied after the last copied frames
+    /// when they have room, else in a buffer of its own, or shared.
+    fn queue(&self, q: &mut Queue, frame: &Frame<'_>, was_empty: bool) {
+        let len = frame.len();
         match frame {
             Frame::Small { .. } => match q.pieces.back_mut() {
                 Some(Piece::Copied { buf, frames }) if buf.len() + len <= CHUNK => {
@@ -384,21 +499,28 @@ impl Outbox {
             },
             Frame::Shared(f) => q.pieces.push_back(Piece::Shared(f.clone())),
         }
-        q.bytes += len;
-        self.pushed.store(pushed + len as u64, Ordering::Release);
-        drop(q);
-        // A writer with frames already in hand checks the queue again before
-        // it sleeps, so only the first frame of a batch needs a wake-up.
-        if was_empty {
-            self.ready.notify_one();
+    }
+
+    /// Let relays write to socket `fd` at once (a plain TCP client's, not
+    /// TLS), until [`Outbox::forget_socket`] or [`Outbox::close`]. The
+    /// caller keeps the socket open until then.
+    pub fn write_directly(&self, fd: RawFd) {
+        let mut q = self.lock();
+        if !q.closed {
+            q.direct = Some(fd);
         }
-        Push::Queued
+    }
+
+    /// No more direct writes: once this returns, the socket may close.
+    pub fn forget_socket(&self) {
+        self.lock().direct = None;
     }
 
     /// Close the queue and take out what it holds (to be dropped after the
     /// lock is released); those bytes no longer count as queued.
     fn shut(&self, q: &mut Queue) -> VecDeque<Piece> {
         q.closed = true;
+        q.direct = None;
         let pushed = self.pushed.load(Ordering::Relaxed);
         self.pushed
             .store(pushed - q.bytes as u64, Ordering::Release);
@@ -436,9 +558,13 @@ impl Outbox {
     }
 
     /// Move everything queued into `into`; false when nothing was queued.
+    /// Called by the writer with nothing in hand: from a `true` until the
+    /// next `false` the writer holds a batch, and nothing is written
+    /// around it.
     fn take(&self, into: &mut VecDeque<Piece>) -> bool {
         let mut q = self.lock();
-        if q.pieces.is_empty() {
+        q.writing = !q.pieces.is_empty();
+        if !q.writing {
             return false;
         }
         q.bytes = 0;
@@ -455,148 +581,28 @@ impl Outbox {
     }
 }
 
-/// Why writing to a client stopped.
-#[derive(Debug)]
-pub(crate) enum WriteStop {
-    /// The outbox was closed (cut or closing) and nothing more is to come.
-    Closed,
-    /// A single write waited longer than `send_data_timeout`.
-    Timeout(Duration),
-    /// The socket failed.
-    Io(std::io::Error),
+/// Write `frame` to socket `fd` without waiting: the bytes the socket
+/// took (0 when it would block or failed: the frame is then queued, and
+/// the writer meets the error, if any, and ends the connection).
+fn send_now(fd: RawFd, frame: &Frame<'_>) -> usize {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendFlags};
+    let (slices, n) = frame.slices();
+    // SAFETY: the number is only read under the queue's lock, and it is
+    // cleared under that lock before its socket can close (`Queue::direct`).
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    sendmsg(
+        sock,
+        &slices[..n],
+        &mut SendAncillaryBuffer::default(),
+        flags,
+    )
+    .unwrap_or(0)
 }
 
-/// Most pieces handed to one `writev` call: up to this many copy buffers
-/// of [`CHUNK`] bytes (a megabyte, more than a socket takes at once) or
-/// large shared frames.
-const MAX_IOV: usize = 64;
-
-/// The writing half of a connection, with the batch it is writing.
-///
-/// The batch and the offset into its first piece live here, not in a
-/// future, so a write that is interrupted (a `select!` that picks another
-/// branch) resumes exactly where it stopped: a frame is never left half
-/// written with the next one after it.
-pub(crate) struct Writer<W> {
-    io: W,
-    batch: VecDeque<Piece>,
-    /// Bytes of `batch[0]` already written.
-    offset: usize,
-}
-
-impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
-    pub fn new(io: W) -> Self {
-        Writer {
-            io,
-            batch: VecDeque::new(),
-            offset: 0,
-        }
-    }
-
-    /// True when a piece of the queue is partly written (perhaps in the
-    /// middle of a frame).
-    pub fn mid_frame(&self) -> bool {
-        self.offset > 0
-    }
-
-    /// Write queued frames as they come until the outbox closes and is
-    /// empty, counting frames and bytes written into `counters`.
-    pub async fn run(
-        &mut self,
-        out: &Outbox,
-        timeout: Option<Duration>,
-        counters: &Counters,
-    ) -> WriteStop {
-        loop {
-            if self.batch.is_empty() && !out.take(&mut self.batch) {
-                if out.is_closed() {
-                    return WriteStop::Closed;
-                }
-                out.ready.notified().await;
-                continue;
-            }
-            if let Err(stop) = self.write_some(out, timeout, counters).await {
-                return stop;
-            }
-        }
-    }
-
-    /// Write what is queued now, then return (used at shutdown).
-    pub async fn flush(
-        &mut self,
-        out: &Outbox,
-        timeout: Option<Duration>,
-        counters: &Counters,
-    ) -> Result<(), WriteStop> {
-        loop {
-            if self.batch.is_empty() && !out.take(&mut self.batch) {
-                return Ok(());
-            }
-            self.write_some(out, timeout, counters).await?;
-        }
-    }
-
-    async fn write_some(
-        &mut self,
-        out: &Outbox,
-        timeout: Option<Duration>,
-        counters: &Counters,
-    ) -> Result<(), WriteStop> {
-        let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-        let mut n_slices = 0;
-        for (i, piece) in self.batch.iter().take(MAX_IOV).enumerate() {
-            let start = if i == 0 { self.offset } else { 0 };
-            slices[i] = IoSlice::new(&piece.bytes()[start..]);
-            n_slices += 1;
-        }
-        let write = self.io.write_vectored(&slices[..n_slices]);
-        let written = match timeout {
-            None => write.await,
-            Some(t) => match tokio::time::timeout(t, write).await {
-                Ok(r) => r,
-                Err(_) => return Err(WriteStop::Timeout(t)),
-            },
-        }
-        .map_err(WriteStop::Io)?;
-        if written == 0 {
-            return Err(WriteStop::Io(std::io::ErrorKind::WriteZero.into()));
-        }
-        let mut left = written;
-        let mut frames = 0;
-        while left > 0 {
-            let front_left = self.batch[0].bytes().len() - self.offset;
-            if left >= front_left {
-                left -= front_left;
-                self.offset = 0;
-                let piece = self
-                    .batch
-                    .pop_front()
-                    .expect("written bytes are in the batch");
-                frames += piece.frames();
-                if let Piece::Copied { buf, .. } = piece {
-                    // About one in eighty frames of 200 bytes: a lock
-                    // here costs little.
-                    out.chunks.put(buf);
-                }
-            } else {
-                self.offset += left;
-                left = 0;
-            }
-        }
-        // Once per system call, not per frame: this client's counts and
-        // the socket's.
-        out.frames_written.fetch_add(frames, Ordering::Relaxed);
-        out.bytes_written
-            .fetch_add(written as u64, Ordering::Release);
-        counters.written(frames, written);
-        Ok(())
-    }
-
-    /// Give the socket back (to shut it down).
-    pub fn into_inner(self) -> W {
-        self.io
-    }
-}
+#[path = "writer.rs"]
+mod writer;
+pub(crate) use writer::{WriteStop, Writer};
 
 #[cfg(test)]
 #[path = "outbox_tests.rs"]

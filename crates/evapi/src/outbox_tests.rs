@@ -199,6 +199,134 @@ fn pending_limit_and_wait() {
     assert_eq!(p.count(), 1);
 }
 
+/// A connected pair of loopback TCP sockets: (ours, the client's end).
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (ours, peer)
+}
+
+/// Read exactly `n` bytes from the client's end.
+fn read_n(peer: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = vec![0; n];
+    peer.read_exact(&mut got).unwrap();
+    got
+}
+
+/// Nothing more has arrived at the client's end.
+fn nothing_more(peer: &std::net::TcpStream) -> bool {
+    peer.set_nonblocking(true).unwrap();
+    let r = peer.peek(&mut [0; 1]);
+    peer.set_nonblocking(false).unwrap();
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[test]
+fn an_idle_client_is_written_at_once_and_a_burst_is_queued() {
+    use std::os::fd::AsRawFd;
+    let (ours, mut peer) = tcp_pair();
+    let out = Outbox::new(1 << 20, Arc::default());
+    out.write_directly(ours.as_raw_fd());
+    let counters = Counters::default();
+    let t0 = Instant::now();
+    // No writer runs in this test: what arrives was written by deliver.
+    let first = Frame::new(b"first", true, None);
+    assert_eq!(out.deliver(&first, t0, true, &counters), Push::Queued);
+    assert_eq!(read_n(&mut peer, 8), b"5:first,");
+    assert_eq!(out.queued_bytes(), 0);
+    assert_eq!(out.frames_written(), 1);
+    assert_eq!(counters.frames_written.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.bytes_written.load(Ordering::Relaxed), 8);
+    // Sooner than DIRECT_IDLE after it: queued for the writer.
+    let soon = t0 + DIRECT_IDLE / 2;
+    out.deliver(&Frame::new(b"second", true, None), soon, true, &counters);
+    assert!(nothing_more(&peer));
+    assert_eq!(out.queued_bytes(), 9);
+    // Idle again, but the queue is not empty: queued behind it, in order.
+    let later = soon + DIRECT_IDLE * 2;
+    out.deliver(&Frame::new(b"third", true, None), later, true, &counters);
+    assert!(nothing_more(&peer));
+    let mut batch = VecDeque::new();
+    assert!(out.take(&mut batch));
+    let queued: Vec<u8> = batch.iter().flat_map(|p| p.bytes().to_vec()).collect();
+    assert_eq!(queued, b"6:second,5:third,");
+    // The writer holds that batch: even an idle client's frame waits.
+    let much_later = later + DIRECT_IDLE * 10;
+    out.deliver(
+        &Frame::new(b"fourth", true, None),
+        much_later,
+        true,
+        &counters,
+    );
+    assert!(nothing_more(&peer));
+    // Once the writer has nothing in hand, direct writes resume.
+    assert!(out.take(&mut batch));
+    batch.clear();
+    assert!(!out.take(&mut batch));
+    let last = much_later + DIRECT_IDLE * 10;
+    out.deliver(&Frame::new(b"fifth", true, None), last, true, &counters);
+    assert_eq!(read_n(&mut peer, 8), b"5:fifth,");
+    // A relay to several clients: queued, however idle this one is.
+    let later_still = last + DIRECT_IDLE * 10;
+    out.deliver(
+        &Frame::new(b"to all", true, None),
+        later_still,
+        false,
+        &counters,
+    );
+    assert!(nothing_more(&peer));
+    assert!(out.take(&mut batch));
+    batch.clear();
+    assert!(!out.take(&mut batch));
+    // Forgotten (the connection ends): queued, never written by deliver.
+    out.forget_socket();
+    let at = later_still + DIRECT_IDLE * 10;
+    out.deliver(&Frame::new(b"sixth", true, None), at, true, &counters);
+    assert!(nothing_more(&peer));
+    assert!(out.take(&mut batch));
+}
+
+#[tokio::test]
+async fn a_direct_write_cut_short_is_finished_by_the_writer_before_the_rest() {
+    use std::os::fd::AsRawFd;
+    let (ours, peer) = tcp_pair();
+    let out = Arc::new(Outbox::new(64 << 20, Arc::default()));
+    out.write_directly(ours.as_raw_fd());
+    let counters = Counters::default();
+    // Far more than the socket takes at once: part is written by
+    // deliver, the rest queued first for the writer.
+    let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
+    let t0 = Instant::now();
+    out.deliver(&Frame::new(&big, true, None), t0, true, &counters);
+    let taken = out.bytes_written() as usize;
+    assert!(taken > 0, "the socket took a first part at once");
+    assert!(taken < big.len(), "and not all of it");
+    assert_eq!(out.frames_written(), 0, "the frame is not whole yet");
+    let later = t0 + DIRECT_IDLE * 10;
+    out.deliver(&Frame::new(b"after", true, None), later, true, &counters);
+    let mut want = Vec::new();
+    Frame::new(&big, true, None).put_into(&mut want);
+    Frame::new(b"after", true, None).put_into(&mut want);
+    let reader = std::thread::spawn(move || {
+        let mut peer = peer;
+        read_n(&mut peer, want.len()) == want
+    });
+    out.close_after_test_flush();
+    let io = tokio::net::TcpStream::from_std(ours).unwrap();
+    let mut w = Writer::new(io);
+    let stop = w.run(&out, Some(Duration::from_secs(20)), &counters).await;
+    assert!(matches!(stop, WriteStop::Closed), "{stop:?}");
+    assert!(reader.join().unwrap(), "every byte once, in order");
+    assert_eq!(out.frames_written(), 2);
+    assert_eq!(counters.frames_written.load(Ordering::Relaxed), 2);
+    assert_eq!(out.queued_bytes(), 0);
+}
+
 impl Outbox {
     /// Mark closed without dropping what is queued (tests only).
     fn close_after_test_flush(&self) {

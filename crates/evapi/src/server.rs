@@ -15,6 +15,7 @@ use crate::registry::{CloseReason, InFlight};
 use bytes::Bytes;
 use lograte::warn_limited;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -399,9 +400,18 @@ async fn accept_loop(
             let Some(client) = claim_slot(&shared, peer) else {
                 continue;
             };
+            let fd = stream.as_raw_fd();
             let (rd, wr) = stream.into_split();
             let frames = framed(&shared, rd);
-            connections.spawn(serve(shared.clone(), client, frames, wr, senders.clone()));
+            let served = serve(
+                shared.clone(),
+                client,
+                frames,
+                wr,
+                senders.clone(),
+                Some(fd),
+            );
+            connections.spawn(served);
             continue;
         }
         let Some(pending) = PendingSlot::enter(&shared) else {

@@ -53,6 +53,70 @@ async fn relay_reaches_every_client_once() {
     socket.shutdown().await;
 }
 
+/// Events from several relaying threads, some alone after a pause (the
+/// relaying thread writes those to the socket itself), some in bursts
+/// (queued for the writer) and some larger than the socket takes at once
+/// (written in part at once, the rest by the writer): the client gets
+/// every event once, whole, and each thread's events in the order relayed.
+/// One client: only a relay to one client is written at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_alone_in_bursts_and_oversized_arrive_whole_and_in_order() {
+    const THREADS: usize = 3;
+    const ROUNDS: usize = 40;
+    const BURST: usize = 20;
+    let rec = Arc::new(Recorder::new());
+    let cfg = evapi::Config {
+        client_queue_limit: 64 << 20,
+        ..config()
+    };
+    let socket = start(cfg, rec.clone()).await;
+    let mut clients = connect_n(&socket, &rec, 1).await;
+    let relays: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let h = socket.handle();
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                let mut send = |pad: usize| {
+                    let ev = format!("{t} {seq} {}", "x".repeat(pad));
+                    assert_eq!(h.relay(ev.as_bytes()).unwrap(), 1);
+                    seq += 1;
+                };
+                for round in 0..ROUNDS {
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                    send(10);
+                    if round % 10 == 3 {
+                        std::thread::sleep(std::time::Duration::from_micros(500));
+                        send(3 << 20);
+                    }
+                    for _ in 0..BURST {
+                        send(200);
+                    }
+                }
+                seq
+            })
+        })
+        .collect();
+    let sent: Vec<usize> = relays.into_iter().map(|r| r.join().unwrap()).collect();
+    let total: usize = sent.iter().sum();
+    for c in &mut clients {
+        let mut next = vec![0usize; THREADS];
+        for _ in 0..total {
+            let ev = c.recv().await.expect("every event");
+            let text = std::str::from_utf8(&ev).unwrap();
+            let mut parts = text.splitn(3, ' ');
+            let t: usize = parts.next().unwrap().parse().unwrap();
+            let seq: usize = parts.next().unwrap().parse().unwrap();
+            let pad = parts.next().unwrap();
+            assert_eq!(seq, next[t], "thread {t}'s events in order");
+            assert!(pad.bytes().all(|b| b == b'x'), "whole");
+            next[t] += 1;
+        }
+        assert_eq!(next, sent);
+        assert!(c.quiet_for(std::time::Duration::from_millis(100)).await);
+    }
+    socket.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_with_no_client_and_bad_arguments() {
     let rec = Arc::new(Recorder::new());
