@@ -8,7 +8,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a relay was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -305,7 +305,6 @@ impl EvapiHandle {
         };
         let frame = Frame::new(data, shared.config.netstring_format == 1, pending);
         let log = crate::frame_log::enabled();
-        let now = Instant::now();
         let registry = shared.registry();
         // A relay to one client may be written to its socket at once (see
         // `Outbox::deliver`); one to several is queued for their writers,
@@ -315,20 +314,20 @@ impl EvapiHandle {
             (Some(_), Pick::First | Pick::RoundRobin) => true,
             (Some(tag), Pick::All) => registry.tag_count(tag) == 1,
         };
-        let deliver =
-            |client: &Client| match client.outbox.deliver(&frame, now, alone, &shared.counters) {
-                Push::Queued => {
-                    if log {
-                        crate::frame_log::queued(client, data);
-                    }
-                    true
+        let deliver = |client: &Client| match client.outbox.deliver(&frame, alone, &shared.counters)
+        {
+            Push::Queued => {
+                if log {
+                    crate::frame_log::queued(client, data);
                 }
-                Push::Closed => false,
-                Push::Overflow => {
-                    client.request_close(CloseReason::QueueLimit(shared.config.client_queue_limit));
-                    false
-                }
-            };
+                true
+            }
+            Push::Closed => false,
+            Push::Overflow => {
+                client.request_close(CloseReason::QueueLimit(shared.config.client_queue_limit));
+                false
+            }
+        };
         let sent = match tag {
             None => registry.all().filter(|c| deliver(c)).count(),
             Some(tag) => registry.for_tag(tag, pick, |c| deliver(c)),

@@ -329,21 +329,23 @@ struct Queue {
     /// socket can close ([`Outbox::forget_socket`], [`Outbox::close`]), so a number
     /// here always names this client's open socket.
     direct: Option<RawFd>,
-    /// When the last frame came (queued or written at once).
+    /// When a frame for this client alone last found nothing queued and
+    /// nothing being written (whether it was then written at once or not).
     last: Option<Instant>,
 }
 
-/// A frame for one client alone (not a relay to several), when that
-/// client has had nothing to write for at least this long and its queue
-/// is empty, is written to its socket at once by the thread that relays
-/// it, without waking the client's writer task: an event at a time (the
-/// usual async call) costs one system call and no thread hand-off.
-/// Frames that follow sooner are queued for the writer as before, so a
-/// burst or a stream is still written in large batches by the writer,
-/// and the relaying thread makes at most one such call per client per
-/// this interval. A relay to several clients is always queued: a system
-/// call per recipient on the relaying thread would cost a fan-out far
-/// more than the writers' batches.
+/// A frame for one client alone (not a relay to several) that finds
+/// nothing queued for it and nothing being written is written to its
+/// socket at once by the thread that relays it, without waking the
+/// client's writer task: an event at a time (the usual async call) costs
+/// one system call and no thread hand-off. Unless the last frame that
+/// found the client so was less than this long ago: then it is queued for
+/// the writer as before, so a burst or a stream is still written in
+/// large batches by the writer, and the relaying thread makes at most
+/// one such call per client per this interval (and reads the clock only
+/// when the queue is empty). A relay to several clients is always
+/// queued: a system call per recipient on the relaying thread would cost
+/// a fan-out far more than the writers' batches.
 const DIRECT_IDLE: Duration = Duration::from_micros(100);
 
 /// The queue of frames waiting to be written to one client.
@@ -387,20 +389,25 @@ impl Outbox {
     /// Queue a frame without a direct write (tests).
     #[cfg(test)]
     pub fn push(&self, frame: &Frame<'_>) -> Push {
-        self.deliver(frame, Instant::now(), false, &Counters::default())
+        self.deliver(frame, false, &Counters::default())
     }
 
     /// Queue a frame, or, when it goes to this client `alone` and the
-    /// client has been idle (see [`DIRECT_IDLE`]), write it to the socket
-    /// at once; never waits on the socket. `now` is the relay's time (read
-    /// once for all its recipients); `counters` count what a direct write
-    /// wrote.
-    pub fn deliver(
+    /// client has nothing queued or being written (see [`DIRECT_IDLE`]),
+    /// write it to the socket at once; never waits on the socket.
+    /// `counters` count what a direct write wrote.
+    pub fn deliver(&self, frame: &Frame<'_>, alone: bool, counters: &Counters) -> Push {
+        self.deliver_with_clock(frame, alone, counters, Instant::now)
+    }
+
+    /// [`Outbox::deliver`], reading the time (only when a direct write is
+    /// possible) from `clock`.
+    pub(crate) fn deliver_with_clock(
         &self,
         frame: &Frame<'_>,
-        now: Instant,
         alone: bool,
         counters: &Counters,
+        clock: impl FnOnce() -> Instant,
     ) -> Push {
         let len = frame.len();
         let mut q = self.lock();
@@ -418,13 +425,20 @@ impl Outbox {
         }
         // Accepted: counted as pushed before any of it counts as written.
         self.pushed.store(pushed + len as u64, Ordering::Release);
-        let idle = q
-            .last
-            .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_IDLE);
-        q.last = Some(now);
         let was_empty = q.pieces.is_empty();
         let mut written = 0;
-        if let (true, true, false, true, Some(fd)) = (alone, was_empty, q.writing, idle, q.direct) {
+        let direct = match q.direct {
+            Some(fd) if alone && was_empty && !q.writing => {
+                let now = clock();
+                let idle = q
+                    .last
+                    .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_IDLE);
+                q.last = Some(now);
+                idle.then_some(fd)
+            }
+            _ => None,
+        };
+        if let Some(fd) = direct {
             written = send_now(fd, frame);
             if written > 0 {
                 let whole = u64::from(written == len);
@@ -470,6 +484,7 @@ impl Outbox {
 
     /// Append `frame` to the queue: copied after the last copied frames
     /// when they have room, else in a buffer of its own, or shared.
+    #[inline]
     fn queue(&self, q: &mut Queue, frame: &Frame<'_>, was_empty: bool) {
         let len = frame.len();
         match frame {

@@ -236,7 +236,10 @@ fn an_idle_client_is_written_at_once_and_a_burst_is_queued() {
     let t0 = Instant::now();
     // No writer runs in this test: what arrives was written by deliver.
     let first = Frame::new(b"first", true, None);
-    assert_eq!(out.deliver(&first, t0, true, &counters), Push::Queued);
+    assert_eq!(
+        out.deliver_with_clock(&first, true, &counters, || t0),
+        Push::Queued
+    );
     assert_eq!(read_n(&mut peer, 8), b"5:first,");
     assert_eq!(out.queued_bytes(), 0);
     assert_eq!(out.frames_written(), 1);
@@ -244,12 +247,12 @@ fn an_idle_client_is_written_at_once_and_a_burst_is_queued() {
     assert_eq!(counters.bytes_written.load(Ordering::Relaxed), 8);
     // Sooner than DIRECT_IDLE after it: queued for the writer.
     let soon = t0 + DIRECT_IDLE / 2;
-    out.deliver(&Frame::new(b"second", true, None), soon, true, &counters);
+    out.deliver_with_clock(&Frame::new(b"second", true, None), true, &counters, || soon);
     assert!(nothing_more(&peer));
     assert_eq!(out.queued_bytes(), 9);
     // Idle again, but the queue is not empty: queued behind it, in order.
     let later = soon + DIRECT_IDLE * 2;
-    out.deliver(&Frame::new(b"third", true, None), later, true, &counters);
+    out.deliver_with_clock(&Frame::new(b"third", true, None), true, &counters, || later);
     assert!(nothing_more(&peer));
     let mut batch = VecDeque::new();
     assert!(out.take(&mut batch));
@@ -257,28 +260,19 @@ fn an_idle_client_is_written_at_once_and_a_burst_is_queued() {
     assert_eq!(queued, b"6:second,5:third,");
     // The writer holds that batch: even an idle client's frame waits.
     let much_later = later + DIRECT_IDLE * 10;
-    out.deliver(
-        &Frame::new(b"fourth", true, None),
-        much_later,
-        true,
-        &counters,
-    );
+    let fourth = Frame::new(b"fourth", true, None);
+    out.deliver_with_clock(&fourth, true, &counters, || much_later);
     assert!(nothing_more(&peer));
     // Once the writer has nothing in hand, direct writes resume.
     assert!(out.take(&mut batch));
     batch.clear();
     assert!(!out.take(&mut batch));
     let last = much_later + DIRECT_IDLE * 10;
-    out.deliver(&Frame::new(b"fifth", true, None), last, true, &counters);
+    out.deliver_with_clock(&Frame::new(b"fifth", true, None), true, &counters, || last);
     assert_eq!(read_n(&mut peer, 8), b"5:fifth,");
     // A relay to several clients: queued, however idle this one is.
     let later_still = last + DIRECT_IDLE * 10;
-    out.deliver(
-        &Frame::new(b"to all", true, None),
-        later_still,
-        false,
-        &counters,
-    );
+    out.deliver(&Frame::new(b"to all", true, None), false, &counters);
     assert!(nothing_more(&peer));
     assert!(out.take(&mut batch));
     batch.clear();
@@ -286,7 +280,7 @@ fn an_idle_client_is_written_at_once_and_a_burst_is_queued() {
     // Forgotten (the connection ends): queued, never written by deliver.
     out.forget_socket();
     let at = later_still + DIRECT_IDLE * 10;
-    out.deliver(&Frame::new(b"sixth", true, None), at, true, &counters);
+    out.deliver_with_clock(&Frame::new(b"sixth", true, None), true, &counters, || at);
     assert!(nothing_more(&peer));
     assert!(out.take(&mut batch));
 }
@@ -302,13 +296,13 @@ async fn a_direct_write_cut_short_is_finished_by_the_writer_before_the_rest() {
     // deliver, the rest queued first for the writer.
     let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
     let t0 = Instant::now();
-    out.deliver(&Frame::new(&big, true, None), t0, true, &counters);
+    out.deliver_with_clock(&Frame::new(&big, true, None), true, &counters, || t0);
     let taken = out.bytes_written() as usize;
     assert!(taken > 0, "the socket took a first part at once");
     assert!(taken < big.len(), "and not all of it");
     assert_eq!(out.frames_written(), 0, "the frame is not whole yet");
     let later = t0 + DIRECT_IDLE * 10;
-    out.deliver(&Frame::new(b"after", true, None), later, true, &counters);
+    out.deliver_with_clock(&Frame::new(b"after", true, None), true, &counters, || later);
     let mut want = Vec::new();
     Frame::new(&big, true, None).put_into(&mut want);
     Frame::new(b"after", true, None).put_into(&mut want);
