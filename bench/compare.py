@@ -120,8 +120,29 @@ def cpu_ticks(pids):
     return tot
 
 
-def thread_ticks(pid):
-    """CPU ticks per thread-name group of one process (our server's threads)."""
+def wakeups(pids):
+    """Voluntary context switches (the thread slept and was woken) summed
+    over every thread of `pids`: how often the server went to sleep."""
+    tot = 0
+    for p in pids:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                for l in open(f"/proc/{p}/task/{t}/status"):
+                    if l.startswith("voluntary_ctxt_switches:"):
+                        tot += int(l.split()[1])
+            except OSError:
+                pass
+    return tot
+
+
+def thread_ticks(pid, field=None):
+    """CPU ticks per thread-name group of one process (our server's threads);
+    with `field` (a /proc status key such as "voluntary_ctxt_switches"),
+    that count per group instead."""
     out = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -135,7 +156,15 @@ def thread_ticks(pid):
         name = s[s.index("(") + 1:s.rindex(")")]
         f = s.rsplit(")", 1)[1].split()
         group = re.sub(r"[-_]?\d+$", "", name)
-        out[group] = out.get(group, 0) + int(f[11]) + int(f[12])
+        if field is None:
+            n = int(f[11]) + int(f[12])
+        else:
+            try:
+                n = next(int(l.split()[1]) for l in open(f"/proc/{pid}/task/{t}/status")
+                         if l.startswith(field + ":"))
+            except (OSError, StopIteration):
+                continue
+        out[group] = out.get(group, 0) + n
     return out
 
 
@@ -392,6 +421,9 @@ class Kamailio:
     def extra_cpu(self):
         return {"dispatcher": cpu_ticks([self.dispatcher])} if self.dispatcher else {}
 
+    def extra_wakeups(self):
+        return {}
+
     def stop(self):
         stop_proc(self.p)
         self.log.close()
@@ -456,6 +488,9 @@ class Evapi:
 
     def extra_cpu(self):
         return thread_ticks(self.p.pid)
+
+    def extra_wakeups(self):
+        return thread_ticks(self.p.pid, "voluntary_ctxt_switches")
 
     def stop(self):
         if self.scraper:
@@ -645,7 +680,9 @@ class Runner:
             sampler.start()
             pids0 = list(proc_tree(main))
             cpu0 = cpu_ticks(pids0)
+            wk0 = wakeups(pids0)
             x0 = server.extra_cpu()
+            xw0 = server.extra_wakeups()
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             fz0 = foreign_ticks(main)
             sz0 = steal_ticks()
@@ -694,7 +731,9 @@ class Runner:
             fz1 = foreign_ticks(main)
             sz1 = steal_ticks()
             cpu1 = cpu_ticks(pids0)
+            wk1 = wakeups(pids0)
             x1 = server.extra_cpu()
+            xw1 = server.extra_wakeups()
             outs = []
             for c in clist:
                 out, _ = reap(c, 30)
@@ -792,6 +831,9 @@ class Runner:
         res["achieved"] = round(achieved, 1)
         res["server_cpu_us_per_req"] = round(res["server_cpu_s"] * 1e6 / served, 1) if served else None
         res["gen_cpu_us_per_req"] = round(res["gen_cpu_s"] * 1e6 / served, 1) if served else None
+        res["server_wakeups_per_req"] = round((wk1 - wk0) / served, 2) if served else None
+        res["server_wakeups_parts_per_req"] = (
+            {k: round((xw1.get(k, 0) - v) / served, 2) for k, v in xw0.items()} if served else {})
         res["pass"] = bool(ok)
         res["attempt"] = attempt
         was_stolen = stolen(res["steal_s"], res["wall_s"])
@@ -814,7 +856,8 @@ class Runner:
                     f"achieved={achieved:.0f}/s")
         print(f"  {server.name:8} {tag:8} rate={rate:<6} {'PASS' if ok else 'FAIL'} {head}{rt} "
               f"[{cs}] pss={sampler.max_pss}kB cpu={res['server_cpu_s']}s "
-              f"({res['server_cpu_us_per_req']} us/req; gen {res['gen_cpu_us_per_req']} us/req) "
+              f"({res['server_cpu_us_per_req']} us/req, {res['server_wakeups_per_req']} wake-ups/req; "
+              f"gen {res['gen_cpu_us_per_req']} us/req) "
               f"udp_drops={res['udp_rcvbuf_errors']} foreign={res['foreign_cpu_s']}s niced={res['foreign_niced_cpu_s']}s steal={res['steal_s']}s"
               f"{' STOLEN' if was_stolen else ''}"
               f"{' CONTAMINATED' if res['contaminated'] else ''}",

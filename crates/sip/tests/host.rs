@@ -273,6 +273,33 @@ fn never_continued_transaction_times_out() {
     assert_eq!((s.live, s.suspended, s.timeouts), (0, 0, 2));
 }
 
+/// The timer task sleeps until the earliest deadline; a transaction that
+/// comes later with a sooner one must wake it. Here the INVITE's timer is
+/// a minute away: a MESSAGE's 408 that waited for it would come long
+/// after `WAIT`.
+#[test]
+fn a_sooner_timer_wakes_the_sleeping_timer_task() {
+    let h = TestHost::start(Mode::Suspend, |c| {
+        c.tm.fr_inv_timer = 60_000;
+        c.tm.fr_timer = 200;
+    });
+    let to = h.addr(Transport::Udp);
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    let call = Call::new(&a, "far-timer", "sip:bob@127.0.0.1");
+    a.send(to, call.request("INVITE", &branch(), 1, None, ""))
+        .unwrap();
+    h.next_suspended();
+    // Let the timer task settle on the INVITE's deadline.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let m = Call::new(&a, "near-timer", "sip:bob@127.0.0.1");
+    a.send(to, m.request("MESSAGE", &branch(), 1, None, ""))
+        .unwrap();
+    h.next_suspended();
+    a.expect_status(408, Some(Method::Message), WAIT)
+        .expect("the MESSAGE's 408 at its own deadline, not the INVITE's");
+    assert_eq!(h.handle.stats().suspended, 1, "the INVITE still waits");
+}
+
 #[test]
 fn relayed_branch_times_out_with_408() {
     // A UAS that never answers.

@@ -97,6 +97,11 @@ pub(crate) struct Shared {
     pub(crate) tm: Vec<Mutex<Tm>>,
     pub(crate) epoch: Instant,
     pub(crate) timer_wake: Notify,
+    /// The time (ms since `epoch`, on a tick) the timer task sleeps until;
+    /// `u64::MAX` while it is awake or has no deadline. A table operation
+    /// wakes it only for a timer due before then, so a call whose timers
+    /// fall after the next tick costs the timer task no wake-up.
+    pub(crate) timer_due: std::sync::atomic::AtomicU64,
     /// One queue per router thread; filled from bind on, read once the
     /// host starts.
     pub(crate) children: Vec<child::Child>,
@@ -183,20 +188,25 @@ impl Shared {
 
     /// Run a table operation on part `part` of the table, then do the
     /// sends it asked for (outside the lock) and wake the timer task if it
-    /// armed an earlier timer.
+    /// armed a timer due before the task's next wake-up.
     pub(crate) fn tm_op<R>(
         self: &Arc<Self>,
         part: usize,
         f: impl FnOnce(&mut Tm, u64, &mut Vec<Action>) -> R,
     ) -> R {
         let mut out = Vec::new();
-        let (r, wake) = {
+        let (r, armed) = {
             let mut tm = self.part(part);
             let now = self.now();
             let r = f(&mut tm, now, &mut out);
-            (r, tm.take_wake())
+            let armed = if tm.take_wake() { tm.earliest() } else { None };
+            (r, armed)
         };
-        if wake {
+        // SeqCst pairs with the timer task's stores: either it sees this
+        // part's new timer when it reads the part, or this sees the time
+        // it will sleep until (or `u64::MAX` while it reads the parts).
+        let due = self.timer_due.load(std::sync::atomic::Ordering::SeqCst);
+        if armed.is_some_and(|at| start::tick_up(at) < due) {
             self.timer_wake.notify_one();
         }
         self.execute(out);

@@ -102,6 +102,7 @@ impl SipHost {
             tm,
             epoch,
             timer_wake: Notify::new(),
+            timer_due: std::sync::atomic::AtomicU64::new(u64::MAX),
             children: senders,
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
             read_gates: (0..udp_count).map(|_| Mutex::new(())).collect(),
@@ -248,17 +249,28 @@ impl Drop for SipHost {
 /// ticks coarser still (1/16 s); RFC 3261's shortest timer is T1, 500 ms.
 const TIMER_TICK_MS: u64 = 10;
 
+/// `ms` rounded up to the timer tick.
+pub(super) fn tick_up(ms: u64) -> u64 {
+    ms.div_ceil(TIMER_TICK_MS).saturating_mul(TIMER_TICK_MS)
+}
+
 /// The transaction table's timers: sleeps until the earliest deadline of
-/// any part (rounded up to the tick), woken when an earlier one is armed.
+/// any part (rounded up to the tick), woken when a timer due before that
+/// is armed (see [`Shared::timer_due`]).
 async fn timer_task(sh: Arc<Shared>) {
+    use std::sync::atomic::Ordering::SeqCst;
     loop {
+        // Awake: any timer armed while the parts are read wakes the
+        // task again, so none is missed between reading a part and sleeping.
+        sh.timer_due.store(u64::MAX, SeqCst);
         let next = (0..sh.tm.len())
             .filter_map(|part| sh.part(part).next_deadline())
-            .min();
+            .min()
+            .map(tick_up);
+        sh.timer_due.store(next.unwrap_or(u64::MAX), SeqCst);
         let sleep = async {
             match next {
                 Some(t) => {
-                    let t = t.div_ceil(TIMER_TICK_MS) * TIMER_TICK_MS;
                     tokio::time::sleep_until((sh.epoch + Duration::from_millis(t)).into()).await
                 }
                 None => std::future::pending().await,

@@ -260,6 +260,11 @@ impl Tm {
         next
     }
 
+    /// The earliest deadline in this part, if any (no side effect).
+    pub(crate) fn earliest(&self) -> Option<u64> {
+        self.timers.map.keys().next().map(|k| k.0)
+    }
+
     /// Whether a timer earlier than the driver's sleep was armed since the
     /// last [`Tm::next_deadline`]; clears the flag.
     pub(crate) fn take_wake(&mut self) -> bool {
