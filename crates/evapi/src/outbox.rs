@@ -426,7 +426,6 @@ impl Outbox {
         // Accepted: counted as pushed before any of it counts as written.
         self.pushed.store(pushed + len as u64, Ordering::Release);
         let was_empty = q.pieces.is_empty();
-        let mut written = 0;
         let direct = match q.direct {
             Some(fd) if alone && was_empty && !q.writing => {
                 let now = clock();
@@ -438,20 +437,16 @@ impl Outbox {
             }
             _ => None,
         };
-        if let Some(fd) = direct {
-            written = send_now(fd, frame);
-            if written > 0 {
-                let whole = u64::from(written == len);
-                self.frames_written.fetch_add(whole, Ordering::Relaxed);
-                self.bytes_written
-                    .fetch_add(written as u64, Ordering::Release);
-                counters.written(whole, written);
-            }
+        let written = direct.map_or(0, |fd| send_now(fd, frame));
+        if written > 0 {
+            let whole = u64::from(written == len);
+            self.frames_written.fetch_add(whole, Ordering::Relaxed);
+            self.bytes_written
+                .fetch_add(written as u64, Ordering::Release);
+            counters.written(whole, written);
             if written == len {
                 return Push::Queued;
             }
-        }
-        if written > 0 {
             // The socket took part of it: the rest is the writer's, first
             // (a shared frame's rest still holds its `context_mlimit` place).
             q.pieces.push_back(match frame {
