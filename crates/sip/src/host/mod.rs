@@ -202,12 +202,16 @@ impl Shared {
             let armed = if tm.take_wake() { tm.earliest() } else { None };
             (r, armed)
         };
-        // SeqCst pairs with the timer task's stores: either it sees this
-        // part's new timer when it reads the part, or this sees the time
-        // it will sleep until (or `u64::MAX` while it reads the parts).
-        let due = self.timer_due.load(std::sync::atomic::Ordering::SeqCst);
-        if armed.is_some_and(|at| start::tick_up(at) < due) {
-            self.timer_wake.notify_one();
+        // Read only when this armed a timer earlier than its part had:
+        // most table operations do not. SeqCst pairs with the timer task's
+        // stores: either it sees this part's new timer when it reads the
+        // part, or this sees the time it will sleep until (or `u64::MAX`
+        // while it reads the parts).
+        if let Some(at) = armed {
+            let due = self.timer_due.load(std::sync::atomic::Ordering::SeqCst);
+            if start::tick_up(at) < due {
+                self.timer_wake.notify_one();
+            }
         }
         self.execute(out);
         r
