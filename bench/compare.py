@@ -951,20 +951,30 @@ class Runner:
             return self.hold(server, dialogs, attempt + 1)
         return res
 
-    def step(self, server, kind, rates, clients, tag):
-        """Ascending rates until one fails; the best is repeated; returns the runs."""
-        runs, best = [], None
+    def ladder(self, servers, kind, rates, clients, tag):
+        """Ascending rates for every server, interleaved: at each rate every
+        server still climbing runs once before the next rate, so the servers'
+        runs at one rate are seconds apart, not the length of a whole ladder
+        (this host's speed drifts by tens of percent over minutes). A server
+        stops climbing at its first failing rate; then each server's best is
+        repeated, again in turns. Returns the runs."""
+        runs, best, climbing = [], {}, list(servers)
         for r in rates:
-            res = self.run_once(server, kind, r, clients, tag)
-            runs.append(res)
-            if res["pass"]:
-                best = r
-            else:
+            for server in list(climbing):
+                print(f"-- {tag} / {server.name} / {r}", flush=True)
+                res = self.run_once(server, kind, r, clients, tag)
+                runs.append(res)
+                if res["pass"]:
+                    best[server.name] = r
+                else:
+                    climbing.remove(server)
+            if not climbing:
                 break
-        if best is not None:
-            for _ in range(self.a.repeat):
-                runs.append(self.run_once(server, kind, best, clients, tag))
-        return best, runs
+        for _ in range(self.a.repeat):
+            for server in servers:
+                if server.name in best:
+                    runs.append(self.run_once(server, kind, best[server.name], clients, tag))
+        return runs
 
 
 # ---------------------------------------------------------------- summary
@@ -1254,7 +1264,7 @@ FULL = {
     "relay8": [6000, 7500, 10000, 12500, 15000, 18000, 20000, 25000, 30000, 35000, 40000],
     "async": [2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000, 16000],
     "probe": [100, 1000, 2000],
-    "basic": [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 10000],
+    "basic": [500, 1000, 1500, 2000, 2500, 3000, 3250, 3500, 4000, 5000, 5500, 6000, 6500, 7000, 8000, 10000],
     "dialog": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000],
 }
 QUICK = {
@@ -1383,22 +1393,28 @@ def main():
     R = Runner(a, outdir)
     all_runs = []
     t_start = time.time()
+    ladders = {"base": ("base", 0), "relay1": ("relay", 1), "relay4": ("relay", 4), "relay8": ("relay", 8),
+               "async": ("async", 1), "basic": ("basic", 0), "dialog": ("dialog", 0)}
     for fig in only:
+        # The rate ladders and the probe run the servers in turns, rate by
+        # rate (Runner.ladder); the dialog hold and the fan-out, server by
+        # server.
+        try:
+            if fig in ladders:
+                kind, n = ladders[fig]
+                all_runs += R.ladder(servers, kind, rates[fig], n, fig)
+            elif fig == "probe":
+                all_runs += [R.run_once(srv, "probe", r, 1, "probe")
+                             for _ in range(a.probe_repeat) for r in rates["probe"] for srv in servers]
+        except RuntimeError as e:
+            print(f"  {fig}: ERROR {e}", flush=True)
+        if fig in ladders and fig != "dialog" or fig == "probe":
+            continue
         for srv in servers:
             print(f"-- {fig} / {srv.name}", flush=True)
             try:
-                if fig in ("base", "relay1", "relay4", "relay8"):
-                    n = 0 if fig == "base" else int(fig[5:])
-                    _, runs = R.step(srv, "base" if fig == "base" else "relay", rates[fig], n, fig)
-                elif fig == "async":
-                    _, runs = R.step(srv, "async", rates["async"], 1, "async")
-                elif fig == "probe":
-                    runs = [R.run_once(srv, "probe", r, 1, "probe")
-                            for _ in range(a.probe_repeat) for r in rates["probe"]]
-                elif fig == "basic":
-                    _, runs = R.step(srv, "basic", rates["basic"], 0, "basic")
-                elif fig == "dialog":
-                    _, runs = R.step(srv, "dialog", rates["dialog"], 0, "dialog")
+                if fig == "dialog":
+                    runs = []
                     if a.dialog_hold > 0:
                         runs.append(R.hold(srv, True))
                         if a.dialog_hold_ref:
