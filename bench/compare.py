@@ -962,7 +962,14 @@ class Runner:
         for r in rates:
             for server in list(climbing):
                 print(f"-- {tag} / {server.name} / {r}", flush=True)
-                res = self.run_once(server, kind, r, clients, tag)
+                try:
+                    res = self.run_once(server, kind, r, clients, tag)
+                except RuntimeError as e:
+                    # This server could not run (e.g. did not start): it
+                    # stops climbing; the other goes on.
+                    print(f"  {server.name} {tag}: ERROR {e}", flush=True)
+                    climbing.remove(server)
+                    continue
                 runs.append(res)
                 if res["pass"]:
                     best[server.name] = r
@@ -973,7 +980,10 @@ class Runner:
         for _ in range(self.a.repeat):
             for server in servers:
                 if server.name in best:
-                    runs.append(self.run_once(server, kind, best[server.name], clients, tag))
+                    try:
+                        runs.append(self.run_once(server, kind, best[server.name], clients, tag))
+                    except RuntimeError as e:
+                        print(f"  {server.name} {tag}: ERROR {e}", flush=True)
         return runs
 
 
@@ -1421,16 +1431,18 @@ def main():
         # The rate ladders and the probe run the servers in turns, rate by
         # rate (Runner.ladder); the dialog hold and the fan-out, server by
         # server.
-        try:
-            if fig in ladders:
-                kind, n = ladders[fig]
-                all_runs += R.ladder(servers, kind, rates[fig], n, fig)
-            elif fig == "probe":
-                all_runs += [R.run_once(srv, "probe", r, 1, "probe")
-                             for _ in range(a.probe_repeat) for r in rates["probe"] for srv in servers]
-        except RuntimeError as e:
-            print(f"  {fig}: ERROR {e}", flush=True)
-        if fig in ladders and fig != "dialog" or fig == "probe":
+        if fig in ladders:
+            kind, n = ladders[fig]
+            all_runs += R.ladder(servers, kind, rates[fig], n, fig)
+        elif fig == "probe":
+            for _ in range(a.probe_repeat):
+                for r in rates["probe"]:
+                    for srv in servers:
+                        try:
+                            all_runs.append(R.run_once(srv, "probe", r, 1, "probe"))
+                        except RuntimeError as e:
+                            print(f"  {srv.name} probe: ERROR {e}", flush=True)
+        if (fig in ladders and fig != "dialog") or fig == "probe":
             continue
         for srv in servers:
             print(f"-- {fig} / {srv.name}", flush=True)
