@@ -34,6 +34,11 @@ pub(crate) const READ_BUFFER: usize = 1024;
 pub(crate) struct Senders {
     pub dispatch: flume::Sender<Dispatch>,
     pub work: Option<flume::Sender<(InFlight, Bytes)>>,
+    /// With `workers = 0` the connections run on the dispatcher's own
+    /// thread, and the handler runs there, inline, as each event happens:
+    /// no queue and no second thread to wake (Kamailio's dispatcher does
+    /// the same).
+    pub inline: Option<(Arc<dyn EventHandler>, EvapiHandle)>,
 }
 
 /// Run one client's connection: connection-new, then reading and writing
@@ -62,14 +67,7 @@ pub(crate) async fn serve<R, W>(
     });
 
     // connection-new runs before anything of the client is read.
-    let (done_tx, done_rx) = oneshot::channel();
-    let reason = if senders
-        .dispatch
-        .send_async(Dispatch::New(client.clone(), done_tx))
-        .await
-        .is_err()
-        || done_rx.await.is_err()
-    {
+    let reason = if !connection_new(&senders, &client).await {
         CloseReason::Shutdown
     } else if let Some(reason) = client.close_reason() {
         reason
@@ -131,10 +129,31 @@ pub(crate) async fn serve<R, W>(
     // connection task, so this send only fails if its thread died, and then
     // there is nobody left to tell.
     client.messages_drained().await;
-    let _ = senders
+    match &senders.inline {
+        Some((handler, handle)) => run_closed(&**handler, handle, &client, &reason),
+        None => {
+            let _ = senders
+                .dispatch
+                .send_async(Dispatch::Closed(client, reason))
+                .await;
+        }
+    }
+}
+
+/// Run connection-new (inline, or on the dispatcher thread and wait for
+/// it); false when the dispatcher is gone (shutdown).
+async fn connection_new(senders: &Senders, client: &Arc<Client>) -> bool {
+    if let Some((handler, handle)) = &senders.inline {
+        run_new(&**handler, handle, client);
+        return true;
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    senders
         .dispatch
-        .send_async(Dispatch::Closed(client, reason))
-        .await;
+        .send_async(Dispatch::New(client.clone(), done_tx))
+        .await
+        .is_ok()
+        && done_rx.await.is_ok()
 }
 
 /// Forgets a client's socket for direct writes when dropped.
@@ -169,6 +188,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             .bytes_in
             .fetch_add(msg.len() as u64, Ordering::Relaxed);
         let ticket = InFlight::new(client);
+        if let Some((handler, handle)) = &senders.inline {
+            run_message(&**handler, handle, &ticket.0, &msg);
+            continue;
+        }
         let queued = match &senders.work {
             Some(work) => work.send_async((ticket, msg)).await.is_ok(),
             None => senders
@@ -192,33 +215,44 @@ pub(crate) fn dispatcher(
     for event in rx.iter() {
         match event {
             Dispatch::New(client, done) => {
-                let ctx = EventContext {
-                    event: Event::ConnectionNew,
-                    client: &client,
-                    handle,
-                    message: None,
-                    reason: None,
-                };
-                guarded(Event::ConnectionNew, &client, || {
-                    handler.connection_new(&ctx)
-                });
+                run_new(handler, handle, &client);
                 let _ = done.send(());
             }
             Dispatch::Message(client, msg) => run_message(handler, handle, &client.0, &msg),
-            Dispatch::Closed(client, reason) => {
-                let ctx = EventContext {
-                    event: Event::ConnectionClosed,
-                    client: &client,
-                    handle,
-                    message: None,
-                    reason: Some(&reason),
-                };
-                guarded(Event::ConnectionClosed, &client, || {
-                    handler.connection_closed(&ctx)
-                });
-            }
+            Dispatch::Closed(client, reason) => run_closed(handler, handle, &client, &reason),
         }
     }
+}
+
+fn run_new(handler: &dyn EventHandler, handle: &EvapiHandle, client: &Arc<Client>) {
+    let ctx = EventContext {
+        event: Event::ConnectionNew,
+        client,
+        handle,
+        message: None,
+        reason: None,
+    };
+    guarded(Event::ConnectionNew, client, || {
+        handler.connection_new(&ctx)
+    });
+}
+
+fn run_closed(
+    handler: &dyn EventHandler,
+    handle: &EvapiHandle,
+    client: &Arc<Client>,
+    reason: &CloseReason,
+) {
+    let ctx = EventContext {
+        event: Event::ConnectionClosed,
+        client,
+        handle,
+        message: None,
+        reason: Some(reason),
+    };
+    guarded(Event::ConnectionClosed, client, || {
+        handler.connection_closed(&ctx)
+    });
 }
 
 pub(crate) fn run_message(

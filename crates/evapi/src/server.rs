@@ -1,9 +1,11 @@
 //! The event socket itself: the listener, the two-phase start, shutdown. A
 //! connection passes `admit` to become a client, then `connection` serves it.
-//! Socket I/O runs on the caller's tokio runtime. Event handlers run on
-//! threads of their own: the dispatcher (connection-new, connection-closed,
-//! and messages when `workers` is 0) and the workers (messages). They wait
-//! on channels that wake them when an event is queued; nothing polls.
+//! Socket I/O runs on the caller's tokio runtime, and event handlers on
+//! threads of their own: the dispatcher (connection-new, connection-closed)
+//! and the workers (messages). They wait on channels that wake them when an
+//! event is queued; nothing polls. With `workers` 0 the dispatcher thread
+//! runs a runtime of its own with the listener and every connection, and
+//! the handler inline as events are read (see `dispatcher_runtime`).
 
 use crate::access::AllowList;
 use crate::admit::{admit, claim_slot, framed, PendingSlot};
@@ -20,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -69,7 +71,7 @@ pub struct EventSocket {
     handle: EvapiHandle,
     local_addr: SocketAddr,
     stop: Arc<Notify>,
-    accept_task: Option<tokio::task::JoinHandle<()>>,
+    accept: Option<Accept>,
     connections: TaskTracker,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -230,7 +232,8 @@ impl BoundSocket {
         } else {
             None
         };
-        {
+        let inline = workers == 0;
+        if !inline {
             let handler = handler.clone();
             let handle = handle.clone();
             let t = std::thread::Builder::new()
@@ -243,27 +246,94 @@ impl BoundSocket {
         let senders = Senders {
             dispatch: dispatch_tx,
             work: work_tx,
+            inline: inline.then(|| (handler.clone(), handle.clone())),
         };
         let stop = Arc::new(Notify::new());
         let connections = TaskTracker::new();
-        let accept_task = tokio::spawn(accept_loop(
-            listener,
-            gate,
-            shared,
-            senders,
-            stop.clone(),
-            connections.clone(),
-        ));
+        let accept = if inline {
+            let (t, done) = dispatcher_runtime(
+                listener,
+                gate,
+                shared,
+                senders,
+                stop.clone(),
+                connections.clone(),
+                handler,
+            )?;
+            threads.push(t);
+            Accept::Thread(done)
+        } else {
+            Accept::Task(tokio::spawn(accept_loop(
+                listener,
+                gate,
+                shared,
+                senders,
+                stop.clone(),
+                connections.clone(),
+            )))
+        };
         info!(%local_addr, workers, tls = config_tls, allow = ?allow_text, "event socket listening");
         Ok(EventSocket {
             handle,
             local_addr,
             stop,
-            accept_task: Some(accept_task),
+            accept: Some(accept),
             connections,
             threads,
         })
     }
+}
+
+/// Where the accept loop runs: a task on the caller's runtime, or (with
+/// `workers = 0`) the dispatcher's own thread, which says when it is done.
+enum Accept {
+    Task(tokio::task::JoinHandle<()>),
+    Thread(oneshot::Receiver<()>),
+}
+
+/// `workers = 0`: the dispatcher thread runs a runtime of its own, with
+/// the accept loop and every connection on it, and the handler inline
+/// (Kamailio's dispatcher reads its clients and runs their events itself).
+/// A slow handler holds back the event socket's clients, as there, but not
+/// the caller's runtime (SIP over TCP, timers, the admin listener). The
+/// thread ends once its connections have; `done` fires when the accept
+/// loop stops.
+fn dispatcher_runtime(
+    listener: TcpListener,
+    gate: Gate,
+    shared: Arc<Shared>,
+    senders: Senders,
+    stop: Arc<Notify>,
+    connections: TaskTracker,
+    handler: Arc<dyn EventHandler>,
+) -> Result<(std::thread::JoinHandle<()>, oneshot::Receiver<()>), StartError> {
+    let name = "evapi-dispatcher";
+    let thread_err = |e| StartError::Thread(name.into(), e);
+    // Moved to the new runtime: deregistered from the caller's here.
+    let listener = listener.into_std().map_err(thread_err)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(thread_err)?;
+    let (done_tx, done_rx) = oneshot::channel();
+    let t = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            handler.thread_started(None);
+            drop(handler);
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        accept_loop(l, gate, shared, senders, stop, connections.clone()).await
+                    }
+                    Err(e) => warn!(error = %e, "event socket: the listener cannot be moved to the dispatcher; nobody is accepted"),
+                }
+                let _ = done_tx.send(());
+                connections.wait().await;
+            });
+        })
+        .map_err(thread_err)?;
+    Ok((t, done_rx))
 }
 
 impl EventSocket {
@@ -291,8 +361,14 @@ impl EventSocket {
     /// left behind, so shutdown never hangs on a stuck handler.
     pub async fn shutdown(mut self) {
         self.begin_stop();
-        if let Some(t) = self.accept_task.take() {
-            let _ = t.await;
+        match self.accept.take() {
+            Some(Accept::Task(t)) => {
+                let _ = t.await;
+            }
+            Some(Accept::Thread(done)) => {
+                let _ = done.await;
+            }
+            None => {}
         }
         for client in self.handle.shared.registry().all() {
             client.request_close(CloseReason::Shutdown);
@@ -332,7 +408,7 @@ impl EventSocket {
 
 impl Drop for EventSocket {
     fn drop(&mut self) {
-        if self.accept_task.is_some() {
+        if self.accept.is_some() {
             self.begin_stop();
             for client in self.handle.shared.registry().all() {
                 client.request_close(CloseReason::Shutdown);

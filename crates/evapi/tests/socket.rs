@@ -580,3 +580,64 @@ async fn listen_refuses_bad_config() {
     .to_string();
     assert!(err.contains("max_clients"), "{err}");
 }
+
+/// `workers = 0`: the dispatcher thread serves the connections on a runtime
+/// of its own and runs every event inline there, as Kamailio's dispatcher
+/// does (no queue, no second thread to wake per message). Shown three ways:
+/// every event runs on `evapi-dispatcher`; message-received runs inside a
+/// tokio runtime (the dispatcher's: before, the dispatcher was a plain
+/// thread fed by a queue); and a handler blocked there does not hold back
+/// the caller's runtime (this test's only thread, which must run to let
+/// the handler go on).
+#[tokio::test]
+async fn workers_zero_runs_events_inline_on_the_dispatchers_own_runtime() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let outcome = Arc::new(std::sync::Mutex::new(None::<(bool, bool)>));
+    let out = outcome.clone();
+    let rec = Arc::new(Recorder::new().on_msg(move |ctx| {
+        if ctx.message().is_some_and(|m| &m[..] == b"wait") {
+            let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+            let _ = entered_tx.lock().unwrap().send(());
+            let released = go_rx.lock().unwrap().recv_timeout(WAIT).is_ok();
+            *out.lock().unwrap() = Some((in_runtime, released));
+        }
+    }));
+    let socket = start(
+        Config {
+            workers: 0,
+            ..config()
+        },
+        rec.clone(),
+    )
+    .await;
+    let mut c = connect_n(&socket, &rec, 1).await.remove(0);
+    c.send(b"wait").await;
+    // Only this runtime can see the handler enter and let it go on.
+    eventually("the handler to enter", || entered_rx.try_recv().is_ok()).await;
+    go_tx.send(()).unwrap();
+    rec.wait_for(Event::MessageReceived, 1).await;
+    assert_eq!(
+        *outcome.lock().unwrap(),
+        Some((true, true)),
+        "(ran inside the dispatcher's runtime, was let go by the caller's)"
+    );
+    drop(c);
+    rec.wait_for(Event::ConnectionClosed, 1).await;
+    let threads: Vec<(Event, String)> = rec
+        .events()
+        .into_iter()
+        .map(|s| (s.event, s.thread))
+        .collect();
+    assert_eq!(
+        threads,
+        [
+            (Event::ConnectionNew, "evapi-dispatcher".to_string()),
+            (Event::MessageReceived, "evapi-dispatcher".to_string()),
+            (Event::ConnectionClosed, "evapi-dispatcher".to_string()),
+        ]
+    );
+    socket.shutdown().await;
+}
