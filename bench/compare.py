@@ -452,7 +452,7 @@ class Evapi:
         else:
             conf = (tpl.replace("@SIP_PORT@", str(SIP_PORT)).replace("@EVAPI_PORT@", str(EVAPI_PORT))
                     .replace("@CHILDREN@", str(self.a.children))
-                    .replace("@EVAPI_WORKERS@", str(self.a.workers))
+                    .replace("@EVAPI_WORKERS@", str(self.a.evapi_workers))
                     .replace("@EVAPI_MAX_CLIENTS@", str(max(8, clients_max)))
                     .replace("@SCRIPT@", os.path.join(HERE, "evapi", mode + ".lua"))
                     .replace("@EVAPI_EXTRA@", FANOUT_EVAPI if mode == "fanout" else ""))
@@ -1334,7 +1334,12 @@ def main():
     ap.add_argument("--probe-repeat", type=int, help="runs per latency cell (default 2, quick 1)")
     ap.add_argument("--rates", action="append", default=[], help="override, e.g. relay8=15000,18000")
     ap.add_argument("--children", type=int, default=2, help="SIP workers, both servers (shared harness: 2)")
-    ap.add_argument("--workers", type=int, default=1, help="evapi workers, both servers")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Kamailio's evapi workers (5.6.3 runs evapi:message-received in its dispatcher "
+                         "process whatever this is; its workers idle)")
+    ap.add_argument("--evapi-workers", type=int, default=0,
+                    help="our evapi workers; 0 (the default here) runs message-received on the event "
+                         "socket's dispatcher thread, inline, the model of Kamailio 5.6.3's dispatcher")
     ap.add_argument("--kam-shm", type=int, default=1024, help="Kamailio -m (MB) for async and basic (anchor best: 1024)")
     ap.add_argument("--kam-arg", action="append", help="extra kamailio argument (repeatable)")
     ap.add_argument("--basic-kam-debug", type=int, default=0,
@@ -1416,7 +1421,7 @@ def main():
             "kamailio": Kamailio(a).version(), "evapi": Evapi(a).version(),
             "sipp": sh(["sipp", "-v"]).stdout.strip().splitlines()[0] if shutil.which("sipp") else "?",
             "probe_rates": rates["probe"], "fanout_clients": [int(x) for x in a.fanout_clients.split(",")],
-            "rates": rates, "children": a.children, "workers": a.workers, "kam_shm_async": a.kam_shm,
+            "rates": rates, "children": a.children, "workers": a.workers, "evapi_workers": a.evapi_workers, "kam_shm_async": a.kam_shm,
             "argv": sys.argv[1:], "quick": a.quick, "udp_buffer": a.udp_buffer}
     json.dump(meta, open(os.path.join(outdir, "meta.json"), "w"), indent=1)
     print(f"== {stamp}: {meta['kamailio']} vs {meta['evapi']}; results in {outdir}", flush=True)
