@@ -225,16 +225,7 @@ pub(crate) fn dispatcher(
 }
 
 fn run_new(handler: &dyn EventHandler, handle: &EvapiHandle, client: &Arc<Client>) {
-    let ctx = EventContext {
-        event: Event::ConnectionNew,
-        client,
-        handle,
-        message: None,
-        reason: None,
-    };
-    guarded(Event::ConnectionNew, client, || {
-        handler.connection_new(&ctx)
-    });
+    run_event(handler, handle, client, Event::ConnectionNew, None, None);
 }
 
 fn run_closed(
@@ -243,16 +234,14 @@ fn run_closed(
     client: &Arc<Client>,
     reason: &CloseReason,
 ) {
-    let ctx = EventContext {
-        event: Event::ConnectionClosed,
-        client,
+    run_event(
+        handler,
         handle,
-        message: None,
-        reason: Some(reason),
-    };
-    guarded(Event::ConnectionClosed, client, || {
-        handler.connection_closed(&ctx)
-    });
+        client,
+        Event::ConnectionClosed,
+        None,
+        Some(reason),
+    );
 }
 
 pub(crate) fn run_message(
@@ -261,15 +250,36 @@ pub(crate) fn run_message(
     client: &Arc<Client>,
     msg: &Bytes,
 ) {
+    run_event(
+        handler,
+        handle,
+        client,
+        Event::MessageReceived,
+        Some(msg),
+        None,
+    );
+}
+
+/// Run the handler's method for `event`, guarded.
+fn run_event(
+    handler: &dyn EventHandler,
+    handle: &EvapiHandle,
+    client: &Arc<Client>,
+    event: Event,
+    message: Option<&Bytes>,
+    reason: Option<&CloseReason>,
+) {
     let ctx = EventContext {
-        event: Event::MessageReceived,
+        event,
         client,
         handle,
-        message: Some(msg),
-        reason: None,
+        message,
+        reason,
     };
-    guarded(Event::MessageReceived, client, || {
-        handler.message_received(&ctx)
+    guarded(event, client, || match event {
+        Event::ConnectionNew => handler.connection_new(&ctx),
+        Event::MessageReceived => handler.message_received(&ctx),
+        Event::ConnectionClosed => handler.connection_closed(&ctx),
     });
 }
 
