@@ -413,6 +413,9 @@ impl Drop for EventSocket {
             for client in self.handle.shared.registry().all() {
                 client.request_close(CloseReason::Shutdown);
             }
+            // No new connection is waited for: with `workers = 0` the
+            // dispatcher's thread ends once the open ones have.
+            self.connections.close();
         }
     }
 }
