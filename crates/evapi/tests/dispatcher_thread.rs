@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use evapi::{Config, Event};
+use evapi::Event;
 use std::sync::Arc;
 
 /// Threads of this process whose name starts with `evapi-dispatche` (the
@@ -24,14 +24,7 @@ fn dispatcher_threads() -> usize {
 #[tokio::test]
 async fn a_dropped_socket_leaves_no_dispatcher_thread_behind() {
     let rec = Arc::new(Recorder::new());
-    let socket = start(
-        Config {
-            workers: 0,
-            ..config()
-        },
-        rec.clone(),
-    )
-    .await;
+    let socket = start_dispatcher_only(rec.clone()).await;
     // A new thread names itself as it starts.
     eventually("the dispatcher thread", || dispatcher_threads() == 1).await;
     let mut client = TestClient::connect(socket.local_addr()).await;

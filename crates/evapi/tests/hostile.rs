@@ -16,14 +16,7 @@ use tokio::io::AsyncWriteExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_with_boundaries_at_every_offset() {
     let rec = Arc::new(Recorder::new());
-    let socket = start(
-        Config {
-            workers: 0,
-            ..config()
-        },
-        rec.clone(),
-    )
-    .await;
+    let socket = start_dispatcher_only(rec.clone()).await;
     let mut c = TestClient::connect(socket.local_addr()).await;
     rec.wait_for(Event::ConnectionNew, 1).await;
     // Sizes 1..=1300 cover every remainder modulo 1024 (and 2048, 4096

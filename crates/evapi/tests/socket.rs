@@ -334,14 +334,7 @@ async fn close_in_message_received_ends_that_client_only() {
 async fn messages_split_and_merged_arrive_whole_and_in_order() {
     // workers = 0: the dispatcher handles messages one at a time in order.
     let rec = Arc::new(Recorder::new());
-    let socket = start(
-        Config {
-            workers: 0,
-            ..config()
-        },
-        rec.clone(),
-    )
-    .await;
+    let socket = start_dispatcher_only(rec.clone()).await;
     let mut c = connect_n(&socket, &rec, 1).await.remove(0);
     let mut wire = Vec::new();
     for i in 0..500 {
@@ -605,14 +598,7 @@ async fn workers_zero_runs_events_inline_on_the_dispatchers_own_runtime() {
             *out.lock().unwrap() = Some((in_runtime, released));
         }
     }));
-    let socket = start(
-        Config {
-            workers: 0,
-            ..config()
-        },
-        rec.clone(),
-    )
-    .await;
+    let socket = start_dispatcher_only(rec.clone()).await;
     let mut c = connect_n(&socket, &rec, 1).await.remove(0);
     c.send(b"wait").await;
     // Only this runtime can see the handler enter and let it go on.

@@ -139,6 +139,19 @@ pub async fn start(config: Config, rec: Arc<Recorder>) -> EventSocket {
         .expect("event socket starts")
 }
 
+/// A socket with `workers = 0`: the dispatcher thread reads the clients
+/// and runs every event itself, one at a time, in arrival order.
+pub async fn start_dispatcher_only(rec: Arc<Recorder>) -> EventSocket {
+    start(
+        Config {
+            workers: 0,
+            ..config()
+        },
+        rec,
+    )
+    .await
+}
+
 /// Wait until `cond` holds, checking after each short pause.
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
