@@ -75,8 +75,9 @@ pub struct SipConfig {
     /// `tcp:[::1]:5060`); port 0 picks a free port (see
     /// [`crate::SipHost::local_addrs`]). At least one.
     pub listen: Vec<String>,
-    /// Router threads (`sip-child-N`), 1 to 1024; each reads the UDP
-    /// sockets itself.
+    /// Router threads (`sip-child-N`), 1 to 1024. Thread 0 reads the UDP
+    /// sockets; the others read with it when it finds a backlog, or in its
+    /// place when every reader is stuck in a route.
     pub children: usize,
     /// Threads of the I/O runtime (`evapi-io`), 0 to 256: TCP, the event
     /// socket's clients, HTTP, NATS and the timers; 0 (the default) picks

@@ -14,9 +14,11 @@ use crate::request::{Request, Source};
 /// holds a [`SipHandle`] of its own.
 ///
 /// The methods run on router threads, never on the socket I/O runtime, so
-/// they may block (a Lua VM, a database); while one does, other threads
-/// keep reading and routing. Router threads read the UDP sockets
-/// themselves, so a call's messages may run on any of them; messages with
+/// they may block (a Lua VM, a database); while one does, another thread
+/// takes over the reading within 0.2 s and the others keep routing. Router
+/// threads read the UDP sockets themselves (thread 0 always, the others
+/// when it is behind or stuck), so a call's messages may run on any of
+/// them; messages with
 /// the same Call-ID never run at the same time, and run in the order they
 /// arrived.
 ///

@@ -6,8 +6,9 @@
 //! Why: a reader task that parsed and handed every datagram to a router
 //! thread cost a second thread wake-up and a queue per message, the cost
 //! Kamailio does not have (BENCHMARKS.md, "Where a request's microseconds
-//! go"). Every router thread waits on every UDP socket with
-//! `EPOLLEXCLUSIVE`, so a datagram wakes one thread, not all.
+//! go"). Thread 0 reads the sockets; the others read only when it finds
+//! a backlog or every reader is stuck in a route (`readers.rs`), so a
+//! datagram that arrives while thread 0 is busy wakes no other thread.
 //!
 //! Order: a thread reads, parses and claims each datagram's Call-ID
 //! stripe (1,024 of them) under the socket's read gate, so stripes are
@@ -16,7 +17,9 @@
 //! datagram whose stripe another thread is handling is queued on the
 //! stripe, and that thread runs it next. So the messages of one call
 //! never run at the same time and run in the order they arrived, and a
-//! route that blocks holds back only its own stripe. A TCP connection's
+//! route that blocks holds back its own stripe, and the other calls only
+//! until another thread takes over the reading (`readers.rs`: at most two
+//! ticks of 100 ms). A TCP connection's
 //! messages, dialog events and failure routes come through the thread's
 //! queue and claim their stripe the same way.
 
@@ -24,11 +27,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use lograte::warn_limited;
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use tracing::{debug, error};
 
+use super::readers::{Role, Turn, Watch, HELP_AFTER, TICK};
 use super::{fnv, part_of_msg_reply, part_of_request, Shared, SipHandle, Work};
 use crate::message::SipMessage;
 use crate::request::Source;
@@ -48,6 +53,8 @@ const WAKE_KEY: u64 = u64::MAX;
 pub(crate) struct Child {
     pub(crate) tx: flume::Sender<Work>,
     wake: Wake,
+    /// Its part in reading the sockets (`readers.rs`).
+    pub(super) turn: Turn,
 }
 
 impl Child {
@@ -58,6 +65,7 @@ impl Child {
             Child {
                 tx,
                 wake: Wake::new()?,
+                turn: Turn::default(),
             },
             rx,
         ))
@@ -68,6 +76,11 @@ impl Child {
         self.tx.try_send(w)?;
         self.wake.poke();
         Ok(())
+    }
+
+    /// Wake the thread if it waits (it has something to look at).
+    pub(super) fn poke(&self) {
+        self.wake.poke();
     }
 
     /// Queue, waiting for room (used to stop the thread).
@@ -123,8 +136,8 @@ impl Wake {
 /// The router thread's loop, until [`Work::Stop`].
 pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiver<Work>) {
     let sh = Arc::clone(&h.shared);
-    let ep = match wait_set(&sh, n) {
-        Ok(ep) => ep,
+    let sets = match WaitSets::new(&sh, n) {
+        Ok(s) => s,
         Err(e) => {
             // Without its wait set the thread cannot read; the others can.
             error!(child = n, error = %e, "router thread cannot wait on its sockets; it stops");
@@ -133,10 +146,17 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
     };
     let t = Thread { n, h, router };
     t.guarded("thread_started", &mut || t.router.thread_started(n));
+    let mut l = Loop {
+        role: if n == 0 { Role::Lead } else { Role::Standby },
+        buf: vec![0u8; sh.net.udp_buffer_len()],
+        ready: Vec::new(),
+        events: Vec::with_capacity(sh.net.udp_sockets().count() + 1),
+        watch: Watch::new(sh.children.len()),
+        next_tick: None,
+        t,
+        sets,
+    };
     let wake = &sh.children[n].wake;
-    let mut buf = vec![0u8; sh.net.udp_buffer_len()];
-    let mut ready = Vec::<usize>::new();
-    let mut events = Vec::<epoll::Event>::with_capacity(sh.net.udp_sockets().count() + 1);
     loop {
         // The queue first, a batch at a time.
         for _ in 0..BATCH {
@@ -144,86 +164,198 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
                 Ok(Work::Stop) | Err(flume::TryRecvError::Disconnected) => return,
                 Ok(w) => {
                     if let Some(w) = sh.claim(w) {
-                        t.handle(w);
+                        l.t.handle(w);
                     }
                 }
                 Err(flume::TryRecvError::Empty) => break,
             }
         }
-        // Sockets epoll said were readable: read each until it is empty
-        // (or a batch was taken, then come back after the queue).
+        let more = match l.role {
+            Role::Lead | Role::Cover => l.read_ready(),
+            Role::Help => {
+                // Every socket, until all are empty (then stand by).
+                l.ready.clear();
+                l.ready.extend(0..sh.net.udp_sockets().count());
+                let more = l.read_ready();
+                if !more {
+                    sh.stand_by(n, false);
+                    l.role = Role::Standby;
+                }
+                more
+            }
+            Role::Standby => false,
+        };
+        if l.role == Role::Cover && l.watch.cover_over(&sh) {
+            sh.stand_by(n, true);
+            l.role = Role::Standby;
+        }
+        if more || !rx.is_empty() {
+            continue;
+        }
+        wake.about_to_wait();
+        if !rx.is_empty() || sh.help_pending(n) {
+            wake.awake();
+        } else if let Err(e) = l.wait() {
+            wake.awake();
+            error!(child = n, error = %e, "router thread cannot wait on its sockets; it stops");
+            return;
+        } else {
+            wake.awake();
+        }
+        if l.role == Role::Standby && sh.take_help(n) {
+            l.role = Role::Help;
+        }
+    }
+}
+
+/// A router thread's loop state.
+struct Loop {
+    role: Role,
+    buf: Vec<u8>,
+    /// Sockets to read (epoll said readable, or all when helping).
+    ready: Vec<usize>,
+    events: Vec<epoll::Event>,
+    watch: Watch,
+    /// When the watcher ticks next.
+    next_tick: Option<Instant>,
+    t: Thread,
+    sets: WaitSets,
+}
+
+impl Loop {
+    /// Read the `ready` sockets, each until it is empty; true when one
+    /// gave a batch and may hold more (come back after the queue).
+    fn read_ready(&mut self) -> bool {
+        let sh = Arc::clone(&self.t.h.shared);
+        let n = self.t.n;
         let mut more = false;
-        for &i in &ready {
+        for &i in &self.ready {
             let mut taken = 0;
             loop {
                 // Read, parse and claim under the socket's read gate, so
                 // a call's stripe is claimed in the order its datagrams
                 // were read; handle outside it.
                 let gate = lock(&sh.read_gates[i]);
-                let w = match sh.net.read_udp(i, &mut buf) {
+                let w = match sh.net.read_udp(i, &mut self.buf) {
                     Read::Datagram(data, src) => sh.accept(data, src).and_then(|w| sh.claim(w)),
                     Read::Dropped => None,
                     Read::Empty => break,
                 };
                 drop(gate);
-                if let Some(w) = w {
-                    t.handle(w);
-                }
                 taken += 1;
+                if taken % HELP_AFTER == 0 {
+                    // The socket was not empty HELP_AFTER times in a row.
+                    sh.ask_help(n);
+                }
+                if let Some(w) = w {
+                    self.t.handle(w);
+                }
                 if taken == BATCH {
                     more = true;
                     break;
                 }
             }
         }
-        if more || !rx.is_empty() {
-            continue;
-        }
-        wake.about_to_wait();
-        if !rx.is_empty() {
-            wake.awake();
-            continue;
-        }
-        events.clear();
-        let r = epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None);
-        wake.awake();
-        ready.clear();
+        more
+    }
+
+    /// Wait for the next thing to do: the sockets (leading, covering) or
+    /// the queue only (standby; the watcher until its tick).
+    fn wait(&mut self) -> rustix::io::Result<()> {
+        let sh = Arc::clone(&self.t.h.shared);
+        let n = self.t.n;
+        let (set, timeout) = match self.role {
+            Role::Lead => (&self.sets.sockets, None),
+            Role::Cover => (&self.sets.sockets, Some(TICK)),
+            Role::Help => return Ok(()),
+            Role::Standby => {
+                let timeout = sh.watch_timeout(n).map(|tick| {
+                    let at = *self.next_tick.get_or_insert_with(|| Instant::now() + tick);
+                    at.saturating_duration_since(Instant::now())
+                });
+                if timeout.is_none() {
+                    self.next_tick = None;
+                }
+                (
+                    self.sets.queue.as_ref().unwrap_or(&self.sets.sockets),
+                    timeout,
+                )
+            }
+        };
+        self.events.clear();
+        let ts = timeout.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos() as i64,
+        });
+        let r = epoll::wait(
+            set,
+            rustix::buffer::spare_capacity(&mut self.events),
+            ts.as_ref(),
+        );
+        self.ready.clear();
         match r {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                error!(child = n, error = %e, "router thread cannot wait on its sockets; it stops");
-                return;
-            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
         }
-        for ev in &events {
+        for ev in &self.events {
             match ev.data.u64() {
-                WAKE_KEY => wake.clear(),
-                i => ready.push(i as usize),
+                WAKE_KEY => sh.children[n].wake.clear(),
+                i => self.ready.push(i as usize),
             }
         }
+        if self.role == Role::Standby && self.next_tick.is_some_and(|at| Instant::now() >= at) {
+            self.next_tick = None;
+            if self.watch.tick(&sh, n) {
+                self.role = Role::Cover;
+                // Read at once: the sockets may hold what arrived while
+                // every reader was stuck.
+                self.ready.clear();
+                self.ready.extend(0..sh.net.udp_sockets().count());
+            }
+        }
+        Ok(())
     }
 }
 
-/// An epoll set with every UDP socket (exclusive: one waiting thread is
-/// woken per datagram) and this thread's eventfd.
-fn wait_set(sh: &Shared, n: usize) -> rustix::io::Result<OwnedFd> {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-    for (i, s) in sh.net.udp_sockets().enumerate() {
-        epoll::add(
-            &ep,
-            s.as_fd(),
-            epoll::EventData::new_u64(i as u64),
-            epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE,
-        )?;
+/// A router thread's epoll sets.
+struct WaitSets {
+    /// Every UDP socket (exclusive: one waiting thread is woken per
+    /// datagram) and this thread's eventfd.
+    sockets: OwnedFd,
+    /// This thread's eventfd alone, for standby (threads other than 0).
+    queue: Option<OwnedFd>,
+}
+
+impl WaitSets {
+    fn new(sh: &Shared, n: usize) -> rustix::io::Result<WaitSets> {
+        let wake = sh.children[n].wake.fd.as_fd();
+        let add_wake = |ep: &OwnedFd| {
+            epoll::add(
+                ep,
+                wake,
+                epoll::EventData::new_u64(WAKE_KEY),
+                epoll::EventFlags::IN,
+            )
+        };
+        let sockets = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        for (i, s) in sh.net.udp_sockets().enumerate() {
+            epoll::add(
+                &sockets,
+                s.as_fd(),
+                epoll::EventData::new_u64(i as u64),
+                epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE,
+            )?;
+        }
+        add_wake(&sockets)?;
+        let queue = if n == 0 {
+            None
+        } else {
+            let q = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+            add_wake(&q)?;
+            Some(q)
+        };
+        Ok(WaitSets { sockets, queue })
     }
-    epoll::add(
-        &ep,
-        sh.children[n].wake.fd.as_fd(),
-        epoll::EventData::new_u64(WAKE_KEY),
-        epoll::EventFlags::IN,
-    )?;
-    Ok(ep)
 }
 
 /// What a router thread holds while it handles work.
@@ -249,7 +381,9 @@ impl Thread {
         let stripe = sh.stripe(w.call_id());
         let mut next = Some(w);
         while let Some(w) = next {
+            sh.item_starts(self.n);
             self.run_one(w);
+            sh.item_ends(self.n);
             let mut st = lock(stripe);
             next = st.queue.pop_front();
             if next.is_none() {

@@ -21,6 +21,7 @@
 mod child;
 mod dns;
 mod handle;
+mod readers;
 mod start;
 
 use std::io;
@@ -126,6 +127,8 @@ pub(crate) struct Shared {
     pub(crate) dialogs: Arc<crate::Dialogs>,
     /// Wakes the dialog timer task when an earlier timer is armed.
     pub(crate) dialog_wake: Notify,
+    /// Which router threads read the UDP sockets (`readers.rs`).
+    pub(crate) readers: readers::Readers,
 }
 
 /// FNV-1a: the same Call-ID must pick the same thread from any thread.

@@ -112,6 +112,7 @@ impl SipHost {
             usrloc: Arc::new(crate::usrloc::Usrloc::new(config.usrloc.clone())),
             myself: Myself::new(addrs.clone(), &sip.alias),
             counters: Default::default(),
+            readers: super::readers::Readers::new(sip.children),
         });
         Ok(BoundHost {
             shared,
