@@ -129,6 +129,39 @@ fn a_blocked_route_holds_back_only_its_own_call() {
     rt.block_on(host.shutdown());
 }
 
+/// Two routes that block, three threads: thread 0 holds the first; the
+/// watcher takes over the reading, reads the second and blocks in turn;
+/// the third thread, now the watcher, takes over and answers the rest.
+#[test]
+fn two_blocked_routes_leave_the_third_thread_reading() {
+    let (gate, entered) = Gate::new(Duration::ZERO);
+    let (rt, host, udp) = start(3, Arc::clone(&gate));
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    for id in ["hold-1", "hold-2"] {
+        let c = Call::new(&a, id, &format!("sip:bob@{udp}"));
+        a.send(udp, c.request("OPTIONS", &branch(), 1, None, ""))
+            .unwrap();
+        assert_eq!(entered.recv_timeout(WAIT).unwrap(), id);
+    }
+    for i in 0..10 {
+        let c = Call::new(&a, &format!("free-{i}"), &format!("sip:bob@{udp}"));
+        a.send(udp, c.request("OPTIONS", &branch(), 1, None, ""))
+            .unwrap();
+    }
+    for _ in 0..10 {
+        let r = a
+            .expect_status(200, None, WAIT)
+            .expect("every free call answered while two routes are blocked");
+        assert!(r.call_id().unwrap().starts_with(b"free-"));
+    }
+    gate.open();
+    for _ in 0..2 {
+        let r = a.expect_status(200, None, WAIT).expect("the held calls");
+        assert!(r.call_id().unwrap().starts_with(b"hold-"));
+    }
+    rt.block_on(host.shutdown());
+}
+
 /// Four threads read one socket; a burst of requests of one call, each
 /// staying in the router a little, never overlaps and reaches the router
 /// in the order it was sent (the Call-ID stripe and the read gate), while
@@ -162,5 +195,65 @@ fn messages_of_one_call_run_one_at_a_time_in_order() {
             .collect();
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{cid}: {seen:?}");
     }
+    rt.block_on(host.shutdown());
+}
+
+/// Holds router thread 0 in `thread_started` until released.
+struct SlowStart {
+    released: (Mutex<bool>, Condvar),
+}
+
+impl Router for SlowStart {
+    fn thread_started(&self, child: usize) {
+        if child == 0 {
+            let (lock, cv) = &self.released;
+            // Bounded: the test releases it, or this gives up.
+            let _ = cv
+                .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(30), |r| !*r)
+                .unwrap();
+        }
+    }
+
+    fn request(&self, host: &SipHandle, req: &mut Request) {
+        let _ = host.sl_reply(req, 200, "OK");
+    }
+}
+
+/// Thread 0 is the one that reads the socket; held up before it reads
+/// anything (a slow `thread_started`), another thread reads in its place
+/// (crates/sip/src/host/readers.rs: after at most two 100 ms ticks).
+#[test]
+fn thread_zero_held_up_at_start_does_not_stop_the_reading() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let router = Arc::new(SlowStart {
+        released: (Mutex::new(false), Condvar::new()),
+    });
+    let mut cfg = loopback_config();
+    cfg.sip.children = 2;
+    let host = rt
+        .block_on(SipHost::start(cfg, Arc::clone(&router) as Arc<dyn Router>))
+        .unwrap();
+    let udp = host
+        .local_addrs()
+        .into_iter()
+        .find(|(t, _)| *t == Transport::Udp)
+        .unwrap()
+        .1;
+    let mut a = Agent::udp("127.0.0.1:0").unwrap();
+    for i in 0..5 {
+        let c = Call::new(&a, &format!("early-{i}"), &format!("sip:bob@{udp}"));
+        a.send(udp, c.request("OPTIONS", &branch(), 1, None, ""))
+            .unwrap();
+    }
+    for _ in 0..5 {
+        a.expect_status(200, None, WAIT)
+            .expect("answered while thread 0 is still starting");
+    }
+    *router.released.0.lock().unwrap() = true;
+    router.released.1.notify_all();
     rt.block_on(host.shutdown());
 }

@@ -136,16 +136,22 @@ impl Wake {
 /// The router thread's loop, until [`Work::Stop`].
 pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Receiver<Work>) {
     let sh = Arc::clone(&h.shared);
+    let _gone = Gone(&sh, n);
     let sets = match WaitSets::new(&sh, n) {
         Ok(s) => s,
         Err(e) => {
-            // Without its wait set the thread cannot read; the others can.
+            // Without its wait set the thread cannot read; another covers.
             error!(child = n, error = %e, "router thread cannot wait on its sockets; it stops");
+            sh.reader_gone(n);
             return;
         }
     };
     let t = Thread { n, h, router };
+    // An item like any other: if it takes long on thread 0, another
+    // thread reads meanwhile.
+    sh.item_starts(n);
     t.guarded("thread_started", &mut || t.router.thread_started(n));
+    sh.item_ends(n);
     let mut l = Loop {
         role: if n == 0 { Role::Lead } else { Role::Standby },
         buf: vec![0u8; sh.net.udp_buffer_len()],
@@ -204,6 +210,22 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
         }
         if l.role == Role::Standby && sh.take_help(n) {
             l.role = Role::Help;
+        }
+    }
+}
+
+/// Dropped when the thread ends: if it ends by a panic, it counts as gone
+/// (another thread reads in its place).
+struct Gone<'a>(&'a Shared, usize);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            error!(
+                child = self.1,
+                "router thread panicked outside a route; it stops"
+            );
+            self.0.reader_gone(self.1);
         }
     }
 }

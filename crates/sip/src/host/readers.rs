@@ -18,7 +18,10 @@
 //!   same item since the last one (a route that blocks), it reads and
 //!   waits on the sockets like the leader until one of them moves on,
 //!   and hands the watch to the next standby thread. So a route that
-//!   blocks holds back the other calls for at most two ticks.
+//!   blocks holds back the other calls for at most two ticks. A slow
+//!   `Router::thread_started` counts as an item too, and a thread that
+//!   stops other than by `Work::Stop` (a panic outside a route, or no
+//!   `epoll`) counts as stuck for good.
 //!
 //! When a tick finds no thread has started an item since the last tick,
 //! the watcher stops ticking until the next item starts (an idle router
@@ -96,6 +99,20 @@ impl Shared {
             if let Some(w) = self.children.get(self.readers.watcher.load(SeqCst)) {
                 w.poke();
             }
+        }
+    }
+
+    /// Thread `n` stopped for good, not by [`super::Work::Stop`] (it could
+    /// not wait on the sockets, or it panicked): it looks stuck in an item
+    /// from now on, so the watcher covers for it, and ticks from now on.
+    pub(super) fn reader_gone(&self, n: usize) {
+        let busy = &self.children[n].turn.busy;
+        if busy.load(SeqCst) % 2 == 0 {
+            busy.fetch_add(1, SeqCst);
+        }
+        self.readers.watching.store(true, SeqCst);
+        if let Some(w) = self.children.get(self.readers.watcher.load(SeqCst)) {
+            w.poke();
         }
     }
 
