@@ -177,12 +177,12 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
             }
         }
         let more = match l.role {
-            Role::Lead | Role::Cover => l.read_ready(),
+            Role::Lead | Role::Cover => l.read_ready(&sh),
             Role::Help => {
                 // Every socket, until all are empty (then stand by).
                 l.ready.clear();
                 l.ready.extend(0..sh.net.udp_sockets().count());
-                let more = l.read_ready();
+                let more = l.read_ready(&sh);
                 if !more {
                     sh.stand_by(n, false);
                     l.role = Role::Standby;
@@ -199,14 +199,16 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
             continue;
         }
         wake.about_to_wait();
-        if !rx.is_empty() || sh.help_pending(n) {
-            wake.awake();
-        } else if let Err(e) = l.wait() {
-            wake.awake();
-            error!(child = n, error = %e, "router thread cannot wait on its sockets; it stops");
-            return;
+        let waited = if !rx.is_empty() || sh.help_pending(n) {
+            Ok(())
         } else {
-            wake.awake();
+            l.wait(&sh)
+        };
+        wake.awake();
+        if let Err(e) = waited {
+            error!(child = n, error = %e, "router thread cannot wait on its sockets; it stops");
+            sh.reader_gone(n);
+            return;
         }
         if l.role == Role::Standby && sh.take_help(n) {
             l.role = Role::Help;
@@ -247,8 +249,7 @@ struct Loop {
 impl Loop {
     /// Read the `ready` sockets, each until it is empty; true when one
     /// gave a batch and may hold more (come back after the queue).
-    fn read_ready(&mut self) -> bool {
-        let sh = Arc::clone(&self.t.h.shared);
+    fn read_ready(&mut self, sh: &Arc<Shared>) -> bool {
         let n = self.t.n;
         let mut more = false;
         for &i in &self.ready {
@@ -283,8 +284,7 @@ impl Loop {
 
     /// Wait for the next thing to do: the sockets (leading, covering) or
     /// the queue only (standby; the watcher until its tick).
-    fn wait(&mut self) -> rustix::io::Result<()> {
-        let sh = Arc::clone(&self.t.h.shared);
+    fn wait(&mut self, sh: &Shared) -> rustix::io::Result<()> {
         let n = self.t.n;
         let (set, timeout) = match self.role {
             Role::Lead => (&self.sets.sockets, None),
@@ -327,7 +327,7 @@ impl Loop {
         }
         if self.role == Role::Standby && self.next_tick.is_some_and(|at| Instant::now() >= at) {
             self.next_tick = None;
-            if self.watch.tick(&sh, n) {
+            if self.watch.tick(sh, n) {
                 self.role = Role::Cover;
                 // Read at once: the sockets may hold what arrived while
                 // every reader was stuck.
