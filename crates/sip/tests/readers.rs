@@ -65,26 +65,11 @@ fn switches() -> HashMap<String, u64> {
 
 #[test]
 fn thread_zero_reads_a_backlog_brings_a_helper_and_idle_threads_sleep() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let router = Arc::new(Recorder {
         dwell: Duration::from_millis(5),
         ran_on: Mutex::new(HashMap::new()),
     });
-    let mut cfg = loopback_config();
-    cfg.sip.children = 2;
-    let host = rt
-        .block_on(SipHost::start(cfg, Arc::clone(&router) as Arc<dyn Router>))
-        .unwrap();
-    let to = host
-        .local_addrs()
-        .into_iter()
-        .find(|(t, _)| *t == Transport::Udp)
-        .unwrap()
-        .1;
+    let (rt, host, to) = start_with(2, Arc::clone(&router) as Arc<dyn Router>);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let ran_on = |prefix: &str| -> Vec<String> {
         let m = router.ran_on.lock().unwrap();

@@ -74,24 +74,6 @@ impl Router for Gate {
     }
 }
 
-fn start(children: usize, router: Arc<Gate>) -> (tokio::runtime::Runtime, SipHost, SocketAddr) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut cfg = loopback_config();
-    cfg.sip.children = children;
-    let host = rt.block_on(SipHost::start(cfg, router)).unwrap();
-    let udp = host
-        .local_addrs()
-        .into_iter()
-        .find(|(t, _)| *t == Transport::Udp)
-        .unwrap()
-        .1;
-    (rt, host, udp)
-}
-
 /// With the old design (one reader task queueing each message to thread
 /// `hash(Call-ID) % children`), about half of these calls queued behind
 /// the blocked one and were answered only after the gate opened. Now the
@@ -99,7 +81,7 @@ fn start(children: usize, router: Arc<Gate>) -> (tokio::runtime::Runtime, SipHos
 #[test]
 fn a_blocked_route_holds_back_only_its_own_call() {
     let (gate, entered) = Gate::new(Duration::ZERO);
-    let (rt, host, udp) = start(2, Arc::clone(&gate));
+    let (rt, host, udp) = start_with(2, Arc::clone(&gate) as Arc<dyn Router>);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let held = Call::new(&a, "hold-1", &format!("sip:bob@{udp}"));
     a.send(udp, held.request("OPTIONS", &branch(), 1, None, ""))
@@ -135,7 +117,7 @@ fn a_blocked_route_holds_back_only_its_own_call() {
 #[test]
 fn two_blocked_routes_leave_the_third_thread_reading() {
     let (gate, entered) = Gate::new(Duration::ZERO);
-    let (rt, host, udp) = start(3, Arc::clone(&gate));
+    let (rt, host, udp) = start_with(3, Arc::clone(&gate) as Arc<dyn Router>);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     for id in ["hold-1", "hold-2"] {
         let c = Call::new(&a, id, &format!("sip:bob@{udp}"));
@@ -169,7 +151,7 @@ fn two_blocked_routes_leave_the_third_thread_reading() {
 #[test]
 fn messages_of_one_call_run_one_at_a_time_in_order() {
     let (gate, _entered) = Gate::new(Duration::from_millis(2));
-    let (rt, host, udp) = start(4, Arc::clone(&gate));
+    let (rt, host, udp) = start_with(4, Arc::clone(&gate) as Arc<dyn Router>);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     let burst = 60;
     let call = Call::new(&a, "one-call", &format!("sip:bob@{udp}"));
@@ -224,25 +206,10 @@ impl Router for SlowStart {
 /// (crates/sip/src/host/readers.rs: after at most two 100 ms ticks).
 #[test]
 fn thread_zero_held_up_at_start_does_not_stop_the_reading() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let router = Arc::new(SlowStart {
         released: (Mutex::new(false), Condvar::new()),
     });
-    let mut cfg = loopback_config();
-    cfg.sip.children = 2;
-    let host = rt
-        .block_on(SipHost::start(cfg, Arc::clone(&router) as Arc<dyn Router>))
-        .unwrap();
-    let udp = host
-        .local_addrs()
-        .into_iter()
-        .find(|(t, _)| *t == Transport::Udp)
-        .unwrap()
-        .1;
+    let (rt, host, udp) = start_with(2, Arc::clone(&router) as Arc<dyn Router>);
     let mut a = Agent::udp("127.0.0.1:0").unwrap();
     for i in 0..5 {
         let c = Call::new(&a, &format!("early-{i}"), &format!("sip:bob@{udp}"));

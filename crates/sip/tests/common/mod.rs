@@ -118,6 +118,29 @@ pub fn loopback_config() -> HostConfig {
     }
 }
 
+/// [`loopback_config`] with `children` router threads and `router`, on
+/// a runtime of one worker: the runtime, the host and its UDP address.
+pub fn start_with(
+    children: usize,
+    router: Arc<dyn Router>,
+) -> (tokio::runtime::Runtime, SipHost, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cfg = loopback_config();
+    cfg.sip.children = children;
+    let host = rt.block_on(SipHost::start(cfg, router)).unwrap();
+    let udp = host
+        .local_addrs()
+        .into_iter()
+        .find(|(t, _)| *t == Transport::Udp)
+        .unwrap()
+        .1;
+    (rt, host, udp)
+}
+
 impl TestHost {
     pub fn start(mode: Mode, tweak: impl FnOnce(&mut HostConfig)) -> TestHost {
         let rt = tokio::runtime::Builder::new_multi_thread()
