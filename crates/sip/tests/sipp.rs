@@ -6,13 +6,15 @@
 //! `EVAPI_REQUIRE_SIPP=1` is set: then they fail, so CI cannot pass
 //! silently without SIPp.
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sip::{HostConfig, Method, Request, Router, SipConfig, SipHandle, SipHost, Transport, TxRef};
+use sip::{Method, Request, Router, SipHandle, SipHost, Transport, TxRef};
 
 const CALLS: u32 = 1000;
 const RATE: u32 = 100;
@@ -69,30 +71,14 @@ fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// A loopback host with two router threads, and its address for
+/// `transport`.
 fn start_host(
     router: Arc<dyn Router>,
     transport: Transport,
 ) -> (tokio::runtime::Runtime, SipHost, SocketAddr) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cfg = HostConfig {
-        sip: SipConfig {
-            listen: vec!["udp:127.0.0.1:0".into(), "tcp:127.0.0.1:0".into()],
-            children: 2,
-            ..SipConfig::default()
-        },
-        ..HostConfig::default()
-    };
-    let host = rt.block_on(SipHost::start(cfg, router)).unwrap();
-    let addr = host
-        .local_addrs()
-        .into_iter()
-        .find(|(t, _)| *t == transport)
-        .unwrap()
-        .1;
+    let (rt, host, _) = common::start_with(2, router);
+    let addr = common::local_addr(&host, transport);
     (rt, host, addr)
 }
 

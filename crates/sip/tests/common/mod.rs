@@ -132,13 +132,17 @@ pub fn start_with(
     let mut cfg = loopback_config();
     cfg.sip.children = children;
     let host = rt.block_on(SipHost::start(cfg, router)).unwrap();
-    let udp = host
-        .local_addrs()
-        .into_iter()
-        .find(|(t, _)| *t == Transport::Udp)
-        .unwrap()
-        .1;
+    let udp = local_addr(&host, Transport::Udp);
     (rt, host, udp)
+}
+
+/// The address `host` listens on for `t`.
+pub fn local_addr(host: &SipHost, t: Transport) -> SocketAddr {
+    host.local_addrs()
+        .into_iter()
+        .find(|(tt, _)| *tt == t)
+        .unwrap()
+        .1
 }
 
 impl TestHost {
@@ -166,14 +170,7 @@ impl TestHost {
     }
 
     pub fn addr(&self, t: Transport) -> SocketAddr {
-        self.host
-            .as_ref()
-            .unwrap()
-            .local_addrs()
-            .into_iter()
-            .find(|(tt, _)| *tt == t)
-            .unwrap()
-            .1
+        local_addr(self.host.as_ref().unwrap(), t)
     }
 
     pub fn next_suspended(&self) -> TxRef {
