@@ -104,7 +104,7 @@ pub struct Dialogs {
     shards: Box<[Mutex<Shard>]>,
     env: Env,
     clock: Clock,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     sink: Box<dyn Sink>,
     /// Dialogs per (profile, value).
     profiles: Mutex<HashMap<table::ProfileKey, usize>>,

@@ -183,12 +183,12 @@ pub(crate) struct Tm {
     /// Random per host: in our branches and To tags, so replies to
     /// another instance's branches are not taken for ours.
     seed: u32,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     next_label: u32,
     /// Boxed: a transaction is large, and a rehash should move pointers.
     txs: Sharded<u64, Box<Tx>>,
     by_key: Sharded<TransactionKey, u64>,
-    by_dialog: HashMap<(Bytes, u32), u64>,
+    by_dialog: HashMap<(Bytes, u32), u64, foldhash::fast::RandomState>,
     timers: Timers,
     suspended: usize,
     /// Transactions with their final reply sent, lingering now.
@@ -215,7 +215,7 @@ impl Tm {
 
     /// Part `part` of a host's table; every part has the host's `seed`.
     pub(crate) fn part(cfg: TableConfig, part: usize, seed: u32) -> Tm {
-        let hasher = RandomState::new();
+        let hasher = foldhash::fast::RandomState::default();
         Tm {
             cfg,
             part: (part % PARTS) as u32,
@@ -224,7 +224,7 @@ impl Tm {
             next_label: 0,
             txs: Sharded::new(),
             by_key: Sharded::new(),
-            by_dialog: HashMap::new(),
+            by_dialog: HashMap::default(),
             timers: Timers {
                 armed_at: u64::MAX,
                 ..Timers::default()

@@ -1,6 +1,6 @@
 //! A hash map split in shards.
 
-use std::collections::hash_map::RandomState;
+use foldhash::fast::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
@@ -31,7 +31,7 @@ impl ShardKey for TransactionKey {
 }
 
 pub(super) struct Sharded<K, V> {
-    maps: Vec<HashMap<K, V>>,
+    maps: Vec<HashMap<K, V, RandomState>>,
     pick: RandomState,
     len: usize,
 }
@@ -39,13 +39,15 @@ pub(super) struct Sharded<K, V> {
 impl<K: ShardKey, V> Sharded<K, V> {
     pub(super) fn new() -> Self {
         Sharded {
-            maps: (0..SHARDS).map(|_| HashMap::new()).collect(),
-            pick: RandomState::new(),
+            maps: (0..SHARDS)
+                .map(|_| HashMap::with_hasher(RandomState::default()))
+                .collect(),
+            pick: RandomState::default(),
             len: 0,
         }
     }
 
-    pub(super) fn map(&self, k: &K) -> &HashMap<K, V> {
+    pub(super) fn map(&self, k: &K) -> &HashMap<K, V, RandomState> {
         &self.maps[k.shard(&self.pick)]
     }
 
