@@ -185,9 +185,9 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
 
 /// Call `f`, the script's function `name`.
 fn call_function(lua: &Lua, name: &str, f: Function, args: impl mlua::IntoLuaMulti) -> Outcome {
-    let outer = crate::limits::enter(lua);
+    let call = crate::limits::enter(lua);
     let result = run(lua, f, args).and_then(|r| r);
-    crate::limits::leave(lua, outer);
+    drop(call);
     let outcome = match result {
         Ok(()) => Outcome::Done,
         Err(e) => match unwind_of(&e) {
