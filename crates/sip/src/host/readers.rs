@@ -42,8 +42,8 @@ pub(super) const HELP_CHECK: usize = 8;
 /// so after [`HELP_CHECK`] datagrams). A burst the reader empties sooner
 /// is not worth another thread's wake-up: on two cores beside the load
 /// generator, asking after 8 datagrams (about 0.2 ms of the basic
-/// script) brought thread 1 into 30 % of the work at 2,000 calls/s and
-/// cost about 9 % more CPU per call than this (BENCHMARKS.md).
+/// script) brought thread 1 into 30 % of the calls at 2,000 calls/s and
+/// cost 12 % more CPU per call than this (BENCHMARKS.md).
 pub(super) const HELP_AFTER: Duration = Duration::from_micros(500);
 
 /// The watcher's tick while there is traffic.
