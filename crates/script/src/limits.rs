@@ -312,7 +312,7 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        *self.0.gone.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *watchdog::lock(&self.0.gone) = true;
         self.0.deadline.store(0, Ordering::Relaxed);
     }
 }
@@ -368,7 +368,7 @@ mod watchdog {
         }
     }
 
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -402,12 +402,12 @@ mod watchdog {
             for w in &ws {
                 let key = Arc::as_ptr(w) as usize;
                 let started = w.started.load(Ordering::Relaxed);
+                let at = w.deadline.load(Ordering::SeqCst);
                 let before = seen.iter().find(|(k, _)| *k == key).map(|&(_, s)| s);
-                if before != Some(started) || w.deadline.load(Ordering::SeqCst) != 0 {
+                if before != Some(started) || at != 0 {
                     active = true;
                 }
                 next.push((key, started));
-                let at = w.deadline.load(Ordering::SeqCst);
                 if at != 0 && now >= at {
                     let gone = lock(&w.gone);
                     if !*gone {
