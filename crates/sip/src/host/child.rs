@@ -33,7 +33,7 @@ use lograte::warn_limited;
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use tracing::{debug, error};
 
-use super::readers::{Role, Turn, Watch, HELP_AFTER, TICK};
+use super::readers::{Role, Turn, Watch, HELP_AFTER, HELP_CHECK, TICK};
 use super::{fnv, part_of_msg_reply, part_of_request, Shared, SipHandle, Work};
 use crate::message::SipMessage;
 use crate::request::Source;
@@ -159,6 +159,7 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
         events: Vec::with_capacity(sh.net.udp_sockets().count() + 1),
         watch: Watch::new(sh.children.len()),
         next_tick: None,
+        backlog_since: None,
         t,
         sets,
     };
@@ -242,6 +243,9 @@ struct Loop {
     watch: Watch,
     /// When the watcher ticks next.
     next_tick: Option<Instant>,
+    /// Since when the socket being read has not been empty (from the
+    /// first look at the clock, [`HELP_CHECK`] datagrams into a run).
+    backlog_since: Option<Instant>,
     t: Thread,
     sets: WaitSets,
 }
@@ -262,13 +266,20 @@ impl Loop {
                 let w = match sh.net.read_udp(i, &mut self.buf) {
                     Read::Datagram(data, src) => sh.accept(data, src).and_then(|w| sh.claim(w)),
                     Read::Dropped => None,
-                    Read::Empty => break,
+                    Read::Empty => {
+                        self.backlog_since = None;
+                        break;
+                    }
                 };
                 drop(gate);
                 taken += 1;
-                if taken % HELP_AFTER == 0 {
-                    // The socket was not empty HELP_AFTER times in a row.
-                    sh.ask_help(n);
+                if taken % HELP_CHECK == 0 {
+                    // Not empty HELP_CHECK times in a row: a backlog, or a
+                    // burst. Help once it has lasted HELP_AFTER.
+                    let now = Instant::now();
+                    if now - *self.backlog_since.get_or_insert(now) >= HELP_AFTER {
+                        sh.ask_help(n);
+                    }
                 }
                 if let Some(w) = w {
                     self.t.handle(w);
