@@ -9,6 +9,9 @@ context switches) before and after.
     python3 bench/wakeups.py evapi RATE SECONDS [BIN]
     python3 bench/wakeups.py kamailio RATE SECONDS
 
+EVAPI_WORKERS (default 1) sets our `[evapi] workers`; compare.py runs ours
+with 0 (the dispatcher runs the events itself). Kamailio keeps 1 worker.
+
 Ports as compare.py's defaults (15060, 18448, 15070); the C tools must be
 built (compare.py builds them into bench/build/). Tick resolution is
 10 ms: use enough calls for the per-call figures to mean something.
@@ -23,7 +26,7 @@ os.makedirs(rdir)
 if srv == "evapi":
     tpl = open(HERE + "/evapi/bench.toml.in").read()
     conf = (tpl.replace("@SIP_PORT@", "15060").replace("@EVAPI_PORT@", "18448").replace("@CHILDREN@", "2")
-            .replace("@EVAPI_WORKERS@", "1").replace("@EVAPI_MAX_CLIENTS@", "8")
+            .replace("@EVAPI_WORKERS@", os.environ.get("EVAPI_WORKERS", "1")).replace("@EVAPI_MAX_CLIENTS@", "8")
             .replace("@SCRIPT@", HERE + "/evapi/async.lua").replace("@EVAPI_EXTRA@", ""))
     conf = conf.replace("children = 2", "children = 2\nudp_recv_buffer = 4194304")
     open(rdir + "/e.toml", "w").write(conf + "\n[http]\nenabled = false\n")
