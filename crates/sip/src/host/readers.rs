@@ -43,7 +43,11 @@ pub(super) const HELP_CHECK: usize = 8;
 /// is not worth another thread's wake-up: on two cores beside the load
 /// generator, asking after 8 datagrams (about 0.2 ms of the basic
 /// script) brought thread 1 into 30 % of the work at 2,000 calls/s and
-/// cost about 9 % more CPU per call than this (BENCHMARKS.md).
+/// cost 5-9 % more CPU per call than this, and as much on stateless
+/// requests at 20,000/s. What it costs: relaying every request to one
+/// event client takes 6-11 % more, the event dispatcher waking for more
+/// of a burst's frames when one thread relays them (BENCHMARKS.md, "Help
+/// after 0.5 ms again").
 pub(super) const HELP_AFTER: Duration = Duration::from_micros(500);
 
 /// The watcher's tick while there is traffic.
