@@ -72,7 +72,8 @@ const CALLS: u32 = 100_000;
 /// raise in either half. The resident set used to be this test's
 /// measure, and it rose by 3.2 and 3.9 MB over the second half in two
 /// CI runs of four once the second router thread read only under a
-/// backlog of 0.5 ms (it then allocates in rare bursts); run alone on
+/// backlog of 0.5 ms (most likely because that thread, and so its
+/// arena, then takes work only in rare bursts); run alone on
 /// that code, with one core kept busy beside it, the heap in use grew
 /// by 24 kB over the second half (5,326 -> 5,350 kB) and the resident
 /// set by 284 kB. The resident set stays bounded over the whole run
