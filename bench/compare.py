@@ -1387,7 +1387,7 @@ def main():
                          "(0: never), to measure what metrics cost")
     ap.add_argument("--evapi-bin", default=os.environ.get("EVAPI_BIN", os.path.join(REPO, "target-bench", "release", "evapi")))
     ap.add_argument("--plot", default=os.path.join(REPO, "docs", "bench", "compare.png"))
-    ap.add_argument("--out", help="results folder (default bench/results/<stamp>)")
+    ap.add_argument("--out", help="results folder (default bench/results/<stamp>); a new one: a folder that already holds a runs.jsonl is refused")
     ap.add_argument("--resummarize", help="only rebuild tables and plot from this results folder")
     a = ap.parse_args()
     # The servers run in their own folders: a relative binary path would
@@ -1410,6 +1410,11 @@ def main():
     only = a.only.split(",")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     outdir = a.out or os.path.join(HERE, "results", stamp)
+    # The run's tables are built from every line of runs.jsonl: a folder
+    # that already holds one would mix another run's results into them.
+    if os.path.exists(os.path.join(outdir, "runs.jsonl")):
+        sys.exit(f"compare.py: {outdir} already holds a runs.jsonl from another run; "
+                 "give --out a new folder (or --resummarize it to rebuild its tables)")
     os.makedirs(outdir, exist_ok=True)
     servers = {"kamailio": Kamailio(a), "evapi": Evapi(a)}
     servers = [servers[s] for s in a.servers.split(",")]
