@@ -77,15 +77,15 @@ pub fn register(registry: &Registry, started: Started) {
 
 /// The heap as glibc's allocator counts it (`mallinfo2`), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heap {
+struct Heap {
     /// Held from the system: the arenas' space and the chunks mapped alone.
-    pub total: u64,
+    total: u64,
     /// Handed out to the program and not yet freed.
-    pub used: u64,
+    used: u64,
     /// Held in the arenas but free.
-    pub free: u64,
+    free: u64,
     /// Free chunks in the arenas.
-    pub fragments: u64,
+    fragments: u64,
 }
 
 /// The heap now. Unlike the resident set, `used` falls back when memory
@@ -93,7 +93,7 @@ pub struct Heap {
 /// keeping freed memory for reuse (`free` and the resident set stay up).
 /// It walks every arena's free lists under their locks: for an operator's
 /// look, not for a hot path.
-pub fn heap() -> Heap {
+fn heap() -> Heap {
     // SAFETY: mallinfo2 takes no argument and returns a plain struct.
     let m = unsafe { libc::mallinfo2() };
     Heap {
