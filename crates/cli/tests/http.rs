@@ -547,12 +547,8 @@ fn ctl_calls_a_running_server() {
 /// With nothing listening, `evapi ctl` says so and fails.
 #[test]
 fn ctl_without_a_server() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // The listener is closed again: nothing listens on the port.
+    // A free port: nothing listens on it.
+    let port = sip::testing::free_port();
     let u = format!("http://127.0.0.1:{port}/RPC");
     let (code, out, err) = ctl(&["--url", &u, "core.uptime"], &[]);
     assert_ne!(code, 0);

@@ -262,10 +262,7 @@ fn server_connections(monitor: u16) -> u64 {
 
 #[test]
 fn a_worker_process_killed_mid_load_the_other_takes_new_events() {
-    let monitor = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let monitor = sip::testing::free_port();
     let Some(server) = NatsServer::start_with(&format!("http: \"127.0.0.1:{monitor}\"\n")) else {
         return;
     };

@@ -488,6 +488,55 @@ pub fn sipp_available() -> bool {
     found
 }
 
+/// A port on 127.0.0.1 that is free for both UDP and TCP, for a program a
+/// test starts on a fixed port (SIPp's `-p`, a listener in a config).
+///
+/// Binding port 0 and closing the socket is not enough: until the program
+/// binds the port, any socket bound to port 0 on the machine (the program's
+/// own, SIPp's, another test's) may be given the same port by the kernel,
+/// and the program then fails to start (CI saw SIPp's "Unable to bind main
+/// socket, errno = 98"). These ports come from below the kernel's ephemeral
+/// range (`net.ipv4.ip_local_port_range`), which port-0 binds never take,
+/// each handed out once per process, from an offset set by the process id
+/// so two test processes seldom try the same ones; a port some program
+/// holds is skipped.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // 20,000 ports below the range, or what lies above it if that is
+    // bigger (a range starting low).
+    let below = (low.saturating_sub(20_000).max(1024), low);
+    let above = (high + 1, 65536u32);
+    let (start, end) = if below.1.saturating_sub(below.0) >= above.1.saturating_sub(above.0) {
+        below
+    } else {
+        above
+    };
+    let size = end.saturating_sub(start).max(1);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % size,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..size {
+        let port = (start + NEXT.fetch_add(1, Ordering::Relaxed) % size) as u16;
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {start}..{end}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,5 +574,23 @@ mod tests {
         assert!(header(&ack, "To").unwrap().ends_with(";tag=t"), "{ack}");
         assert_eq!(header(&ack, "CSeq").as_deref(), Some("1 ACK"));
         assert!(uac.recv_status(&[], Duration::from_millis(1)).is_none());
+    }
+
+    /// Ports handed out are distinct, outside the ephemeral range, and
+    /// bindable for UDP and TCP when handed out.
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_else(|_| "32768 60999".into());
+        let mut it = range.split_whitespace().map(|v| v.parse::<u16>().unwrap());
+        let (low, high) = (it.next().unwrap(), it.next().unwrap());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let port = free_port();
+            assert!(!(low..=high).contains(&port), "{port} in {low}..={high}");
+            assert!(seen.insert(port), "{port} handed out twice");
+            std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
     }
 }

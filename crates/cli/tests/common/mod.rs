@@ -384,7 +384,6 @@ pub mod promtool;
 
 /// SIPp processes for the program's interop tests.
 pub mod sipp {
-    use std::net::UdpSocket;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -403,13 +402,10 @@ pub mod sipp {
             .collect()
     }
 
-    /// A free UDP port on 127.0.0.1 (for SIPp's `-p`).
+    /// A free UDP port on 127.0.0.1 (for SIPp's `-p`), one that no
+    /// port-0 bind can take before SIPp binds it (`sip::testing::free_port`).
     pub fn free_udp_port() -> u16 {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        sip::testing::free_port()
     }
 
     pub fn scenario(name: &str) -> String {
