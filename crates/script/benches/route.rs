@@ -1,12 +1,14 @@
 //! What the Lua layer costs per SIP message: Kamailio's example KEMI
-//! script (`../shared/compat/kamailio-basic-kemi-lua.lua`, unchanged) and
-//! the dialog row's script (`bench/dialog.py`), run through the engine's
+//! script (`../shared/compat/kamailio-basic-kemi-lua.lua`, unchanged), the
+//! dialog row's script (`bench/dialog.py`) and the relay row's, run through the engine's
 //! real router hooks (`Engine::sip_router`) on realistic messages, with
 //! no socket in the timed part. Reports ns and heap allocations (a
 //! counting global allocator: Lua's own allocations go through it too)
 //! per message; the time is the bench thread's time on a CPU (from
 //! `/proc/thread-self/schedstat`), so that other load on the box weighs
-//! less than on a wall clock. Run:
+//! less than on a wall clock (this machine's kernel counts it in ticks
+//! of 4 ms: a round of 20,000 messages resolves 0.2 µs per message;
+//! BENCH_ITERS=100000 for finer figures). Run:
 //!
 //!     cargo bench -p script --bench route
 //!
@@ -25,9 +27,14 @@
 //! 200 (BYE). "call" is one call's script work in the basic row: INVITE,
 //! ACK, BYE, three `ksr_reply_route` runs and two `ksr_onreply_manage`.
 //!
+//! "relay" is the relay row's script (`bench/evapi/relay.lua`: eight
+//! `KSR.pv.get` reads, a relay, a stateless 200) on an OPTIONS, beside the
+//! same script with the reads' values as constants: the difference is what
+//! the eight reads cost.
+//!
 //! Env: BENCH_ITERS (messages per round, default 20000), BENCH_ROUNDS
 //! (default 7; the median and the spread of the rounds are printed),
-//! BENCH_ONLY (`basic` or `dialog`), BENCH_MAX_ROUTE_MS=0 (`[script]
+//! BENCH_ONLY (`basic`, `dialog` or `relay`), BENCH_MAX_ROUTE_MS=0 (`[script]
 //! max_route_ms = 0`: no time limit, so no Lua instruction hook).
 
 use script::{Engine, EventOps, ScriptConfig, SipOps};
@@ -108,10 +115,18 @@ impl SipOps for BenchSip {
     }
 }
 
-struct NoEvents;
+/// No event clients; the last relayed frame is kept (the relay section
+/// checks it).
+#[derive(Default)]
+struct NoEvents {
+    last: std::sync::Mutex<Vec<u8>>,
+}
 
 impl EventOps for NoEvents {
-    fn relay(&self, _: &[u8]) -> Result<usize, evapi::SendError> {
+    fn relay(&self, frame: &[u8]) -> Result<usize, evapi::SendError> {
+        let mut last = self.last.lock().unwrap();
+        last.clear();
+        last.extend_from_slice(frame);
         Ok(0)
     }
     fn multicast(&self, _: &[u8], _: &[u8]) -> Result<usize, evapi::SendError> {
@@ -302,6 +317,7 @@ fn timed<T>(inputs: &mut [T], mut f: impl FnMut(&mut T)) -> (f64, u64) {
 
 struct Setup {
     router: Arc<dyn Router>,
+    events: Arc<NoEvents>,
     handle: SipHandle,
     ops: Arc<BenchSip>,
     me: SocketAddr,
@@ -335,17 +351,14 @@ fn setup(mut script: ScriptConfig) -> Setup {
         relayed: AtomicU64::new(0),
         replied: AtomicU64::new(0),
     });
-    let engine = Engine::new(
-        &script,
-        Arc::new(NoEvents),
-        ops.clone(),
-        rpc::Registry::new(),
-    )
-    .expect("the script loads");
+    let events = Arc::new(NoEvents::default());
+    let engine = Engine::new(&script, events.clone(), ops.clone(), rpc::Registry::new())
+        .expect("the script loads");
     let router = engine.sip_router();
     router.thread_started(0);
     Setup {
         router,
+        events,
         handle,
         ops,
         me,
@@ -538,6 +551,85 @@ fn dialog(iters: usize, rounds: usize) {
     row("one call (INVITE, ACK, BYE)", &f);
 }
 
+/// The relay row's script with its eight reads replaced by the values
+/// they give for the bench's OPTIONS: the difference to the real script is
+/// what the reads cost.
+const RELAY_CONST_LUA: &str = r#"
+function ksr_request_route()
+    KSR.evapi.relay('{"event":"options","ci":"' .. "opt-1@127.0.0.1"
+        .. '","method":"' .. "OPTIONS"
+        .. '","ruri":"' .. "sip:127.0.0.1:5060"
+        .. '","from":"' .. "sip:sipp@127.0.0.1:5061"
+        .. '","to":"' .. "sip:127.0.0.1:5060"
+        .. '","src":"' .. "127.0.0.1" .. ':' .. "5061"
+        .. '","cseq":"' .. "1"
+        .. '","pad":"0123456789abcdef0123456789"}')
+    KSR.sl.sl_send_reply(200, "OK")
+end
+function ksr_evapi_event(evname) end
+"#;
+
+/// The relay row's script (`bench/evapi/relay.lua`, read from there) on
+/// an OPTIONS: eight `KSR.pv.get` reads, one relay, one stateless 200;
+/// and the same with constants for the reads.
+fn relay(iters: usize, rounds: usize) {
+    let file = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bench/evapi/relay.lua"
+    ));
+    println!(
+        "\nThe relay row's script (bench/evapi/relay.lua), {iters} messages x {rounds} rounds"
+    );
+    println!("| message | CPU ns (median) | CPU ns (min-max of rounds) | allocations |");
+    println!("|---|---|---|---|");
+    for (name, config) in [
+        (
+            "OPTIONS (8 reads, relay, 200)",
+            ScriptConfig {
+                file: file.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "OPTIONS (constants, relay, 200)",
+            ScriptConfig {
+                file: PathBuf::from("relay-const.lua"),
+                source: Some(RELAY_CONST_LUA.into()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let s = setup(config);
+        let me = s.me;
+        let options = parse(&format!(
+            "OPTIONS sip:{me} SIP/2.0\n\
+             Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-opt-1\n\
+             From: <sip:sipp@{CALLER}>;tag=opt1\n\
+             To: <sip:{me}>\n\
+             Call-ID: opt-1@127.0.0.1\n\
+             CSeq: 1 OPTIONS\n\
+             Max-Forwards: 70\n\
+             Content-Length: 0\n\n"
+        ));
+        // Both scripts must relay the same frame (the constants are those
+        // of a server on port 5060).
+        let mut req = Request::new(options.clone(), source(CALLER, me));
+        s.router.request(&s.handle, &mut req);
+        let frame = String::from_utf8(s.events.last.lock().unwrap().clone()).unwrap();
+        let expected = r#"{"event":"options","ci":"opt-1@127.0.0.1","method":"OPTIONS","ruri":"sip:127.0.0.1:5060","from":"sip:sipp@127.0.0.1:5061","to":"sip:127.0.0.1:5060","src":"127.0.0.1:5061","cseq":"1","pad":"0123456789abcdef0123456789"}"#;
+        let port = me.port().to_string();
+        assert_eq!(frame.replace(&port, "5060"), expected, "{name}");
+        assert_eq!(s.ops.replied.load(Ordering::Relaxed), 1, "{name}: replied");
+        let f = measure(rounds, iters, || {
+            let mut v: Vec<Request> = (0..iters)
+                .map(|_| Request::new(options.clone(), source(CALLER, me)))
+                .collect();
+            timed(&mut v, |r| s.router.request(&s.handle, r))
+        });
+        row(name, &f);
+    }
+}
+
 fn main() {
     let iters = env("BENCH_ITERS", 20_000);
     let rounds = env("BENCH_ROUNDS", 7);
@@ -547,5 +639,8 @@ fn main() {
     }
     if only.is_empty() || only == "dialog" {
         dialog(iters, rounds);
+    }
+    if only.is_empty() || only == "relay" {
+        relay(iters, rounds);
     }
 }

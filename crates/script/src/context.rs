@@ -446,11 +446,11 @@ impl MsgView for Request {
     fn msg(&self) -> &SipMessage {
         Request::msg(self)
     }
-    fn ruri(&self) -> Option<Vec<u8>> {
-        Some(Request::ruri(self).to_vec())
+    fn ruri(&self) -> Option<&[u8]> {
+        Some(Request::ruri(self))
     }
-    fn dst_uri(&self) -> Option<Vec<u8>> {
-        Request::dst_uri(self).map(|s| s.as_bytes().to_vec())
+    fn dst_uri(&self) -> Option<&[u8]> {
+        Request::dst_uri(self).map(str::as_bytes)
     }
     fn source(&self) -> Option<(&'static str, std::net::SocketAddr, std::net::SocketAddr)> {
         let s = Request::source(self);
@@ -462,14 +462,14 @@ impl MsgView for Request {
     fn reply_code(&self) -> Option<u16> {
         self.failure_code()
     }
-    fn reply_reason(&self) -> Option<Vec<u8>> {
-        self.failure_reason().map(|r| r.as_bytes().to_vec())
+    fn reply_reason(&self) -> Option<&[u8]> {
+        self.failure_reason().map(str::as_bytes)
     }
     fn reply_local(&self) -> Option<bool> {
         self.failure_code().map(|_| self.failure_is_local())
     }
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        Request::header(self, name).map(<[u8]>::to_vec)
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        Request::header(self, name)
     }
 }
 
@@ -487,8 +487,8 @@ impl MsgView for ReplyCurrent {
     fn reply_code(&self) -> Option<u16> {
         self.msg.status()
     }
-    fn reply_reason(&self) -> Option<Vec<u8>> {
-        self.msg.reason().map(<[u8]>::to_vec)
+    fn reply_reason(&self) -> Option<&[u8]> {
+        self.msg.reason()
     }
     fn reply_local(&self) -> Option<bool> {
         Some(false)

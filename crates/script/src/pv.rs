@@ -328,11 +328,11 @@ pub trait MsgView {
     /// The message as received.
     fn msg(&self) -> &SipMessage;
     /// The Request-URI after edits.
-    fn ruri(&self) -> Option<Vec<u8>> {
-        self.msg().request_uri_raw().map(<[u8]>::to_vec)
+    fn ruri(&self) -> Option<&[u8]> {
+        self.msg().request_uri_raw()
     }
     /// The destination URI (`$du`), if set.
-    fn dst_uri(&self) -> Option<Vec<u8>> {
+    fn dst_uri(&self) -> Option<&[u8]> {
         None
     }
     /// Transport name (`udp`, `tcp`), remote and local address.
@@ -346,7 +346,7 @@ pub trait MsgView {
         None
     }
     /// The reason phrase of that reply (failure and reply routes).
-    fn reply_reason(&self) -> Option<Vec<u8>> {
+    fn reply_reason(&self) -> Option<&[u8]> {
         None
     }
     /// Whether that reply was made here (a timeout...) rather than
@@ -355,62 +355,136 @@ pub trait MsgView {
         None
     }
     /// First value of a header, seeing routing's edits.
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.msg().header(name).map(<[u8]>::to_vec)
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.msg().header(name)
+    }
+}
+
+/// A SIP pseudo-variable's value as read, borrowed from the message where
+/// it is there as it is, so that a read copies it once, into whatever
+/// wants it (a Lua string, for `KSR.pv.get`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum PvRef<'a> {
+    /// An integer.
+    Int(i64),
+    /// Bytes of the message (or of its edits).
+    Bytes(&'a [u8]),
+    /// Bytes made for the read (an address written out, a value unquoted).
+    Owned(Vec<u8>),
+    /// An IP address written out, without an allocation.
+    Ip(IpText),
+}
+
+impl PvRef<'_> {
+    /// The value's bytes, or `None` for an integer.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            PvRef::Int(_) => None,
+            PvRef::Bytes(b) => Some(b),
+            PvRef::Owned(v) => Some(v),
+            PvRef::Ip(t) => Some(t.as_bytes()),
+        }
+    }
+
+    /// The value, owned.
+    pub fn into_owned(self) -> PvValue {
+        match self {
+            PvRef::Int(i) => PvValue::Int(i),
+            PvRef::Owned(v) => PvValue::Str(v),
+            other => PvValue::Str(other.bytes().unwrap_or_default().to_vec()),
+        }
+    }
+}
+
+/// An IP address as text, in a buffer of its own (the longest IPv6 text,
+/// with an IPv4 tail, is 45 bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IpText {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl IpText {
+    /// `ip` as `Display` writes it.
+    pub fn new(ip: std::net::IpAddr) -> Self {
+        let mut t = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        let mut w = &mut t.buf[..];
+        // Cannot fail: the buffer holds the longest form.
+        let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
+        let left = w.len();
+        t.len = (48 - left) as u8;
+        t
+    }
+
+    /// The text's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl fmt::Debug for IpText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
     }
 }
 
 /// Read a SIP pseudo-variable from `view`; None is null.
 pub fn get_sip(pv: &Pv, view: &dyn MsgView) -> Option<PvValue> {
+    get_sip_ref(pv, view).map(PvRef::into_owned)
+}
+
+/// Read a SIP pseudo-variable from `view` in place; None is null.
+pub fn get_sip_ref<'a>(pv: &Pv, view: &'a dyn MsgView) -> Option<PvRef<'a>> {
     let m = view.msg();
-    let uri_part = |raw: Option<Vec<u8>>, part: fn(&sip::Uri<'_>) -> Option<PvValue>| {
-        let raw = raw?;
-        let uri = sip::Uri::parse(&raw).ok()?;
-        part(&uri)
+    let uri_part = |raw: Option<&'a [u8]>, part: fn(sip::Uri<'a>) -> Option<PvRef<'a>>| {
+        part(sip::Uri::parse(raw?).ok()?)
     };
-    let user = |u: &sip::Uri<'_>| u.user.map(PvValue::from);
-    let host = |u: &sip::Uri<'_>| Some(PvValue::from(u.host));
+    let user = |u: sip::Uri<'a>| u.user.map(PvRef::Bytes);
+    let host = |u: sip::Uri<'a>| Some(PvRef::Bytes(u.host));
     Some(match pv {
         Pv::Method => match m.method() {
-            Some(method) => PvValue::from(method.as_bytes()),
-            None => PvValue::from(m.cseq().ok()?.method.as_bytes()),
+            Some(method) => PvRef::Bytes(method.as_bytes()),
+            None => PvRef::Owned(m.cseq().ok()?.method.as_bytes().to_vec()),
         },
-        Pv::Ruri => PvValue::Str(view.ruri()?),
+        Pv::Ruri => PvRef::Bytes(view.ruri()?),
         Pv::RuriUser => return uri_part(view.ruri(), user),
         Pv::RuriHost => return uri_part(view.ruri(), host),
-        Pv::RuriPort => return uri_part(view.ruri(), |u| u.port.map(|p| PvValue::Int(p.into()))),
-        Pv::Status => PvValue::Int(m.status()?.into()),
-        Pv::Reason => PvValue::from(m.reason()?),
-        Pv::CallId => PvValue::from(m.call_id().ok()?),
-        Pv::CSeqNum => PvValue::Int(m.cseq().ok()?.number.into()),
-        Pv::FromUri => PvValue::from(m.from().ok()?.uri),
-        Pv::FromUser => return uri_part(Some(m.from().ok()?.uri.to_vec()), user),
-        Pv::FromHost => return uri_part(Some(m.from().ok()?.uri.to_vec()), host),
-        Pv::FromName => PvValue::from(display_name(m.from().ok()?.display?)),
-        Pv::FromTag => PvValue::from(m.from().ok()?.tag?),
-        Pv::ToUri => PvValue::from(m.to().ok()?.uri),
-        Pv::ToUser => return uri_part(Some(m.to().ok()?.uri.to_vec()), user),
-        Pv::ToHost => return uri_part(Some(m.to().ok()?.uri.to_vec()), host),
-        Pv::ToTag => PvValue::from(m.to().ok()?.tag?),
-        Pv::SrcIp => PvValue::from(view.source()?.1.ip().to_string().as_str()),
-        Pv::SrcPort => PvValue::Int(view.source()?.1.port().into()),
-        Pv::LocalIp => PvValue::from(view.source()?.2.ip().to_string().as_str()),
-        Pv::LocalPort => PvValue::Int(view.source()?.2.port().into()),
-        Pv::Proto => PvValue::from(view.source()?.0),
-        Pv::DstUri => PvValue::Str(view.dst_uri()?),
-        Pv::UserAgent => PvValue::Str(view.header("User-Agent")?),
-        Pv::Buffer => PvValue::from(&m.buffer()[..]),
-        Pv::Hdr(name) => PvValue::Str(view.header(name)?),
-        Pv::T(TField::IdIndex) => PvValue::Int(view.tx()?.0.into()),
-        Pv::T(TField::IdLabel) => PvValue::Int(view.tx()?.1.into()),
-        Pv::T(TField::ReplyCode) | Pv::TReplyCode => PvValue::Int(view.reply_code()?.into()),
-        Pv::T(TField::ReplyType) => PvValue::Int(view.reply_local()?.into()),
-        Pv::TReplyReason => PvValue::Str(view.reply_reason()?),
-        Pv::Body => PvValue::from(m.body()),
-        Pv::Contact => PvValue::Str(view.header("Contact")?),
-        Pv::ContentLength => PvValue::Int(i64::try_from(m.content_length()?).ok()?),
-        Pv::AuthUser => PvValue::Str(auth_attr(view, AuthAttr::User)?),
-        Pv::AuthRealm => PvValue::Str(auth_attr(view, AuthAttr::Realm)?),
+        Pv::RuriPort => return uri_part(view.ruri(), |u| u.port.map(|p| PvRef::Int(p.into()))),
+        Pv::Status => PvRef::Int(m.status()?.into()),
+        Pv::Reason => PvRef::Bytes(m.reason()?),
+        Pv::CallId => PvRef::Bytes(m.call_id().ok()?),
+        Pv::CSeqNum => PvRef::Int(m.cseq().ok()?.number.into()),
+        Pv::FromUri => PvRef::Bytes(m.from().ok()?.uri),
+        Pv::FromUser => return uri_part(Some(m.from().ok()?.uri), user),
+        Pv::FromHost => return uri_part(Some(m.from().ok()?.uri), host),
+        Pv::FromName => PvRef::Bytes(display_name(m.from().ok()?.display?)),
+        Pv::FromTag => PvRef::Bytes(m.from().ok()?.tag?),
+        Pv::ToUri => PvRef::Bytes(m.to().ok()?.uri),
+        Pv::ToUser => return uri_part(Some(m.to().ok()?.uri), user),
+        Pv::ToHost => return uri_part(Some(m.to().ok()?.uri), host),
+        Pv::ToTag => PvRef::Bytes(m.to().ok()?.tag?),
+        Pv::SrcIp => PvRef::Ip(IpText::new(view.source()?.1.ip())),
+        Pv::SrcPort => PvRef::Int(view.source()?.1.port().into()),
+        Pv::LocalIp => PvRef::Ip(IpText::new(view.source()?.2.ip())),
+        Pv::LocalPort => PvRef::Int(view.source()?.2.port().into()),
+        Pv::Proto => PvRef::Bytes(view.source()?.0.as_bytes()),
+        Pv::DstUri => PvRef::Bytes(view.dst_uri()?),
+        Pv::UserAgent => PvRef::Bytes(view.header("User-Agent")?),
+        Pv::Buffer => PvRef::Bytes(&m.buffer()[..]),
+        Pv::Hdr(name) => PvRef::Bytes(view.header(name)?),
+        Pv::T(TField::IdIndex) => PvRef::Int(view.tx()?.0.into()),
+        Pv::T(TField::IdLabel) => PvRef::Int(view.tx()?.1.into()),
+        Pv::T(TField::ReplyCode) | Pv::TReplyCode => PvRef::Int(view.reply_code()?.into()),
+        Pv::T(TField::ReplyType) => PvRef::Int(view.reply_local()?.into()),
+        Pv::TReplyReason => PvRef::Bytes(view.reply_reason()?),
+        Pv::Body => PvRef::Bytes(m.body()),
+        Pv::Contact => PvRef::Bytes(view.header("Contact")?),
+        Pv::ContentLength => PvRef::Int(i64::try_from(m.content_length()?).ok()?),
+        Pv::AuthUser => PvRef::Owned(auth_attr(view, AuthAttr::User)?),
+        Pv::AuthRealm => PvRef::Owned(auth_attr(view, AuthAttr::Realm)?),
         _ => return None,
     })
 }

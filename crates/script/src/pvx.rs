@@ -28,13 +28,13 @@ pub(crate) fn auth_attr(view: &dyn MsgView, attr: AuthAttr) -> Option<Vec<u8>> {
         .or_else(|| view.header("Authorization"))?;
     let value = match attr {
         AuthAttr::User => {
-            let name = digest_param(&hdr, "username")?;
+            let name = digest_param(hdr, "username")?;
             match name.iter().position(|&b| b == b'@') {
                 Some(at) => name[..at].to_vec(),
                 None => name,
             }
         }
-        AuthAttr::Realm => digest_param(&hdr, "realm")?,
+        AuthAttr::Realm => digest_param(hdr, "realm")?,
     };
     Some(value)
 }

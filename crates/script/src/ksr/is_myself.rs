@@ -32,9 +32,9 @@ fn uri_is_myself(cx: &Cx<'_>, uri: &[u8]) -> Result<bool, Fail> {
 /// A URI of the current message, by `pick`; false when it has none.
 fn msg_uri_is_myself(
     cx: &Cx<'_>,
-    pick: fn(&dyn crate::pv::MsgView) -> Option<Vec<u8>>,
+    pick: fn(&dyn crate::pv::MsgView) -> Option<&[u8]>,
 ) -> Result<bool, Fail> {
-    match context::with_view(cx.lua, pick)? {
+    match context::with_view(cx.lua, |v| pick(v).map(<[u8]>::to_vec))? {
         Some(uri) => uri_is_myself(cx, &uri),
         None => Ok(false),
     }
@@ -54,10 +54,10 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         msg_uri_is_myself(cx, |v| v.dst_uri().or_else(|| v.ruri()))
     })?;
     m.func("is_myself_furi", |cx, ()| {
-        msg_uri_is_myself(cx, |v| Some(v.msg().from().ok()?.uri.to_vec()))
+        msg_uri_is_myself(cx, |v| Some(v.msg().from().ok()?.uri))
     })?;
     m.func("is_myself_turi", |cx, ()| {
-        msg_uri_is_myself(cx, |v| Some(v.msg().to().ok()?.uri.to_vec()))
+        msg_uri_is_myself(cx, |v| Some(v.msg().to().ok()?.uri))
     })?;
     m.func("is_myself_srcip", |cx, ()| {
         let host = cx.sip()?;

@@ -10,13 +10,18 @@
 //! Names are parsed once per VM: [`named`] keeps the parsed [`Pv`] of each
 //! name it has seen, up to [`MAX_NAMES`] names (a script building names
 //! from data would otherwise grow the cache without end; past the cap, a
-//! new name is parsed on each use).
+//! new name is parsed on each use). The functions find a name by the
+//! address of the Lua string the script passed ([`named_lua`]), which Lua
+//! keeps unique for short strings, so a read does not check or hash the
+//! name's text; and a SIP value goes from the message into its Lua string
+//! with no copy between ([`get_lua`]).
 
 use super::module::{lua_int, Cx, Fail, Module};
 use crate::context;
-use crate::pv::{get_sip, with_host, with_user, EvField, Pv, PvValue};
+use crate::pv::{get_sip, get_sip_ref, with_host, with_user, EvField, Pv, PvRef, PvValue};
 use mlua::{Lua, LuaString, Value};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 /// Most names whose parse is kept, per VM.
@@ -36,9 +41,38 @@ pub(crate) fn carry_vars(from: &Lua, to: &Lua) {
     }
 }
 
-/// Parsed pseudo-variable names of one VM.
+/// Parsed pseudo-variable names of one VM: by text, and by the Lua
+/// string a script passed (see [`named_lua`]).
 #[derive(Default)]
-struct Names(HashMap<Box<str>, Rc<Pv>>);
+struct Names {
+    by_text: HashMap<Box<str>, Rc<Pv>>,
+    by_string: HashMap<usize, (LuaString, Rc<Pv>), BuildHasherDefault<AddrHasher>>,
+}
+
+/// Lua 5.4 keeps one copy of each short string (up to 40 bytes,
+/// `LUAI_MAXSHORTLEN`): every `"$ru"` in a script is the same object.
+const LUA_SHORT_STRING: usize = 40;
+
+/// A hasher for string addresses: one multiplication (they are distinct
+/// and aligned, so the high bits of the product spread them well).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(32);
+    }
+}
 
 /// A pseudo-variable value as a Lua value (integers stay integers).
 pub(crate) fn to_lua(lua: &Lua, v: Option<PvValue>) -> mlua::Result<Value> {
@@ -55,18 +89,86 @@ pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
         .lua
         .app_data_mut::<Names>()
         .expect("every VM has the pv name cache");
-    if let Some(pv) = names.0.get(name) {
+    if let Some(pv) = names.by_text.get(name) {
         return Ok(pv.clone());
     }
     let pv = Rc::new(Pv::parse(name).map_err(Fail::new)?);
-    if names.0.len() < MAX_NAMES {
-        names.0.insert(name.into(), pv.clone());
+    if names.by_text.len() < MAX_NAMES {
+        names.by_text.insert(name.into(), pv.clone());
     }
     Ok(pv)
 }
 
+/// The parsed pseudo-variable named by the Lua string `name`: a short
+/// string is found by its address, with no check of its text (that is
+/// [`named`]'s, the first time). The cache holds the string, so the
+/// address cannot be reused by another string while it is there.
+pub(crate) fn named_lua(cx: &Cx<'_>, name: &LuaString) -> Result<Rc<Pv>, Fail> {
+    let addr = name.to_pointer() as usize;
+    {
+        let names = cx
+            .lua
+            .app_data_ref::<Names>()
+            .expect("every VM has the pv name cache");
+        if let Some((_, pv)) = names.by_string.get(&addr) {
+            return Ok(pv.clone());
+        }
+    }
+    let pv = named(cx, &name.to_str()?)?;
+    if name.as_bytes().len() <= LUA_SHORT_STRING {
+        let mut names = cx
+            .lua
+            .app_data_mut::<Names>()
+            .expect("every VM has the pv name cache");
+        if names.by_string.len() < MAX_NAMES {
+            names.by_string.insert(addr, (name.clone(), pv.clone()));
+        }
+    }
+    Ok(pv)
+}
+
+/// `pv`'s value in the current context as a Lua value: a SIP value is
+/// copied from the message into the Lua string with no copy between.
+pub(crate) fn get_lua(cx: &Cx<'_>, pv: &Pv) -> mlua::Result<Value> {
+    if !reads_message(pv) {
+        return to_lua(cx.lua, get(cx, pv));
+    }
+    let made = context::with_view(cx.lua, |v| {
+        Ok(match get_sip_ref(pv, v) {
+            None => Value::Nil,
+            Some(PvRef::Int(i)) => Value::Integer(i),
+            Some(text) => Value::String(cx.lua.create_string(text.bytes().unwrap_or_default())?),
+        })
+    });
+    made.unwrap_or(Ok(Value::Nil))
+}
+
+/// Whether `pv` is read from the current SIP message ([`get_sip_ref`]);
+/// the others have their own arm in [`get`].
+fn reads_message(pv: &Pv) -> bool {
+    !matches!(
+        pv,
+        Pv::Var(_)
+            | Pv::Shv(_)
+            | Pv::Sht(..)
+            | Pv::Evapi(_)
+            | Pv::NatsData
+            | Pv::TimeNow
+            | Pv::Jsonrpl(_)
+            | Pv::Dlg(_)
+            | Pv::DlgVar(_)
+            | Pv::MsgTime
+            | Pv::TBranchIdx
+            | Pv::Avp(_)
+            | Pv::Xavp(..)
+    )
+}
+
 /// Read `pv` in the current context; `None` is null.
 pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
+    if reads_message(pv) {
+        return context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?;
+    }
     match pv {
         Pv::Var(n) => cx.lua.app_data_ref::<Vars>()?.0.get(n).cloned(),
         Pv::Shv(n) => cx.shared().shv_get(n),
@@ -96,7 +198,8 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
         Pv::TBranchIdx => context::branch_index(cx.lua).map(|b| PvValue::Int(b.into())),
         Pv::Avp(n) => context::with_state(cx.lua, |s| s.avp(n)).ok()?,
         Pv::Xavp(n, k) => context::with_state(cx.lua, |s| s.xavp(n, k)).ok()?,
-        _ => context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?,
+        // Read from the message above.
+        _ => None,
     }
 }
 
@@ -176,21 +279,23 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.lua().set_app_data(Vars::default());
     m.lua().set_app_data(Names::default());
     m.func("get", |cx, name: LuaString| {
-        let v = get(cx, &*named(cx, &name.to_str()?)?);
-        Ok(to_lua(cx.lua, v)?)
+        Ok(get_lua(cx, &*named_lua(cx, &name)?)?)
     })?;
     m.func("gete", |cx, name: LuaString| {
-        let v = match named(cx, &name.to_str()?) {
-            Ok(pv) => get(cx, &pv),
+        let v = match named_lua(cx, &name) {
+            Ok(pv) => get_lua(cx, &pv)?,
             Err(e) => {
                 cx.warn_fail(e)?;
-                None
+                Value::Nil
             }
         };
-        Ok(to_lua(cx.lua, Some(v.unwrap_or(PvValue::Str(Vec::new()))))?)
+        Ok(match v {
+            Value::Nil => Value::String(cx.lua.create_string("")?),
+            v => v,
+        })
     })?;
     m.func("is_null", |cx, name: LuaString| {
-        Ok(match named(cx, &name.to_str()?) {
+        Ok(match named_lua(cx, &name) {
             Ok(pv) => get(cx, &pv).is_none(),
             Err(e) => {
                 cx.warn_fail(e)?;
@@ -199,19 +304,21 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         })
     })?;
     m.func("sets", |cx, (name, value): (LuaString, LuaString)| {
-        let pv = named(cx, &name.to_str()?)?;
+        let pv = named_lua(cx, &name)?;
         set(cx, &pv, Some(PvValue::Str(value.as_bytes().to_vec())))?;
         Ok(1)
     })?;
     m.func("seti", |cx, (name, value): (LuaString, Value)| {
-        let name = name.to_str()?;
-        let i = lua_int(&value)
-            .ok_or_else(|| Fail::new(format_args!("{name}: the value is not an integer")))?;
-        set(cx, &*named(cx, &name)?, Some(PvValue::Int(i)))?;
+        let pv = named_lua(cx, &name)?;
+        let i = lua_int(&value).ok_or_else(|| {
+            let name = name.to_string_lossy();
+            Fail::new(format_args!("{name}: the value is not an integer"))
+        })?;
+        set(cx, &pv, Some(PvValue::Int(i)))?;
         Ok(1)
     })?;
     m.func("unset", |cx, name: LuaString| {
-        let pv = named(cx, &name.to_str()?)?;
+        let pv = named_lua(cx, &name)?;
         set(cx, &pv, None)?;
         Ok(1)
     })
@@ -387,15 +494,53 @@ mod tests {
     fn names_are_parsed_once_up_to_the_cap() {
         let vm = Vm::new();
         vm.run(r#"for i = 1, 3 do KSR.pv.get("$ru"); KSR.pv.get("$var(a)") end"#);
-        let cached = || vm.lua.app_data_ref::<Names>().unwrap().0.len();
-        assert_eq!(cached(), 2);
+        let cached = || {
+            let names = vm.lua.app_data_ref::<Names>().unwrap();
+            (names.by_text.len(), names.by_string.len())
+        };
+        assert_eq!(cached(), (2, 2));
         vm.run(&format!(
             r#"for i = 1, {} do KSR.pv.seti("$var(n" .. i .. ")", i) end"#,
             MAX_NAMES + 10
         ));
-        assert_eq!(cached(), MAX_NAMES);
+        assert_eq!(cached(), (MAX_NAMES, MAX_NAMES));
         // Past the cap, names still work.
         let last = format!(r#"KSR.pv.get("$var(n{})")"#, MAX_NAMES + 10);
         assert_eq!(vm.eval::<i64>(&last), (MAX_NAMES + 10) as i64);
+    }
+
+    /// Names found by the Lua string's address: names made at run time
+    /// and dropped by the script, then a collection, then other names
+    /// made the same way. Were the cache to keep only the address, a new
+    /// name could land where an old one was and read the old one's value.
+    #[test]
+    fn names_by_address_stay_right_across_collections() {
+        let vm = Vm::new();
+        vm.run(r#"for i = 1, 1000 do KSR.pv.seti("$var(k" .. i .. ")", i) end"#);
+        vm.run("collectgarbage() collectgarbage()");
+        let unset = vm.eval::<i64>(
+            r#"local n = 0
+               for i = 1, 1000 do
+                 if KSR.pv.get("$var(j" .. i .. ")") == nil then n = n + 1 end
+               end
+               return n"#,
+        );
+        assert_eq!(unset, 1000, "every $var(jN) is unset");
+        let sum = vm.eval::<i64>(
+            r#"local s = 0
+               for i = 1, 1000 do s = s + KSR.pv.get("$var(k" .. i .. ")") end
+               return s"#,
+        );
+        assert_eq!(sum, 1000 * 1001 / 2);
+        // A name longer than Lua's short strings (40 bytes) has a new
+        // address each time it is made: it is found by its text.
+        let long = format!("$var({})", "x".repeat(50));
+        let before = vm.lua.app_data_ref::<Names>().unwrap().by_string.len();
+        vm.run(&format!(r#"KSR.pv.seti("{long}", 5)"#));
+        assert_eq!(vm.eval::<i64>(&format!(r#"KSR.pv.get("{long}")"#)), 5);
+        assert_eq!(
+            vm.lua.app_data_ref::<Names>().unwrap().by_string.len(),
+            before
+        );
     }
 }

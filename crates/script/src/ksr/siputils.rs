@@ -77,7 +77,7 @@ pub(super) fn register_corex(m: &Module<'_>) -> mlua::Result<()> {
     m.func("has_ruri_user", |cx, ()| {
         test(cx, |v| {
             v.ruri()
-                .and_then(|u| Some(sip::Uri::parse(&u).ok()?.user?.is_empty()))
+                .and_then(|u| Some(sip::Uri::parse(u).ok()?.user?.is_empty()))
                 == Some(false)
         })
     })

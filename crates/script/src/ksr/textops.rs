@@ -85,7 +85,7 @@ fn has_body(cx: &Cx<'_>, want: Option<&str>) -> Result<i64, Fail> {
         };
         let ct = v
             .header("Content-Type")
-            .map_or_else(|| b"application/sdp".to_vec(), |c| mime(&c));
+            .map_or_else(|| b"application/sdp".to_vec(), mime);
         ct == mime(want.as_bytes())
     })?))
 }
