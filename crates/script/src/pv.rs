@@ -603,6 +603,23 @@ mod tests {
         }
     }
 
+    /// An address written on the stack reads as `Display` writes it, the
+    /// longest forms included.
+    #[test]
+    fn ip_text_is_display() {
+        for ip in [
+            "192.0.2.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "2001:db8::255.255.255.255",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
+
     #[test]
     fn sip_values() {
         let raw = "INVITE sip:bob@example.com:5070 SIP/2.0\r\n\
