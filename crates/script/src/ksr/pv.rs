@@ -21,7 +21,6 @@ use crate::context;
 use crate::pv::{get_sip, get_sip_ref, with_host, with_user, EvField, Pv, PvRef, PvValue};
 use mlua::{Lua, LuaString, Value};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 /// Most names whose parse is kept, per VM.
@@ -46,33 +45,12 @@ pub(crate) fn carry_vars(from: &Lua, to: &Lua) {
 #[derive(Default)]
 struct Names {
     by_text: HashMap<Box<str>, Rc<Pv>>,
-    by_string: HashMap<usize, (LuaString, Rc<Pv>), BuildHasherDefault<AddrHasher>>,
+    by_string: HashMap<usize, (LuaString, Rc<Pv>), foldhash::fast::RandomState>,
 }
 
 /// Lua 5.4 keeps one copy of each short string (up to 40 bytes,
 /// `LUAI_MAXSHORTLEN`): every `"$ru"` in a script is the same object.
 const LUA_SHORT_STRING: usize = 40;
-
-/// A hasher for string addresses: one multiplication (they are distinct
-/// and aligned, so the high bits of the product spread them well).
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(32);
-    }
-}
 
 /// A pseudo-variable value as a Lua value (integers stay integers).
 pub(crate) fn to_lua(lua: &Lua, v: Option<PvValue>) -> mlua::Result<Value> {
