@@ -423,6 +423,11 @@ impl IpText {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
+
+    /// The text (an address is written in ASCII).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for IpText {
@@ -616,7 +621,7 @@ mod tests {
             "2001:db8::255.255.255.255",
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
         }
     }
 

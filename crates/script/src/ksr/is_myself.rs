@@ -11,6 +11,7 @@
 
 use super::module::{Cx, Fail, Module};
 use crate::context;
+use crate::pv::IpText;
 
 /// Whether `uri` names this host: a `sip:`/`sips:` URI by its host and
 /// port, anything else taken as a bare host (Kamailio's reading).
@@ -62,16 +63,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("is_myself_srcip", |cx, ()| {
         let host = cx.sip()?;
         let src = context::with_view(cx.lua, |v| v.source().map(|s| s.1.ip()))?;
-        Ok(src.is_some_and(|ip| {
-            // The address as text without a heap string (this runs for
-            // every request of Kamailio's example script).
-            use std::io::Write;
-            let mut buf = [0u8; 64];
-            let mut w = &mut buf[..];
-            let _ = write!(w, "{ip}");
-            let len = 64 - w.len();
-            std::str::from_utf8(&buf[..len]).is_ok_and(|text| host.is_myself(text, None))
-        }))
+        // The address as text without a heap string (this runs for every
+        // request of Kamailio's example script).
+        Ok(src.is_some_and(|ip| host.is_myself(IpText::new(ip).as_str(), None)))
     })
 }
 
