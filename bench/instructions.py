@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""User-space instructions per request of our server, counted by
+valgrind's callgrind: a figure the host's noise does not move, for
+comparing two binaries (or two commits) on one path.
+
+    python3 bench/instructions.py [--bin BIN] [--script base|relay] [--requests N] [--top K]
+
+Starts BIN (default target-bench/release/evapi) under `valgrind
+--tool=callgrind` with bench/evapi/bench.toml.in (one router thread, so
+the count is one thread's), the given bench script (bench/evapi/
+base.lua: a stateless 200; relay.lua: eight reads, a relay, a 200;
+relay connects one event client that reads and drops the frames),
+sends 1,000 OPTIONS to warm up, zeroes the counters
+(`callgrind_control -z`), sends N more one at a time (each waits for
+its 200, so every request is routed alone, as at a low rate), dumps
+the counters and prints the instructions per request and the K
+functions with the most instructions (inclusive) per request.
+The OPTIONS are written like bench/common/uac_options.xml's.
+
+Instructions are not time: a change that saves instructions can still
+cost cache misses. Time is measured with bench/compare.py; this tells
+which of two builds does less work, without the host's noise. Needs
+Debian's `valgrind`. Results and the callgrind file go to
+/tmp/instructions-*/."""
+import argparse, glob, os, re, socket, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def options(i, port, lp):
+    return (f"OPTIONS sip:evapi@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK-{i}-1\r\n"
+            f"From: <sip:sipp@127.0.0.1:{lp}>;tag=77T{i}\r\n"
+            f"To: <sip:evapi@127.0.0.1:{port}>\r\n"
+            f"Call-ID: {i}-77@127.0.0.1\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Max-Forwards: 70\r\n"
+            f"Contact: <sip:sipp@127.0.0.1:{lp}>\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def send(n, start, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    lp = s.getsockname()[1]
+    for i in range(start, start + n):
+        s.sendto(options(i, port, lp), ("127.0.0.1", port))
+        r, _ = s.recvfrom(4096)
+        if not r.startswith(b"SIP/2.0 200"):
+            sys.exit(f"request {i}: expected a 200, got {r[:40]!r}")
+    s.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=os.path.join(HERE, "..", "target-bench", "release", "evapi"))
+    ap.add_argument("--script", choices=["base", "relay"], default="base")
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--port", type=int, default=25060)
+    a = ap.parse_args()
+    rdir = f"/tmp/instructions-{a.script}-{int(time.time())}"
+    os.makedirs(rdir)
+    ev_port = a.port + 1
+    conf = (open(HERE + "/evapi/bench.toml.in").read()
+            .replace("@SIP_PORT@", str(a.port)).replace("@EVAPI_PORT@", str(ev_port))
+            .replace("@CHILDREN@", "1").replace("@EVAPI_WORKERS@", "0").replace("@EVAPI_MAX_CLIENTS@", "8")
+            .replace("@SCRIPT@", f"{HERE}/evapi/{a.script}.lua").replace("@EVAPI_EXTRA@", ""))
+    open(rdir + "/e.toml", "w").write(conf + "\n[http]\nenabled = false\n")
+    out = rdir + "/callgrind.out"
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                          a.bin, "run", "-c", rdir + "/e.toml"],
+                         stdout=open(rdir + "/log", "w"), stderr=subprocess.STDOUT, cwd=rdir)
+    client = None
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                send(1, 0, a.port)
+                break
+            except (socket.timeout, ConnectionRefusedError):
+                if time.time() > deadline or p.poll() is not None:
+                    sys.exit(f"the server did not answer; see {rdir}/log")
+        if a.script == "relay":
+            client = socket.create_connection(("127.0.0.1", ev_port), timeout=10)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            time.sleep(1)
+        send(1000, 1, a.port)
+        subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
+        send(a.requests, 100000, a.port)
+        subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+        if client:
+            client.close()
+    dumps = sorted(f for f in glob.glob(out + ".*") if re.search(r"\.\d+$", f))
+    if not dumps:
+        sys.exit(f"no dump written; see {rdir}/log")
+    dump = dumps[0]
+    total = None
+    for line in open(dump):
+        if line.startswith("summary:"):
+            total = int(line.split()[1])
+    per = total / a.requests
+    print(f"{a.script}: {per:,.0f} instructions per request in user space "
+          f"({total:,} over {a.requests:,} requests; {dump})")
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
+                         capture_output=True, text=True).stdout
+    rows = []
+    for line in ann.splitlines():
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S.*)$", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        name = re.sub(r" \[[^\]]*\]$", "", m.group(2))
+        # "file:function", where the file is a path (or ???): keep the function
+        head, sep, tail = name.partition(":")
+        if sep and ("/" in head or head.endswith(".rs") or head == "???"):
+            name = tail
+        rows.append((int(m.group(1).replace(",", "")), name))
+    print(f"{'per request':>12}  function (inclusive)")
+    shown, seen = 0, set()
+    for ir, name in rows:
+        if shown >= a.top:
+            break
+        if name in seen:
+            continue
+        seen.add(name)
+        if ir > total or name.startswith(("std::", "core::ops::function", "<std::", "start_thread", "clone")):
+            continue
+        print(f"{ir / a.requests:>12,.0f}  {name[:150]}")
+        shown += 1
+
+
+if __name__ == "__main__":
+    main()
