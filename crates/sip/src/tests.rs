@@ -131,6 +131,15 @@ fn parse_refusals() {
             b"OPTIONS sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n",
             "bad header name",
         ),
+        (
+            b"OPTIONS sip:a@b SIP/2.0\r\nX-A@b: x\r\n\r\n",
+            "bad header name \"X-A@b\"",
+        ),
+        (
+            b"OPTIONS sip:a@b SIP/2.0\r\nNo-Colon x\r\n\r\n",
+            "without a colon",
+        ),
+        (b"OPTIONS sip:a@b SIP/2.0\r\n\tx: y\r\n\r\n", "folded line"),
         (b"OPTIONS sip:a@b SIP/2.0\r\n : x\r\n\r\n", "folded line"),
         (
             b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: abc\r\n\r\n",

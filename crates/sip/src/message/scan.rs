@@ -53,17 +53,8 @@ pub(super) fn scan_headers(
             }
             last.line.end = next as u32;
         } else {
-            let Some(colon) = memchr::memchr(b':', line) else {
-                return Err(ParseError::NoColon(Shown::new(line)));
-            };
-            let mut name_end = colon;
-            while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
-                name_end -= 1;
-            }
+            let (name_end, colon) = header_name(line)?;
             let name = &line[..name_end];
-            if name.is_empty() || !name.iter().all(|&c| is_token_char(c)) {
-                return Err(ParseError::BadHeaderName(Shown::new(&line[..colon])));
-            }
             let v = trim_lws(&line[colon + 1..]);
             let v_start = if v.is_empty() {
                 end
@@ -78,6 +69,29 @@ pub(super) fn scan_headers(
             });
         }
         pos = next;
+    }
+}
+
+/// Where a header line's name ends and where its colon is. The name is
+/// read as it is checked (token characters, then spaces or tabs, then the
+/// colon), so a well-formed line is not searched for its colon as well;
+/// a malformed one is, to say what is wrong with it.
+#[inline]
+fn header_name(line: &[u8]) -> Result<(usize, usize), ParseError> {
+    let name_end = line
+        .iter()
+        .position(|&c| !is_token_char(c))
+        .unwrap_or(line.len());
+    let mut colon = name_end;
+    while colon < line.len() && (line[colon] == b' ' || line[colon] == b'\t') {
+        colon += 1;
+    }
+    if name_end > 0 && line.get(colon) == Some(&b':') {
+        return Ok((name_end, colon));
+    }
+    match memchr::memchr(b':', line) {
+        None => Err(ParseError::NoColon(Shown::new(line))),
+        Some(colon) => Err(ParseError::BadHeaderName(Shown::new(&line[..colon]))),
     }
 }
 
