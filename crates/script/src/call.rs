@@ -86,10 +86,63 @@ fn run(
     args: impl mlua::IntoLuaMulti,
 ) -> mlua::Result<Result<(), mlua::Error>> {
     let (ok, err) = runner(lua)?.call::<(Value, Value)>((f, args))?;
-    if matches!(ok, Value::Boolean(true)) {
-        return Ok(Ok(()));
+    Ok(ended(ok, err))
+}
+
+/// The VM's runner of a global function by name: it reads the function
+/// from the globals itself (a table read in the VM costs less than
+/// reading it through mlua, which a route did on every call) and returns
+/// nothing when it is not a function; else it `pcall`s it as [`runner`]
+/// does. A raw read first; through the globals' metatable (`__index`,
+/// in a `pcall`) only when that finds nothing and there is one, as
+/// [`function`] reads.
+struct NamedRunner(Function);
+
+fn named_runner(lua: &Lua) -> mlua::Result<Function> {
+    if let Some(r) = lua.app_data_ref::<NamedRunner>() {
+        return Ok(r.0.clone());
     }
-    Ok(Err(match err {
+    let f: Function = lua
+        .load(
+            "local pcall, rawget, getmetatable, type = pcall, rawget, getmetatable, type \
+             local G = ... \
+             local function index(t, k) return t[k] end \
+             return function(name, ...) \
+               local f = rawget(G, name) \
+               if f == nil and getmetatable(G) ~= nil then \
+                 local ok, v = pcall(index, G, name) \
+                 if ok then f = v end \
+               end \
+               if type(f) ~= 'function' then return nil end \
+               return pcall(f, ...) \
+             end",
+        )
+        .set_name("=route runner")
+        .call(lua.globals())?;
+    lua.set_app_data(NamedRunner(f.clone()));
+    Ok(f)
+}
+
+/// Run the global function `name` with `args` through the named runner:
+/// `None` when it is not defined, else as [`run`].
+fn run_named(
+    lua: &Lua,
+    name: LuaString,
+    args: impl mlua::IntoLuaMulti,
+) -> mlua::Result<Option<Result<(), mlua::Error>>> {
+    let (ok, err) = named_runner(lua)?.call::<(Value, Value)>((name, args))?;
+    if ok.is_nil() {
+        return Ok(None);
+    }
+    Ok(Some(ended(ok, err)))
+}
+
+/// How a runner's `pcall` ended: its first two results.
+fn ended(ok: Value, err: Value) -> Result<(), mlua::Error> {
+    if matches!(ok, Value::Boolean(true)) {
+        return Ok(());
+    }
+    Err(match err {
         Value::Error(e) => *e,
         // What Lua raises when an allocation fails ([script] memory_limit_mb).
         Value::String(s) if s.as_bytes() == b"not enough memory" => {
@@ -102,7 +155,7 @@ fn run(
                 .to_string()
                 .unwrap_or_else(|_| format!("(error object: {})", other.type_name())),
         ),
-    }))
+    })
 }
 
 /// Most function names kept interned per VM (route names come from the
@@ -114,32 +167,36 @@ const MAX_FN_NAMES: usize = 256;
 /// The Lua strings of the global function names called from Rust, per VM:
 /// looking a route up then pushes a reference, not the name's text.
 #[derive(Default)]
-struct FnNames(HashMap<Box<str>, LuaString>);
+struct FnNames(HashMap<Box<str>, LuaString, foldhash::fast::RandomState>);
+
+/// The Lua string of the function name `name` (interned per VM, up to
+/// [`MAX_FN_NAMES`]).
+fn fn_name(lua: &Lua, name: &str) -> Option<LuaString> {
+    let key = {
+        let names = lua.app_data_ref::<FnNames>();
+        names.and_then(|n| n.0.get(name).cloned())
+    };
+    if key.is_some() {
+        return key;
+    }
+    let k = lua.create_string(name).ok()?;
+    if lua.app_data_ref::<FnNames>().is_none() {
+        lua.set_app_data(FnNames::default());
+    }
+    if let Some(mut n) = lua.app_data_mut::<FnNames>() {
+        if n.0.len() < MAX_FN_NAMES {
+            n.0.insert(name.into(), k.clone());
+        }
+    }
+    Some(k)
+}
 
 /// The global function `name`, if the script defines one. A raw read of
 /// the globals (no `__index` call through a protected Lua call) when they
 /// have no metatable, which is what scripts do; else a plain read.
 fn function(lua: &Lua, name: &str) -> Option<Function> {
     let globals = lua.globals();
-    let key = {
-        let names = lua.app_data_ref::<FnNames>();
-        names.and_then(|n| n.0.get(name).cloned())
-    };
-    let key = match key {
-        Some(k) => k,
-        None => {
-            let k = lua.create_string(name).ok()?;
-            if lua.app_data_ref::<FnNames>().is_none() {
-                lua.set_app_data(FnNames::default());
-            }
-            if let Some(mut n) = lua.app_data_mut::<FnNames>() {
-                if n.0.len() < MAX_FN_NAMES {
-                    n.0.insert(name.into(), k.clone());
-                }
-            }
-            k
-        }
-    };
+    let key = fn_name(lua, name)?;
     let found = if globals.metatable().is_none() {
         globals.raw_get::<Value>(&key)
     } else {
@@ -174,13 +231,25 @@ fn without_traceback(text: &str) -> &str {
 
 /// Call the global function `name` with `args`.
 pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outcome {
-    let Some(f) = function(lua, name) else {
-        let call_id = crate::diag::call_id(lua);
-        warn!(function = name, call_id, "script function not defined");
-        stats::count(lua, Failure::Missing);
-        return Outcome::Missing;
+    let Some(key) = fn_name(lua, name) else {
+        return missing(lua, name);
     };
-    call_function(lua, name, f, args)
+    let call = crate::limits::enter(lua);
+    let result = run_named(lua, key, args);
+    drop(call);
+    match result {
+        Ok(None) => missing(lua, name),
+        Ok(Some(r)) => outcome(lua, name, r),
+        Err(e) => outcome(lua, name, Err(e)),
+    }
+}
+
+/// The script does not define function `name`.
+fn missing(lua: &Lua, name: &str) -> Outcome {
+    let call_id = crate::diag::call_id(lua);
+    warn!(function = name, call_id, "script function not defined");
+    stats::count(lua, Failure::Missing);
+    Outcome::Missing
 }
 
 /// Call `f`, the script's function `name`.
@@ -188,6 +257,12 @@ fn call_function(lua: &Lua, name: &str, f: Function, args: impl mlua::IntoLuaMul
     let call = crate::limits::enter(lua);
     let result = run(lua, f, args).and_then(|r| r);
     drop(call);
+    outcome(lua, name, result)
+}
+
+/// What the call of function `name` that ended with `result` counts as
+/// (an error is logged and counted).
+fn outcome(lua: &Lua, name: &str, result: Result<(), mlua::Error>) -> Outcome {
     let outcome = match result {
         Ok(()) => Outcome::Done,
         Err(e) => match unwind_of(&e) {
@@ -382,6 +457,39 @@ mod tests {
 
     fn reply(code: u16) -> SipMessage {
         crate::ksr::testing::reply(code, "Busy Here")
+    }
+
+    #[test]
+    fn functions_are_read_from_the_globals_at_each_call() {
+        let vm = Vm::new();
+        vm.run(r#"n = 0; function r(k) n = n + (k or 1) end; not_fn = 42"#);
+        let n = || vm.lua.globals().get::<i64>("n").unwrap();
+        assert_eq!(call(&vm.lua, "r", 2), Outcome::Done);
+        assert_eq!(n(), 2, "the argument reached the function");
+        // A function defined or replaced after the first call is the one called.
+        vm.run(r#"function r() n = n + 10 end; function later() n = -1 end"#);
+        assert_eq!(call(&vm.lua, "r", ()), Outcome::Done);
+        assert_eq!(n(), 12);
+        assert_eq!(call(&vm.lua, "later", ()), Outcome::Done);
+        assert_eq!(n(), -1);
+        // A global that is not a function, or none at all, is not defined.
+        assert_eq!(call(&vm.lua, "not_fn", ()), Outcome::Missing);
+        vm.run("later = nil");
+        assert_eq!(call(&vm.lua, "later", ()), Outcome::Missing);
+        // Through the globals' metatable: a function it gives is called,
+        // and one that raises for an unknown name (strict mode) is
+        // "not defined", not a script error.
+        vm.run(
+            r#"setmetatable(_G, { __index = function(_, k)
+                   if k == "from_meta" then return function() n = 7 end end
+                   error("undefined global " .. k)
+               end })"#,
+        );
+        assert_eq!(call(&vm.lua, "from_meta", ()), Outcome::Done);
+        assert_eq!(n(), 7);
+        assert_eq!(call(&vm.lua, "nowhere", ()), Outcome::Missing);
+        assert_eq!(call(&vm.lua, "r", ()), Outcome::Done);
+        assert_eq!(n(), 17);
     }
 
     #[test]
