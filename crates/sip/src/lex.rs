@@ -10,6 +10,17 @@ pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// FNV-1a: the same Call-ID must pick the same router thread, stripe and
+/// part of the transaction table from any thread.
+pub(crate) fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &c in b {
+        h ^= u64::from(c);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
 /// Index of the first byte at or after `i` that is not whitespace.
 #[inline]
 pub(crate) fn skip_lws(s: &[u8], mut i: usize) -> usize {

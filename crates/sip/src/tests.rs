@@ -436,3 +436,42 @@ fn top_via_read_again_is_the_same() {
         "a Via that failed is not kept as good"
     );
 }
+
+#[test]
+fn from_and_to_are_parsed_once_and_read_the_same_every_time() {
+    let m = parse(
+        b"OPTIONS sip:a@b SIP/2.0\r\n\
+          From: \"Alice A\" <sip:alice@atlanta.example.com;transport=udp>;tag=1928;x\r\n\
+          To: sip:bob@biloxi.example.com ; tag = 77\r\n\
+          Call-ID: c\r\nContent-Length: 0\r\n\r\n",
+    );
+    let first = (m.from().unwrap(), m.to().unwrap());
+    for _ in 0..3 {
+        let (f, t) = (m.from().unwrap(), m.to().unwrap());
+        assert_eq!((f, t), first);
+        assert_eq!(f.display, Some(&b"\"Alice A\""[..]));
+        assert_eq!(f.uri, b"sip:alice@atlanta.example.com;transport=udp");
+        assert_eq!(f.tag, Some(&b"1928"[..]));
+        let names: Vec<_> = f.params().map(|p| p.unwrap().0.to_vec()).collect();
+        assert_eq!(names, [b"tag".to_vec(), b"x".to_vec()]);
+        assert_eq!(
+            (t.display, t.uri, t.tag),
+            (None, &b"sip:bob@biloxi.example.com"[..], Some(&b"77"[..]))
+        );
+    }
+    // A copy reads the same, from its own buffer.
+    let c = m.clone();
+    assert_eq!((c.from().unwrap(), c.to().unwrap()), first);
+
+    // What does not parse gives its error every time, and nothing kept
+    // stands in for it.
+    let bad = parse(b"OPTIONS sip:a@b SIP/2.0\r\nTo: <sip:b@c\r\nCall-ID: c\r\n\r\n");
+    for _ in 0..2 {
+        assert!(
+            matches!(bad.to(), Err(ParseError::BadNameAddr(_))),
+            "{:?}",
+            bad.to()
+        );
+        assert!(matches!(bad.from(), Err(ParseError::MissingHeader("From"))));
+    }
+}

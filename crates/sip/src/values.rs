@@ -357,6 +357,47 @@ impl<'a> NameAddr<'a> {
     pub fn params(&self) -> Params<'a> {
         self.params.map_or_else(Params::empty, Params::new)
     }
+
+    /// Its parts as offsets into `base`, the buffer every slice of it is
+    /// in (a message keeps its From and To this way, each parsed once);
+    /// `None` when it was not parsed from `base`.
+    pub(crate) fn spans(&self, base: &[u8]) -> Option<NameAddrSpans> {
+        let start = (self.uri.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        if start + self.uri.len() > base.len() || base.len() > u32::MAX as usize {
+            return None;
+        }
+        // Every part is inside the header value, which is inside `base`.
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base.as_ptr() as usize;
+            (start as u32, (start + s.len()) as u32)
+        };
+        Some(NameAddrSpans {
+            display: self.display.map(at),
+            uri: at(self.uri),
+            tag: self.tag.map(at),
+            params: self.params.map(at),
+        })
+    }
+
+    /// The name-addr whose parts `spans` gives, in `base`.
+    pub(crate) fn from_spans(base: &'a [u8], s: &NameAddrSpans) -> NameAddr<'a> {
+        let get = |(a, b): (u32, u32)| &base[a as usize..b as usize];
+        NameAddr {
+            display: s.display.map(get),
+            uri: get(s.uri),
+            tag: s.tag.map(get),
+            params: s.params.map(get),
+        }
+    }
+}
+
+/// A [`NameAddr`] as offsets into its buffer: see [`NameAddr::spans`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NameAddrSpans {
+    display: Option<(u32, u32)>,
+    uri: (u32, u32),
+    tag: Option<(u32, u32)>,
+    params: Option<(u32, u32)>,
 }
 
 /// A CSeq value.

@@ -34,7 +34,7 @@ use rustix::event::{epoll, eventfd, EventfdFlags};
 use tracing::{debug, error};
 
 use super::readers::{Role, Turn, Watch, HELP_AFTER, HELP_CHECK, TICK};
-use super::{fnv, part_of_msg_reply, part_of_request, Shared, SipHandle, Work};
+use super::{part_of_msg_reply, part_of_request, Shared, SipHandle, Work};
 use crate::message::SipMessage;
 use crate::request::Source;
 use crate::router::Router;
@@ -411,7 +411,7 @@ impl Thread {
     /// stripe meanwhile, in the order they queued it.
     fn handle(&self, w: Work) {
         let sh = &self.h.shared;
-        let stripe = sh.stripe(w.call_id());
+        let stripe = sh.stripe(w.call_hash());
         let mut next = Some(w);
         while let Some(w) = next {
             sh.item_starts(self.n);
@@ -527,9 +527,9 @@ pub(crate) struct Stripe {
 }
 
 impl Shared {
-    /// `call_id`'s stripe.
-    pub(crate) fn stripe(&self, call_id: &[u8]) -> &std::sync::Mutex<Stripe> {
-        &self.stripes[(fnv(call_id) % self.stripes.len() as u64) as usize]
+    /// The stripe of the Call-ID whose [`fnv`](super::fnv) hash is `call_hash`.
+    pub(crate) fn stripe(&self, call_hash: u64) -> &std::sync::Mutex<Stripe> {
+        &self.stripes[(call_hash % self.stripes.len() as u64) as usize]
     }
 
     /// Claim `w`'s stripe for this thread (`Some(w)`: handle it now), or
@@ -537,7 +537,7 @@ impl Shared {
     /// (`None`): so a call's messages never run at the same time and run
     /// in the order they were claimed.
     pub(crate) fn claim(&self, w: Work) -> Option<Work> {
-        let mut st = lock(self.stripe(w.call_id()));
+        let mut st = lock(self.stripe(w.call_hash()));
         if !st.busy {
             st.busy = true;
             return Some(w);

@@ -75,7 +75,17 @@ pub(crate) enum Work {
 }
 
 impl Work {
-    /// The Call-ID it belongs to: it picks the thread and the stripe.
+    /// The [`fnv`] hash of its Call-ID: it picks the thread and the
+    /// stripe (a message's is computed once and kept with it).
+    pub(crate) fn call_hash(&self) -> u64 {
+        match self {
+            Work::Request(r) | Work::Failure { req: r, .. } => r.msg().call_id_hash(),
+            Work::Reply(b) => b.0.call_id_hash(),
+            Work::Dialog(_) | Work::Stop => fnv(self.call_id()),
+        }
+    }
+
+    /// The Call-ID it belongs to.
     pub(crate) fn call_id(&self) -> &[u8] {
         match self {
             Work::Request(r) | Work::Failure { req: r, .. } => {
@@ -131,21 +141,14 @@ pub(crate) struct Shared {
     pub(crate) readers: readers::Readers,
 }
 
-/// FNV-1a: the same Call-ID must pick the same thread from any thread.
-pub(crate) fn fnv(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &c in b {
-        h ^= u64::from(c);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
+pub(crate) use crate::lex::fnv;
 
-/// The part of the transaction table that holds a call's transactions:
-/// the high half of the hash whose low bits pick the router thread and
-/// the stripe, so the part does not follow the thread.
-pub(crate) fn part_of_call(call_id: &[u8]) -> usize {
-    ((fnv(call_id) >> 32) as usize) % PARTS
+/// The part of the transaction table that holds the transactions of the
+/// call whose Call-ID's [`fnv`] hash is `h`: the high half of the hash
+/// whose low bits pick the router thread and the stripe, so the part
+/// does not follow the thread.
+pub(crate) fn part_of_hash(h: u64) -> usize {
+    ((h >> 32) as usize) % PARTS
 }
 
 /// The part of the table of a request's transaction: the one its index
@@ -153,14 +156,14 @@ pub(crate) fn part_of_call(call_id: &[u8]) -> usize {
 pub(crate) fn part_of_request(req: &Request) -> usize {
     match req.tx {
         Some(t) => part_of_index(t.index),
-        None => part_of_call(req.msg().call_id().unwrap_or_default()),
+        None => part_of_hash(req.msg().call_id_hash()),
     }
 }
 
 /// The part of the table a reply is matched in: the one its branch names
 /// when the branch is of our format, else its Call-ID's.
 pub(crate) fn part_of_msg_reply(msg: &SipMessage) -> usize {
-    part_of_reply(msg).unwrap_or_else(|| part_of_call(msg.call_id().unwrap_or_default()))
+    part_of_reply(msg).unwrap_or_else(|| part_of_hash(msg.call_id_hash()))
 }
 
 impl Shared {
@@ -250,7 +253,7 @@ impl Shared {
     /// Queue work to the router thread of its Call-ID.
     pub(crate) fn dispatch(&self, w: Work) -> Result<(), Work> {
         let n = self.children.len() as u64;
-        let child = (fnv(w.call_id()) % n) as usize;
+        let child = (w.call_hash() % n) as usize;
         self.children[child].try_send(w).map_err(|e| {
             if matches!(e, flume::TrySendError::Full(_)) {
                 warn_limited!(child, "router thread queue full, dropping a message");

@@ -176,6 +176,11 @@ pub struct SipMessage {
     /// The top Via, once parsed (`None` inside: it did not parse): the
     /// host and the transaction layer read it several times per message.
     top_via: std::sync::OnceLock<Option<crate::values::ViaSpans>>,
+    /// [`SipMessage::call_id_hash`], once computed: a request's picks its
+    /// stripe twice and its part of the transaction table at least once.
+    call_hash: std::sync::OnceLock<u64>,
+    /// From and To, once parsed (`None` inside: it did not parse).
+    from_to: [std::sync::OnceLock<Option<crate::values::NameAddrSpans>>; 2],
 }
 
 impl SipMessage {
@@ -234,6 +239,8 @@ impl SipMessage {
             content_length,
             buf,
             top_via: std::sync::OnceLock::new(),
+            call_hash: std::sync::OnceLock::new(),
+            from_to: Default::default(),
         })
     }
 
@@ -405,18 +412,32 @@ impl SipMessage {
 
     /// The From header.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
-        let v = self
-            .header_of(HeaderName::From)
-            .ok_or(ParseError::MissingHeader("From"))?;
-        NameAddr::parse(v)
+        self.name_addr(0, HeaderName::From, "From")
     }
 
     /// The To header.
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr(1, HeaderName::To, "To")
+    }
+
+    /// From (`which` 0) or To (1), parsed once and kept: the checks, the
+    /// transaction layer, replies and the script's `$fu`, `$tt`... all
+    /// read them.
+    fn name_addr(
+        &self,
+        which: usize,
+        kind: HeaderName,
+        name: &'static str,
+    ) -> Result<NameAddr<'_>, ParseError> {
+        if let Some(Some(s)) = self.from_to[which].get() {
+            return Ok(NameAddr::from_spans(&self.buf, s));
+        }
         let v = self
-            .header_of(HeaderName::To)
-            .ok_or(ParseError::MissingHeader("To"))?;
-        NameAddr::parse(v)
+            .header_of(kind)
+            .ok_or(ParseError::MissingHeader(name))?;
+        let na = NameAddr::parse(v);
+        let _ = self.from_to[which].set(na.as_ref().ok().and_then(|n| n.spans(&self.buf)));
+        na
     }
 
     /// The Call-ID: one word, no whitespace.
@@ -424,10 +445,21 @@ impl SipMessage {
         let v = self
             .header_of(HeaderName::CallId)
             .ok_or(ParseError::MissingHeader("Call-ID"))?;
-        if v.is_empty() || v.iter().any(|&c| crate::lex::is_lws(c)) {
+        // Every byte looked at, no early exit: the compiler then checks
+        // many at a time (a valid Call-ID, the usual case, has no space).
+        if v.is_empty() || v.iter().fold(false, |sp, &c| sp | crate::lex::is_lws(c)) {
             return Err(ParseError::BadCallId(Shown::new(v)));
         }
         Ok(v)
+    }
+
+    /// The FNV-1a hash of the Call-ID (of the empty string when it is
+    /// missing or bad), computed once: the host picks a call's router
+    /// thread, stripe and part of the transaction table by it.
+    pub(crate) fn call_id_hash(&self) -> u64 {
+        *self
+            .call_hash
+            .get_or_init(|| crate::lex::fnv(self.call_id().unwrap_or_default()))
     }
 
     /// Max-Forwards, `None` when absent. Values past 255 are refused.
