@@ -405,12 +405,35 @@ pub struct IpText {
 }
 
 impl IpText {
-    /// `ip` as `Display` writes it.
+    /// `ip` as `Display` writes it. An IPv4 address, the usual `$si`, is
+    /// written digit by digit: through the formatter it cost about a
+    /// thousand instructions (bench/instructions.py, the relay script).
     pub fn new(ip: std::net::IpAddr) -> Self {
         let mut t = IpText {
             buf: [0; 48],
             len: 0,
         };
+        if let std::net::IpAddr::V4(v4) = ip {
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    t.buf[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    t.buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    t.buf[n] = b'0' + o / 10 % 10;
+                    n += 1;
+                }
+                t.buf[n] = b'0' + o % 10;
+                n += 1;
+            }
+            t.len = n as u8;
+            return t;
+        }
         let mut w = &mut t.buf[..];
         // Cannot fail: the buffer holds the longest form.
         let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
@@ -615,6 +638,9 @@ mod tests {
         for ip in [
             "192.0.2.1",
             "255.255.255.255",
+            "0.0.0.0",
+            "10.100.9.99",
+            "127.0.0.1",
             "::1",
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
             "::ffff:255.255.255.255",
@@ -622,6 +648,13 @@ mod tests {
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
+        // Every octet's value, in each place.
+        for o in 0..=255u8 {
+            for ip in [[o, 0, 0, 0], [1, o, 2, 3], [9, 99, o, 100], [255, 1, 10, o]] {
+                let ip = std::net::IpAddr::from(ip);
+                assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+            }
         }
     }
 
