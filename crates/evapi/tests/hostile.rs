@@ -160,7 +160,15 @@ async fn connection_storm() {
         assert_eq!(healthy.recv().await.unwrap(), format!("wave {wave}"));
     }
     assert_eq!(connected.load(Ordering::Relaxed), WAVES * PER_WAVE);
-    eventually("storm drained", || h.client_count() == 1).await;
+    // A connect completes in the kernel's accept queue: the last ones can
+    // still wait there, unaccepted, once the table is down to one client
+    // (CI once saw 16 of 4,001 not yet counted). Wait for both.
+    let all = (WAVES * PER_WAVE + 1) as u64;
+    eventually("storm drained", || {
+        let s = h.stats();
+        h.client_count() == 1 && s.accepted + s.refused >= all
+    })
+    .await;
     let stats = h.stats();
     assert_eq!(
         stats.accepted + stats.refused,
