@@ -81,19 +81,8 @@ impl Work {
         match self {
             Work::Request(r) | Work::Failure { req: r, .. } => r.msg().call_id_hash(),
             Work::Reply(b) => b.0.call_id_hash(),
-            Work::Dialog(_) | Work::Stop => fnv(self.call_id()),
-        }
-    }
-
-    /// The Call-ID it belongs to.
-    pub(crate) fn call_id(&self) -> &[u8] {
-        match self {
-            Work::Request(r) | Work::Failure { req: r, .. } => {
-                r.msg().call_id().unwrap_or_default()
-            }
-            Work::Reply(b) => b.0.call_id().unwrap_or_default(),
-            Work::Dialog(ev) => ev.info.callid.as_bytes(),
-            Work::Stop => b"",
+            Work::Dialog(ev) => fnv(ev.info.callid.as_bytes()),
+            Work::Stop => fnv(b""),
         }
     }
 }
