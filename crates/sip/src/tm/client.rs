@@ -345,11 +345,19 @@ impl Tm {
     }
 
     /// A reply from downstream, matched by [`Tm::match_reply`].
+    ///
+    /// The host matches a reply once to run the reply routes, then calls
+    /// this: the transaction may have ended in between (its wait timer
+    /// fired while a route ran). Such a reply is forwarded by its Via, as
+    /// one that matched nothing is, so a 2xx retransmission is not lost.
     pub(crate) fn on_reply(&mut self, msg: &SipMessage, now: u64, out: &mut Vec<Action>) {
+        let Some(code) = msg.status() else { return };
         let Some((id, _)) = self.match_reply(msg) else {
+            if let Ok((dest, data)) = self.stateless_dest(msg) {
+                self.forward_stateless(dest, data, code, out);
+            }
             return;
         };
-        let Some(code) = msg.status() else { return };
         self.stats.branch_replies += 1;
         let (t1, fr_inv) = (self.cfg.t1, self.cfg.fr_inv);
         let Some(tx) = self.txs.get_mut(&id) else {

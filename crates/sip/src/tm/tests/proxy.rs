@@ -193,6 +193,34 @@ fn a_2xx_after_the_transaction_ended_goes_by_its_via() {
     assert_eq!(dest.addr, "127.0.0.1:40000".parse::<SocketAddr>().unwrap());
 }
 
+/// The host matches a reply, runs the reply routes, then hands it to the
+/// table: when the wait timer ended the transaction in between, the 2xx
+/// still goes upstream by its Via (CI once lost one this way).
+#[test]
+fn a_2xx_whose_transaction_ends_during_its_routes_still_goes_upstream() {
+    let mut tm = Tm::new(cfg());
+    let mut out = Vec::new();
+    let mut r = invite();
+    let fwd = relayed(&mut tm, &mut r, 0);
+    let ok = answer(&fwd, 200);
+    tm.on_reply(&ok, 10, &mut out);
+    out.clear();
+    assert!(tm.match_reply(&ok).is_some(), "matched: its routes run");
+    tm.on_timer(100_000, &mut out);
+    out.clear();
+    tm.on_reply(&ok, 100_001, &mut out);
+    let s = sent(&mut out);
+    assert_eq!(s.len(), 1, "the retransmitted 200 is forwarded");
+    assert_eq!(s[0].0, UAC.parse::<SocketAddr>().unwrap());
+    assert_eq!(s[0].1.status(), Some(200));
+    assert_eq!(s[0].1.vias().count(), 1, "our Via removed");
+    assert_eq!(tm.stats().stateless_replies, 1);
+    // A reply that is not ours is still dropped.
+    let mut other = Tm::new(cfg());
+    other.on_reply(&ok, 1, &mut out);
+    assert!(out.is_empty());
+}
+
 #[test]
 fn foreign_replies_are_not_forwarded() {
     let tm = Tm::new(cfg());
