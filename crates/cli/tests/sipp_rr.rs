@@ -190,3 +190,25 @@ fn readme_tour_relay_gives_whole_calls() {
     );
     assert_eq!(answering.join().expect("the event client"), TOUR_CALLS);
 }
+
+/// The error text a failed SIPp run shows leaves out the by-design timeout
+/// jumps (`uac_rr.xml` logs one per call), which used to fill it and hide
+/// the error that failed the call. SIPp writes those entries with no
+/// newline; the sample is as its log has them.
+#[test]
+fn sipp_error_text_leaves_out_the_timeout_jumps() {
+    let log = "2026-12-03\t05:25:49.276213\t1796275549.276213: Call-Id: 1-21802@127.0.0.1, receive timeout on message evapi uac rr:5, jumping to label 7\
+2026-12-03\t05:25:49.276417\t1796275549.276417: Call-Id: 2-21802@127.0.0.1, receive timeout on message evapi uac rr:5, jumping to label 7\
+2026-12-03\t05:28:15.636233\t1796275695.636233: Aborting call on unexpected message for Call-Id '49786-21944@127.0.0.1': while expecting '200' (index 8), received 'SIP/2.0 408 Request Timeout\n\
+CSeq: 2 BYE\n'\n\
+2026-12-03\t05:28:16.000000\t1796275696.000000: Call-Id: 3-21802@127.0.0.1, receive timeout on message evapi uac rr:5, jumping to label 7";
+    let (jumps, rest) = without_timeout_jumps(log);
+    assert_eq!(jumps, 3);
+    assert!(rest.starts_with("2026-12-03\t05:28:15.636233"), "{rest}");
+    assert!(rest.contains("408 Request Timeout"), "{rest}");
+    assert!(rest.ends_with("CSeq: 2 BYE\n'\n"), "{rest:?}");
+    assert_eq!(
+        without_timeout_jumps("plain text"),
+        (0, "plain text".into())
+    );
+}
