@@ -93,7 +93,16 @@ impl<'a> Iterator for CommaSplit<'a> {
         let s = self.rest?;
         let mut i = 0;
         let mut in_angle = false;
-        while i < s.len() {
+        // Jumps from one byte that matters to the next: outside `<...>` a
+        // comma, a quote or a `<`; inside, a quote or the `>`.
+        loop {
+            let next = if in_angle {
+                memchr::memchr2(b'"', b'>', &s[i..])
+            } else {
+                memchr::memchr3(b',', b'"', b'<', &s[i..])
+            };
+            let Some(k) = next else { break };
+            i += k;
             match s[i] {
                 b'"' => match quoted_end(s, i) {
                     Some(j) => {
@@ -106,17 +115,56 @@ impl<'a> Iterator for CommaSplit<'a> {
                 },
                 b'<' => in_angle = true,
                 b'>' => in_angle = false,
-                b',' if !in_angle => {
+                _ => {
                     self.rest = Some(&s[i + 1..]);
                     return Some(&s[..i]);
                 }
-                _ => {}
             }
             i += 1;
         }
         self.rest = None;
         Some(s)
     }
+}
+
+/// The IP address a host part of a Via or URI is (`[...]` around IPv6
+/// taken off), if it is one. The common dotted IPv4 is read from the
+/// bytes; anything else goes to the standard parser, which decides.
+pub(crate) fn host_ip(host: &[u8]) -> Option<std::net::IpAddr> {
+    let h = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    if let Some(v4) = plain_ipv4(h) {
+        return Some(v4.into());
+    }
+    std::str::from_utf8(h).ok()?.parse().ok()
+}
+
+/// Four decimal octets of 1–3 digits, no leading zero, each up to 255:
+/// what the standard parser takes as IPv4, or `None` (then the standard
+/// parser is asked, so an odd form is never taken differently).
+fn plain_ipv4(h: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = h.split(|&b| b == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &b in p {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(b - b'0');
+        }
+        *o = u8::try_from(n).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// The part before the first top-level comma (see [`CommaSplit`]).
@@ -127,6 +175,59 @@ pub(crate) fn first_element(s: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte reader takes exactly what the standard parser takes,
+    /// and reads the same address.
+    #[test]
+    fn host_ip_reads_what_the_standard_parser_reads() {
+        let mut cases: Vec<String> = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..3.4",
+            ".1.2.3",
+            "1.2.3.4.",
+            "1.2.3.-4",
+            "1.2.3.4 ",
+            "1.2.3.1000",
+            "::1",
+            "[::1]",
+            "[2001:db8::1]",
+            "2001:db8::1",
+            "host.example",
+            "1.2.3.4a",
+            "a1.2.3.4",
+            "",
+            "[]",
+            "[1.2.3.4]",
+            "999.0.0.0",
+            "0.0.0.00",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every octet value in each place, and near-misses around them.
+        for v in 0..=300u32 {
+            cases.push(format!("{v}.1.2.3"));
+            cases.push(format!("1.{v}.2.3"));
+            cases.push(format!("1.2.{v}.3"));
+            cases.push(format!("1.2.3.{v}"));
+            cases.push(format!("1.2.3.0{v}"));
+        }
+        for c in &cases {
+            let h = c
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(c);
+            let std = h.parse::<std::net::IpAddr>().ok();
+            assert_eq!(host_ip(c.as_bytes()), std, "{c:?}");
+        }
+    }
 
     #[test]
     fn comma_split_respects_quotes_and_angles() {

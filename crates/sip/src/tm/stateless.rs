@@ -11,7 +11,7 @@
 //! 5060), over the transport that Via names (UDP or TCP). Anything else
 //! is refused with the reason, for the caller to log.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 
@@ -38,14 +38,6 @@ pub(crate) enum NotForwarded {
     BadNextVia(String),
 }
 
-fn ip_of(host: &[u8]) -> Option<IpAddr> {
-    let h = host
-        .strip_prefix(b"[")
-        .and_then(|h| h.strip_suffix(b"]"))
-        .unwrap_or(host);
-    std::str::from_utf8(h).ok()?.parse().ok()
-}
-
 /// Where a reply goes by a Via (RFC 3261 §18.2.2, RFC 3581).
 fn via_dest(v: &Via<'_>) -> Result<(Transport, SocketAddr), NotForwarded> {
     let bad = || NotForwarded::BadNextVia(String::from_utf8_lossy(v.raw).into_owned());
@@ -58,8 +50,8 @@ fn via_dest(v: &Via<'_>) -> Result<(Transport, SocketAddr), NotForwarded> {
     };
     let ip = v
         .received
-        .and_then(ip_of)
-        .or_else(|| ip_of(v.host))
+        .and_then(crate::lex::host_ip)
+        .or_else(|| crate::lex::host_ip(v.host))
         .ok_or_else(bad)?;
     let port = match v.rport {
         Some(Some(p)) => p,
@@ -83,7 +75,8 @@ impl Tm {
             Some(BranchId::Relay { seed, .. } | BranchId::Ack { seed, .. }) => seed,
             None => return Err(NotForwarded::NotOurs),
         };
-        let sent_by = ip_of(top.host).map(|ip| SocketAddr::new(ip, top.port.unwrap_or(5060)));
+        let sent_by =
+            crate::lex::host_ip(top.host).map(|ip| SocketAddr::new(ip, top.port.unwrap_or(5060)));
         if seed != self.seed || !sent_by.is_some_and(|a| self.cfg.myself.is_our_socket(a)) {
             return Err(NotForwarded::NotOurs);
         }

@@ -1,8 +1,6 @@
 //! The checks and the Via fix-up every incoming request gets before
 //! routing.
 
-use std::net::IpAddr;
-
 use bytes::Bytes;
 
 use crate::error::ParseError;
@@ -52,14 +50,7 @@ pub(crate) fn fix_via_keep(
 ) -> Result<(SipMessage, Option<SipMessage>), ParseError> {
     let via = msg.top_via()?;
     let want_rport = via.rport == Some(None) && src.transport == Transport::Udp;
-    let host = via
-        .host
-        .strip_prefix(b"[")
-        .and_then(|h| h.strip_suffix(b"]"))
-        .unwrap_or(via.host);
-    let host_ip = std::str::from_utf8(host)
-        .ok()
-        .and_then(|h| h.parse::<IpAddr>().ok());
+    let host_ip = crate::lex::host_ip(via.host);
     let want_received = want_rport || host_ip != Some(src.remote.ip());
     if !want_rport && !want_received {
         return Ok((msg, None));
