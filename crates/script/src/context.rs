@@ -8,13 +8,13 @@
 //! still reads it there, as in Kamailio.
 //!
 //! The router hands us a borrowed `&mut Request`. While a route runs, the
-//! request is swapped into the VM (a slot of its own beside the context,
-//! [`Target`], which holds a spare request between routes) and swapped
-//! back when the route returns, panics included ([`in_route`]): the `KSR`
-//! functions reach it through [`with_request`]. That costs two swaps of
-//! the struct per route; the scoped userdata it replaces cost a Lua
-//! userdata with its metatable and destructor per route and a checked
-//! borrow per `KSR` call.
+//! VM holds a pointer to it (a slot of its own beside the context,
+//! [`Target`]), put back to what it was when the route returns, panics
+//! included ([`in_route`]): the `KSR` functions reach the request through
+//! [`with_request`], under the slot's borrow. Nothing is copied. (Before,
+//! the request was swapped into the slot and back, two moves of a struct
+//! of some 900 bytes per route; before that, a scoped userdata cost a Lua
+//! userdata with its metatable and destructor per route.)
 
 use crate::ops::EventClient;
 use crate::pv::MsgView;
@@ -188,14 +188,16 @@ fn sip_context(lua: &Lua, kind: RouteKind, branch: u32) -> Context {
 /// fill it). Apart from the context, so that a `KSR` function can hold
 /// the message while it reads or marks the context.
 ///
-/// The request field always holds a request: the routed one while a
-/// request route runs, else a spare (made once per VM) or, in a nested
-/// route, the outer route's, parked in the inner route's `&mut` while it
-/// runs. A route swaps its request in and out: no allocation, and only
-/// the two swaps copy it.
+/// The request field points to the routed request while a request route
+/// runs ([`What::Request`]): the `&mut Request` the router lent to
+/// [`in_route`], valid until that call returns, which first puts back the
+/// pointer that was here before (null, or a nested route's outer
+/// request). It is only turned into a reference under the slot's own
+/// borrow ([`with_request`]: `&mut`; [`with_view`]: shared), so the
+/// borrow rules of the slot are those of the request.
 pub(crate) struct Target {
     what: What,
-    request: Request,
+    request: *mut Request,
     reply: Option<ReplyCurrent>,
 }
 
@@ -215,54 +217,34 @@ pub(crate) fn install(lua: &Lua) {
     lua.set_app_data(Context::default());
     lua.set_app_data(Target {
         what: What::None,
-        request: spare(),
+        request: std::ptr::null_mut(),
         reply: None,
     });
 }
 
-/// The smallest request, to fill the message slot between routes.
-fn spare() -> Request {
-    const SPARE: &[u8] = b"OPTIONS sip:spare.invalid SIP/2.0\r\n\
-        Via: SIP/2.0/UDP spare.invalid;branch=z9hG4bKspare\r\n\
-        From: <sip:spare.invalid>;tag=spare\r\nTo: <sip:spare.invalid>\r\n\
-        Call-ID: spare\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
-    let msg = SipMessage::parse(Bytes::from_static(SPARE)).expect("the spare request parses");
-    let nowhere = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
-    Request::new(
-        msg,
-        Source {
-            transport: sip::Transport::Udp,
-            remote: nowhere,
-            local: nowhere,
-            conn: None,
-        },
-    )
-}
-
-/// Swap `req` with the slot's request and make the slot hold `what`; the
-/// `What` it held, or `None` if the slot could not be reached (then
-/// nothing was swapped).
-fn swap_in(lua: &Lua, req: &mut Request, what: What) -> Option<What> {
+/// Point the slot at `req` and make it hold `what`; what it held, or
+/// `None` if the slot could not be reached (then nothing changed).
+fn lend(lua: &Lua, req: *mut Request, what: What) -> Option<(What, *mut Request)> {
     let Ok(Some(mut t)) = lua.try_app_data_mut::<Target>() else {
         return None;
     };
-    std::mem::swap(req, &mut t.request);
-    Some(std::mem::replace(&mut t.what, what))
+    let request = std::mem::replace(&mut t.request, req);
+    Some((std::mem::replace(&mut t.what, what), request))
 }
 
-/// A request lent to the VM: swapped back into the router's `&mut` when
-/// dropped (also when a panic unwinds through the route).
+/// A request lent to the VM: the slot's previous contents are put back
+/// when dropped (also when a panic unwinds through the route), before the
+/// `&mut` the pointer came from can be used again.
 struct Lent<'a> {
     lua: &'a Lua,
-    req: &'a mut Request,
-    /// What the slot held before (`None`: nothing was swapped).
-    previous: Option<What>,
+    /// What the slot held before (`None`: nothing was lent).
+    previous: Option<(What, *mut Request)>,
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        if let Some(previous) = self.previous {
-            swap_in(self.lua, self.req, previous);
+        if let Some((what, request)) = self.previous {
+            lend(self.lua, request, what);
         }
     }
 }
@@ -278,8 +260,10 @@ pub(crate) fn in_route<R>(
     req: &mut Request,
     f: impl FnOnce() -> R,
 ) -> (R, Context) {
-    let previous = swap_in(lua, req, What::Request);
-    let lent = Lent { lua, req, previous };
+    // From here until `lent` is dropped, `req` is reached only through
+    // this pointer.
+    let previous = lend(lua, req, What::Request);
+    let lent = Lent { lua, previous };
     let outer = enter(lua, sip_context(lua, kind, branch));
     let r = f();
     let mine = leave(lua, outer);
@@ -346,11 +330,18 @@ pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> R
         Some(k) if k.is_reply() => return Err(NotHere::Reply),
         Some(_) => {}
     }
-    let Ok(Some(mut target)) = lua.try_app_data_mut::<Target>() else {
+    let Ok(Some(target)) = lua.try_app_data_mut::<Target>() else {
         return Err(NotHere::NoSip);
     };
     match target.what {
-        What::Request => Ok(f(&mut target.request)),
+        // SAFETY: see `Target`: the pointer is the live `&mut Request` of
+        // the `in_route` call running below this one on this thread, and
+        // the slot's `&mut` borrow, held until `f` returns, keeps any
+        // other reference from being made from it meanwhile.
+        What::Request if !target.request.is_null() => {
+            let request = target.request;
+            Ok(f(unsafe { &mut *request }))
+        }
         _ => Err(NotHere::NoSip),
     }
 }
@@ -365,7 +356,9 @@ pub(crate) fn with_view<R>(lua: &Lua, f: impl FnOnce(&dyn MsgView) -> R) -> Resu
         return Err(NotHere::NoSip);
     };
     match (target.what, &target.reply) {
-        (What::Request, _) => Ok(f(&target.request)),
+        // SAFETY: as in `with_request`; the slot's shared borrow, held
+        // until `f` returns, allows only shared references meanwhile.
+        (What::Request, _) if !target.request.is_null() => Ok(f(unsafe { &*target.request })),
         (What::Reply, Some(r)) => Ok(f(r)),
         _ => Err(NotHere::NoSip),
     }
