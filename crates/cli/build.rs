@@ -27,10 +27,22 @@ fn main() {
     // the worktree's git dir and the refs in the common one.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let abs = |p: String| -> PathBuf { manifest.join(p) };
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]).map(abs) {
+    // When git cannot answer (missing, or refusing a checkout another user
+    // owns), a `.git` directory above the crate is still watched: else the
+    // `unknown` this run wrote would stay for good, since nothing it
+    // watched would change.
+    let found = || {
+        manifest
+            .ancestors()
+            .map(|a| a.join(".git"))
+            .find(|g| g.is_dir())
+    };
+    let git_dir = git(&["rev-parse", "--git-dir"]).map(abs).or_else(found);
+    if let Some(dir) = &git_dir {
         println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
     }
-    if let Some(common) = git(&["rev-parse", "--git-common-dir"]).map(abs) {
+    let common = git(&["rev-parse", "--git-common-dir"]).map(abs).or(git_dir);
+    if let Some(common) = common {
         // Only paths that exist: cargo reruns the script on every build
         // for one that does not.
         for p in [common.join("refs/heads"), common.join("packed-refs")] {
