@@ -59,85 +59,115 @@ fn unwind_of(err: &mlua::Error) -> Option<Unwind> {
     }
 }
 
-/// The VM's route runner: a Lua `pcall` of the route. An error raised in
-/// the route is returned as a value instead of going through mlua's error
-/// handler, which would build a traceback for it (the cost `KSR.x.exit()`
-/// must not pay; see `ksr/x.rs`).
-struct Runner(Function);
-
-fn runner(lua: &Lua) -> mlua::Result<Function> {
-    if let Some(r) = lua.app_data_ref::<Runner>() {
-        return Ok(r.0.clone());
-    }
-    let f: Function = lua
-        .load("local pcall = pcall return function(f, ...) return pcall(f, ...) end")
-        .set_name("=route runner")
-        .eval()?;
-    lua.set_app_data(Runner(f.clone()));
-    Ok(f)
-}
-
-/// Run `f` with `args` through the runner: `Ok` when it returned, `Err`
-/// with what it raised. (Only the first two results are taken: no
-/// list of values is built for a route's return.)
+/// Run `f` with `args`: `Ok` when it returned, `Err` with what it raised.
+/// As [`run_named`] does once it has the function: `lua_pcall` with no
+/// message handler, so an error raised in the route comes back as a value
+/// instead of going through mlua's error handler, which would build a
+/// traceback for it (the cost `KSR.x.exit()` must not pay; see
+/// `ksr/x.rs`). Only the first two results are taken: no list of values
+/// is built for a route's return.
 fn run(
     lua: &Lua,
     f: Function,
     args: impl mlua::IntoLuaMulti,
 ) -> mlua::Result<Result<(), mlua::Error>> {
-    let (ok, err) = runner(lua)?.call::<(Value, Value)>((f, args))?;
+    // SAFETY: as in `run_named`: the function at index 1, its arguments
+    // above it.
+    let (ok, err) = unsafe {
+        lua.exec_raw::<(Value, Value)>((f, args), |l| {
+            pcall_at_bottom(l, mlua::ffi::lua_gettop(l) - 1)
+        })?
+    };
     Ok(ended(ok, err))
 }
 
-/// The VM's runner of a global function by name: it reads the function
-/// from the globals itself (a table read in the VM costs less than
-/// reading it through mlua, which a route did on every call) and returns
-/// nothing when it is not a function; else it `pcall`s it as [`runner`]
-/// does. A raw read first; through the globals' metatable (`__index`,
-/// in a `pcall`) only when that finds nothing and there is one, as
-/// [`function`] reads.
-struct NamedRunner(Function);
-
-fn named_runner(lua: &Lua) -> mlua::Result<Function> {
-    if let Some(r) = lua.app_data_ref::<NamedRunner>() {
-        return Ok(r.0.clone());
+/// Call the function at index 1 with the `nargs` values above it, with no
+/// message handler, and leave `true`, or `false` and the error, as a Lua
+/// `pcall` returns them.
+///
+/// # Safety
+/// `l` is a state in a C function's frame (mlua's `exec_raw`) holding
+/// exactly the function and its arguments.
+unsafe fn pcall_at_bottom(l: *mut mlua::ffi::lua_State, nargs: std::ffi::c_int) {
+    use mlua::ffi;
+    // SAFETY: per this function's contract; a failed call leaves one
+    // error value, under which `false` is put.
+    unsafe {
+        if ffi::lua_pcall(l, nargs, 0, 0) == ffi::LUA_OK {
+            ffi::lua_pushboolean(l, 1);
+        } else {
+            ffi::lua_pushboolean(l, 0);
+            ffi::lua_insert(l, -2);
+        }
     }
-    let f: Function = lua
-        .load(
-            "local pcall, rawget, getmetatable, type = pcall, rawget, getmetatable, type \
-             local G = ... \
-             local function index(t, k) return t[k] end \
-             return function(name, ...) \
-               local f = rawget(G, name) \
-               if f == nil and getmetatable(G) ~= nil then \
-                 local ok, v = pcall(index, G, name) \
-                 if ok then f = v end \
-               end \
-               if type(f) ~= 'function' then return nil end \
-               return pcall(f, ...) \
-             end",
-        )
-        .set_name("=route runner")
-        .call(lua.globals())?;
-    lua.set_app_data(NamedRunner(f.clone()));
-    Ok(f)
 }
 
-/// Run the global function `name` with `args` through the named runner:
-/// `None` when it is not defined, else as [`run`].
+/// Run the global function `name` with `args`: `None` when it is not
+/// defined (not a function), else as [`run`].
+///
+/// Done with Lua's C API inside one protected call of mlua's
+/// (`exec_raw`): a raw read of the globals, then `lua_pcall` of the
+/// function with no message handler, leaving `true` or `false, error` as
+/// a Lua `pcall` returns them. When the raw read finds nothing and the
+/// globals have a metatable, the name is looked up through it (so an
+/// `__index` is asked) in a protected call of its own: an error there
+/// means "not defined", as a strict-mode `__index` raises for an unknown
+/// name. Before, a runner written in Lua did this; the C API skips its
+/// Lua code, its `pcall` and mlua's call machinery around it: 1,073 of
+/// the 20,178 instructions of a stateless request, 5 %
+/// (`bench/instructions.py`).
 fn run_named(
     lua: &Lua,
     name: LuaString,
     args: impl mlua::IntoLuaMulti,
 ) -> mlua::Result<Option<Result<(), mlua::Error>>> {
-    let (ok, err) = named_runner(lua)?.call::<(Value, Value)>((name, args))?;
-    if ok.is_nil() {
-        return Ok(None);
+    use mlua::ffi;
+    /// `t[k]` for `t, k` at 1 and 2: one result.
+    unsafe extern "C-unwind" fn index(l: *mut ffi::lua_State) -> std::ffi::c_int {
+        // SAFETY: called by `lua_pcall` below with two arguments.
+        unsafe { ffi::lua_gettable(l, 1) };
+        1
     }
-    Ok(Some(ended(ok, err)))
+    let mut ran = false;
+    // SAFETY: the closure runs on the VM's own state, in mlua's protected
+    // call, with the name at index 1 and the arguments above it. It uses
+    // at most five of the 20 stack slots a C function is given, calls
+    // nothing that can raise outside its own `lua_pcall`s (raw reads,
+    // pushes of existing values and of a C function, a boolean), holds
+    // nothing with a destructor, and leaves only values for mlua to read
+    // back.
+    let (ok, err) = unsafe {
+        lua.exec_raw::<(Value, Value)>((name, args), |l| {
+            let nargs = ffi::lua_gettop(l) - 1;
+            ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_GLOBALS);
+            ffi::lua_pushvalue(l, 1);
+            let mut t = ffi::lua_rawget(l, -2);
+            if t == ffi::LUA_TNIL && ffi::lua_getmetatable(l, -2) != 0 {
+                // [name, args.., G, nil, mt] -> [name, args.., G, G[name]]
+                ffi::lua_pop(l, 2);
+                ffi::lua_pushcfunction(l, index);
+                ffi::lua_pushvalue(l, -2);
+                ffi::lua_pushvalue(l, 1);
+                t = match ffi::lua_pcall(l, 2, 1, 0) {
+                    ffi::LUA_OK => ffi::lua_type(l, -1),
+                    _ => ffi::LUA_TNIL,
+                };
+            }
+            if t != ffi::LUA_TFUNCTION {
+                ffi::lua_settop(l, 0);
+                return;
+            }
+            // [name, args.., G, f] -> [f, args..]
+            ffi::lua_replace(l, 1);
+            ffi::lua_pop(l, 1);
+            ran = true;
+            pcall_at_bottom(l, nargs);
+        })?
+    };
+    Ok(ran.then(|| ended(ok, err)))
 }
 
-/// How a runner's `pcall` ended: its first two results.
+/// How a route call ended: the first two values its `lua_pcall` left.
 fn ended(ok: Value, err: Value) -> Result<(), mlua::Error> {
     if matches!(ok, Value::Boolean(true)) {
         return Ok(());

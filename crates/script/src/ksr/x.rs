@@ -8,8 +8,8 @@
 //! purpose: an error returned from a Rust callback makes mlua build a full
 //! Lua traceback (naming every frame by searching the loaded modules),
 //! about 30 µs each time, and Kamailio's scripts end nearly every route
-//! with `KSR.x.exit()`. A Lua error value caught by the route runner's
-//! plain `pcall` costs nothing of the kind.
+//! with `KSR.x.exit()`. A Lua error value caught by the route call's
+//! `lua_pcall` with no message handler costs nothing of the kind.
 
 use super::module::Module;
 use crate::call::{DROP_MARK, EXIT_MARK};
