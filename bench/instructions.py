@@ -4,6 +4,7 @@ valgrind's callgrind: a figure the host's noise does not move, for
 comparing two binaries (or two commits) on one path.
 
     python3 bench/instructions.py [--bin BIN] [--script base|relay] [--requests N] [--top K]
+    python3 bench/instructions.py --server kamailio [--script base|relay] [--requests N]
 
 Starts BIN (default target-bench/release/evapi) under `valgrind
 --tool=callgrind` with bench/evapi/bench.toml.in (one router thread, so
@@ -16,6 +17,14 @@ its 200, so every request is routed alone, as at a low rate), dumps
 the counters and prints the instructions per request and the K
 functions with the most instructions (inclusive) per request.
 The OPTIONS are written like bench/common/uac_options.xml's.
+
+With `--server kamailio`, Kamailio runs bench/kamailio/kamailio.cfg in
+the same mode (MODE_BASE or MODE_RELAY, as compare.py starts it, with
+one UDP child and one evapi worker) under `valgrind --tool=callgrind
+--trace-children=yes`: every process writes its own counts, all are
+zeroed and dumped together, and the figure is their sum over the N
+requests (ours is one process, all threads counted together), so both
+count all the user-space work the server did while it answered them.
 
 Instructions are not time: a change that saves instructions can still
 cost cache misses. Time is measured with bench/compare.py; this tells
@@ -59,19 +68,36 @@ def main():
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--port", type=int, default=25060)
+    ap.add_argument("--server", choices=["evapi", "kamailio"], default="evapi")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the caches (valgrind's model of this CPU's L1 and last "
+                         "level) and print the misses per request")
     a = ap.parse_args()
-    rdir = f"/tmp/instructions-{a.script}-{int(time.time())}"
+    rdir = f"/tmp/instructions-{a.server}-{a.script}-{int(time.time())}"
     os.makedirs(rdir)
     ev_port = a.port + 1
-    conf = (open(HERE + "/evapi/bench.toml.in").read()
-            .replace("@SIP_PORT@", str(a.port)).replace("@EVAPI_PORT@", str(ev_port))
-            .replace("@CHILDREN@", "1").replace("@EVAPI_WORKERS@", "0").replace("@EVAPI_MAX_CLIENTS@", "8")
-            .replace("@SCRIPT@", f"{HERE}/evapi/{a.script}.lua").replace("@EVAPI_EXTRA@", ""))
-    open(rdir + "/e.toml", "w").write(conf + "\n[http]\nenabled = false\n")
     out = rdir + "/callgrind.out"
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                          a.bin, "run", "-c", rdir + "/e.toml"],
-                         stdout=open(rdir + "/log", "w"), stderr=subprocess.STDOUT, cwd=rdir)
+    sim = ["--cache-sim=yes"] if a.cache_sim else []
+    if a.server == "kamailio":
+        mode = {"base": "MODE_BASE", "relay": "MODE_RELAY"}[a.script]
+        cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes"] + sim + [
+               f"--callgrind-out-file={out}.%p",
+               "kamailio", "-f", os.path.join(HERE, "kamailio", "kamailio.cfg"), "-DD", "-E",
+               "-m", "256", "-M", "16", "-Y", rdir, "-w", rdir, "-l", f"udp:127.0.0.1:{a.port}",
+               "-A", f'EVAPI_BIND="127.0.0.1:{ev_port}"', "-A", "DBGLEVEL=1",
+               "-A", "CHILDREN=1", "-A", mode, "-A", "EVAPI_WORKERS=1",
+               "-A", "EVAPI_MAX_CLIENTS=8"]
+    else:
+        conf = (open(HERE + "/evapi/bench.toml.in").read()
+                .replace("@SIP_PORT@", str(a.port)).replace("@EVAPI_PORT@", str(ev_port))
+                .replace("@CHILDREN@", "1").replace("@EVAPI_WORKERS@", "0").replace("@EVAPI_MAX_CLIENTS@", "8")
+                .replace("@SCRIPT@", f"{HERE}/evapi/{a.script}.lua").replace("@EVAPI_EXTRA@", ""))
+        open(rdir + "/e.toml", "w").write(conf + "\n[http]\nenabled = false\n")
+        cmd = ["valgrind", "--tool=callgrind"] + sim + [f"--callgrind-out-file={out}",
+               a.bin, "run", "-c", rdir + "/e.toml"]
+    p = subprocess.Popen(cmd, stdout=open(rdir + "/log", "w"), stderr=subprocess.STDOUT, cwd=rdir)
+    # Kamailio's processes are all under valgrind: zero and dump them all.
+    target = [] if a.server == "kamailio" else [str(p.pid)]
     client = None
     try:
         deadline = time.time() + 60
@@ -87,25 +113,46 @@ def main():
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             time.sleep(1)
         send(1000, 1, a.port)
-        subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-z"] + target, check=True, capture_output=True)
         send(a.requests, 100000, a.port)
-        subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d"] + target, check=True, capture_output=True)
+        time.sleep(1)
     finally:
         p.terminate()
         p.wait(timeout=60)
         if client:
             client.close()
-    dumps = sorted(f for f in glob.glob(out + ".*") if re.search(r"\.\d+$", f))
+    # The dumps asked for end in ".N" (ours: callgrind.out.1; Kamailio's:
+    # callgrind.out.PID.1), the files written at exit do not.
+    dumps = sorted(f for f in glob.glob(out + ".*") if re.search(r"\.\d+$", f)
+                   and (a.server == "evapi" or re.search(r"\.\d+\.\d+$", f)))
     if not dumps:
         sys.exit(f"no dump written; see {rdir}/log")
-    dump = dumps[0]
-    total = None
-    for line in open(dump):
-        if line.startswith("summary:"):
-            total = int(line.split()[1])
+    def counts(f):
+        """{event: count} of a dump's summary line."""
+        events = []
+        for line in open(f):
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            if line.startswith("summary:"):
+                return dict(zip(events, map(int, line.split()[1:])))
+        return {}
+    every = {f: counts(f) for f in dumps}
+    totals = {f: c.get("Ir", 0) for f, c in every.items()}
+    total = sum(totals.values())
+    dump = max(totals, key=totals.get)
     per = total / a.requests
-    print(f"{a.script}: {per:,.0f} instructions per request in user space "
-          f"({total:,} over {a.requests:,} requests; {dump})")
+    print(f"{a.server} {a.script}: {per:,.0f} instructions per request in user space "
+          f"({total:,} over {a.requests:,} requests; {len(dumps)} process(es), the busiest: {dump})")
+    if len(dumps) > 1:
+        for f, t in sorted(totals.items(), key=lambda x: -x[1]):
+            print(f"{t / a.requests:>12,.0f}  {os.path.basename(f)}")
+    if a.cache_sim:
+        sum_of = lambda *names: sum(c.get(n, 0) for c in every.values() for n in names) / a.requests
+        print(f"per request: data reads {sum_of('Dr'):,.0f}, writes {sum_of('Dw'):,.0f}; "
+              f"L1 misses: instruction {sum_of('I1mr'):,.0f}, data {sum_of('D1mr', 'D1mw'):,.0f}; "
+              f"last-level misses: instruction {sum_of('ILmr'):,.0f}, data {sum_of('DLmr', 'DLmw'):,.0f} "
+              "(valgrind's cache model, not the CPU's counters)")
     ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
                          capture_output=True, text=True).stdout
     rows = []
