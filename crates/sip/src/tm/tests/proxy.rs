@@ -166,18 +166,27 @@ fn late_ok(branch_via: &str) -> SipMessage {
     SipMessage::parse(Bytes::from(text)).unwrap()
 }
 
-#[test]
-fn a_2xx_after_the_transaction_ended_goes_by_its_via() {
+/// A relayed INVITE answered 200 (the 200 forwarded), then ended by its
+/// wait timer at 100 s: the table, the relayed INVITE and the 200, which
+/// matched the transaction before the timer ran.
+fn answered_then_ended() -> (Tm, SipMessage, SipMessage) {
     let mut tm = Tm::new(cfg());
     let mut out = Vec::new();
     let mut r = invite();
     let fwd = relayed(&mut tm, &mut r, 0);
     let ok = answer(&fwd, 200);
     tm.on_reply(&ok, 10, &mut out);
-    out.clear();
-    // The transaction ends (wait timer); the UAS still retransmits.
+    assert!(tm.match_reply(&ok).is_some());
     tm.on_timer(100_000, &mut out);
     assert_eq!(tm.stats().live, 0);
+    (tm, fwd, ok)
+}
+
+#[test]
+fn a_2xx_after_the_transaction_ended_goes_by_its_via() {
+    // The transaction ends (wait timer); the UAS still retransmits.
+    let (mut tm, fwd, ok) = answered_then_ended();
+    let mut out = Vec::new();
     assert!(tm.match_reply(&ok).is_none());
     let (dest, data) = tm.stateless_dest(&ok).unwrap();
     assert_eq!(dest.addr, UAC.parse::<SocketAddr>().unwrap());
@@ -198,16 +207,9 @@ fn a_2xx_after_the_transaction_ended_goes_by_its_via() {
 /// still goes upstream by its Via (CI once lost one this way).
 #[test]
 fn a_2xx_whose_transaction_ends_during_its_routes_still_goes_upstream() {
-    let mut tm = Tm::new(cfg());
+    // It matched (its routes ran), then the timer ended the transaction.
+    let (mut tm, _, ok) = answered_then_ended();
     let mut out = Vec::new();
-    let mut r = invite();
-    let fwd = relayed(&mut tm, &mut r, 0);
-    let ok = answer(&fwd, 200);
-    tm.on_reply(&ok, 10, &mut out);
-    out.clear();
-    assert!(tm.match_reply(&ok).is_some(), "matched: its routes run");
-    tm.on_timer(100_000, &mut out);
-    out.clear();
     tm.on_reply(&ok, 100_001, &mut out);
     let s = sent(&mut out);
     assert_eq!(s.len(), 1, "the retransmitted 200 is forwarded");
