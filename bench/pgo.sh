@@ -1,9 +1,10 @@
 #!/bin/bash
 # Build `evapi` with profile-guided optimisation (PGO; issue #15).
 #
-#   bench/pgo.sh            # the binary: target-pgo/x86_64-unknown-linux-gnu/release/evapi
-#   bench/pgo.sh --deb      # and the Debian package built with the same profile,
-#                           # into target-pgo/debian/
+#   bench/pgo.sh            # the binary: target-pgo/<host>/release/evapi
+#                           # (<host> as rustc -vV says, e.g. x86_64-unknown-linux-gnu)
+#   bench/pgo.sh --deb      # the Debian package instead (cargo deb's `deb`
+#                           # profile, trained as itself), into target-pgo/debian/
 #   EVAPI_BIN=target-pgo/x86_64-unknown-linux-gnu/release/evapi bench/compare.sh --quick
 #
 # Four steps:
@@ -14,8 +15,13 @@
 #      script, dialogs): the paths a router spends its time on. The raw
 #      profile goes to target-pgo/profile/raw/, the training's output to
 #      target-pgo/profile/train/;
-#   3. llvm-profdata merges it into target-pgo/profile/evapi.profdata;
-#   4. the release build again with that profile (-Cprofile-use).
+#   3. llvm-profdata merges it into target-pgo/profile/evapi-<hash>.profdata
+#      (named by its content, so that a new profile rebuilds what it changes);
+#   4. the same build again with that profile (-Cprofile-use).
+# The instrumented and the final build use the same cargo profile: a Rust
+# function's name in the profile carries its crate's hash, which differs
+# between cargo profiles, so a profile taken from a `release` build would
+# miss nearly every Rust function of a `deb` build.
 # The profile covers our Rust code and the Rust crates, and Lua's
 # interpreter (C, built by the cc crate) when a clang of rustc's own LLVM
 # version is installed (clang-22 for rustc 1.95: Debian's package clang-22):
@@ -35,19 +41,21 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
-TARGET=x86_64-unknown-linux-gnu
+TARGET=$(rustc -vV | sed -n 's/^host: //p')
 OUT="$REPO/target-pgo"
 PROF="$OUT/profile"
-BIN="$OUT/$TARGET/release/evapi"
 
 deb=false
+profile=release
 for arg in "$@"; do
   case "$arg" in
-    --deb) deb=true ;;
+    --deb) deb=true; profile=deb ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench/pgo.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
+
+BIN="$OUT/$TARGET/$profile/evapi"
 
 fail() { echo "bench/pgo.sh: $*" >&2; exit 1; }
 step() { echo "== pgo: $*" >&2; }
@@ -85,7 +93,7 @@ build() {
   local cenv=()
   [ -n "$lua_cc" ] && cenv=("$cc_var=$lua_cc" "$cflags_var=$2")
   (cd "$REPO" && env "${cenv[@]}" RUSTFLAGS="$1" CARGO_TARGET_DIR="$OUT" \
-    cargo build --release -q --target "$TARGET" -p evapi-cli --bin evapi)
+    cargo build --profile "$profile" -q --target "$TARGET" -p evapi-cli --bin evapi)
 }
 
 step "1/4 instrumented build"
@@ -108,17 +116,21 @@ raw=("$PROF"/raw/*.profraw)
   fail "the training left no profile in $PROF/raw (see $PROF/train.log)"
 
 step "3/4 merging ${#raw[@]} raw profile(s)"
-"$profdata" merge -o "$PROF/evapi.profdata" "${raw[@]}"
+"$profdata" merge -o "$PROF/merged.profdata" "${raw[@]}"
+# Cargo does not watch a file named in RUSTFLAGS: the name changes with
+# the content instead.
+merged="$PROF/evapi-$(sha256sum "$PROF/merged.profdata" | cut -c1-16).profdata"
+mv "$PROF/merged.profdata" "$merged"
 
-step "4/4 release build with the profile"
-use_c="-fprofile-use=$PROF/evapi.profdata -Wno-profile-instr-unprofiled -Wno-profile-instr-out-of-date"
-build "-Cprofile-use=$PROF/evapi.profdata" "$use_c"
+step "4/4 $profile build with the profile"
+use_c="-fprofile-use=$merged -Wno-profile-instr-unprofiled -Wno-profile-instr-out-of-date"
+build "-Cprofile-use=$merged" "$use_c"
 echo "$BIN"
 
 if $deb; then
   step "the Debian package with the profile"
   cenv=()
   [ -n "$lua_cc" ] && cenv=("$cc_var=$lua_cc" "$cflags_var=$use_c")
-  (cd "$REPO" && env "${cenv[@]}" RUSTFLAGS="-Cprofile-use=$PROF/evapi.profdata" CARGO_TARGET_DIR="$OUT" \
-    cargo deb -p evapi-cli --target "$TARGET" --output "$OUT/debian/")
+  (cd "$REPO" && env "${cenv[@]}" RUSTFLAGS="-Cprofile-use=$merged" CARGO_TARGET_DIR="$OUT" \
+    cargo deb -p evapi-cli --profile deb --target "$TARGET" --output "$OUT/debian/")
 fi
