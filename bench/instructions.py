@@ -3,20 +3,28 @@
 valgrind's callgrind: a figure the host's noise does not move, for
 comparing two binaries (or two commits) on one path.
 
-    python3 bench/instructions.py [--bin BIN] [--script base|relay] [--requests N] [--top K]
-    python3 bench/instructions.py --server kamailio [--script base|relay] [--requests N]
+    python3 bench/instructions.py [--bin BIN] [--script base|relay|async] [--requests N] [--top K]
+    python3 bench/instructions.py --server kamailio [--script base|relay|async] [--requests N]
 
 Starts BIN (default target-bench/release/evapi) under `valgrind
 --tool=callgrind` with bench/evapi/bench.toml.in (one router thread, so
 the count is one thread's), the given bench script (bench/evapi/
 base.lua: a stateless 200; relay.lua: eight reads, a relay, a 200;
-relay connects one event client that reads and drops the frames),
-sends 1,000 OPTIONS to warm up, zeroes the counters
+relay connects one event client that reads and drops the frames;
+async.lua: the latency probe's calls, below), sends 1,000 OPTIONS to
+warm up, zeroes the counters
 (`callgrind_control -z`), sends N more one at a time (each waits for
 its 200, so every request is routed alone, as at a low rate), dumps
 the counters and prints the instructions per request and the K
 functions with the most instructions (inclusive) per request.
 The OPTIONS are written like bench/common/uac_options.xml's.
+
+`--script async` counts the probe row's call instead (compare.py's
+`probe` and `async` rows): an INVITE, suspended and announced to one
+event client, which answers as bench/common/responder.c does; the
+`t_continue` route replies 404; the call's ACK. A request is then one
+call: the INVITE, the event client's answer and the ACK, each waiting
+for the one before (1,000 calls warm up, as the OPTIONS do).
 
 With `--server kamailio`, Kamailio runs bench/kamailio/kamailio.cfg in
 the same mode (MODE_BASE or MODE_RELAY, as compare.py starts it, with
@@ -31,7 +39,7 @@ cost cache misses. Time is measured with bench/compare.py; this tells
 which of two builds does less work, without the host's noise. Needs
 Debian's `valgrind`. Results and the callgrind file go to
 /tmp/instructions-*/."""
-import argparse, glob, os, re, socket, subprocess, sys, time
+import argparse, glob, json, os, re, socket, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,7 +56,75 @@ def options(i, port, lp):
             "Content-Length: 0\r\n\r\n").encode()
 
 
-def send(n, start, port):
+def invite(i, port, lp):
+    return (f"INVITE sip:evapi@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK-{i}-1\r\n"
+            f"From: <sip:sipp@127.0.0.1:{lp}>;tag=77T{i}\r\n"
+            f"To: <sip:evapi@127.0.0.1:{port}>\r\n"
+            f"Call-ID: {i}-77@127.0.0.1\r\n"
+            "CSeq: 1 INVITE\r\n"
+            "Max-Forwards: 70\r\n"
+            f"Contact: <sip:sipp@127.0.0.1:{lp}>\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def ack(i, port, lp, to):
+    return (f"ACK sip:evapi@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK-{i}-1\r\n"
+            f"From: <sip:sipp@127.0.0.1:{lp}>;tag=77T{i}\r\n"
+            f"To: {to}\r\n"
+            f"Call-ID: {i}-77@127.0.0.1\r\n"
+            "CSeq: 1 ACK\r\n"
+            "Max-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def netstring(sock, buf):
+    """One netstring's payload from `sock` (bytes already read in `buf`,
+    a bytearray, which keeps what follows)."""
+    while True:
+        colon = buf.find(b":")
+        if colon > 0:
+            n = int(buf[:colon])
+            if len(buf) >= colon + n + 2:
+                payload = bytes(buf[colon + 1:colon + 1 + n])
+                del buf[:colon + n + 2]
+                return payload
+        chunk = sock.recv(65536)
+        if not chunk:
+            sys.exit("the event socket closed")
+        buf += chunk
+
+
+def calls(n, start, port, client):
+    """n calls of the async script, one at a time: INVITE, the event
+    client's answer, 404 (100 skipped), ACK."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    lp = s.getsockname()[1]
+    ev, buf = client
+    for i in range(start, start + n):
+        s.sendto(invite(i, port, lp), ("127.0.0.1", port))
+        m = json.loads(netstring(ev, buf))
+        ev.sendall(netstring_of(json.dumps({"tindex": m["tindex"], "tlabel": m["tlabel"],
+                                            "action": "reply"}).encode()))
+        while True:
+            r, _ = s.recvfrom(4096)
+            if not r.startswith(b"SIP/2.0 100"):
+                break
+        if not r.startswith(b"SIP/2.0 404"):
+            sys.exit(f"call {i}: expected a 404, got {r[:40]!r}")
+        to = re.search(rb"\r\nTo: ([^\r]*)\r\n", r).group(1).decode()
+        s.sendto(ack(i, port, lp, to), ("127.0.0.1", port))
+    s.close()
+
+
+def netstring_of(b):
+    return str(len(b)).encode() + b":" + b + b","
+
+
+def send(n, start, port, expect=b"SIP/2.0 200"):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     s.settimeout(10)
@@ -56,15 +132,15 @@ def send(n, start, port):
     for i in range(start, start + n):
         s.sendto(options(i, port, lp), ("127.0.0.1", port))
         r, _ = s.recvfrom(4096)
-        if not r.startswith(b"SIP/2.0 200"):
-            sys.exit(f"request {i}: expected a 200, got {r[:40]!r}")
+        if not r.startswith(expect):
+            sys.exit(f"request {i}: expected {expect.decode()}, got {r[:40]!r}")
     s.close()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "target-bench", "release", "evapi"))
-    ap.add_argument("--script", choices=["base", "relay"], default="base")
+    ap.add_argument("--script", choices=["base", "relay", "async"], default="base")
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--port", type=int, default=25060)
@@ -79,7 +155,7 @@ def main():
     out = rdir + "/callgrind.out"
     sim = ["--cache-sim=yes"] if a.cache_sim else []
     if a.server == "kamailio":
-        mode = {"base": "MODE_BASE", "relay": "MODE_RELAY"}[a.script]
+        mode = {"base": "MODE_BASE", "relay": "MODE_RELAY", "async": "MODE_ASYNC"}[a.script]
         cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes"] + sim + [
                f"--callgrind-out-file={out}.%p",
                "kamailio", "-f", os.path.join(HERE, "kamailio", "kamailio.cfg"), "-DD", "-E",
@@ -103,18 +179,22 @@ def main():
         deadline = time.time() + 60
         while True:
             try:
-                send(1, 0, a.port)
+                send(1, 0, a.port, b"SIP/2.0 ")  # any answer: the async script refuses OPTIONS
                 break
             except (socket.timeout, ConnectionRefusedError):
                 if time.time() > deadline or p.poll() is not None:
                     sys.exit(f"the server did not answer; see {rdir}/log")
-        if a.script == "relay":
+        if a.script in ("relay", "async"):
             client = socket.create_connection(("127.0.0.1", ev_port), timeout=10)
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             time.sleep(1)
-        send(1000, 1, a.port)
+        if a.script == "async":
+            run = lambda n, start: calls(n, start, a.port, (client, bytearray()))
+        else:
+            run = lambda n, start: send(n, start, a.port)
+        run(1000, 1)
         subprocess.run(["callgrind_control", "-z"] + target, check=True, capture_output=True)
-        send(a.requests, 100000, a.port)
+        run(a.requests, 100000)
         subprocess.run(["callgrind_control", "-d"] + target, check=True, capture_output=True)
         time.sleep(1)
     finally:
