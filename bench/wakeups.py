@@ -3,8 +3,8 @@
 process's) CPU time and wake-ups per call: starts the server in the async
 mode (our bench/evapi/async.lua or the anchor cfg's MODE_ASYNC), the C
 responder, then the C probe at RATE calls/s for SECONDS, and reads every
-task's /proc stat and status (utime, stime, voluntary and involuntary
-context switches) before and after.
+task's /proc stat, status and schedstat (utime, stime, voluntary and
+involuntary context switches, time on a CPU in ns) before and after.
 
     python3 bench/wakeups.py evapi RATE SECONDS [BIN]
     python3 bench/wakeups.py kamailio RATE SECONDS
@@ -13,8 +13,9 @@ EVAPI_WORKERS (default 1) sets our `[evapi] workers`; compare.py runs ours
 with 0 (the dispatcher runs the events itself). Kamailio keeps 1 worker.
 
 Ports as compare.py's defaults (15060, 18448, 15070); the C tools must be
-built (compare.py builds them into bench/build/). Tick resolution is
-10 ms: use enough calls for the per-call figures to mean something.
+built (compare.py builds them into bench/build/). utime and stime
+count 10 ms ticks (use enough calls for them to mean something); the
+on-CPU time from schedstat is in nanoseconds.
 Results go to /tmp/wakeups-*/ (config, logs)."""
 import os, sys, subprocess, time, json, re, glob
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,21 +62,27 @@ def snap():
             ut, stt = int(f[11]), int(f[12])
             v = int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", st).group(1))
             nv = int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", st).group(1))
-            d[t] = (name, ut, stt, v, nv)
+            try:
+                ns = int(open(t + "/schedstat").read().split()[0])
+            except (OSError, ValueError, IndexError):
+                ns = 0
+            d[t] = (name, ut, stt, v, nv, ns)
     return d
 s0 = snap(); t0 = time.time()
 g = subprocess.run([B + "/probe", "-r", str(rate), "-c", str(rate * secs), "-p", "15060", "-l", "15070", "-t", "5"], capture_output=True, text=True, cwd=rdir)
 s1 = snap(); wall = time.time() - t0
 n = rate * secs
-tot = [0, 0, 0, 0]
+tot = [0, 0, 0, 0, 0]
 print(f"{srv} rate={rate} wall={wall:.1f}")
 for k, v in sorted(s1.items()):
-    a = s0.get(k, (v[0], 0, 0, 0, 0))
-    dd = [v[i] - a[i] for i in range(1, 5)]
+    a = s0.get(k, (v[0], 0, 0, 0, 0, 0))
+    dd = [v[i] - a[i] for i in range(1, 6)]
     if sum(dd) == 0: continue
     tot = [x + y for x, y in zip(tot, dd)]
-    print(f"  {v[0]:18s} utime {dd[0]*10000/n:7.1f}us stime {dd[1]*10000/n:7.1f}us  vcs/call {dd[2]/n:5.2f} nvcs/call {dd[3]/n:5.2f}")
-print(f"  TOTAL cpu/call {(tot[0]+tot[1])*10000/n:.1f}us  vcs/call {tot[2]/n:.2f} nvcs/call {tot[3]/n:.2f}")
+    print(f"  {v[0]:18s} utime {dd[0]*10000/n:7.1f}us stime {dd[1]*10000/n:7.1f}us  on-CPU {dd[4]/1000/n:7.1f}us  "
+          f"vcs/call {dd[2]/n:5.2f} nvcs/call {dd[3]/n:5.2f}")
+print(f"  TOTAL cpu/call {(tot[0]+tot[1])*10000/n:.1f}us (on-CPU, schedstat: {tot[4]/1000/n:.1f}us)  "
+      f"vcs/call {tot[2]/n:.2f} nvcs/call {tot[3]/n:.2f}")
 try:
     j = json.loads(g.stdout); print("  probe:", {k: j[k] for k in j if k in ("p50_ms", "p99_ms", "ok", "failed", "sent", "answered")})
 except Exception: print(g.stdout[-300:], g.stderr[-300:])
