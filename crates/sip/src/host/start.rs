@@ -245,10 +245,15 @@ impl Drop for SipHost {
 
 /// The transaction timers' resolution: the timer task sleeps to the next
 /// multiple of this past the earliest deadline, so timers due within one
-/// tick (at a few thousand transactions a second, every millisecond has
-/// one) are fired in one wake-up instead of one each. Kamailio's tm timer
-/// ticks coarser still (1/16 s); RFC 3261's shortest timer is T1, 500 ms.
-const TIMER_TICK_MS: u64 = 10;
+/// tick are fired in one wake-up instead of one each: at most 20 wake-ups
+/// a second however many transactions end. Every call ends by a timer
+/// (its transaction's Wait, 5 s after the ACK on UDP), so with a 10 ms
+/// tick a router at 100 calls/s woke this task about once per call, 60-70
+/// µs of CPU each on this kind of VM, a sixth of a call's CPU
+/// (BENCHMARKS.md, "The timer task's tick"). A timer fires up to 50 ms
+/// late; Kamailio's tm ticks at 1/16 s (62.5 ms); RFC 3261's shortest
+/// timer is T1, 500 ms.
+const TIMER_TICK_MS: u64 = 50;
 
 /// `ms` rounded up to the timer tick.
 pub(super) fn tick_up(ms: u64) -> u64 {
