@@ -245,11 +245,13 @@ impl Drop for SipHost {
 
 /// The transaction timers' resolution: the timer task sleeps to the next
 /// multiple of this past the earliest deadline, so timers due within one
-/// tick are fired in one wake-up instead of one each: at most 20 wake-ups
-/// a second however many transactions end. Every call ends by a timer
+/// tick are fired in one wake-up instead of one each: timers falling due
+/// wake it at most 20 times a second however many transactions end (an
+/// earlier timer armed while it sleeps wakes it too, see
+/// [`Shared::timer_due`]). Every call ends by a timer
 /// (its transaction's Wait, 5 s after the ACK on UDP), so with a 10 ms
-/// tick a router at 100 calls/s woke this task about once per call, 60-70
-/// µs of CPU each on this kind of VM, a sixth of a call's CPU
+/// tick a router at 100 calls/s woke this task 0.7-0.8 times per call,
+/// about 70 µs of CPU each on this kind of VM: a tenth of the call's CPU
 /// (BENCHMARKS.md, "The timer task's tick"). A timer fires up to 50 ms
 /// late; Kamailio's tm ticks at 1/16 s (62.5 ms); RFC 3261's shortest
 /// timer is T1, 500 ms.
