@@ -27,7 +27,7 @@ call: the INVITE, the event client's answer and the ACK, each waiting
 for the one before (1,000 calls warm up, as the OPTIONS do).
 
 With `--server kamailio`, Kamailio runs bench/kamailio/kamailio.cfg in
-the same mode (MODE_BASE or MODE_RELAY, as compare.py starts it, with
+the same mode (MODE_BASE, MODE_RELAY or MODE_ASYNC, as compare.py starts it, with
 one UDP child and one evapi worker) under `valgrind --tool=callgrind
 --trace-children=yes`: every process writes its own counts, all are
 zeroed and dumped together, and the figure is their sum over the N
