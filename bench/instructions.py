@@ -79,6 +79,18 @@ def ack(i, port, lp, to):
             "Content-Length: 0\r\n\r\n").encode()
 
 
+def uac():
+    """The load generator's UDP socket on 127.0.0.1, and its port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    return s, s.getsockname()[1]
+
+
+def netstring_of(b):
+    return str(len(b)).encode() + b":" + b + b","
+
+
 def netstring(sock, buf):
     """One netstring's payload from `sock` (bytes already read in `buf`,
     a bytearray, which keeps what follows)."""
@@ -99,10 +111,7 @@ def netstring(sock, buf):
 def calls(n, start, port, client):
     """n calls of the async script, one at a time: INVITE, the event
     client's answer, 404 (100 skipped), ACK."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(10)
-    lp = s.getsockname()[1]
+    s, lp = uac()
     ev, buf = client
     for i in range(start, start + n):
         s.sendto(invite(i, port, lp), ("127.0.0.1", port))
@@ -120,15 +129,8 @@ def calls(n, start, port, client):
     s.close()
 
 
-def netstring_of(b):
-    return str(len(b)).encode() + b":" + b + b","
-
-
 def send(n, start, port, expect=b"SIP/2.0 200"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(10)
-    lp = s.getsockname()[1]
+    s, lp = uac()
     for i in range(start, start + n):
         s.sendto(options(i, port, lp), ("127.0.0.1", port))
         r, _ = s.recvfrom(4096)
