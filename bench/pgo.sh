@@ -86,14 +86,20 @@ fi
 cc_var="CC_${TARGET//-/_}"
 cflags_var="CFLAGS_${TARGET//-/_}"
 
+# cargo in the repository with rustc's flag $1 and, when Lua's C has its
+# clang, the C compiler's flag $2; the rest are cargo's arguments.
+cargo_with() {
+  local rustflags=$1 cflags=$2 cenv=()
+  shift 2
+  [ -n "$lua_cc" ] && cenv=("$cc_var=$lua_cc" "$cflags_var=$cflags")
+  (cd "$REPO" && env "${cenv[@]}" RUSTFLAGS="$rustflags" CARGO_TARGET_DIR="$OUT" cargo "$@")
+}
+
 # --target keeps RUSTFLAGS off build scripts and proc macros: only the
 # program is instrumented, and only it reads the profile. $1: rustc's flag,
 # $2: the C compiler's.
 build() {
-  local cenv=()
-  [ -n "$lua_cc" ] && cenv=("$cc_var=$lua_cc" "$cflags_var=$2")
-  (cd "$REPO" && env "${cenv[@]}" RUSTFLAGS="$1" CARGO_TARGET_DIR="$OUT" \
-    cargo build --profile "$profile" -q --target "$TARGET" -p evapi-cli --bin evapi)
+  cargo_with "$1" "$2" build --profile "$profile" -q --target "$TARGET" -p evapi-cli --bin evapi
 }
 
 step "1/4 instrumented build"
@@ -129,8 +135,6 @@ echo "$BIN"
 
 if $deb; then
   step "the Debian package with the profile"
-  cenv=()
-  [ -n "$lua_cc" ] && cenv=("$cc_var=$lua_cc" "$cflags_var=$use_c")
-  (cd "$REPO" && env "${cenv[@]}" RUSTFLAGS="-Cprofile-use=$merged" CARGO_TARGET_DIR="$OUT" \
-    cargo deb -p evapi-cli --profile deb --target "$TARGET" --output "$OUT/debian/")
+  cargo_with "-Cprofile-use=$merged" "$use_c" deb -p evapi-cli --profile deb --target "$TARGET" \
+    --output "$OUT/debian/"
 fi
