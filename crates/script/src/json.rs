@@ -18,14 +18,8 @@ pub(crate) fn cjson_module(lua: &Lua) -> mlua::Result<Table> {
             Ok(json.to_string())
         })?,
     )?;
-    m.set(
-        "decode",
-        lua.create_function(|lua, text: mlua::LuaString| {
-            let json: Json = serde_json::from_slice(&text.as_bytes())
-                .map_err(|e| mlua::Error::runtime(format!("cjson.decode: {e}")))?;
-            from_json(lua, &json)
-        })?,
-    )?;
+    // SAFETY: `decode` follows the C function protocol (below).
+    m.set("decode", unsafe { lua.create_c_function(decode) }?)?;
     m.set("null", Value::NULL)?;
     // Accepted for compatibility with scripts that tune lua-cjson.
     m.set(
@@ -113,31 +107,115 @@ pub(crate) fn to_json(v: &Value, depth: usize) -> Result<Json, String> {
     })
 }
 
-/// JSON to Lua: integers stay integers, null is `cjson.null`.
-pub(crate) fn from_json(lua: &Lua, json: &Json) -> mlua::Result<Value> {
-    Ok(match json {
-        Json::Null => Value::NULL,
-        Json::Bool(b) => Value::Boolean(*b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i),
-            None => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => Value::String(lua.create_string(s)?),
-        Json::Array(items) => {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, from_json(lua, item)?)?;
-            }
-            Value::Table(t)
+/// `cjson.decode(text)`, a C function: JSON to Lua, integers staying
+/// integers, null as `cjson.null`. Raises "bad argument #1 to 'decode'"
+/// for a value that is not a string (numbers are taken as their text,
+/// as lua-cjson's `luaL_checklstring` takes them), and "cjson.decode:
+/// <why>" for text that is not JSON.
+///
+/// Written against Lua's C API rather than as an mlua function: mlua
+/// makes every table, string and `raw_set` a protected call of its own,
+/// which cost about 10,700 instructions for the three fields of an evapi
+/// client's answer (`bench/instructions.py --script async`). Here the
+/// parsed document is pushed in one protected call ([`push_doc`]).
+///
+/// A Lua error is a `longjmp`, which must not pass a Rust frame with a
+/// destructor still to run: the document is dropped before any error is
+/// raised from this frame, and the frames it passes inside `push_doc`
+/// hold only references.
+unsafe extern "C-unwind" fn decode(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    // SAFETY: called by Lua as a C function, with its arguments on `l`'s
+    // stack and at least LUA_MINSTACK (20) free slots.
+    unsafe {
+        let mut len = 0usize;
+        let text = ffi::lua_tolstring(l, 1, &mut len);
+        if text.is_null() {
+            let got = std::ffi::CStr::from_ptr(ffi::luaL_typename(l, 1));
+            let msg = format!(
+                "bad argument #1 to 'decode' (string expected, got {})",
+                got.to_string_lossy()
+            );
+            ffi::lua_pushlstring(l, msg.as_ptr().cast(), msg.len());
+            drop(msg);
+            ffi::lua_error(l);
         }
-        Json::Object(map) => {
-            let t = lua.create_table_with_capacity(0, map.len())?;
-            for (k, item) in map {
-                t.raw_set(k.as_str(), from_json(lua, item)?)?;
+        let bytes = std::slice::from_raw_parts(text.cast::<u8>(), len);
+        let doc = match serde_json::from_slice::<Json>(bytes) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let msg = format!("cjson.decode: {e}");
+                drop(e);
+                ffi::lua_pushlstring(l, msg.as_ptr().cast(), msg.len());
+                drop(msg);
+                ffi::lua_error(l);
             }
-            Value::Table(t)
+        };
+        ffi::lua_pushcfunction(l, push_doc);
+        ffi::lua_pushlightuserdata(l, (&raw const doc).cast_mut().cast());
+        let status = ffi::lua_pcall(l, 1, 1, 0);
+        drop(doc);
+        if status != ffi::LUA_OK {
+            // The error value (out of memory, most likely) is on top.
+            ffi::lua_error(l);
         }
-    })
+        1
+    }
+}
+
+/// Push the document whose address is the light userdata at index 1.
+unsafe extern "C-unwind" fn push_doc(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called only by `decode`'s `lua_pcall`, with the address of
+    // a document that outlives the call.
+    unsafe {
+        let doc = &*mlua::ffi::lua_touserdata(l, 1).cast::<Json>();
+        push_json(l, doc);
+    }
+    1
+}
+
+/// Push `json` as a Lua value. Raises (a `longjmp`) when Lua runs out of
+/// memory or stack; its frames hold only references.
+unsafe fn push_json(l: *mut mlua::ffi::lua_State, json: &Json) {
+    use mlua::ffi;
+    // SAFETY: `l` is a state inside a C function's protected call; every
+    // push is preceded by a check for room (serde_json refuses documents
+    // nested deeper than 128, so the recursion is bounded too).
+    unsafe {
+        match json {
+            Json::Null => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
+            Json::Bool(b) => ffi::lua_pushboolean(l, (*b).into()),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => ffi::lua_pushinteger(l, i),
+                None => ffi::lua_pushnumber(l, n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => {
+                ffi::lua_pushlstring(l, s.as_ptr().cast(), s.len());
+            }
+            Json::Array(items) => {
+                ffi::luaL_checkstack(l, 2, c"cjson.decode: nesting too deep".as_ptr());
+                ffi::lua_createtable(l, c_size(items.len()), 0);
+                for (i, item) in items.iter().enumerate() {
+                    push_json(l, item);
+                    ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
+                }
+            }
+            Json::Object(map) => {
+                ffi::luaL_checkstack(l, 3, c"cjson.decode: nesting too deep".as_ptr());
+                ffi::lua_createtable(l, 0, c_size(map.len()));
+                for (k, item) in map {
+                    ffi::lua_pushlstring(l, k.as_ptr().cast(), k.len());
+                    push_json(l, item);
+                    ffi::lua_rawset(l, -3);
+                }
+            }
+        }
+    }
+}
+
+/// A table size hint for `lua_createtable`.
+fn c_size(n: usize) -> std::ffi::c_int {
+    n.min(std::ffi::c_int::MAX as usize) as std::ffi::c_int
 }
 
 /// Follow a jansson-style path (`a.b[2].c`, also `a.b.2`) into `json`.
@@ -213,6 +291,139 @@ mod tests {
             .exec()
             .unwrap_err();
         assert!(err.to_string().contains("nesting"), "{err}");
+    }
+
+    /// Every JSON type through `decode`'s C API path, compared with what
+    /// the same text gives through serde_json and back through `encode`.
+    #[test]
+    fn decode_builds_every_kind_of_value() {
+        let lua = Lua::new();
+        lua.globals()
+            .set("cjson", cjson_module(&lua).unwrap())
+            .unwrap();
+        let text = r#"{"a": [1, -2, 3.5, null, true, false, "x\u00e9\n"],
+            "big": 18446744073709551615, "neg": -9007199254740993,
+            "o": {"p": {"q": [[], {}]}}, "dup": 1, "dup": 2, "": "empty key"}"#;
+        let (kinds, big, neg, null_at_4, n, dup, empty, again): (
+            String,
+            f64,
+            i64,
+            bool,
+            i64,
+            i64,
+            String,
+            String,
+        ) = lua
+            .load(format!(
+                r#"local t = cjson.decode([==[{text}]==])
+                local kinds = {{}}
+                for i = 1, 7 do kinds[i] = math.type(t.a[i]) or type(t.a[i]) end
+                return table.concat(kinds, ","), t.big, t.neg, t.a[4] == cjson.null,
+                    #t.a, t.dup, t[""], cjson.encode(t)"#
+            ))
+            .eval()
+            .unwrap();
+        assert_eq!(
+            kinds, "integer,integer,float,userdata,boolean,boolean,string",
+            "the array's values"
+        );
+        assert_eq!(big, 18446744073709551615.0);
+        assert_eq!(neg, -9007199254740993);
+        assert!(null_at_4, "null is cjson.null");
+        assert_eq!(n, 7, "a null inside an array keeps its place");
+        assert_eq!(dup, 2, "the last of two equal keys wins");
+        assert_eq!(empty, "empty key");
+        let back: Json = serde_json::from_str(&again).unwrap();
+        let want: Json = serde_json::from_str(text).unwrap();
+        // encode writes `{}` and `[]` alike as `{}` (lua-cjson's rule for an
+        // empty table), and an integer past i64 is a float in Lua (as
+        // lua-cjson, which reads every number as a double): the rest
+        // round-trips exactly.
+        let mut want = want;
+        want["o"]["p"]["q"][0] = serde_json::json!({});
+        want["big"] = serde_json::json!(18446744073709551615.0_f64);
+        assert_eq!(back, want);
+        let s: String = lua
+            .load(r#"return cjson.decode([["caf\u00e9"]]) .. cjson.decode("12") + 1"#)
+            .eval()
+            .unwrap();
+        assert_eq!(s, "café13", "a bare string and a bare number decode too");
+    }
+
+    /// What `decode` raises: an argument that is not a string (a number is
+    /// taken as its text, as lua-cjson takes it), text that is not JSON,
+    /// nesting past serde_json's limit; the VM goes on after each.
+    #[test]
+    fn decode_refuses_with_a_message_that_says_why() {
+        let lua = Lua::new();
+        lua.globals()
+            .set("cjson", cjson_module(&lua).unwrap())
+            .unwrap();
+        let cases = [
+            (
+                "cjson.decode()",
+                "bad argument #1 to 'decode' (string expected, got no value)",
+            ),
+            (
+                "cjson.decode(nil)",
+                "bad argument #1 to 'decode' (string expected, got nil)",
+            ),
+            (
+                "cjson.decode({})",
+                "bad argument #1 to 'decode' (string expected, got table)",
+            ),
+            (
+                "cjson.decode('{bad')",
+                "cjson.decode: key must be a string at line 1 column 2",
+            ),
+            (
+                "cjson.decode('[1] x')",
+                "cjson.decode: trailing characters at line 1 column 5",
+            ),
+            (
+                "cjson.decode(string.rep('[', 200))",
+                "cjson.decode: recursion limit exceeded",
+            ),
+        ];
+        for (call, want) in cases {
+            let (ok, err): (bool, String) = lua
+                .load(format!(
+                    "local ok, e = pcall(function() return {call} end) return ok, tostring(e)"
+                ))
+                .eval()
+                .unwrap();
+            assert!(!ok, "{call} must fail");
+            assert!(err.contains(want), "{call}: {err}");
+        }
+        let n: i64 = lua.load("return cjson.decode(42)").eval().unwrap();
+        assert_eq!(n, 42);
+    }
+
+    /// Out of memory while the table is built: the error reaches the
+    /// script as Lua's own, and the VM is still usable once there is room.
+    #[test]
+    fn decode_out_of_memory_is_an_error_not_a_crash() {
+        let lua = Lua::new();
+        lua.globals()
+            .set("cjson", cjson_module(&lua).unwrap())
+            .unwrap();
+        let text = format!(
+            "[{}]",
+            vec!["\"a longer string than a short one\""; 20_000].join(",")
+        );
+        lua.globals().set("text", text).unwrap();
+        lua.gc_collect().unwrap();
+        let used = lua.used_memory();
+        lua.set_memory_limit(used + 256 * 1024).unwrap();
+        let (ok, err): (bool, String) = lua
+            .load("local ok, e = pcall(cjson.decode, text) return ok, tostring(e)")
+            .eval()
+            .unwrap();
+        assert!(!ok, "20,000 entries do not fit in 256 KiB");
+        assert!(err.contains("not enough memory"), "{err}");
+        lua.set_memory_limit(0).unwrap();
+        let n: i64 = lua.load("return #cjson.decode(text)").eval().unwrap();
+        assert_eq!(n, 20_000);
     }
 
     #[test]
