@@ -154,6 +154,7 @@ pub(super) fn run(n: usize, h: SipHandle, router: Arc<dyn Router>, rx: flume::Re
     sh.item_ends(n);
     let mut l = Loop {
         role: if n == 0 { Role::Lead } else { Role::Standby },
+        buf: vec![0u8; sh.net.udp_buffer_len()],
         ready: Vec::new(),
         events: Vec::with_capacity(sh.net.udp_sockets().count() + 1),
         watch: Watch::new(sh.children.len()),
@@ -235,6 +236,7 @@ impl Drop for Gone<'_> {
 /// A router thread's loop state.
 struct Loop {
     role: Role,
+    buf: Vec<u8>,
     /// Sockets to read (epoll said readable, or all when helping).
     ready: Vec<usize>,
     events: Vec<epoll::Event>,
@@ -260,8 +262,8 @@ impl Loop {
                 // Read, parse and claim under the socket's read gate, so
                 // a call's stripe is claimed in the order its datagrams
                 // were read; handle outside it.
-                let mut gate = lock(&sh.read_gates[i]);
-                let w = match sh.net.read_udp(i, &mut gate) {
+                let gate = lock(&sh.read_gates[i]);
+                let w = match sh.net.read_udp(i, &mut self.buf) {
                     Read::Datagram(data, src) => sh.accept(data, src).and_then(|w| sh.claim(w)),
                     Read::Dropped => None,
                     Read::Empty => {

@@ -110,7 +110,7 @@ pub(crate) struct Shared {
     pub(crate) stripes: Vec<Mutex<child::Stripe>>,
     /// One per UDP socket: held while a router thread reads, parses and
     /// claims one datagram, so claims follow the socket's order.
-    pub(crate) read_gates: Vec<Mutex<crate::transport::ReadAhead>>,
+    pub(crate) read_gates: Vec<Mutex<()>>,
     pub(crate) net: Arc<Net>,
     /// For stateless To tags.
     pub(crate) sl_tag: String,

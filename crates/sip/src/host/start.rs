@@ -17,7 +17,6 @@ use crate::myself::Myself;
 use crate::request::Transport;
 use crate::router::Router;
 use crate::tm::{TableConfig, Tm, PARTS};
-use crate::transport::ReadAhead;
 use crate::transport::{bind_all, Net, Pending};
 
 /// Call-ID stripes (see [`Shared::stripe`]): enough that two calls
@@ -106,9 +105,7 @@ impl SipHost {
             timer_due: std::sync::atomic::AtomicU64::new(u64::MAX),
             children: senders,
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
-            read_gates: (0..udp_count)
-                .map(|_| Mutex::new(ReadAhead::new(sip.max_message_size)))
-                .collect(),
+            read_gates: (0..udp_count).map(|_| Mutex::new(())).collect(),
             net: Arc::new(Net::new(sockets, sip, Arc::new(Up(weak.clone())))),
             sl_tag,
             dns,

@@ -38,7 +38,7 @@ pub(crate) use checks::{check_request, fix_via_keep};
 use conn::{Conn, Conns, NotQueued};
 pub(crate) use hop::{parse_hop, route_ip, Target};
 use tcp::run_conn;
-pub(crate) use udp::{Read, ReadAhead};
+pub(crate) use udp::Read;
 
 /// What the sockets hand up to the host.
 pub(crate) trait Upcalls: Send + Sync {

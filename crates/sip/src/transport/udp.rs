@@ -42,52 +42,12 @@ pub(crate) fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSo
 
 /// What one non-blocking read of a UDP socket gave.
 pub(crate) enum Read {
-    /// A datagram, copied out of the read buffer, with where it came from.
+    /// A datagram, copied out of `buf`, with where it came from.
     Datagram(Bytes, Source),
     /// Nothing waiting (or an error, logged): go back to waiting.
     Empty,
-    /// Datagrams were read and dropped (oversized); read again.
+    /// A datagram was read and dropped (oversized); read again.
     Dropped,
-}
-
-/// Datagrams one `recvmmsg` takes at most.
-///
-/// A router thread that finds a burst waiting reads it with one system
-/// call instead of one per datagram; what it read waits in the socket's
-/// [`ReadAhead`], which every reader of the socket takes from first, in
-/// the order read, under the socket's read gate. So nothing read is held
-/// by one thread: a thread stuck in a route leaves the rest of its batch
-/// to whichever thread reads next, as it leaves the socket's queue.
-const READ_AHEAD: usize = 8;
-
-/// The largest UDP payload there is (an IPv4 datagram's length field,
-/// less its headers, is smaller still): a read buffer needs no more, so
-/// a larger `max_message_size` does not grow it.
-const UDP_PAYLOAD_MAX: usize = 65_535;
-
-/// One UDP socket's datagrams read ahead of routing, and the buffers a
-/// batch is read into. Kept under the socket's read gate.
-pub(crate) struct ReadAhead {
-    /// Read, not yet taken, oldest first.
-    queue: std::collections::VecDeque<(Bytes, Source)>,
-    /// [`READ_AHEAD`] slots of `slot` bytes (`max_message_size + 1`,
-    /// capped by [`UDP_PAYLOAD_MAX`] + 1, so that an oversized datagram
-    /// shows as longer than the maximum). Zeroed by the allocator's fresh
-    /// pages: a slot's memory is touched only as far as datagrams fill it.
-    bufs: Vec<u8>,
-    slot: usize,
-}
-
-impl ReadAhead {
-    /// Read-ahead space for datagrams of up to `max_message_size` bytes.
-    pub(crate) fn new(max_message_size: usize) -> ReadAhead {
-        let slot = max_message_size.min(UDP_PAYLOAD_MAX) + 1;
-        ReadAhead {
-            queue: std::collections::VecDeque::with_capacity(READ_AHEAD),
-            bufs: vec![0u8; slot * READ_AHEAD],
-            slot,
-        }
-    }
 }
 
 impl Net {
@@ -96,41 +56,27 @@ impl Net {
         self.udp.iter().map(|(_, s)| &**s)
     }
 
-    /// The next datagram of UDP socket `i`, without blocking: the oldest
-    /// one read ahead, else from a batch read now (see [`READ_AHEAD`]).
-    /// `ahead` is the socket's own, held under its read gate.
-    pub(crate) fn read_udp(&self, i: usize, ahead: &mut ReadAhead) -> Read {
-        if let Some((data, src)) = ahead.queue.pop_front() {
-            return Read::Datagram(data, src);
-        }
+    /// Read one datagram from UDP socket `i` without blocking, into `buf`
+    /// (at least `max_message_size + 1` bytes long, to tell an oversized
+    /// datagram from one of exactly the maximum size).
+    pub(crate) fn read_udp(&self, i: usize, buf: &mut [u8]) -> Read {
         let (local, sock) = &self.udp[i];
-        let mut got = [(0usize, None); READ_AHEAD];
-        match udpbatch::recv(sock, &mut ahead.bufs, ahead.slot, &mut got) {
-            Ok(n) => {
-                for (k, &(len, from)) in got[..n].iter().enumerate() {
-                    // A sender we cannot name (not IPv4 or IPv6) is not a
-                    // peer we can answer; these sockets never give one.
-                    let Some(from) = from else { continue };
-                    if len > self.max_message_size {
-                        let max = self.max_message_size;
-                        warn_limited!(peer = %from, len, max, "dropping oversized datagram");
-                        continue;
-                    }
-                    let src = Source {
-                        transport: Transport::Udp,
-                        remote: from,
-                        local: *local,
-                        conn: None,
-                    };
-                    let at = k * ahead.slot;
-                    let data = Bytes::copy_from_slice(&ahead.bufs[at..at + len]);
-                    super::wire_log::incoming(&data, &src);
-                    ahead.queue.push_back((data, src));
-                }
-                match ahead.queue.pop_front() {
-                    Some((data, src)) => Read::Datagram(data, src),
-                    None => Read::Dropped,
-                }
+        match sock.recv_from(buf) {
+            Ok((n, from)) if n > self.max_message_size => {
+                let max = self.max_message_size;
+                warn_limited!(peer = %from, len = n, max, "dropping oversized datagram");
+                Read::Dropped
+            }
+            Ok((n, from)) => {
+                let src = Source {
+                    transport: Transport::Udp,
+                    remote: from,
+                    local: *local,
+                    conn: None,
+                };
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                super::wire_log::incoming(&data, &src);
+                Read::Datagram(data, src)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Empty,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Read::Dropped,
@@ -141,6 +87,11 @@ impl Net {
                 Read::Dropped
             }
         }
+    }
+
+    /// The size of buffer [`Net::read_udp`] needs.
+    pub(crate) fn udp_buffer_len(&self) -> usize {
+        self.max_message_size + 1
     }
 }
 
