@@ -32,28 +32,27 @@ pub(crate) fn check_request(m: &SipMessage) -> Result<(), (u16, &'static str, Pa
     Ok(())
 }
 
-/// Add `received` and fill `rport` in the top Via of a request (RFC 3261
-/// §18.2.1, RFC 3581), so replies built from it, and replies coming back
-/// through us, reach the real sender. The buffer is rewritten only when a
-/// parameter is needed.
+/// [`via_rewritten`], or the message itself when it needs no change.
 #[cfg(test)]
 pub(crate) fn fix_via(msg: SipMessage, src: &Source) -> Result<SipMessage, ParseError> {
-    fix_via_keep(msg, src).map(|(fixed, _)| fixed)
+    Ok(via_rewritten(&msg, src)?.unwrap_or(msg))
 }
 
-/// [`fix_via`], also giving back the message as it arrived when the
-/// buffer was rewritten (`None`: nothing needed changing), so the caller
-/// keeps both without copying either.
-pub(crate) fn fix_via_keep(
-    msg: SipMessage,
+/// The request `msg` with `received` added and `rport` filled in its top
+/// Via (RFC 3261 §18.2.1, RFC 3581), so replies built from it, and
+/// replies coming back through us, reach the real sender; `None` when it
+/// needs neither (the message is then used as it is: nothing is moved or
+/// copied). The buffer is rewritten only when a parameter is needed.
+pub(crate) fn via_rewritten(
+    msg: &SipMessage,
     src: &Source,
-) -> Result<(SipMessage, Option<SipMessage>), ParseError> {
+) -> Result<Option<SipMessage>, ParseError> {
     let via = msg.top_via()?;
     let want_rport = via.rport == Some(None) && src.transport == Transport::Udp;
     let host_ip = crate::lex::host_ip(via.host);
     let want_received = want_rport || host_ip != Some(src.remote.ip());
     if !want_rport && !want_received {
-        return Ok((msg, None));
+        return Ok(None);
     }
     let raw = via.raw;
     let params = via.params();
@@ -84,13 +83,13 @@ pub(crate) fn fix_via_keep(
     let buf = msg.buffer();
     let off = (raw.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
     let (Some(before), Some(after)) = (buf.get(..off), buf.get(off + raw.len()..)) else {
-        return Ok((msg, None));
+        return Ok(None);
     };
     let mut nb = Vec::with_capacity(buf.len() + 48);
     nb.extend_from_slice(before);
     nb.extend_from_slice(&v);
     nb.extend_from_slice(after);
-    Ok((SipMessage::parse(Bytes::from(nb))?, Some(msg)))
+    Ok(Some(SipMessage::parse(Bytes::from(nb))?))
 }
 
 #[cfg(test)]

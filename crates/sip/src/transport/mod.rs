@@ -34,7 +34,7 @@ use crate::tm::Dest;
 
 #[cfg(test)]
 pub(crate) use checks::fix_via;
-pub(crate) use checks::{check_request, fix_via_keep};
+pub(crate) use checks::{check_request, via_rewritten};
 use conn::{Conn, Conns, NotQueued};
 pub(crate) use hop::{parse_hop, route_ip, Target};
 use tcp::run_conn;
