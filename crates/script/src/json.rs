@@ -253,11 +253,17 @@ pub(crate) fn path_get<'a>(json: &'a Json, path: &str) -> Option<&'a Json> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_like_cjson() {
+    /// A VM with the module as the global `cjson`.
+    fn vm_with_cjson() -> Lua {
         let lua = Lua::new();
         let m = cjson_module(&lua).unwrap();
         lua.globals().set("cjson", m).unwrap();
+        lua
+    }
+
+    #[test]
+    fn round_trip_like_cjson() {
+        let lua = vm_with_cjson();
         let out: String = lua
             .load(r#"return cjson.encode({a = 1, b = {1, 2, 3}, c = {}, d = 2.5, e = 3.0, f = "x\"y"})"#)
             .eval()
@@ -297,10 +303,7 @@ mod tests {
     /// the same text gives through serde_json and back through `encode`.
     #[test]
     fn decode_builds_every_kind_of_value() {
-        let lua = Lua::new();
-        lua.globals()
-            .set("cjson", cjson_module(&lua).unwrap())
-            .unwrap();
+        let lua = vm_with_cjson();
         let text = r#"{"a": [1, -2, 3.5, null, true, false, "x\u00e9\n"],
             "big": 18446744073709551615, "neg": -9007199254740993,
             "o": {"p": {"q": [[], {}]}}, "dup": 1, "dup": 2, "": "empty key"}"#;
@@ -355,10 +358,7 @@ mod tests {
     /// nesting past serde_json's limit; the VM goes on after each.
     #[test]
     fn decode_refuses_with_a_message_that_says_why() {
-        let lua = Lua::new();
-        lua.globals()
-            .set("cjson", cjson_module(&lua).unwrap())
-            .unwrap();
+        let lua = vm_with_cjson();
         let cases = [
             (
                 "cjson.decode()",
@@ -403,10 +403,7 @@ mod tests {
     /// script as Lua's own, and the VM is still usable once there is room.
     #[test]
     fn decode_out_of_memory_is_an_error_not_a_crash() {
-        let lua = Lua::new();
-        lua.globals()
-            .set("cjson", cjson_module(&lua).unwrap())
-            .unwrap();
+        let lua = vm_with_cjson();
         let text = format!(
             "[{}]",
             vec!["\"a longer string than a short one\""; 20_000].join(",")
