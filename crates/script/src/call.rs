@@ -167,6 +167,83 @@ fn run_named(
     Ok(ran.then(|| ended(ok, err)))
 }
 
+/// What [`run_direct`] found.
+enum Direct<A> {
+    /// The function ran: how it ended.
+    Ran(Result<(), mlua::Error>),
+    /// The name is not a function of the globals.
+    Missing,
+    /// The raw read found nothing and the globals have a metatable (or
+    /// the stack could not grow): ask [`run_named`], with the arguments.
+    Ask(A),
+}
+
+/// Run the global function `name` with `args` as [`run_named`] does,
+/// with no protected call around it: the reads and pushes before the
+/// function's own `lua_pcall` cannot raise (a raw read of the globals,
+/// values already in the VM, the arguments pushed by mlua the way it
+/// pushes them anywhere), so they need none. mlua's `exec_raw` makes one
+/// (a `lua_pcall` of a Rust closure) and reads the results back as a
+/// list of values: about 900 of the 17,800 instructions of a stateless
+/// request (`bench/instructions.py --script base`), on every route and
+/// event call.
+///
+/// A name the raw read does not find in globals that have a metatable
+/// is left to [`run_named`], which asks the metatable in a protected
+/// call.
+fn run_direct<A: mlua::IntoLuaMulti>(
+    lua: &Lua,
+    name: &LuaString,
+    args: A,
+) -> mlua::Result<Direct<A>> {
+    use mlua::ffi;
+    lua.exec_raw_lua(|raw| {
+        let l = raw.state();
+        // SAFETY: `l` is the VM's running state, under mlua's lock. The
+        // stack is checked for room before anything is pushed; the raw
+        // read, `lua_pushvalue` and `lua_remove` do not allocate, and
+        // mlua's pushes protect themselves where they allocate. The
+        // stack is put back to `top` on every way out.
+        unsafe {
+            let top = ffi::lua_gettop(l);
+            if ffi::lua_checkstack(l, 8) == 0 {
+                return Ok(Direct::Ask(args));
+            }
+            ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_GLOBALS);
+            if let Err(e) = raw.push(name) {
+                ffi::lua_settop(l, top);
+                return Err(e);
+            }
+            let t = ffi::lua_rawget(l, -2);
+            if t != ffi::LUA_TFUNCTION {
+                let ask = t == ffi::LUA_TNIL && ffi::lua_getmetatable(l, -2) != 0;
+                ffi::lua_settop(l, top);
+                return Ok(if ask {
+                    Direct::Ask(args)
+                } else {
+                    Direct::Missing
+                });
+            }
+            // [.., G, f] -> [.., f, args..]
+            ffi::lua_remove(l, -2);
+            let nargs = match args.push_into_stack_multi(raw) {
+                Ok(n) => n,
+                Err(e) => {
+                    ffi::lua_settop(l, top);
+                    return Err(e);
+                }
+            };
+            let r = if ffi::lua_pcall(l, nargs, 0, 0) == ffi::LUA_OK {
+                Ok(())
+            } else {
+                ended(Value::Boolean(false), raw.pop_value())
+            };
+            ffi::lua_settop(l, top);
+            Ok(Direct::Ran(r))
+        }
+    })
+}
+
 /// How a route call ended: the first two values its `lua_pcall` left.
 fn ended(ok: Value, err: Value) -> Result<(), mlua::Error> {
     if matches!(ok, Value::Boolean(true)) {
@@ -265,7 +342,12 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
         return missing(lua, name);
     };
     let call = crate::limits::enter(lua);
-    let result = run_named(lua, key, args);
+    let result = match run_direct(lua, &key, args) {
+        Ok(Direct::Ran(r)) => Ok(Some(r)),
+        Ok(Direct::Missing) => Ok(None),
+        Ok(Direct::Ask(args)) => run_named(lua, key, args),
+        Err(e) => Err(e),
+    };
     drop(call);
     match result {
         Ok(None) => missing(lua, name),
@@ -609,5 +691,43 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("traceback"), "{text}");
+    }
+
+    /// Every way a call by name ends (ran, raised, `KSR.x.exit()`, not
+    /// defined, not a function, asked of the globals' metatable, with an
+    /// argument) leaves the VM's stack as it found it, and calls the
+    /// function with its argument.
+    #[test]
+    fn calls_by_name_leave_the_stack_as_they_found_it() {
+        let vm = Vm::new();
+        vm.run(
+            r#"got = {}
+               function ok(a) got[#got + 1] = a or "none" end
+               function bad() error("no") end
+               function leaves() KSR.x.exit() end
+               not_fn = 1"#,
+        );
+        let top = || {
+            vm.lua
+                .exec_raw_lua(|raw| unsafe { mlua::ffi::lua_gettop(raw.state()) })
+        };
+        let before = top();
+        for _ in 0..3 {
+            assert_eq!(call(&vm.lua, "ok", "arg"), Outcome::Done);
+            assert_eq!(call(&vm.lua, "ok", ()), Outcome::Done);
+            assert_eq!(call(&vm.lua, "bad", ()), Outcome::Failed);
+            assert_eq!(call(&vm.lua, "leaves", ()), Outcome::Done);
+            assert_eq!(call(&vm.lua, "nothing", ()), Outcome::Missing);
+            assert_eq!(call(&vm.lua, "not_fn", 7), Outcome::Missing);
+            assert_eq!(top(), before);
+        }
+        vm.run(r#"setmetatable(_G, { __index = function(_, k) if k == "meta" then return ok end end })"#);
+        assert_eq!(call(&vm.lua, "meta", "via meta"), Outcome::Done);
+        assert_eq!(call(&vm.lua, "none", ()), Outcome::Missing);
+        assert_eq!(top(), before);
+        assert_eq!(
+            vm.eval::<String>("table.concat(got, ',')"),
+            "arg,none,arg,none,arg,none,via meta"
+        );
     }
 }
