@@ -153,8 +153,10 @@ struct ThreadVm {
 
 thread_local! {
     /// This thread's VMs, by engine (tests run several engines in one
-    /// process; a production process has one).
-    static VMS: RefCell<HashMap<u64, ThreadVm>> = RefCell::new(HashMap::new());
+    /// process; a production process has one). Looked up for every
+    /// message: foldhash, not SipHash (about 90 instructions less).
+    static VMS: RefCell<HashMap<u64, ThreadVm, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 impl Engine {
