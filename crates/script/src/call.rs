@@ -103,7 +103,9 @@ unsafe fn pcall_at_bottom(l: *mut mlua::ffi::lua_State, nargs: std::ffi::c_int) 
 }
 
 /// Run the global function `name` with `args`: `None` when it is not
-/// defined (not a function), else as [`run`].
+/// defined (not a function), else as [`run`]. [`call`] tries
+/// [`run_direct`] first; this takes the calls it leaves (a name not in
+/// globals that have a metatable, a stack that cannot grow).
 ///
 /// Done with Lua's C API inside one protected call of mlua's
 /// (`exec_raw`): a raw read of the globals, then `lua_pcall` of the
