@@ -709,6 +709,7 @@ mod tests {
                function leaves() KSR.x.exit() end
                not_fn = 1"#,
         );
+        // SAFETY: reads the height of the VM's own stack, under its lock.
         let top = || {
             vm.lua
                 .exec_raw_lua(|raw| unsafe { mlua::ffi::lua_gettop(raw.state()) })
