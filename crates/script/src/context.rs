@@ -247,9 +247,7 @@ pub(crate) fn install(lua: &Lua) {
 /// Point the slot at `req` and make it hold `what`; what it held, or
 /// `None` if the slot could not be reached (then nothing changed).
 fn lend(lua: &Lua, req: *mut Request, what: What) -> Option<(What, *mut Request)> {
-    let Some(cur) = lua.app_data_ref::<Current>() else {
-        return None;
-    };
+    let cur = lua.app_data_ref::<Current>()?;
     lend_in(&cur, req, what)
 }
 
