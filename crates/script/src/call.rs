@@ -14,7 +14,7 @@ use tracing::{debug, error, warn};
 
 mod invoke;
 
-use invoke::{fn_name, function, run, run_direct, run_named, Direct};
+use invoke::{fn_name, function, run, run_by_name};
 
 /// How a script function call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,12 +89,7 @@ pub(crate) fn call(lua: &Lua, name: &str, args: impl mlua::IntoLuaMulti) -> Outc
         return missing(lua, name);
     };
     let call = crate::limits::enter(lua);
-    let result = match run_direct(lua, &key, args) {
-        Ok(Direct::Ran(r)) => Ok(Some(r)),
-        Ok(Direct::Missing) => Ok(None),
-        Ok(Direct::Ask(args)) => run_named(lua, key, args),
-        Err(e) => Err(e),
-    };
+    let result = run_by_name(lua, key, args);
     drop(call);
     match result {
         Ok(None) => missing(lua, name),

@@ -205,8 +205,9 @@ fn sip_context_in(current: &Context, kind: RouteKind, branch: u32) -> Context {
 /// The message of the running SIP route: a slot beside the VM's
 /// [`Context`] (in the same [`Current`], under a borrow of its own),
 /// read only while the context is a SIP route's (every SIP context is
-/// entered through [`in_route`] or [`in_reply_route`], which fill it). Apart from the context, so that a `KSR` function can hold
-/// the message while it reads or marks the context.
+/// entered through [`in_route`] or [`in_reply_route`], which fill it).
+/// Apart from the context, so that a `KSR` function can hold the message
+/// while it reads or marks the context.
 ///
 /// The request field points to the routed request while a request route
 /// runs ([`What::Request`]): the `&mut Request` the router lent to

@@ -51,7 +51,7 @@ unsafe fn pcall_at_bottom(l: *mut mlua::ffi::lua_State, nargs: std::ffi::c_int) 
 }
 
 /// Run the global function `name` with `args`: `None` when it is not
-/// defined (not a function), else as [`run`]. [`call`](super::call) tries
+/// defined (not a function), else as [`run`]. [`run_by_name`] tries
 /// [`run_direct`] first; this takes the calls it leaves (a name not in
 /// globals that have a metatable, a stack that cannot grow).
 ///
@@ -66,7 +66,7 @@ unsafe fn pcall_at_bottom(l: *mut mlua::ffi::lua_State, nargs: std::ffi::c_int) 
 /// Lua code, its `pcall` and mlua's call machinery around it: 1,073 of
 /// the 20,178 instructions of a stateless request, 5 %
 /// (`bench/instructions.py`).
-pub(super) fn run_named(
+fn run_named(
     lua: &Lua,
     name: LuaString,
     args: impl mlua::IntoLuaMulti,
@@ -117,8 +117,23 @@ pub(super) fn run_named(
     Ok(ran.then(|| ended(ok, err)))
 }
 
+/// Run the global function `name` with `args`: `None` when it is not
+/// defined (not a function), else how it ended. [`run_direct`] when it
+/// can, else [`run_named`].
+pub(super) fn run_by_name<A: mlua::IntoLuaMulti>(
+    lua: &Lua,
+    name: LuaString,
+    args: A,
+) -> mlua::Result<Option<Result<(), mlua::Error>>> {
+    match run_direct(lua, &name, args)? {
+        Direct::Ran(r) => Ok(Some(r)),
+        Direct::Missing => Ok(None),
+        Direct::Ask(args) => run_named(lua, name, args),
+    }
+}
+
 /// What [`run_direct`] found.
-pub(super) enum Direct<A> {
+enum Direct<A> {
     /// The function ran: how it ended.
     Ran(Result<(), mlua::Error>),
     /// The name is not a function of the globals.
@@ -141,7 +156,7 @@ pub(super) enum Direct<A> {
 /// A name the raw read does not find in globals that have a metatable
 /// is left to [`run_named`], which asks the metatable in a protected
 /// call.
-pub(super) fn run_direct<A: mlua::IntoLuaMulti>(
+fn run_direct<A: mlua::IntoLuaMulti>(
     lua: &Lua,
     name: &LuaString,
     args: A,
