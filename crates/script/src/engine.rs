@@ -230,6 +230,7 @@ impl Engine {
                     crate::shared::SharedVars::new(&config.htable, config.pike),
                 )
                 .with_maxfwd_limit(config.maxfwd.limit())
+                .with_memory_limit_mb(config.limits.memory_limit_mb)
                 .with_registry(registry)
                 .with_nats(nats),
             ),

@@ -22,6 +22,7 @@
 //! the `[dialog] event_callback` the dialog of the event.
 
 use super::module::{lua_int, Cx, Fail, Module};
+use super::out::Out;
 use crate::context;
 use crate::pv::{DlgField, PvValue};
 use mlua::Value;
@@ -92,8 +93,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     )?;
     m.func("var_get", |cx, name: String| {
         Ok(match var(cx, &name) {
-            Some(v) => Value::String(cx.lua.create_string(v)?),
-            None => Value::Nil,
+            Some(v) => cx.text(v.as_bytes())?,
+            None => Out::Value(Value::Nil),
         })
     })?;
     m.func("var_sets", |cx, (name, value): (String, String)| {

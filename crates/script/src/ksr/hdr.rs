@@ -9,6 +9,7 @@
 //! script cannot smuggle a second header or end the header block.
 
 use super::module::{kemi_bool, Module};
+use super::out::Out;
 use mlua::{LuaString, Value};
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
@@ -31,11 +32,10 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     })?;
     m.func("get", |cx, name: LuaString| {
         let name = name.to_str()?;
-        let v = cx.request(|req| req.header(&name).map(<[u8]>::to_vec))?;
-        Ok(match v {
-            Some(v) => Value::String(cx.lua.create_string(&v)?),
-            None => Value::Nil,
-        })
+        Ok(cx.request(|req| match req.header(&name) {
+            Some(v) => cx.text(v),
+            None => Ok(Out::Value(Value::Nil)),
+        })??)
     })
 }
 

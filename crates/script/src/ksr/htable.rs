@@ -8,13 +8,12 @@
 //! (regular expression, Rust syntax)), else -1.
 
 use super::module::{kemi_bool, lua_int, Cx, Fail, Module};
-use super::pv::to_lua;
 use crate::pv::PvValue;
 use mlua::{LuaString, Value};
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("sht_get", |cx, (table, key): (String, String)| {
-        Ok(to_lua(cx.lua, cx.shared().sht_get(&table, &key))?)
+        Ok(cx.value(cx.shared().sht_get(&table, &key))?)
     })?;
     m.func(
         "sht_sets",

@@ -15,11 +15,11 @@
 //! branches. `get_env(name)` and `get_envn(name)` read the environment.
 
 use super::module::{Cx, Fail, Module};
-use super::pv::{to_lua, unix_now};
+use super::out::Out;
+use super::pv::unix_now;
 use crate::context;
 use crate::pv::{get_sip, MsgView, Pv, PvValue};
 use crate::pvx::{auth_attr, contact_uri, source_uri, AuthAttr};
-use mlua::Value;
 
 /// A read of the current message.
 type Read = fn(&dyn MsgView) -> Option<PvValue>;
@@ -117,14 +117,14 @@ fn read<T>(cx: &Cx<'_>, read: impl FnOnce(&dyn MsgView) -> Option<T>) -> Option<
     context::with_view(cx.lua, read).ok().flatten()
 }
 
-fn string(cx: &Cx<'_>, v: Option<PvValue>, null: Null) -> Result<Value, Fail> {
+fn string(cx: &Cx<'_>, v: Option<PvValue>, null: Null) -> Result<Out, Fail> {
     let v = match (v, null) {
         (Some(v), _) => Some(v),
         (None, Null::Nil) => None,
         (None, Null::Empty) => Some(PvValue::from("")),
         (None, Null::Print) => Some(PvValue::from("<null>")),
     };
-    Ok(to_lua(cx.lua, v)?)
+    Ok(cx.value(v)?)
 }
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {

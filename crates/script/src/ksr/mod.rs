@@ -21,6 +21,7 @@ mod log;
 mod maxfwd;
 mod module;
 mod nats;
+mod out;
 mod pike;
 mod pv;
 mod registrar;

@@ -13,8 +13,10 @@
 //!   where the function's convention says so; `false`; `nil`);
 //! - a Lua error (`KSR.x.exit()`, a bad argument type) passes through.
 
+use super::out::{MemoryLimit, Out};
 use crate::context::{self, EvapiCurrent, NotHere};
 use crate::ops::{EventOps, NatsOps, SipOps};
+use crate::pv::PvValue;
 use crate::route_state::TooManyValues;
 use crate::shared::SharedVars;
 use evapi::{SendError, TagError};
@@ -39,6 +41,9 @@ pub(crate) struct Handles {
     registry: Option<Arc<rpc::Registry>>,
     /// NATS (`[nats]`); `None` when it is off.
     nats: Option<Arc<dyn NatsOps>>,
+    /// The limit `[script] memory_limit_mb` puts on each VM of the engine
+    /// (see [`Out::text`]).
+    memory_limit: MemoryLimit,
 }
 
 impl Handles {
@@ -59,7 +64,15 @@ impl Handles {
             maxfwd_limit: crate::maxfwd_section::DEFAULT_MAX_LIMIT as u8,
             registry: None,
             nats: None,
+            memory_limit: MemoryLimit::Unknown,
         }
+    }
+
+    /// With `[script] memory_limit_mb` set to `mb`: the limit
+    /// [`crate::limits::install`] puts on every VM these handles serve.
+    pub fn with_memory_limit_mb(mut self, mb: u64) -> Self {
+        self.memory_limit = MemoryLimit::from_mb(mb);
+        self
     }
 
     /// With NATS (`[nats]` on).
@@ -221,6 +234,22 @@ impl<'a> Cx<'a> {
     /// `[maxfwd] max_limit`.
     pub fn maxfwd_limit(&self) -> u8 {
         self.handles.maxfwd_limit
+    }
+
+    /// `text` as the function's result, pushed straight onto Lua's stack
+    /// when it can be ([`Out::text`]); call it last.
+    pub fn text(&self, text: &[u8]) -> mlua::Result<Out> {
+        Out::text(self.lua, self.handles.memory_limit, text)
+    }
+
+    /// A pseudo-variable value as the function's result: nil for none, an
+    /// integer, or a string as [`Cx::text`] pushes it; call it last.
+    pub fn value(&self, v: Option<PvValue>) -> mlua::Result<Out> {
+        match v {
+            None => Ok(Out::Value(Value::Nil)),
+            Some(PvValue::Int(i)) => Ok(Out::Value(Value::Integer(i))),
+            Some(PvValue::Str(s)) => self.text(&s),
+        }
     }
 
     /// `$shv` and `$sht`.

@@ -14,9 +14,11 @@
 //! address of the Lua string the script passed ([`named_lua`]), which Lua
 //! keeps unique for short strings, so a read does not check or hash the
 //! name's text; and a SIP value goes from the message into its Lua string
-//! with no copy between ([`get_lua`]).
+//! with no copy between ([`get_lua`]), pushed onto Lua's stack directly
+//! when it can be ([`super::out`]).
 
 use super::module::{lua_int, Cx, Fail, Module};
+use super::out::Out;
 use crate::context;
 use crate::pv::{get_sip, get_sip_ref, with_host, with_user, EvField, Pv, PvRef, PvValue};
 use mlua::{Lua, LuaString, Value};
@@ -51,15 +53,6 @@ struct Names {
 /// Lua 5.4 keeps one copy of each short string (up to 40 bytes,
 /// `LUAI_MAXSHORTLEN`): every `"$ru"` in a script is the same object.
 const LUA_SHORT_STRING: usize = 40;
-
-/// A pseudo-variable value as a Lua value (integers stay integers).
-pub(crate) fn to_lua(lua: &Lua, v: Option<PvValue>) -> mlua::Result<Value> {
-    Ok(match v {
-        None => Value::Nil,
-        Some(PvValue::Int(i)) => Value::Integer(i),
-        Some(PvValue::Str(s)) => Value::String(lua.create_string(&s)?),
-    })
-}
 
 /// The parsed pseudo-variable `name`.
 pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
@@ -105,20 +98,19 @@ pub(crate) fn named_lua(cx: &Cx<'_>, name: &LuaString) -> Result<Rc<Pv>, Fail> {
     Ok(pv)
 }
 
-/// `pv`'s value in the current context as a Lua value: a SIP value is
-/// copied from the message into the Lua string with no copy between.
-pub(crate) fn get_lua(cx: &Cx<'_>, pv: &Pv) -> mlua::Result<Value> {
+/// `pv`'s value in the current context as a `KSR` function's result: a
+/// SIP value goes from the message onto Lua's stack with no copy between
+/// ([`Cx::text`]).
+pub(crate) fn get_lua(cx: &Cx<'_>, pv: &Pv) -> mlua::Result<Out> {
     if !reads_message(pv) {
-        return to_lua(cx.lua, get(cx, pv));
+        return cx.value(get(cx, pv));
     }
-    let made = context::with_view(cx.lua, |v| {
-        Ok(match get_sip_ref(pv, v) {
-            None => Value::Nil,
-            Some(PvRef::Int(i)) => Value::Integer(i),
-            Some(text) => Value::String(cx.lua.create_string(text.bytes().unwrap_or_default())?),
-        })
+    let made = context::with_view(cx.lua, |v| match get_sip_ref(pv, v) {
+        None => Ok(Value::Nil.into()),
+        Some(PvRef::Int(i)) => Ok(Value::Integer(i).into()),
+        Some(text) => cx.text(text.bytes().unwrap_or_default()),
     });
-    made.unwrap_or(Ok(Value::Nil))
+    made.unwrap_or(Ok(Value::Nil.into()))
 }
 
 /// Whether `pv` is read from the current SIP message ([`get_sip_ref`]);
@@ -264,11 +256,11 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             Ok(pv) => get_lua(cx, &pv)?,
             Err(e) => {
                 cx.warn_fail(e)?;
-                Value::Nil
+                Out::Value(Value::Nil)
             }
         };
         Ok(match v {
-            Value::Nil => Value::String(cx.lua.create_string("")?),
+            Out::Value(Value::Nil) => cx.text(b"")?,
             v => v,
         })
     })?;

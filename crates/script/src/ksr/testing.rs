@@ -387,6 +387,25 @@ impl Vm {
         Vm::with(sip, events, Arc::new(handles))
     }
 
+    /// A VM as [`Vm::new`] with `[script] memory_limit_mb = mb`, set on
+    /// the VM and known to its handles, as an engine's VMs are.
+    pub fn with_memory_limit_mb(mb: u64) -> Vm {
+        let sip = Arc::new(FakeSip::default());
+        let events = Arc::new(FakeEvents::default());
+        let handles = Handles::new(
+            Some(sip.clone() as Arc<dyn SipOps>),
+            Some(events.clone() as Arc<dyn EventOps>),
+        )
+        .with_memory_limit_mb(mb);
+        let vm = Vm::with(sip, events, Arc::new(handles));
+        let limits = crate::limits::Limits {
+            memory_limit_mb: mb,
+            max_route_ms: 0,
+        };
+        crate::limits::install(&vm.lua, &limits).unwrap();
+        vm
+    }
+
     /// Run `f` inside an event that came over NATS (message `msg`).
     pub fn in_nats_event<R>(&self, msg: &str, f: impl FnOnce(&Vm) -> R) -> R {
         let event: Rc<EvapiCurrent> = Rc::new(EvapiCurrent {
