@@ -19,6 +19,7 @@
 //! if nobody listens on NATS, `evapi:no-responders` runs with its data.
 //! `close` and `set_tag` return -1 for an event that came over NATS.
 
+use super::arg::Text;
 use super::module::{Cx, Fail, Module};
 use crate::context::{self, RouteKind};
 use crate::ops::EventOps;
@@ -78,43 +79,40 @@ fn suspend(cx: &Cx<'_>) -> Result<(), Fail> {
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for (plain, async_name, send, tagged, kind) in SENDS {
         for (name, suspends) in [(plain, false), (async_name, true)] {
-            m.func(
-                name,
-                move |cx, (data, tag): (LuaString, Option<LuaString>)| {
-                    let (data, tag) = (data.as_bytes(), tag.as_ref().map(|t| t.as_bytes()));
-                    let tag = tag.as_deref().unwrap_or_default();
-                    if data.is_empty() || (tagged && tag.is_empty()) {
-                        return Err(Fail::new("empty event data or tag"));
-                    }
-                    let events = cx.events()?;
-                    if suspends {
-                        suspend(cx)?;
-                    }
-                    // After a suspension, -2: the script can still reply.
-                    let code = if suspends { -2 } else { -1 };
-                    let tcp = send(events, &data, tag);
-                    let Some(nats) = cx.nats() else {
-                        tcp.map_err(|e| Fail::from(e).code(code))?;
-                        return Ok(1);
-                    };
-                    // With NATS: 1 when a TCP client or the NATS client
-                    // took the event. An async send no TCP client took is
-                    // watched: nobody listening on NATS runs
-                    // evapi:no-responders with its data.
-                    let taken = matches!(tcp, Ok(n) if n > 0);
-                    match nats.send(kind, &data, tag, suspends && !taken) {
-                        Ok(()) => Ok(1),
-                        Err(_) if taken => Ok(1),
-                        Err(e) => Err(match tcp {
-                            Err(t) => Fail::new(format_args!("{t}; over NATS: {e}")),
-                            Ok(_) => Fail::new(format_args!(
-                                "no event client took it, and over NATS: {e}"
-                            )),
+            m.func(name, move |cx, (data, tag): (Text, Option<Text>)| {
+                let (data, tag) = (data.as_bytes(), tag.as_ref().map(Text::as_bytes));
+                let tag = tag.unwrap_or_default();
+                if data.is_empty() || (tagged && tag.is_empty()) {
+                    return Err(Fail::new("empty event data or tag"));
+                }
+                let events = cx.events()?;
+                if suspends {
+                    suspend(cx)?;
+                }
+                // After a suspension, -2: the script can still reply.
+                let code = if suspends { -2 } else { -1 };
+                let tcp = send(events, data, tag);
+                let Some(nats) = cx.nats() else {
+                    tcp.map_err(|e| Fail::from(e).code(code))?;
+                    return Ok(1);
+                };
+                // With NATS: 1 when a TCP client or the NATS client
+                // took the event. An async send no TCP client took is
+                // watched: nobody listening on NATS runs
+                // evapi:no-responders with its data.
+                let taken = matches!(tcp, Ok(n) if n > 0);
+                match nats.send(kind, data, tag, suspends && !taken) {
+                    Ok(()) => Ok(1),
+                    Err(_) if taken => Ok(1),
+                    Err(e) => Err(match tcp {
+                        Err(t) => Fail::new(format_args!("{t}; over NATS: {e}")),
+                        Ok(_) => {
+                            Fail::new(format_args!("no event client took it, and over NATS: {e}"))
                         }
-                        .code(code)),
                     }
-                },
-            )?;
+                    .code(code)),
+                }
+            })?;
         }
     }
     m.func("close", |cx, ()| {

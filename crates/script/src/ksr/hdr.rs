@@ -8,6 +8,7 @@
 //! refused by the SIP crate's request editor (-1 and a log line), so a
 //! script cannot smuggle a second header or end the header block.
 
+use super::arg::Text;
 use super::module::{kemi_bool, Module};
 use super::out::Out;
 use mlua::{LuaString, Value};
@@ -30,9 +31,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         let name = name.to_str()?;
         Ok(kemi_bool(cx.request(|req| req.has_header(&name))?))
     })?;
-    m.func("get", |cx, name: LuaString| {
+    m.func("get", |cx, name: Text| {
         let name = name.to_str()?;
-        Ok(cx.request(|req| match req.header(&name) {
+        Ok(cx.request(|req| match req.header(name) {
             Some(v) => cx.text(v),
             None => Ok(Out::Value(Value::Nil)),
         })??)

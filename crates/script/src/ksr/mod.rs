@@ -7,6 +7,7 @@
 //! value). Adding a module: a new file with a `register` function, and its
 //! line in [`MODULES`].
 
+mod arg;
 mod core;
 mod dialog;
 mod evapi;

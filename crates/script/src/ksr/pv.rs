@@ -17,6 +17,7 @@
 //! with no copy between ([`get_lua`]), pushed onto Lua's stack directly
 //! when it can be ([`super::out`]).
 
+use super::arg::Text;
 use super::module::{lua_int, Cx, Fail, Module};
 use super::out::Out;
 use crate::context;
@@ -71,11 +72,12 @@ pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
 }
 
 /// The parsed pseudo-variable named by the Lua string `name`: a short
-/// string is found by its address, with no check of its text (that is
-/// [`named`]'s, the first time). The cache holds the string, so the
-/// address cannot be reused by another string while it is there.
-pub(crate) fn named_lua(cx: &Cx<'_>, name: &LuaString) -> Result<Rc<Pv>, Fail> {
-    let addr = name.to_pointer() as usize;
+/// string is found by the address of its bytes, with no check of its
+/// text (that is [`named`]'s, the first time). The cache holds the
+/// string, so the address cannot be reused by another string while it is
+/// there.
+pub(crate) fn named_lua(cx: &Cx<'_>, name: &Text) -> Result<Rc<Pv>, Fail> {
+    let addr = name.addr();
     {
         let names = cx
             .lua
@@ -85,14 +87,17 @@ pub(crate) fn named_lua(cx: &Cx<'_>, name: &LuaString) -> Result<Rc<Pv>, Fail> {
             return Ok(pv.clone());
         }
     }
-    let pv = named(cx, &name.to_str()?)?;
-    if name.as_bytes().len() <= LUA_SHORT_STRING {
+    let pv = named(cx, name.to_str()?)?;
+    let bytes = name.as_bytes();
+    if bytes.len() <= LUA_SHORT_STRING {
+        // The same string, interned: a reference to it keeps it alive.
+        let held = cx.lua.create_string(bytes)?;
         let mut names = cx
             .lua
             .app_data_mut::<Names>()
             .expect("every VM has the pv name cache");
-        if names.by_string.len() < MAX_NAMES {
-            names.by_string.insert(addr, (name.clone(), pv.clone()));
+        if names.by_string.len() < MAX_NAMES && held.as_bytes().as_ptr() as usize == addr {
+            names.by_string.insert(addr, (held, pv.clone()));
         }
     }
     Ok(pv)
@@ -248,10 +253,10 @@ fn set_sip(req: &mut sip::Request, pv: &Pv, text: Option<&str>) -> Result<(), St
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.lua().set_app_data(Vars::default());
     m.lua().set_app_data(Names::default());
-    m.func("get", |cx, name: LuaString| {
+    m.func("get", |cx, name: Text| {
         Ok(get_lua(cx, &*named_lua(cx, &name)?)?)
     })?;
-    m.func("gete", |cx, name: LuaString| {
+    m.func("gete", |cx, name: Text| {
         let v = match named_lua(cx, &name) {
             Ok(pv) => get_lua(cx, &pv)?,
             Err(e) => {
@@ -264,7 +269,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             v => v,
         })
     })?;
-    m.func("is_null", |cx, name: LuaString| {
+    m.func("is_null", |cx, name: Text| {
         Ok(match named_lua(cx, &name) {
             Ok(pv) => get(cx, &pv).is_none(),
             Err(e) => {
@@ -273,12 +278,12 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             }
         })
     })?;
-    m.func("sets", |cx, (name, value): (LuaString, LuaString)| {
+    m.func("sets", |cx, (name, value): (Text, Text)| {
         let pv = named_lua(cx, &name)?;
         set(cx, &pv, Some(PvValue::Str(value.as_bytes().to_vec())))?;
         Ok(1)
     })?;
-    m.func("seti", |cx, (name, value): (LuaString, Value)| {
+    m.func("seti", |cx, (name, value): (Text, Value)| {
         let pv = named_lua(cx, &name)?;
         let i = lua_int(&value).ok_or_else(|| {
             let name = name.to_string_lossy();
@@ -287,7 +292,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         set(cx, &pv, Some(PvValue::Int(i)))?;
         Ok(1)
     })?;
-    m.func("unset", |cx, name: LuaString| {
+    m.func("unset", |cx, name: Text| {
         let pv = named_lua(cx, &name)?;
         set(cx, &pv, None)?;
         Ok(1)

@@ -9,6 +9,7 @@
 //! none recorded it sends 500 "Server Internal Error". Other modules
 //! record theirs with `Cx::record_error`.
 
+use super::arg::Text;
 use super::module::Module;
 use super::reply;
 use crate::context;
@@ -17,8 +18,8 @@ use mlua::Value;
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for name in ["send_reply", "sl_send_reply"] {
-        m.func(name, |cx, (code, reason): (Value, String)| {
-            reply::send(cx, &code, &reason, |host, req, code, reason| {
+        m.func(name, |cx, (code, reason): (Value, Text)| {
+            reply::send(cx, &code, reason.to_str()?, |host, req, code, reason| {
                 host.sl_reply(req, code, reason)
             })
         })?;

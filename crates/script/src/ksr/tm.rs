@@ -8,6 +8,7 @@
 //! error, for `KSR.sl.sl_reply_error()`. Reply and branch routes and the
 //! status tests are in [`super::tm_routes`].
 
+use super::arg::Text;
 use super::module::{kemi_bool, Module};
 use super::reply;
 use super::tm_routes;
@@ -25,8 +26,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         cx.mark_handled();
         Ok(1)
     })?;
-    m.func("t_reply", |cx, (code, reason): (Value, String)| {
-        reply::send(cx, &code, &reason, |host, req, code, reason| {
+    m.func("t_reply", |cx, (code, reason): (Value, Text)| {
+        reply::send(cx, &code, reason.to_str()?, |host, req, code, reason| {
             host.t_reply(req, code, reason)
         })
     })?;
