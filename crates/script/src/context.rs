@@ -11,10 +11,15 @@
 //! VM holds a pointer to it (a slot of its own beside the context,
 //! [`Target`]), put back to what it was when the route returns, panics
 //! included ([`in_route`]): the `KSR` functions reach the request through
-//! [`with_request`], under the slot's borrow. Nothing is copied. (Before,
-//! the request was swapped into the slot and back, two moves of a struct
-//! of some 900 bytes per route; before that, a scoped userdata cost a Lua
-//! userdata with its metatable and destructor per route.)
+//! [`Here::with_request`], under the slot's borrow. Nothing is copied.
+//! (Before, the request was swapped into the slot and back, two moves of a
+//! struct of some 900 bytes per route; before that, a scoped userdata cost
+//! a Lua userdata with its metatable and destructor per route.)
+//!
+//! Each `KSR` function holds its VM's context and slot ([`Here`], taken
+//! when the VM is built), so reaching them costs it no lookup of the VM's
+//! app data (about 80 instructions each; 8 `KSR.pv.get` a request were
+//! 1,300 instructions of lookups).
 
 use crate::ops::EventClient;
 use crate::pv::MsgView;
@@ -162,9 +167,63 @@ struct Current {
     target: RefCell<Target>,
 }
 
-fn current(lua: &Lua) -> mlua::AppDataRef<'_, Current> {
-    lua.app_data_ref::<Current>()
+fn current(lua: &Lua) -> mlua::AppDataRef<'_, Rc<Current>> {
+    lua.app_data_ref::<Rc<Current>>()
         .expect("every VM has a context")
+}
+
+/// The VM's context and message slot, held: what a `KSR` function keeps
+/// (its closure takes one when the VM is built), so that reaching them
+/// costs no lookup of the app data.
+#[derive(Clone)]
+pub(crate) struct Here(Rc<Current>);
+
+/// The VM's [`Here`] (its context is installed first if it has none).
+pub(crate) fn here(lua: &Lua) -> Here {
+    install(lua);
+    Here(Rc::clone(&current(lua)))
+}
+
+impl Here {
+    /// [`with`], on this VM.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Context) -> R) -> R {
+        f(&mut self.0.cx.borrow_mut())
+    }
+
+    /// [`request_in`], on this VM.
+    pub(crate) fn with_request<R>(&self, f: impl FnOnce(&mut Request) -> R) -> Result<R, NotHere> {
+        request_in(&self.0, f)
+    }
+
+    /// [`with_view`], on this VM.
+    pub(crate) fn with_view<R>(&self, f: impl FnOnce(&dyn MsgView) -> R) -> Result<R, NotHere> {
+        view_in(&self.0, f)
+    }
+
+    /// [`with_state`], on this VM.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut RouteState) -> R) -> Result<R, NotHere> {
+        self.with(|cur| state_in(cur, f))
+    }
+
+    /// [`method_in`], on this VM.
+    pub(crate) fn method(&self) -> Result<Option<Method>, NotHere> {
+        method_in(&self.0)
+    }
+
+    /// [`kind_in`], on this VM.
+    pub(crate) fn route_kind(&self) -> Option<RouteKind> {
+        self.with(|cur| kind_in(cur))
+    }
+
+    /// [`handled_in`], on this VM.
+    pub(crate) fn mark_handled(&self) {
+        self.with(handled_in)
+    }
+
+    /// [`event_in`], on this VM.
+    pub(crate) fn event(&self) -> Result<Rc<EvapiCurrent>, NotHere> {
+        self.with(|cur| event_in(cur))
+    }
 }
 
 /// Run `f` on the VM's context (never across a call into Lua).
@@ -214,7 +273,7 @@ fn sip_context_in(current: &Context, kind: RouteKind, branch: u32) -> Context {
 /// [`in_route`], valid until that call returns, which first puts back the
 /// pointer that was here before (null, or a nested route's outer
 /// request). It is only turned into a reference under the slot's own
-/// borrow ([`with_request`]: `&mut`; [`with_view`]: shared), so the
+/// borrow ([`request_in`]: `&mut`; [`view_in`]: shared), so the
 /// borrow rules of the slot are those of the request.
 pub(crate) struct Target {
     what: What,
@@ -233,22 +292,26 @@ enum What {
     Reply,
 }
 
-/// What a new VM needs here: no context, no message.
+/// What a new VM needs here: no context, no message. A VM that has them
+/// keeps them (the `KSR` functions hold them: [`Here`]).
 pub(crate) fn install(lua: &Lua) {
-    lua.set_app_data(Current {
+    if lua.app_data_ref::<Rc<Current>>().is_some() {
+        return;
+    }
+    lua.set_app_data(Rc::new(Current {
         cx: RefCell::new(Context::default()),
         target: RefCell::new(Target {
             what: What::None,
             request: std::ptr::null_mut(),
             reply: None,
         }),
-    });
+    }));
 }
 
 /// Point the slot at `req` and make it hold `what`; what it held, or
 /// `None` if the slot could not be reached (then nothing changed).
 fn lend(lua: &Lua, req: *mut Request, what: What) -> Option<(What, *mut Request)> {
-    let cur = lua.app_data_ref::<Current>()?;
+    let cur = lua.app_data_ref::<Rc<Current>>()?;
     lend_in(&cur, req, what)
 }
 
@@ -316,7 +379,7 @@ pub(crate) fn in_reply_route<R>(
     f: impl FnOnce() -> R,
 ) -> (R, Context) {
     let swap = |lua: &Lua, what: What, reply: Option<ReplyCurrent>| {
-        let cur = lua.app_data_ref::<Current>()?;
+        let cur = lua.app_data_ref::<Rc<Current>>()?;
         let mut t = cur.target.try_borrow_mut().ok()?;
         let reply = std::mem::replace(&mut t.reply, reply);
         Some((std::mem::replace(&mut t.what, what), reply))
@@ -360,8 +423,7 @@ impl std::fmt::Display for NotHere {
 /// Run `f` on the current request (request, failure, resumed and branch
 /// routes). `f` may read the context, not reach the message again (that
 /// finds none).
-pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> Result<R, NotHere> {
-    let cur = current(lua);
+fn request_in<R>(cur: &Current, f: impl FnOnce(&mut Request) -> R) -> Result<R, NotHere> {
     match cur.cx.borrow().sip().map(|s| s.kind) {
         None => return Err(NotHere::NoSip),
         Some(k) if k.is_reply() => return Err(NotHere::Reply),
@@ -386,7 +448,11 @@ pub(crate) fn with_request<R>(lua: &Lua, f: impl FnOnce(&mut Request) -> R) -> R
 /// Run `f` on the current SIP message, request or reply, as the
 /// pseudo-variables see it.
 pub(crate) fn with_view<R>(lua: &Lua, f: impl FnOnce(&dyn MsgView) -> R) -> Result<R, NotHere> {
-    let cur = current(lua);
+    view_in(&current(lua), f)
+}
+
+/// [`with_view`], with the VM's [`Current`] found.
+fn view_in<R>(cur: &Current, f: impl FnOnce(&dyn MsgView) -> R) -> Result<R, NotHere> {
     if cur.cx.borrow().sip().is_none() {
         return Err(NotHere::NoSip);
     }
@@ -403,8 +469,8 @@ pub(crate) fn with_view<R>(lua: &Lua, f: impl FnOnce(&dyn MsgView) -> R) -> Resu
 }
 
 /// The method of the current message (a reply's CSeq method).
-pub(crate) fn method(lua: &Lua) -> Result<Option<Method>, NotHere> {
-    with_view(lua, |v| {
+fn method_in(cur: &Current) -> Result<Option<Method>, NotHere> {
+    view_in(cur, |v| {
         let m = v.msg();
         match m.method() {
             Some(x) => Some(x.clone()),
@@ -414,16 +480,21 @@ pub(crate) fn method(lua: &Lua) -> Result<Option<Method>, NotHere> {
 }
 
 /// The kind of the running SIP route.
-pub(crate) fn route_kind(lua: &Lua) -> Option<RouteKind> {
-    with(lua, |cur| cur.sip().map(|s| s.kind))
+fn kind_in(cur: &Context) -> Option<RouteKind> {
+    cur.sip().map(|s| s.kind)
 }
 
 /// Run `f` on the running SIP route's [`RouteState`].
 pub(crate) fn with_state<R>(lua: &Lua, f: impl FnOnce(&mut RouteState) -> R) -> Result<R, NotHere> {
-    with(lua, |cur| match cur {
+    with(lua, |cur| state_in(cur, f))
+}
+
+/// [`with_state`] in `cur`.
+fn state_in<R>(cur: &mut Context, f: impl FnOnce(&mut RouteState) -> R) -> Result<R, NotHere> {
+    match cur {
         Context::Sip(s) => Ok(f(&mut s.state)),
         _ => Err(NotHere::NoSip),
-    })
+    }
 }
 
 /// Whether a context's route called `KSR.drop()`.
@@ -432,12 +503,10 @@ pub(crate) fn drop_marked(cx: &Context) -> bool {
 }
 
 /// Record that the route replied, relayed or suspended.
-pub(crate) fn mark_handled(lua: &Lua) {
-    with(lua, |cur| {
-        if let Context::Sip(s) = cur {
-            s.handled = true;
-        }
-    });
+fn handled_in(cur: &mut Context) {
+    if let Context::Sip(s) = cur {
+        s.handled = true;
+    }
 }
 
 /// Record the reply a failed `KSR` function would have the request
@@ -462,8 +531,8 @@ pub(crate) fn dialog_event(lua: &Lua) -> Option<Rc<std::cell::RefCell<sip::Dialo
 }
 
 /// The current evapi event.
-pub(crate) fn event(lua: &Lua) -> Result<Rc<EvapiCurrent>, NotHere> {
-    with(lua, |cur| cur.event().cloned()).ok_or(NotHere::NoEvent)
+fn event_in(cur: &Context) -> Result<Rc<EvapiCurrent>, NotHere> {
+    cur.event().cloned().ok_or(NotHere::NoEvent)
 }
 
 fn transport_name(s: &Source) -> &'static str {

@@ -15,7 +15,6 @@
 //! [`route`]).
 
 use super::module::{Cx, Fail, Module};
-use crate::context;
 use mlua::{Function, LuaString, Value};
 use sip::Method;
 
@@ -58,18 +57,20 @@ fn method_letter(m: &Method) -> Option<char> {
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for (name, method) in TESTS {
         m.func(name, move |cx, ()| {
-            Ok(context::method(cx.lua)?.as_ref() == Some(&method))
+            Ok(cx.here().method()?.as_ref() == Some(&method))
         })?;
     }
     m.func("is_method_in", |cx, letters: LuaString| {
         let letters = letters.to_str()?;
-        Ok(context::method(cx.lua)?
+        Ok(cx
+            .here()
+            .method()?
             .as_ref()
             .and_then(method_letter)
             .is_some_and(|l| letters.contains(l)))
     })?;
     m.func("isdsturiset", |cx, ()| {
-        Ok(context::with_view(cx.lua, |v| v.dst_uri().is_some())?)
+        Ok(cx.here().with_view(|v| v.dst_uri().is_some())?)
     })?;
     m.func("force_rport", |cx, ()| {
         cx.request(|req| req.set_force_rport())?;
@@ -82,7 +83,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for name in ["drop", "set_drop"] {
         m.func(name, |cx, ()| {
             // Outside a SIP route there is no message to drop.
-            Ok(context::with_state(cx.lua, |s| s.drop = true)?)
+            Ok(cx.here().with_state(|s| s.drop = true)?)
         })?;
     }
     m.func("route", route)

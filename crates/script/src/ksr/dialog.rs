@@ -124,7 +124,8 @@ fn current(cx: &Cx<'_>) -> Option<Current> {
     if let Some(ev) = context::dialog_event(cx.lua) {
         return Some(Current::Event(ev));
     }
-    context::with_request(cx.lua, |r| r.dialog())
+    cx.here()
+        .with_request(|r| r.dialog())
         .ok()
         .flatten()
         .map(Current::Id)

@@ -21,7 +21,7 @@
 
 use super::arg::Text;
 use super::module::{Cx, Fail, Module};
-use crate::context::{self, RouteKind};
+use crate::context::RouteKind;
 use crate::ops::EventOps;
 use evapi::SendError;
 use mlua::LuaString;
@@ -68,7 +68,7 @@ const SENDS: [(&str, &str, SendFn, bool, SendKind); 4] = [
 /// Suspend the current request's transaction for an `async_*` send.
 fn suspend(cx: &Cx<'_>) -> Result<(), Fail> {
     let host = cx.sip()?;
-    if context::route_kind(cx.lua) != Some(RouteKind::Request) {
+    if cx.here().route_kind() != Some(RouteKind::Request) {
         return Err(Fail::new("only in the request route"));
     }
     cx.request(|req| host.t_suspend(req))??;

@@ -10,7 +10,6 @@
 //! listener's; with no port any listener's port matches, as in Kamailio.
 
 use super::module::{Cx, Fail, Module};
-use crate::context;
 use crate::pv::IpText;
 
 /// Whether `uri` names this host: a `sip:`/`sips:` URI by its host and
@@ -35,7 +34,7 @@ fn msg_uri_is_myself(
     cx: &Cx<'_>,
     pick: fn(&dyn crate::pv::MsgView) -> Option<&[u8]>,
 ) -> Result<bool, Fail> {
-    match context::with_view(cx.lua, |v| pick(v).map(<[u8]>::to_vec))? {
+    match cx.here().with_view(|v| pick(v).map(<[u8]>::to_vec))? {
         Some(uri) => uri_is_myself(cx, &uri),
         None => Ok(false),
     }
@@ -62,7 +61,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     })?;
     m.func("is_myself_srcip", |cx, ()| {
         let host = cx.sip()?;
-        let src = context::with_view(cx.lua, |v| v.source().map(|s| s.1.ip()))?;
+        let src = cx.here().with_view(|v| v.source().map(|s| s.1.ip()))?;
         // The address as text without a heap string (this runs for every
         // request of Kamailio's example script).
         Ok(src.is_some_and(|ip| host.is_myself(IpText::new(ip).as_str(), None)))

@@ -17,7 +17,6 @@
 use super::module::{Cx, Fail, Module};
 use super::out::Out;
 use super::pv::unix_now;
-use crate::context;
 use crate::pv::{get_sip, MsgView, Pv, PvValue};
 use crate::pvx::{auth_attr, contact_uri, source_uri, AuthAttr};
 
@@ -114,7 +113,7 @@ const INTS: [(&str, ReadInt, i64); 8] = [
 
 /// Read the current message with `read` (None outside a SIP route).
 fn read<T>(cx: &Cx<'_>, read: impl FnOnce(&dyn MsgView) -> Option<T>) -> Option<T> {
-    context::with_view(cx.lua, read).ok().flatten()
+    cx.here().with_view(read).ok().flatten()
 }
 
 fn string(cx: &Cx<'_>, v: Option<PvValue>, null: Null) -> Result<Out, Fail> {

@@ -200,6 +200,8 @@ pub(crate) struct Cx<'a> {
     pub lua: &'a Lua,
     name: &'a str,
     handles: &'a Handles,
+    /// The VM's context and message, held (no app data lookup).
+    here: &'a context::Here,
 }
 
 impl<'a> Cx<'a> {
@@ -259,24 +261,30 @@ impl<'a> Cx<'a> {
 
     /// Run `f` on the current request.
     pub fn request<R>(&self, f: impl FnOnce(&mut Request) -> R) -> Result<R, Fail> {
-        Ok(context::with_request(self.lua, f)?)
+        Ok(self.here.with_request(f)?)
+    }
+
+    /// The VM's context and message: `cx.here().with_view(...)` is
+    /// `cx.here().with_view(...)` without the lookup.
+    pub fn here(&self) -> &'a context::Here {
+        self.here
     }
 
     /// The current evapi event.
     pub fn event(&self) -> Result<Rc<EvapiCurrent>, Fail> {
-        Ok(context::event(self.lua)?)
+        Ok(self.here.event()?)
     }
 
     /// Record `e` as the route's last internal error, the one
     /// `KSR.sl.sl_reply_error()` answers with (no effect outside a SIP
     /// route).
     pub fn record_error(&self, e: &TmError) {
-        let _ = context::with_state(self.lua, |s| s.set_error(e));
+        let _ = self.here.with_state(|s| s.set_error(e));
     }
 
     /// Record that the route replied, relayed or suspended.
     pub fn mark_handled(&self) {
-        context::mark_handled(self.lua);
+        self.here.mark_handled();
     }
 
     /// Log a problem that does not end the function.
@@ -306,6 +314,7 @@ pub(crate) struct Module<'a> {
     table: Table,
     prefix: String,
     handles: &'a Arc<Handles>,
+    here: context::Here,
 }
 
 impl<'a> Module<'a> {
@@ -316,6 +325,7 @@ impl<'a> Module<'a> {
             table: ksr,
             prefix: "KSR".into(),
             handles,
+            here: context::here(lua),
         }
     }
 
@@ -328,6 +338,7 @@ impl<'a> Module<'a> {
             table,
             prefix: format!("{}.{name}", self.prefix),
             handles: self.handles,
+            here: self.here.clone(),
         })
     }
 
@@ -353,11 +364,13 @@ impl<'a> Module<'a> {
     {
         let full = format!("{}.{name}", self.prefix);
         let handles = self.handles.clone();
+        let here = self.here.clone();
         let func = self.lua.create_function(move |lua, args: A| {
             let cx = Cx {
                 lua,
                 name: &full,
                 handles: &handles,
+                here: &here,
             };
             match f(&cx, args) {
                 Ok(r) => Ok(r),

@@ -23,6 +23,7 @@ use super::out::Out;
 use crate::context;
 use crate::pv::{get_sip, get_sip_ref, with_host, with_user, EvField, Pv, PvRef, PvValue};
 use mlua::{Lua, LuaString, Value};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -44,7 +45,10 @@ pub(crate) fn carry_vars(from: &Lua, to: &Lua) {
 }
 
 /// Parsed pseudo-variable names of one VM: by text, and by the Lua
-/// string a script passed (see [`named_lua`]).
+/// string a script passed (see [`named_lua`]). In the VM's app data, and
+/// held by the `KSR.pv` functions (no lookup of the app data per call).
+type NamesCell = Rc<RefCell<Names>>;
+
 #[derive(Default)]
 struct Names {
     by_text: HashMap<Box<str>, Rc<Pv>>,
@@ -57,10 +61,17 @@ const LUA_SHORT_STRING: usize = 40;
 
 /// The parsed pseudo-variable `name`.
 pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
-    let mut names = cx
+    let names = cx
         .lua
-        .app_data_mut::<Names>()
-        .expect("every VM has the pv name cache");
+        .app_data_ref::<NamesCell>()
+        .expect("every VM has the pv name cache")
+        .clone();
+    named_in(&names, name)
+}
+
+/// [`named`], in the cache `names`.
+fn named_in(names: &RefCell<Names>, name: &str) -> Result<Rc<Pv>, Fail> {
+    let mut names = names.borrow_mut();
     if let Some(pv) = names.by_text.get(name) {
         return Ok(pv.clone());
     }
@@ -76,26 +87,17 @@ pub(crate) fn named(cx: &Cx<'_>, name: &str) -> Result<Rc<Pv>, Fail> {
 /// text (that is [`named`]'s, the first time). The cache holds the
 /// string, so the address cannot be reused by another string while it is
 /// there.
-pub(crate) fn named_lua(cx: &Cx<'_>, name: &Text) -> Result<Rc<Pv>, Fail> {
+fn named_lua(cx: &Cx<'_>, names: &RefCell<Names>, name: &Text) -> Result<Rc<Pv>, Fail> {
     let addr = name.addr();
-    {
-        let names = cx
-            .lua
-            .app_data_ref::<Names>()
-            .expect("every VM has the pv name cache");
-        if let Some((_, pv)) = names.by_string.get(&addr) {
-            return Ok(pv.clone());
-        }
+    if let Some((_, pv)) = names.borrow().by_string.get(&addr) {
+        return Ok(pv.clone());
     }
-    let pv = named(cx, name.to_str()?)?;
+    let pv = named_in(names, name.to_str()?)?;
     let bytes = name.as_bytes();
     if bytes.len() <= LUA_SHORT_STRING {
         // The same string, interned: a reference to it keeps it alive.
         let held = cx.lua.create_string(bytes)?;
-        let mut names = cx
-            .lua
-            .app_data_mut::<Names>()
-            .expect("every VM has the pv name cache");
+        let mut names = names.borrow_mut();
         if names.by_string.len() < MAX_NAMES && held.as_bytes().as_ptr() as usize == addr {
             names.by_string.insert(addr, (held, pv.clone()));
         }
@@ -110,7 +112,7 @@ pub(crate) fn get_lua(cx: &Cx<'_>, pv: &Pv) -> mlua::Result<Out> {
     if !reads_message(pv) {
         return cx.value(get(cx, pv));
     }
-    let made = context::with_view(cx.lua, |v| match get_sip_ref(pv, v) {
+    let made = cx.here().with_view(|v| match get_sip_ref(pv, v) {
         None => Ok(Value::Nil.into()),
         Some(PvRef::Int(i)) => Ok(Value::Integer(i).into()),
         Some(text) => cx.text(text.bytes().unwrap_or_default()),
@@ -142,14 +144,14 @@ fn reads_message(pv: &Pv) -> bool {
 /// Read `pv` in the current context; `None` is null.
 pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
     if reads_message(pv) {
-        return context::with_view(cx.lua, |v| get_sip(pv, v)).ok()?;
+        return cx.here().with_view(|v| get_sip(pv, v)).ok()?;
     }
     match pv {
         Pv::Var(n) => cx.lua.app_data_ref::<Vars>()?.0.get(n).cloned(),
         Pv::Shv(n) => cx.shared().shv_get(n),
         Pv::Sht(t, k) => cx.shared().sht_get(t, k),
         Pv::Evapi(field) => {
-            let ev = context::event(cx.lua).ok()?;
+            let ev = cx.here().event().ok()?;
             Some(match field {
                 EvField::Msg => PvValue::Str(ev.msg.as_ref()?.to_vec()),
                 EvField::SrcAddr if ev.client.via_nats() => PvValue::from("nats"),
@@ -165,14 +167,14 @@ pub(crate) fn get(cx: &Cx<'_>, pv: &Pv) -> Option<PvValue> {
         Pv::Jsonrpl(field) => super::jsonrpl(cx.lua, *field),
         Pv::Dlg(field) => super::dialog::pv_get(cx, *field),
         Pv::DlgVar(n) => super::dialog::pv_var(cx, n),
-        Pv::MsgTime => context::with_state(cx.lua, |s| {
-            PvValue::Int(*s.time.get_or_insert_with(unix_now))
-        })
-        .ok(),
+        Pv::MsgTime => cx
+            .here()
+            .with_state(|s| PvValue::Int(*s.time.get_or_insert_with(unix_now)))
+            .ok(),
         // The branch of a branch, reply or failure route; 0 elsewhere.
         Pv::TBranchIdx => context::branch_index(cx.lua).map(|b| PvValue::Int(b.into())),
-        Pv::Avp(n) => context::with_state(cx.lua, |s| s.avp(n)).ok()?,
-        Pv::Xavp(n, k) => context::with_state(cx.lua, |s| s.xavp(n, k)).ok()?,
+        Pv::Avp(n) => cx.here().with_state(|s| s.avp(n)).ok()?,
+        Pv::Xavp(n, k) => cx.here().with_state(|s| s.xavp(n, k)).ok()?,
         // Read from the message above.
         _ => None,
     }
@@ -207,14 +209,14 @@ pub(crate) fn set(cx: &Cx<'_>, pv: &Pv, value: Option<PvValue>) -> Result<(), Fa
             cx.request(|req| set_sip(req, pv, text.as_deref()))?
                 .map_err(|e| Fail::new(format_args!("cannot set {pv:?}: {e}")))?;
         }
-        Pv::Avp(n) => context::with_state(cx.lua, |s| match value {
+        Pv::Avp(n) => cx.here().with_state(|s| match value {
             Some(v) => s.push_avp(n, v),
             None => {
                 s.unset_avp(n);
                 Ok(())
             }
         })??,
-        Pv::Xavp(n, k) => context::with_state(cx.lua, |s| match value {
+        Pv::Xavp(n, k) => cx.here().with_state(|s| match value {
             Some(v) => s.set_xavp(n, k, v),
             None => {
                 s.unset_xavp(n, k);
@@ -252,12 +254,15 @@ fn set_sip(req: &mut sip::Request, pv: &Pv, text: Option<&str>) -> Result<(), St
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.lua().set_app_data(Vars::default());
-    m.lua().set_app_data(Names::default());
-    m.func("get", |cx, name: Text| {
-        Ok(get_lua(cx, &*named_lua(cx, &name)?)?)
+    let names = NamesCell::default();
+    m.lua().set_app_data(names.clone());
+    let n = names.clone();
+    m.func("get", move |cx, name: Text| {
+        Ok(get_lua(cx, &*named_lua(cx, &n, &name)?)?)
     })?;
-    m.func("gete", |cx, name: Text| {
-        let v = match named_lua(cx, &name) {
+    let n = names.clone();
+    m.func("gete", move |cx, name: Text| {
+        let v = match named_lua(cx, &n, &name) {
             Ok(pv) => get_lua(cx, &pv)?,
             Err(e) => {
                 cx.warn_fail(e)?;
@@ -269,8 +274,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             v => v,
         })
     })?;
-    m.func("is_null", |cx, name: Text| {
-        Ok(match named_lua(cx, &name) {
+    let n = names.clone();
+    m.func("is_null", move |cx, name: Text| {
+        Ok(match named_lua(cx, &n, &name) {
             Ok(pv) => get(cx, &pv).is_none(),
             Err(e) => {
                 cx.warn_fail(e)?;
@@ -278,13 +284,15 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             }
         })
     })?;
-    m.func("sets", |cx, (name, value): (Text, Text)| {
-        let pv = named_lua(cx, &name)?;
+    let n = names.clone();
+    m.func("sets", move |cx, (name, value): (Text, Text)| {
+        let pv = named_lua(cx, &n, &name)?;
         set(cx, &pv, Some(PvValue::Str(value.as_bytes().to_vec())))?;
         Ok(1)
     })?;
-    m.func("seti", |cx, (name, value): (Text, Value)| {
-        let pv = named_lua(cx, &name)?;
+    let n = names.clone();
+    m.func("seti", move |cx, (name, value): (Text, Value)| {
+        let pv = named_lua(cx, &n, &name)?;
         let i = lua_int(&value).ok_or_else(|| {
             let name = name.to_string_lossy();
             Fail::new(format_args!("{name}: the value is not an integer"))
@@ -292,8 +300,8 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         set(cx, &pv, Some(PvValue::Int(i)))?;
         Ok(1)
     })?;
-    m.func("unset", |cx, name: Text| {
-        let pv = named_lua(cx, &name)?;
+    m.func("unset", move |cx, name: Text| {
+        let pv = named_lua(cx, &names, &name)?;
         set(cx, &pv, None)?;
         Ok(1)
     })
@@ -302,7 +310,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{request, FakeClient, Vm};
-    use super::{Names, MAX_NAMES};
+    use super::{NamesCell, MAX_NAMES};
 
     #[test]
     fn var_and_shv_are_stored_and_typed() {
@@ -470,7 +478,8 @@ mod tests {
         let vm = Vm::new();
         vm.run(r#"for i = 1, 3 do KSR.pv.get("$ru"); KSR.pv.get("$var(a)") end"#);
         let cached = || {
-            let names = vm.lua.app_data_ref::<Names>().unwrap();
+            let names = vm.lua.app_data_ref::<NamesCell>().unwrap();
+            let names = names.borrow();
             (names.by_text.len(), names.by_string.len())
         };
         assert_eq!(cached(), (2, 2));
@@ -510,12 +519,14 @@ mod tests {
         // A name longer than Lua's short strings (40 bytes) has a new
         // address each time it is made: it is found by its text.
         let long = format!("$var({})", "x".repeat(50));
-        let before = vm.lua.app_data_ref::<Names>().unwrap().by_string.len();
+        let cached = || {
+            let names = vm.lua.app_data_ref::<NamesCell>().unwrap();
+            let n = names.borrow().by_string.len();
+            n
+        };
+        let before = cached();
         vm.run(&format!(r#"KSR.pv.seti("{long}", 5)"#));
         assert_eq!(vm.eval::<i64>(&format!(r#"KSR.pv.get("{long}")"#)), 5);
-        assert_eq!(
-            vm.lua.app_data_ref::<Names>().unwrap().by_string.len(),
-            before
-        );
+        assert_eq!(cached(), before);
     }
 }

@@ -8,7 +8,7 @@
 //! checks below 2^17, URI checks below 16) are -1 and a log line.
 
 use super::module::{lua_int, Cx, Fail, Module};
-use crate::context::{self, RouteKind};
+use crate::context::RouteKind;
 use mlua::Value;
 use sip::sanity::{sanity_check, SanityFailure, MSG_CHECKS_END, URI_CHECKS_END};
 use sip::Method;
@@ -31,7 +31,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
             };
             let m = flags(&msg_checks, MSG_CHECKS_END, "message check flags")?;
             let u = flags(&uri_checks, URI_CHECKS_END, "URI check flags")?;
-            let outcome = context::with_view(cx.lua, |v| sanity_check(v.msg(), m, u))?;
+            let outcome = cx.here().with_view(|v| sanity_check(v.msg(), m, u))?;
             match outcome {
                 Ok(()) => Ok(1),
                 Err(f) => Err(failed(cx, f)),
@@ -43,7 +43,10 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
 /// Reply as Kamailio does for a failed check, and say what failed.
 fn failed(cx: &Cx<'_>, f: SanityFailure) -> Fail {
     let mut why = format!("{} check failed: {}", f.check, f.reason);
-    let is_request = context::route_kind(cx.lua).is_some_and(|k| k != RouteKind::Reply);
+    let is_request = cx
+        .here()
+        .route_kind()
+        .is_some_and(|k| k != RouteKind::Reply);
     if f.code == 0 || !is_request {
         return Fail::new(why);
     }

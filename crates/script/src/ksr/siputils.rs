@@ -12,13 +12,12 @@
 //!   user part.
 
 use super::module::{kemi_bool, Cx, Fail, Module};
-use crate::context;
 use crate::pv::MsgView;
 use sip::HeaderName;
 
 /// `test` on the current message, as 1 or -1.
 fn test(cx: &Cx<'_>, test: impl FnOnce(&dyn MsgView) -> bool) -> Result<i64, Fail> {
-    Ok(kemi_bool(context::with_view(cx.lua, test)?))
+    Ok(kemi_bool(cx.here().with_view(test)?))
 }
 
 /// The top Record-Route URI's host and port, when it names an IP address
@@ -36,7 +35,7 @@ fn top_rr(v: &dyn MsgView) -> Option<(std::net::IpAddr, Option<u16>)> {
 }
 
 fn is_first_hop(cx: &Cx<'_>) -> Result<i64, Fail> {
-    let (is_request, single_via, has_rr, rr, src) = context::with_view(cx.lua, |v| {
+    let (is_request, single_via, has_rr, rr, src) = cx.here().with_view(|v| {
         let m = v.msg();
         (
             m.is_request(),

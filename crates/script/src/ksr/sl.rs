@@ -12,7 +12,6 @@
 use super::arg::Text;
 use super::module::Module;
 use super::reply;
-use crate::context;
 use crate::route_state::DEFAULT_ERROR;
 use mlua::Value;
 
@@ -25,7 +24,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
         })?;
     }
     m.func("sl_reply_error", |cx, ()| {
-        let (code, reason) = context::with_state(cx.lua, |s| s.last_error.clone())?
+        let (code, reason) = cx
+            .here()
+            .with_state(|s| s.last_error.clone())?
             .unwrap_or_else(|| (DEFAULT_ERROR.0, DEFAULT_ERROR.1.to_owned()));
         reply::send(
             cx,

@@ -18,7 +18,6 @@
 //! script's fixed patterns compile once.
 
 use super::module::{kemi_bool, Cx, Fail, Module};
-use crate::context;
 use regex::bytes::{Regex, RegexBuilder};
 use std::collections::HashMap;
 
@@ -59,7 +58,7 @@ fn search(cx: &Cx<'_>, re: &str, body_only: bool) -> Result<i64, Fail> {
         return Ok(1);
     }
     let r = compiled(cx, re)?;
-    Ok(kemi_bool(context::with_view(cx.lua, |v| {
+    Ok(kemi_bool(cx.here().with_view(|v| {
         let m = v.msg();
         r.is_match(if body_only { m.body() } else { m.buffer() })
     })?))
@@ -76,7 +75,7 @@ fn mime(v: &[u8]) -> Vec<u8> {
 }
 
 fn has_body(cx: &Cx<'_>, want: Option<&str>) -> Result<i64, Fail> {
-    Ok(kemi_bool(context::with_view(cx.lua, |v| {
+    Ok(kemi_bool(cx.here().with_view(|v| {
         if v.msg().content_length().unwrap_or(0) == 0 {
             return false;
         }
@@ -95,9 +94,9 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     m.func("has_body", |cx, ()| has_body(cx, None))?;
     m.func("has_body_type", |cx, t: String| has_body(cx, Some(&t)))?;
     m.func("is_present_hf", |cx, name: String| {
-        Ok(kemi_bool(context::with_view(cx.lua, |v| {
-            v.header(&name).is_some()
-        })?))
+        Ok(kemi_bool(
+            cx.here().with_view(|v| v.header(&name).is_some())?,
+        ))
     })?;
     m.func("search", |cx, re: String| search(cx, &re, false))?;
     m.func("search_body", |cx, re: String| search(cx, &re, true))

@@ -21,7 +21,6 @@
 use super::module::{kemi_bool, Cx, Fail, Module};
 use super::textops::compiled;
 use crate::call::{self, Outcome};
-use crate::context;
 use mlua::LuaString;
 use sip::Method;
 
@@ -59,9 +58,7 @@ pub(super) fn relay(cx: &Cx<'_>) -> Result<(), Fail> {
 /// The reply code a status test looks at: the reply's in a reply route,
 /// the one that ended the branch in a failure route.
 fn status(cx: &Cx<'_>) -> Option<u16> {
-    context::with_view(cx.lua, |v| v.reply_code())
-        .ok()
-        .flatten()
+    cx.here().with_view(|v| v.reply_code()).ok().flatten()
 }
 
 pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {

@@ -26,7 +26,7 @@
 use super::module::kemi_bool;
 use super::module::{lua_int, Fail, Module};
 use crate::call;
-use crate::context::{self, RouteKind};
+use crate::context::RouteKind;
 use mlua::Value;
 
 /// Whether the script defines the global function `name`.
@@ -78,7 +78,7 @@ pub(super) fn register(m: &Module<'_>) -> mlua::Result<()> {
     for (name, kinds) in KINDS {
         m.func(name, move |cx, ()| {
             Ok(kemi_bool(
-                context::route_kind(cx.lua).is_some_and(|k| kinds.contains(&k)),
+                cx.here().route_kind().is_some_and(|k| kinds.contains(&k)),
             ))
         })?;
     }
