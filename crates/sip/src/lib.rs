@@ -85,7 +85,7 @@ pub use edit::{Edit, Editor};
 pub use error::{ParseError, Shown};
 pub use header::HeaderName;
 pub use host::{BoundHost, SipHandle, SipHost, StartError};
-pub use key::{TransactionKey, MAGIC_COOKIE};
+pub use key::{AsKeyRef, KeyRef, TransactionKey, MAGIC_COOKIE};
 pub use message::{frame_length, unfold, Method, SipMessage, StreamFramer};
 pub use myself::Myself;
 pub use request::{ConnId, EditError, Request, Source, Transport, TxRef};

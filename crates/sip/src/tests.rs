@@ -273,6 +273,51 @@ fn transaction_keys() {
     assert_eq!(&top_via[..], b"SIP/2.0/UDP h;branch=1234");
 }
 
+/// A key borrowed from a message finds what its owned key was stored
+/// under, and nothing else: both kinds, a reply, an ACK (as the INVITE),
+/// a CANCEL (as itself, and as its INVITE), another method, another
+/// branch, another extension method.
+#[test]
+fn borrowed_keys_find_what_owned_keys_stored() {
+    use crate::key::AsKeyRef;
+    use std::collections::HashMap;
+    let stored = [
+        INVITE,
+        b"INVITE sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1234\r\nFrom: <sip:a@c>;tag=f\r\nTo: <sip:b@c>\r\nCall-ID: x\r\nCSeq: 5 INVITE\r\n\r\n",
+        b"FOO sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h:5070;branch=z9hG4bKfoo\r\nCSeq: 1 FOO\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP us:5060;branch=z9hG4bKours\r\nCSeq: 7 BAR\r\n\r\n",
+    ];
+    let mut map: HashMap<TransactionKey, usize, foldhash::fast::RandomState> = HashMap::default();
+    for (i, raw) in stored.iter().enumerate() {
+        let m = parse(raw);
+        let k = m.transaction_key().unwrap();
+        assert_eq!(k.key_ref(), m.transaction_key_ref().unwrap(), "{i}");
+        map.insert(k, i);
+    }
+    let find = |raw: &[u8]| {
+        let m = parse(raw);
+        let k = m.transaction_key_ref().unwrap();
+        map.get(&k as &dyn AsKeyRef).copied()
+    };
+    for (i, raw) in stored.iter().enumerate() {
+        assert_eq!(find(raw), Some(i), "{i}");
+    }
+    let ack = b"ACK sip:bob@biloxi.example.com SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds\r\n\r\n";
+    assert_eq!(find(ack), Some(0));
+    let cancel = parse(b"CANCEL sip:bob@biloxi.example.com SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds\r\n\r\n");
+    let ck = cancel.transaction_key_ref().unwrap();
+    assert_eq!(map.get(&ck as &dyn AsKeyRef), None);
+    assert_eq!(map.get(&ck.for_invite() as &dyn AsKeyRef), Some(&0));
+    assert_eq!(
+        ck.for_invite(),
+        cancel.transaction_key().unwrap().for_invite().key_ref()
+    );
+    assert_eq!(find(b"BYE sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h:5070;branch=z9hG4bKfoo\r\nCSeq: 1 BYE\r\n\r\n"), None);
+    assert_eq!(find(b"FOO sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h:5070;branch=z9hG4bKfo0\r\nCSeq: 1 FOO\r\n\r\n"), None);
+    assert_eq!(find(b"FOOX sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h:5070;branch=z9hG4bKfoo\r\nCSeq: 1 FOOX\r\n\r\n"), None);
+    assert_eq!(find(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP us:5060;branch=z9hG4bKours\r\nCSeq: 7 BAR\r\n\r\n"), Some(3));
+}
+
 #[test]
 fn editor_proxy_edits() {
     let m = parse(INVITE);

@@ -410,6 +410,21 @@ impl SipMessage {
         parse_cseq(v, |m| Method::from_slice(&self.buf, m))
     }
 
+    /// The CSeq's method token, as written in the message.
+    pub(crate) fn cseq_method_token(&self) -> Result<&[u8], ParseError> {
+        let v = self
+            .header_of(HeaderName::CSeq)
+            .ok_or(ParseError::MissingHeader("CSeq"))?;
+        parse_cseq(v, |_| Method::Invite)?;
+        // Checked: digits, whitespace, the token.
+        let s = crate::lex::trim_lws(v);
+        let n = s
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(s.len());
+        Ok(&s[crate::lex::skip_lws(s, n)..])
+    }
+
     /// The From header.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
         self.name_addr(0, HeaderName::From, "From")

@@ -319,9 +319,9 @@ impl Tm {
             Some(t) => Some(tx_id(t)),
             None => req
                 .msg()
-                .transaction_key()
+                .transaction_key_ref()
                 .ok()
-                .and_then(|k| self.by_key.get(&k.for_invite()).copied()),
+                .and_then(|k| self.by_key.get_ref(k.for_invite()).copied()),
         };
         id.and_then(|i| self.txs.get(&i))
             .is_some_and(|t| t.canceled)
@@ -332,11 +332,11 @@ impl Tm {
         if let Some(t) = req.tx {
             return self.txs.contains_key(&tx_id(t));
         }
-        match req.msg().transaction_key() {
+        match req.msg().transaction_key_ref() {
             Ok(k) if req.msg().method() == Some(&Method::Cancel) => {
-                self.by_key.contains_key(&k) || self.by_key.contains_key(&k.for_invite())
+                self.by_key.get_ref(k).is_some() || self.by_key.get_ref(k.for_invite()).is_some()
             }
-            Ok(k) => self.by_key.contains_key(&k),
+            Ok(k) => self.by_key.get_ref(k).is_some(),
             Err(_) => false,
         }
     }

@@ -102,17 +102,25 @@ impl Tm {
         now: u64,
         out: &mut Vec<Action>,
     ) -> Incoming {
-        let Ok(key) = req.msg().transaction_key() else {
+        // Looked up borrowed from the message: most requests start a
+        // transaction (or none), and only the ACK's lookup needs a key of
+        // its own.
+        if req.msg().method() == Some(&Method::Ack) {
+            return match req.msg().transaction_key() {
+                Ok(key) => self.on_ack(req, key, now),
+                Err(_) => Incoming::Route,
+            };
+        }
+        let Ok(key) = req.msg().transaction_key_ref() else {
             return Incoming::Route;
         };
         match req.msg().method() {
-            Some(Method::Ack) => self.on_ack(req, key, now),
             Some(Method::Cancel) => {
-                if let Some(&id) = self.by_key.get(&key) {
+                if let Some(&id) = self.by_key.get_ref(key) {
                     self.retransmission(id, out);
                     return Incoming::Absorbed;
                 }
-                match self.by_key.get(&key.for_invite()) {
+                match self.by_key.get_ref(key.for_invite()) {
                     Some(&inv) => {
                         self.on_cancel(req, inv, now, out);
                         Incoming::Absorbed
@@ -120,7 +128,7 @@ impl Tm {
                     None => Incoming::Route,
                 }
             }
-            _ => match self.by_key.get(&key) {
+            _ => match self.by_key.get_ref(key) {
                 Some(&id) => {
                     self.retransmission(id, out);
                     Incoming::Absorbed

@@ -4,7 +4,7 @@ use foldhash::fast::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-use crate::key::TransactionKey;
+use crate::key::{AsKeyRef, KeyRef, TransactionKey};
 
 /// Maps split in shards so that growing one rehashes a sixteenth of the
 /// table: one big rehash (hundreds of thousands of entries) would hold the
@@ -103,5 +103,14 @@ impl<K: ShardKey, V> Sharded<K, V> {
     #[cfg(test)]
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {
         self.maps.iter().flat_map(|m| m.values())
+    }
+}
+
+impl<V> Sharded<TransactionKey, V> {
+    /// The value under the key `k` names, borrowed from its message (an
+    /// owned key with the same parts hashes the same way).
+    pub(super) fn get_ref(&self, k: KeyRef<'_>) -> Option<&V> {
+        let i = (self.pick.hash_one(k) as usize) % SHARDS;
+        self.maps[i].get(&k as &dyn AsKeyRef)
     }
 }
