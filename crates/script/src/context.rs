@@ -18,8 +18,9 @@
 //!
 //! Each `KSR` function holds its VM's context and slot ([`Here`], taken
 //! when the VM is built), so reaching them costs it no lookup of the VM's
-//! app data (about 80 instructions each; 8 `KSR.pv.get` a request were
-//! 1,300 instructions of lookups).
+//! app data (about 80 instructions each; with `KSR.pv`'s name cache held
+//! the same way, the relay script's request, 8 `KSR.pv.get`, went from
+//! 31,988 to 30,299 instructions).
 
 use crate::ops::EventClient;
 use crate::pv::MsgView;
