@@ -37,6 +37,7 @@ transactions leave behind (allocator high-water, shm pages touched),
 which the "net" figure subtracts.
 """
 import os
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -138,7 +139,10 @@ def lua_script(uas_port, dialogs=True):
 def kamailio_cfg(rdir, sip_port, children, uas_port, dialogs=True, script="cfg", maxbuffer=0):
     """(cfg path, ctl socket path); the cfg (and for script "lua" the Lua
     file beside it) written into rdir."""
-    ctl = os.path.join(rdir, "kamailio_ctl")
+    # Kamailio's ctl module refuses a socket path over 104 bytes ("name
+    # too long"), and a run directory under a long --out makes one: the
+    # socket goes into a short directory of its own.
+    ctl = os.path.join(tempfile.mkdtemp(prefix="kctl-"), "ctl")
     if script == "lua":
         lua = os.path.join(rdir, "dialog.lua")
         open(lua, "w").write(lua_script(uas_port, dialogs))
