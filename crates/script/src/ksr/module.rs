@@ -264,8 +264,8 @@ impl<'a> Cx<'a> {
         Ok(self.here.with_request(f)?)
     }
 
-    /// The VM's context and message: `cx.here().with_view(...)` is
-    /// `cx.here().with_view(...)` without the lookup.
+    /// The VM's context and message: `cx.here().with_view(f)` does what
+    /// `context::with_view(cx.lua, f)` does, without the lookup.
     pub fn here(&self) -> &'a context::Here {
         self.here
     }
