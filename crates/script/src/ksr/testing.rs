@@ -344,60 +344,40 @@ pub(crate) struct Vm {
 impl Vm {
     /// A VM over a fresh [`FakeSip`] and [`FakeEvents`].
     pub fn new() -> Vm {
+        Vm::over_fakes(|h| h)
+    }
+
+    /// A VM over a fresh [`FakeSip`] and [`FakeEvents`], whose handles
+    /// `configure` sets up further.
+    fn over_fakes(configure: impl FnOnce(Handles) -> Handles) -> Vm {
         let sip = Arc::new(FakeSip::default());
         let events = Arc::new(FakeEvents::default());
-        let handles = Arc::new(Handles::new(
+        let handles = Handles::new(
             Some(sip.clone() as Arc<dyn SipOps>),
             Some(events.clone() as Arc<dyn EventOps>),
-        ));
-        Vm::with(sip, events, handles)
+        );
+        Vm::with(sip, events, Arc::new(configure(handles)))
     }
 
     /// A VM as [`Vm::new`], with `[maxfwd] max_limit = limit`.
     pub fn with_maxfwd_limit(limit: u8) -> Vm {
-        let sip = Arc::new(FakeSip::default());
-        let events = Arc::new(FakeEvents::default());
-        let handles = Handles::new(
-            Some(sip.clone() as Arc<dyn SipOps>),
-            Some(events.clone() as Arc<dyn EventOps>),
-        );
-        Vm::with(sip, events, Arc::new(handles.with_maxfwd_limit(limit)))
+        Vm::over_fakes(|h| h.with_maxfwd_limit(limit))
     }
 
     /// A VM as [`Vm::new`], whose `KSR.jsonrpcs.exec` calls `registry`.
     pub fn with_registry(registry: Arc<rpc::Registry>) -> Vm {
-        let sip = Arc::new(FakeSip::default());
-        let events = Arc::new(FakeEvents::default());
-        let handles = Handles::new(
-            Some(sip.clone() as Arc<dyn SipOps>),
-            Some(events.clone() as Arc<dyn EventOps>),
-        );
-        Vm::with(sip, events, Arc::new(handles.with_registry(Some(registry))))
+        Vm::over_fakes(|h| h.with_registry(Some(registry)))
     }
 
     /// A VM as [`Vm::new`], with NATS on through `nats`.
     pub fn with_nats(nats: Arc<FakeNats>) -> Vm {
-        let sip = Arc::new(FakeSip::default());
-        let events = Arc::new(FakeEvents::default());
-        let handles = Handles::new(
-            Some(sip.clone() as Arc<dyn SipOps>),
-            Some(events.clone() as Arc<dyn EventOps>),
-        )
-        .with_nats(Some(nats as Arc<dyn crate::ops::NatsOps>));
-        Vm::with(sip, events, Arc::new(handles))
+        Vm::over_fakes(|h| h.with_nats(Some(nats as Arc<dyn crate::ops::NatsOps>)))
     }
 
     /// A VM as [`Vm::new`] with `[script] memory_limit_mb = mb`, set on
     /// the VM and known to its handles, as an engine's VMs are.
     pub fn with_memory_limit_mb(mb: u64) -> Vm {
-        let sip = Arc::new(FakeSip::default());
-        let events = Arc::new(FakeEvents::default());
-        let handles = Handles::new(
-            Some(sip.clone() as Arc<dyn SipOps>),
-            Some(events.clone() as Arc<dyn EventOps>),
-        )
-        .with_memory_limit_mb(mb);
-        let vm = Vm::with(sip, events, Arc::new(handles));
+        let vm = Vm::over_fakes(|h| h.with_memory_limit_mb(mb));
         let limits = crate::limits::Limits {
             memory_limit_mb: mb,
             max_route_ms: 0,
