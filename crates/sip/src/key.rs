@@ -187,14 +187,6 @@ impl TransactionKey {
     }
 }
 
-fn matching_method(m: Method) -> Method {
-    if m == Method::Ack {
-        Method::Invite
-    } else {
-        m
-    }
-}
-
 /// A method token as a key holds it: ACK as INVITE.
 fn matching_token(m: &[u8]) -> &[u8] {
     if m == b"ACK" {
@@ -213,7 +205,8 @@ impl SipMessage {
     /// matches (§17.1.3).
     pub fn transaction_key(&self) -> Result<TransactionKey, ParseError> {
         let share = |s: &[u8]| self.share(s).unwrap_or_default();
-        let method = |m: &[u8]| matching_method(Method::from_slice(self.buffer(), m));
+        // The borrowed key's token already has ACK as INVITE.
+        let method = |m: &[u8]| Method::from_slice(self.buffer(), m);
         Ok(match self.transaction_key_ref()? {
             KeyRef::Rfc3261 {
                 branch,

@@ -414,6 +414,16 @@ pub(crate) fn parse_cseq(
     v: &[u8],
     to_method: impl Fn(&[u8]) -> Method,
 ) -> Result<CSeq, ParseError> {
+    let (number, method) = split_cseq(v)?;
+    Ok(CSeq {
+        number,
+        method: to_method(method),
+    })
+}
+
+/// A CSeq value checked and split: the number, and the method token as
+/// written (a slice of `v`).
+pub(crate) fn split_cseq(v: &[u8]) -> Result<(u32, &[u8]), ParseError> {
     let s = trim_lws(v);
     let bad = || ParseError::BadCSeq(Shown::new(s));
     let n_end = s.iter().position(|b| !b.is_ascii_digit()).ok_or_else(bad)?;
@@ -428,10 +438,7 @@ pub(crate) fn parse_cseq(
     if method.is_empty() || !method.iter().all(|&b| crate::header::is_token_char(b)) {
         return Err(bad());
     }
-    Ok(CSeq {
-        number,
-        method: to_method(method),
-    })
+    Ok((number, method))
 }
 
 #[cfg(test)]

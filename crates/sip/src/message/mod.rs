@@ -15,7 +15,7 @@ use crate::error::{ParseError, Shown};
 use crate::header::{HeaderName, KNOWN};
 use crate::lex::{first_element, parse_u64, CommaSplit};
 use crate::uri::Uri;
-use crate::values::{parse_cseq, CSeq, NameAddr, Via};
+use crate::values::{parse_cseq, split_cseq, CSeq, NameAddr, Via};
 
 pub use framer::{frame_length, StreamFramer};
 use scan::{content_end, content_length_of, leading_crlf, parse_start_line, scan_headers};
@@ -415,14 +415,7 @@ impl SipMessage {
         let v = self
             .header_of(HeaderName::CSeq)
             .ok_or(ParseError::MissingHeader("CSeq"))?;
-        parse_cseq(v, |_| Method::Invite)?;
-        // Checked: digits, whitespace, the token.
-        let s = crate::lex::trim_lws(v);
-        let n = s
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(s.len());
-        Ok(&s[crate::lex::skip_lws(s, n)..])
+        Ok(split_cseq(v)?.1)
     }
 
     /// The From header.
