@@ -4,6 +4,8 @@
 use mlua::{Lua, Table, Value};
 use serde_json::Value as Json;
 
+mod fast;
+
 /// Deepest nesting encoded: deep enough for any event, shallow enough for
 /// the 2 MiB stack of a worker thread (a table containing itself hits it).
 const MAX_DEPTH: usize = 128;
@@ -116,13 +118,17 @@ pub(crate) fn to_json(v: &Value, depth: usize) -> Result<Json, String> {
 /// Written against Lua's C API rather than as an mlua function: mlua
 /// makes every table, string and `raw_set` a protected call of its own,
 /// which cost about 10,700 instructions for the three fields of an evapi
-/// client's answer (`bench/instructions.py --script async`). Here the
-/// parsed document is pushed in one protected call ([`push_doc`]).
+/// client's answer (`bench/instructions.py --script async`). The text is
+/// parsed straight onto the stack in one protected call ([`push_fast`],
+/// the parser in `fast.rs`); building serde_json's document first, and
+/// freeing it, cost another 4,000 or so. A text that parser does not take
+/// goes to serde_json, for its message or (were the two ever to disagree)
+/// its document, pushed by [`push_doc`].
 ///
 /// A Lua error is a `longjmp`, which must not pass a Rust frame with a
-/// destructor still to run: the document is dropped before any error is
-/// raised from this frame, and the frames it passes inside `push_doc`
-/// hold only references.
+/// destructor still to run: the scratch buffer and the document are
+/// dropped before any error is raised from this frame, and the frames
+/// the protected calls pass hold only references.
 unsafe extern "C-unwind" fn decode(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
     use mlua::ffi;
     // SAFETY: called by Lua as a C function, with its arguments on `l`'s
@@ -141,6 +147,27 @@ unsafe extern "C-unwind" fn decode(l: *mut mlua::ffi::lua_State) -> std::ffi::c_
             ffi::lua_error(l);
         }
         let bytes = std::slice::from_raw_parts(text.cast::<u8>(), len);
+        let mut scratch = Vec::new();
+        let mut refused = false;
+        let status = {
+            let mut parser = fast::Parser::new(bytes, &mut scratch);
+            let mut call: FastCall = (&mut parser, &mut refused);
+            ffi::lua_pushcfunction(l, push_fast);
+            ffi::lua_pushlightuserdata(l, (&raw mut call).cast());
+            ffi::lua_pcall(l, 1, 1, 0)
+        };
+        drop(scratch);
+        if status != ffi::LUA_OK {
+            // The error value (out of memory, most likely) is on top.
+            ffi::lua_error(l);
+        }
+        if !refused {
+            return 1;
+        }
+        // Not JSON (or not as the parser reads it): serde_json says why.
+        ffi::lua_settop(l, -2);
+        #[cfg(test)]
+        tests::SERDE_CALLS.with(|n| n.set(n.get() + 1));
         let doc = match serde_json::from_slice::<Json>(bytes) {
             Ok(doc) => doc,
             Err(e) => {
@@ -160,6 +187,29 @@ unsafe extern "C-unwind" fn decode(l: *mut mlua::ffi::lua_State) -> std::ffi::c_
             ffi::lua_error(l);
         }
         1
+    }
+}
+
+/// The parser and its outcome, as `decode` hands them to [`push_fast`].
+type FastCall<'p, 'a> = (&'p mut fast::Parser<'a>, &'p mut bool);
+
+/// Parse and push the text of the parser whose address (in a
+/// [`FastCall`]) is the light userdata at index 1. Returns the value, or
+/// nothing (the caller then sees nil) with the flag set when the parser
+/// refused the text.
+unsafe extern "C-unwind" fn push_fast(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called only by `decode`'s `lua_pcall`, with the address of
+    // a `FastCall` that outlives the call; a C function starts with
+    // LUA_MINSTACK free slots.
+    unsafe {
+        let (parser, refused) = &mut *mlua::ffi::lua_touserdata(l, 1).cast::<FastCall>();
+        match parser.document(l) {
+            Ok(()) => 1,
+            Err(fast::Refused) => {
+                **refused = true;
+                0
+            }
+        }
     }
 }
 
@@ -252,6 +302,12 @@ pub(crate) fn path_get<'a>(json: &'a Json, path: &str) -> Option<&'a Json> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Texts `decode` handed to serde_json on this thread.
+        pub(super) static SERDE_CALLS: Cell<usize> = const { Cell::new(0) };
+    }
 
     /// A VM with the module as the global `cjson`.
     fn vm_with_cjson() -> Lua {
@@ -421,6 +477,242 @@ mod tests {
         lua.set_memory_limit(0).unwrap();
         let n: i64 = lua.load("return #cjson.decode(text)").eval().unwrap();
         assert_eq!(n, 20_000);
+    }
+
+    /// A tiny xorshift generator: the same texts on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    /// A random JSON text: nested containers, strings with escapes and
+    /// raw UTF-8, integers at the edges of `i64` and `u64`, floats that
+    /// both parsers round the same way (short mantissas, small exponents).
+    fn random_json(rng: &mut Rng, depth: u32, out: &mut String) {
+        let ws = [" ", "", "\n", "\t", "  \r\n"];
+        match rng.below(if depth > 3 { 4 } else { 6 }) {
+            0 => out.push_str(rng.pick(&[
+                "0",
+                "-0",
+                "7",
+                "-12",
+                "9223372036854775807",
+                "9223372036854775808",
+                "-9223372036854775808",
+                "-9223372036854775809",
+                "18446744073709551615",
+                "18446744073709551616",
+                "123456789012345678901234567890",
+                "1.5",
+                "-2.25e3",
+                "1E2",
+                "0.1",
+                "3e-7",
+                "-0.0",
+                "2.5E+10",
+                "1e308",
+                "5e-324",
+            ])),
+            1 => out.push_str(rng.pick(&["true", "false", "null"])),
+            2 | 3 => {
+                out.push('"');
+                for _ in 0..rng.below(6) {
+                    out.push_str(rng.pick(&[
+                        "a",
+                        "tindex",
+                        " ",
+                        "\\\"",
+                        "\\\\",
+                        "\\/",
+                        "\\n",
+                        "\\t",
+                        "\\b\\f\\r",
+                        "\\u00e9",
+                        "\\u0000",
+                        "\\ud83d\\ude00",
+                        "é",
+                        "日本",
+                        "\\uFFFF",
+                    ]));
+                }
+                out.push('"');
+            }
+            kind => {
+                let object = kind == 4;
+                out.push(if object { '{' } else { '[' });
+                for i in 0..rng.below(5) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(rng.pick(&ws));
+                    if object {
+                        out.push_str(rng.pick(&["\"k\"", "\"tlabel\"", "\"\"", "\"k\\u0041\""]));
+                        out.push_str(rng.pick(&ws));
+                        out.push(':');
+                    }
+                    random_json(rng, depth + 1, out);
+                    out.push_str(rng.pick(&ws));
+                }
+                out.push(if object { '}' } else { ']' });
+            }
+        }
+    }
+
+    /// Whether the Lua value is the one serde_json reads: integers as
+    /// integers, other numbers as floats, null as the null light
+    /// userdata, containers entry by entry. A float may be one unit in
+    /// the last place away: `decode` rounds correctly (as lua-cjson's
+    /// `strtod` does), serde_json without `float_roundtrip` not always
+    /// (30-digit integers, for one).
+    fn same(lua_value: &Value, json: &Json) -> bool {
+        match (lua_value, json) {
+            (Value::LightUserData(p), Json::Null) => p.0.is_null(),
+            (Value::Boolean(a), Json::Bool(b)) => a == b,
+            (Value::Integer(a), Json::Number(n)) => n.as_i64() == Some(*a),
+            (Value::Number(a), Json::Number(n)) => {
+                let b = n.as_f64().unwrap_or(f64::NAN);
+                n.as_i64().is_none()
+                    && a.is_sign_negative() == b.is_sign_negative()
+                    && a.to_bits().abs_diff(b.to_bits()) <= 1
+            }
+            (Value::String(a), Json::String(b)) => a.as_bytes().as_ref() == b.as_bytes(),
+            (Value::Table(t), Json::Array(items)) => {
+                t.clone().pairs::<Value, Value>().count() == items.len()
+                    && items
+                        .iter()
+                        .enumerate()
+                        .all(|(i, j)| same(&t.raw_get::<Value>(i + 1).unwrap(), j))
+            }
+            (Value::Table(t), Json::Object(map)) => {
+                t.clone().pairs::<Value, Value>().count() == map.len()
+                    && map
+                        .iter()
+                        .all(|(k, j)| same(&t.raw_get::<Value>(k.as_str()).unwrap(), j))
+            }
+            _ => false,
+        }
+    }
+
+    /// `decode`'s own parser against serde_json, on hand-picked edges and
+    /// on generated texts and their one-byte mutations: the same texts
+    /// taken, the same values, and for a refused text serde_json's own
+    /// message. A text serde_json takes must never have needed it.
+    #[test]
+    fn the_same_texts_and_values_as_serde_json() {
+        let lua = vm_with_cjson();
+        let decode: mlua::Function = lua
+            .load("return function(t) return pcall(cjson.decode, t) end")
+            .eval()
+            .unwrap();
+        let mut texts: Vec<Vec<u8>> = [
+            "",
+            " ",
+            "-",
+            "01",
+            "-01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "[1 2]",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\u00zz\"",
+            "\"\\x\"",
+            "1e400",
+            "-1e400",
+            "tru",
+            "nul",
+            "falsey",
+            "\"a\u{1}\"",
+            "\"abc",
+            "[",
+            "{",
+            "{\"a\":",
+            "\u{feff}1",
+            "  {\"a\" : [ 1 , 2 ] }  ",
+            "[[]]x",
+            "{\"tindex\":12,\"tlabel\":3456,\"action\":\"reply\"}",
+            "1 2",
+            "\"\\/\"",
+        ]
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect();
+        texts.push(b"\"\xff\"".to_vec());
+        texts.push(b"\"\xc3\x28\"".to_vec());
+        texts.push(b"[\"\\u00e9\xe9\"]".to_vec());
+        for n in [126, 127, 128, 129] {
+            let mut t = "[".repeat(n);
+            t.push_str(&"]".repeat(n));
+            texts.push(t.into_bytes());
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let noise: &[u8] = b"{}[]\",:\\ -+0123e.tfnu\x01\xff\xc3\t";
+        for _ in 0..3_000 {
+            let mut text = String::new();
+            random_json(&mut rng, 0, &mut text);
+            let text = text.into_bytes();
+            for _ in 0..3 {
+                let mut m = text.clone();
+                let at = rng.below(m.len() + 1);
+                match rng.below(3) {
+                    0 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    1 if at < m.len() => m[at] = noise[rng.below(noise.len())],
+                    _ => m.insert(at, noise[rng.below(noise.len())]),
+                }
+                texts.push(m);
+            }
+            texts.push(text);
+        }
+        let (mut taken, mut refused) = (0, 0);
+        for text in &texts {
+            let shown = String::from_utf8_lossy(text);
+            let before = SERDE_CALLS.with(Cell::get);
+            let (ok, got): (bool, Value) = decode.call(lua.create_string(text).unwrap()).unwrap();
+            let asked_serde = SERDE_CALLS.with(Cell::get) > before;
+            match serde_json::from_slice::<Json>(text) {
+                Ok(want) => {
+                    taken += 1;
+                    assert!(ok, "{shown:?} is JSON: {got:?}");
+                    assert!(same(&got, &want), "{shown:?}: {got:?} against {want:?}");
+                    assert!(!asked_serde, "{shown:?} is JSON, yet needed serde_json");
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(!ok, "{shown:?} is not JSON ({e}), yet decoded");
+                    let msg = got.to_string().unwrap();
+                    assert!(
+                        msg.contains(&format!("cjson.decode: {e}")),
+                        "{shown:?}: {msg}"
+                    );
+                }
+            }
+        }
+        assert!(
+            taken > 3_000 && refused > 3_000,
+            "{taken} taken, {refused} refused"
+        );
     }
 
     #[test]
