@@ -120,23 +120,31 @@ def cpu_ticks(pids):
     return tot
 
 
-def task_ns(pids):
-    """Time on a CPU of every thread of `pids`, in nanoseconds, from each
-    task's schedstat (the scheduler's own count, exact), as {(pid, tid): ns}.
-    utime + stime in /proc/PID/stat come in 10 ms ticks: 12 or 13 of them
-    for the probe row's 500 calls at 100 calls/s, a 20 µs step in its CPU
-    per call; schedstat has no such step."""
-    out = {}
+def threads(pids):
+    """(pid, tid) of every thread of `pids` (processes gone are skipped)."""
     for p in pids:
         try:
             tids = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
         for t in tids:
-            try:
-                out[(p, t)] = int(open(f"/proc/{p}/task/{t}/schedstat").read().split()[0])
-            except (OSError, IndexError, ValueError):
-                pass
+            yield p, t
+
+
+def task_ns(pids):
+    """Time on a CPU of every thread of `pids`, in nanoseconds, from each
+    task's schedstat (the scheduler's own count, exact), as {(pid, tid): ns}.
+    utime + stime in /proc/PID/stat come in 10 ms ticks: 12 or 13 of them
+    for the probe row's 500 calls at 100 calls/s, a 20 µs step in its CPU
+    per call; schedstat has no such step. It lags by the slice a thread is
+    running at the moment it is read, so it is read with the server idle
+    (before the load and after it)."""
+    out = {}
+    for p, t in threads(pids):
+        try:
+            out[(p, t)] = int(open(f"/proc/{p}/task/{t}/schedstat").read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
     return out
 
 
@@ -153,18 +161,13 @@ def wakeups(pids):
     """Voluntary context switches (the thread slept and was woken) summed
     over every thread of `pids`: how often the server went to sleep."""
     tot = 0
-    for p in pids:
+    for p, t in threads(pids):
         try:
-            tids = os.listdir(f"/proc/{p}/task")
+            for l in open(f"/proc/{p}/task/{t}/status"):
+                if l.startswith("voluntary_ctxt_switches:"):
+                    tot += int(l.split()[1])
         except OSError:
-            continue
-        for t in tids:
-            try:
-                for l in open(f"/proc/{p}/task/{t}/status"):
-                    if l.startswith("voluntary_ctxt_switches:"):
-                        tot += int(l.split()[1])
-            except OSError:
-                pass
+            pass
     return tot
 
 
