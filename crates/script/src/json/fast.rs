@@ -7,7 +7,7 @@
 //! take, [`Parser::document`] reports as [`Refused`], and the caller asks
 //! serde_json, whose message says why (or, were the two ever to disagree,
 //! whose value is pushed). So this parser only has to refuse everything
-//! serde_json refuses; `tests::the_same_texts_and_values_as_serde_json`
+//! serde_json refuses; `decode::tests::the_same_texts_and_values_as_serde_json`
 //! compares the two on generated texts.
 //!
 //! Lua raises its errors (out of memory, no room on the stack) with a
