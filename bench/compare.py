@@ -43,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -419,7 +420,12 @@ class Kamailio:
             raise RuntimeError(f"kamailio -c -f {cfg} failed, see {rdir}/check.log")
         # shared memory as for async (--kam-shm): at 2000 calls/s, 256 MB runs out (each
         # INVITE and BYE transaction lives 5 s more, wait_timer)
-        args = ["kamailio", "-f", cfg, "-DD", "-m", str(self.a.kam_shm), "-M", "16", "-Y", rdir, "-w", rdir]
+        # The example cfg loads jsonrpcs, whose datagram socket goes into
+        # the runtime directory (-Y), and Kamailio refuses a socket path
+        # over 104 bytes ("socket path is too long"): a run directory under
+        # a long --out makes one, so the runtime directory is a short one.
+        run = tempfile.mkdtemp(prefix="krun-")
+        args = ["kamailio", "-f", cfg, "-DD", "-m", str(self.a.kam_shm), "-M", "16", "-Y", run, "-w", rdir]
         self.log = open(os.path.join(rdir, "server.log"), "w")
         self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, cwd=rdir)
         if not wait_ports(self.p, evapi=False):
