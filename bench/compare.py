@@ -381,6 +381,8 @@ class Kamailio:
     def __init__(self, a):
         self.a = a
         self.cfg = os.path.join(HERE, "kamailio", "kamailio.cfg")
+        # short directories made for one run's sockets, removed by stop()
+        self.tmpdirs = []
 
     def version(self):
         return sh(["kamailio", "-v"]).stdout.splitlines()[0].strip()
@@ -425,6 +427,7 @@ class Kamailio:
         # over 104 bytes ("socket path is too long"): a run directory under
         # a long --out makes one, so the runtime directory is a short one.
         run = tempfile.mkdtemp(prefix="krun-")
+        self.tmpdirs.append(run)
         args = ["kamailio", "-f", cfg, "-DD", "-m", str(self.a.kam_shm), "-M", "16", "-Y", run, "-w", rdir]
         self.log = open(os.path.join(rdir, "server.log"), "w")
         self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, cwd=rdir)
@@ -438,6 +441,7 @@ class Kamailio:
         """The dialog row's cfg (bench/dialog.py writes it), checked with kamailio -c."""
         cfg, self.ctl = dialog.kamailio_cfg(rdir, SIP_PORT, self.a.children, SIPP_PORT + 300, dialogs,
                                             self.a.dialog_kam_script, self.a.udp_buffer)
+        self.tmpdirs.append(os.path.dirname(self.ctl))
         ok, out = basic.check_cfg(cfg)
         open(os.path.join(rdir, "check.log"), "w").write(out)
         if not ok:
@@ -465,6 +469,9 @@ class Kamailio:
     def stop(self):
         stop_proc(self.p)
         self.log.close()
+        for d in self.tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.tmpdirs = []
 
 
 class Evapi:
