@@ -14,9 +14,9 @@ use super::fast;
 /// makes every table, string and `raw_set` a protected call of its own,
 /// which cost about 10,700 instructions for the three fields of an evapi
 /// client's answer (`bench/instructions.py --script async`). The text is
-/// parsed straight onto the stack in one protected call ([`push_fast`],
-/// the parser in `fast.rs`); building serde_json's document first, and
-/// freeing it, cost another 4,000 or so. A text that parser does not take
+/// parsed straight onto the stack in one protected call ([`fast::push`]);
+/// building serde_json's document first, and freeing it, cost another
+/// 4,000 or so. A text that parser does not take
 /// goes to serde_json, for its message or (were the two ever to disagree)
 /// its document, pushed by [`push_doc`].
 ///
@@ -43,13 +43,11 @@ pub(super) unsafe extern "C-unwind" fn decode(l: *mut mlua::ffi::lua_State) -> s
         }
         let bytes = std::slice::from_raw_parts(text.cast::<u8>(), len);
         let mut scratch = Vec::new();
-        let mut refused = false;
-        let status = {
+        let (status, refused) = {
             let mut parser = fast::Parser::new(bytes, &mut scratch);
-            let mut call: FastCall = (&mut parser, &mut refused);
-            ffi::lua_pushcfunction(l, push_fast);
-            ffi::lua_pushlightuserdata(l, (&raw mut call).cast());
-            ffi::lua_pcall(l, 1, 1, 0)
+            ffi::lua_pushcfunction(l, fast::push);
+            ffi::lua_pushlightuserdata(l, (&raw mut parser).cast());
+            (ffi::lua_pcall(l, 1, 1, 0), parser.refused)
         };
         drop(scratch);
         if status != ffi::LUA_OK {
@@ -82,29 +80,6 @@ pub(super) unsafe extern "C-unwind" fn decode(l: *mut mlua::ffi::lua_State) -> s
             ffi::lua_error(l);
         }
         1
-    }
-}
-
-/// The parser and its outcome, as `decode` hands them to [`push_fast`].
-type FastCall<'p, 'a> = (&'p mut fast::Parser<'a>, &'p mut bool);
-
-/// Parse and push the text of the parser whose address (in a
-/// [`FastCall`]) is the light userdata at index 1. Returns the value, or
-/// nothing (the caller then sees nil) with the flag set when the parser
-/// refused the text.
-unsafe extern "C-unwind" fn push_fast(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
-    // SAFETY: called only by `decode`'s `lua_pcall`, with the address of
-    // a `FastCall` that outlives the call; a C function starts with
-    // LUA_MINSTACK free slots.
-    unsafe {
-        let (parser, refused) = &mut *mlua::ffi::lua_touserdata(l, 1).cast::<FastCall>();
-        match parser.document(l) {
-            Ok(()) => 1,
-            Err(fast::Refused) => {
-                **refused = true;
-                0
-            }
-        }
     }
 }
 

@@ -17,6 +17,27 @@
 
 use mlua::ffi;
 
+/// A C function for `lua_pcall`: parse and push the text of the
+/// [`Parser`] whose address is the light userdata at index 1. Returns the
+/// value, or nothing (the caller then sees nil) with `refused` set.
+///
+/// # Safety
+/// Called only through `lua_pcall`, with the address of a `Parser` that
+/// outlives the call; a C function starts with LUA_MINSTACK free slots.
+pub(super) unsafe extern "C-unwind" fn push(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: as for this function.
+    unsafe {
+        let parser = &mut *ffi::lua_touserdata(l, 1).cast::<Parser>();
+        match parser.document(l) {
+            Ok(()) => 1,
+            Err(Refused) => {
+                parser.refused = true;
+                0
+            }
+        }
+    }
+}
+
 /// Deepest nesting taken: serde_json refuses the 128th level.
 const MAX_NESTING: u32 = 127;
 
@@ -31,6 +52,8 @@ pub(super) struct Parser<'a> {
     depth: u32,
     /// Unescaped strings are built here.
     scratch: &'a mut Vec<u8>,
+    /// Set by [`push`] when [`Parser::document`] refused the text.
+    pub(super) refused: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -40,6 +63,7 @@ impl<'a> Parser<'a> {
             at: 0,
             depth: 0,
             scratch,
+            refused: false,
         }
     }
 
