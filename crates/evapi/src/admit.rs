@@ -36,6 +36,9 @@ pub(crate) fn claim_slot(shared: &Shared, peer: SocketAddr) -> Option<Arc<Client
                 shared.chunks.clone(),
             ));
             reg.insert(c.clone());
+            // Under the registry's lock, as relays to every client are
+            // made: each such relay is in the log before or after this.
+            c.outbox.subscribe(&shared.log);
             c
         })
     };

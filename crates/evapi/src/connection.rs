@@ -86,7 +86,12 @@ pub(crate) async fn serve<R, W>(
     client.request_close(reason.clone());
     // The slot is free at once, before any flush below: a client that has
     // gone must not keep the next one out.
-    shared.registry_mut().remove(client.conidx, client.id);
+    {
+        let mut registry = shared.registry_mut();
+        registry.remove(client.conidx, client.id);
+        // Relays to every client from now on are not for this one.
+        client.outbox.unsubscribe();
+    }
 
     // On a clean close (shutdown, or close() by the handler), what was
     // queued before it still goes out, within a bound. After a failed or

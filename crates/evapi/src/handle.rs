@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::handler::{check_tag, TagError};
-use crate::outbox::{ChunkPool, Frame, PendingRelays, Push};
+use crate::outbox::{ChunkPool, FanoutLog, Frame, PendingRelays, Push};
 use crate::registry::{Client, CloseReason, Pick, Registry};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     pub pending: Arc<PendingRelays>,
     /// Copy buffers for the clients' queues, reused.
     pub chunks: Arc<ChunkPool>,
+    /// Small frames relayed to every client, read by all their writers.
+    pub log: Arc<FanoutLog>,
     pub counters: Counters,
     pub next_id: AtomicU64,
     /// Connections in their TLS handshake or auth, not clients yet.
@@ -173,6 +175,7 @@ impl Shared {
             registry: RwLock::new(Registry::default()),
             pending: Arc::new(PendingRelays::default()),
             chunks: Arc::default(),
+            log: Arc::default(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
             pending_connections: AtomicUsize::new(0),
@@ -329,6 +332,24 @@ impl EvapiHandle {
             }
         };
         let sent = match tag {
+            // A small frame to every client (of several) is appended once
+            // to the fan-out log that all their writers read (unless each
+            // recipient is to be logged).
+            None if !alone && !log && matches!(frame, Frame::Small { .. }) => {
+                shared.log.append(&frame, |end| {
+                    // The log would pass some client's limit: look at each.
+                    let mut room = u64::MAX;
+                    for c in registry.all() {
+                        match c.outbox.log_room(end) {
+                            Some(r) => room = room.min(r),
+                            None => c.request_close(CloseReason::QueueLimit(
+                                shared.config.client_queue_limit,
+                            )),
+                        }
+                    }
+                    room
+                })
+            }
             None => registry.all().filter(|c| deliver(c)).count(),
             Some(tag) => registry.for_tag(tag, pick, |c| deliver(c)),
         };

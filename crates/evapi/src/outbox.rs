@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -209,6 +209,14 @@ enum Piece {
     Copied { buf: Vec<u8>, frames: u64 },
     /// One frame shared with its other recipients.
     Shared(SharedFrame),
+    /// Bytes `from..to` of a chunk of the event socket's [`FanoutLog`],
+    /// counting `frames` frames.
+    Log {
+        chunk: Arc<log::Chunk>,
+        from: usize,
+        to: usize,
+        frames: u64,
+    },
 }
 
 impl Piece {
@@ -216,16 +224,27 @@ impl Piece {
         match self {
             Piece::Copied { buf, .. } => buf,
             Piece::Shared(f) => &f.bytes,
+            Piece::Log {
+                chunk, from, to, ..
+            } => chunk.bytes(*from, *to),
         }
     }
 
     /// Frames that end in this piece.
     fn frames(&self) -> u64 {
         match self {
-            Piece::Copied { frames, .. } => *frames,
+            Piece::Copied { frames, .. } | Piece::Log { frames, .. } => *frames,
             Piece::Shared(_) => 1,
         }
     }
+}
+
+/// A piece queued for one client alone, and where it goes among the
+/// frames of the fan-out log: after the log's bytes before `at`.
+#[derive(Debug)]
+struct Queued {
+    at: u64,
+    piece: Piece,
 }
 
 /// Counts relays in flight, for `context_mlimit`.
@@ -314,9 +333,9 @@ pub(crate) enum Push {
     Overflow,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queue {
-    pieces: VecDeque<Piece>,
+    pieces: VecDeque<Queued>,
     /// Bytes in `pieces`.
     bytes: usize,
     closed: bool,
@@ -332,6 +351,29 @@ struct Queue {
     /// When a frame for this client alone last found nothing queued and
     /// nothing being written (whether it was then written at once or not).
     last: Option<Instant>,
+    /// This client's place in the fan-out log, while it reads it.
+    cursor: Option<log::Cursor>,
+    /// The log position where the client stopped being a recipient (it
+    /// left the registry); the log's bytes from there are not for it.
+    log_stop: u64,
+    /// The log's end at `log_stop`, to count its last frames.
+    stop_mark: Option<log::End>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            pieces: VecDeque::new(),
+            bytes: 0,
+            closed: false,
+            writing: false,
+            direct: None,
+            last: None,
+            cursor: None,
+            log_stop: u64::MAX,
+            stop_mark: None,
+        }
+    }
 }
 
 /// A frame for one client alone (not a relay to several) that finds
@@ -365,6 +407,13 @@ pub(crate) struct Outbox {
     /// so a client that stops reading fills its queue.
     frames_written: AtomicU64,
     bytes_written: AtomicU64,
+    /// The event socket's fan-out log, once this client reads it.
+    log: OnceLock<Arc<FanoutLog>>,
+    /// The log's bytes for this client are those from `log_base` (where
+    /// it started reading) to `log_until` (where it stopped: left the
+    /// registry, or cut; the log's end until then). `u64::MAX` for none.
+    log_base: AtomicU64,
+    log_until: AtomicU64,
 }
 
 impl Outbox {
@@ -379,7 +428,86 @@ impl Outbox {
             ready: Notify::new(),
             frames_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            log: OnceLock::new(),
+            log_base: AtomicU64::new(u64::MAX),
+            log_until: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Read `log` from its end on: the frames appended to it from now are
+    /// this client's too (called as the client enters the registry).
+    pub fn subscribe(&self, log: &Arc<FanoutLog>) {
+        // The log's lock is never taken under an outbox's lock.
+        let cursor = log.subscribe();
+        let mut q = self.lock();
+        if q.closed || self.log.set(log.clone()).is_err() {
+            drop(q);
+            log.unsubscribe();
+            return;
+        }
+        let base = cursor.pos();
+        q.cursor = Some(cursor);
+        self.log_base.store(base, Ordering::Release);
+        let queued = self.queued_at(base);
+        log.lower_check(base + (self.limit as u64).saturating_sub(queued));
+    }
+
+    /// No more of the log's frames from now (called as the client leaves
+    /// the registry, under its lock, so no relay is appending); what was
+    /// appended before is still written.
+    pub fn unsubscribe(&self) {
+        let Some(log) = self.log.get() else {
+            return;
+        };
+        // The log's lock is never taken under an outbox's lock.
+        let end = log.end_mark();
+        let mut q = self.lock();
+        if q.cursor.is_some() && q.log_stop == u64::MAX {
+            q.log_stop = end.pos;
+            q.stop_mark = Some(end);
+            self.log_until.store(end.pos, Ordering::Release);
+            log.unsubscribe();
+        }
+    }
+
+    /// Bytes of the log accepted for this client while the log ends at
+    /// `end`.
+    fn log_share(&self, end: u64) -> u64 {
+        let base = self.log_base.load(Ordering::Acquire);
+        if base == u64::MAX {
+            return 0;
+        }
+        end.min(self.log_until.load(Ordering::Acquire))
+            .saturating_sub(base)
+    }
+
+    /// Bytes queued or in flight while the log ends at `end`.
+    fn queued_at(&self, end: u64) -> u64 {
+        // `bytes_written` first: what it counts was accepted before.
+        let written = self.bytes_written.load(Ordering::Acquire);
+        let pushed = self.pushed.load(Ordering::Acquire);
+        (pushed + self.log_share(end)).saturating_sub(written)
+    }
+
+    /// Room left under the limit once the log ends at `end` (a relay to
+    /// every client is about to take it there), or `None` when that passes
+    /// the limit: the outbox is then closed and emptied, and the caller
+    /// must cut the client. `Some(u64::MAX)` for a client not reading the
+    /// log.
+    pub(crate) fn log_room(&self, end: u64) -> Option<u64> {
+        let mut q = self.lock();
+        if q.closed || q.cursor.is_none() || q.log_stop != u64::MAX {
+            return Some(u64::MAX);
+        }
+        let queued = self.queued_at(end);
+        if queued > self.limit as u64 {
+            let dropped = self.shut(&mut q);
+            drop(q);
+            drop(dropped);
+            self.ready.notify_one();
+            return None;
+        }
+        Some(self.limit as u64 - queued)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -414,8 +542,12 @@ impl Outbox {
         if q.closed {
             return Push::Closed;
         }
-        let pushed = self.pushed.load(Ordering::Relaxed);
-        let queued = pushed - self.bytes_written.load(Ordering::Acquire);
+        // Where the fan-out log ends now: this frame goes after the log's
+        // frames before it (the relaying thread's own earlier relays to
+        // every client among them).
+        let log = self.log.get();
+        let log_end = log.map_or(0, |l| l.end());
+        let queued = self.queued_at(log_end);
         if queued + len as u64 > self.limit as u64 {
             let dropped = self.shut(&mut q);
             drop(q);
@@ -424,10 +556,22 @@ impl Outbox {
             return Push::Overflow;
         }
         // Accepted: counted as pushed before any of it counts as written.
+        let pushed = self.pushed.load(Ordering::Relaxed);
         self.pushed.store(pushed + len as u64, Ordering::Release);
+        if let Some(log) = log {
+            // The log may now take this client past its limit sooner.
+            let room = (self.limit as u64).saturating_sub(queued + len as u64);
+            log.lower_check(log_end.saturating_add(room));
+        }
+        // Nothing of the log left to give this client (a writer may have
+        // claimed bytes committed after `log_end` was read: the frame then
+        // goes after those).
+        let log_pos = q.cursor.as_ref().map_or(0, log::Cursor::pos);
+        let log_done = q.cursor.is_none() || log_pos >= log_end.min(q.log_stop);
+        let at = log_end.max(log_pos);
         let was_empty = q.pieces.is_empty();
         let direct = match q.direct {
-            Some(fd) if alone && was_empty && !q.writing => {
+            Some(fd) if alone && was_empty && !q.writing && log_done => {
                 let now = clock();
                 let idle = q
                     .last
@@ -449,7 +593,7 @@ impl Outbox {
             }
             // The socket took part of it: the rest is the writer's, first
             // (a shared frame's rest still holds its `context_mlimit` place).
-            q.pieces.push_back(match frame {
+            let piece = match frame {
                 Frame::Shared(f) => Piece::Shared(SharedFrame {
                     bytes: f.bytes.slice(written..),
                     _pending: f._pending.clone(),
@@ -463,9 +607,10 @@ impl Outbox {
                         frames: 1,
                     }
                 }
-            });
+            };
+            q.pieces.push_back(Queued { at, piece });
         } else {
-            self.queue(&mut q, frame, was_empty);
+            self.queue(&mut q, frame, was_empty, at);
         }
         q.bytes += len - written;
         drop(q);
@@ -480,14 +625,18 @@ impl Outbox {
     /// Append `frame` to the queue: copied after the last copied frames
     /// when they have room, else in a buffer of its own, or shared.
     #[inline]
-    fn queue(&self, q: &mut Queue, frame: &Frame<'_>, was_empty: bool) {
+    fn queue(&self, q: &mut Queue, frame: &Frame<'_>, was_empty: bool, at: u64) {
         let len = frame.len();
-        match frame {
+        let piece = match frame {
             Frame::Small { .. } => match q.pieces.back_mut() {
-                Some(Piece::Copied { buf, frames }) if buf.len() + len <= CHUNK => {
+                Some(Queued {
+                    at: last_at,
+                    piece: Piece::Copied { buf, frames },
+                }) if *last_at == at && buf.len() + len <= CHUNK => {
                     frame.put_into(buf);
                     *frames += 1;
                     prefetch_ahead(buf, buf.capacity(), len, false);
+                    return;
                 }
                 _ => {
                     // A reused buffer, or else: a client with nothing
@@ -504,11 +653,12 @@ impl Outbox {
                     });
                     prefetch_ahead(&buf, buf.capacity(), len, true);
                     frame.put_into(&mut buf);
-                    q.pieces.push_back(Piece::Copied { buf, frames: 1 });
+                    Piece::Copied { buf, frames: 1 }
                 }
             },
-            Frame::Shared(f) => q.pieces.push_back(Piece::Shared(f.clone())),
-        }
+            Frame::Shared(f) => Piece::Shared(f.clone()),
+        };
+        q.pieces.push_back(Queued { at, piece });
     }
 
     /// Let relays write to socket `fd` at once (a plain TCP client's, not
@@ -528,13 +678,24 @@ impl Outbox {
 
     /// Close the queue and take out what it holds (to be dropped after the
     /// lock is released); those bytes no longer count as queued.
-    fn shut(&self, q: &mut Queue) -> VecDeque<Piece> {
+    fn shut(&self, q: &mut Queue) -> VecDeque<Queued> {
         q.closed = true;
         q.direct = None;
         let pushed = self.pushed.load(Ordering::Relaxed);
         self.pushed
             .store(pushed - q.bytes as u64, Ordering::Release);
         q.bytes = 0;
+        // The log's bytes not yet given to the writer are dropped too.
+        if let Some(cursor) = q.cursor.take() {
+            let until = cursor.pos().min(q.log_stop);
+            self.log_until.store(until, Ordering::Release);
+            if q.log_stop == u64::MAX {
+                q.log_stop = until;
+                if let Some(log) = self.log.get() {
+                    log.unsubscribe();
+                }
+            }
+        }
         std::mem::take(&mut q.pieces)
     }
 
@@ -549,11 +710,8 @@ impl Outbox {
 
     /// Bytes queued or in flight.
     pub fn queued_bytes(&self) -> usize {
-        // `bytes_written` first: what it counts was pushed before, so the
-        // later read of `pushed` is at least as large.
-        let written = self.bytes_written.load(Ordering::Acquire);
-        let pushed = self.pushed.load(Ordering::Acquire);
-        pushed.saturating_sub(written) as usize
+        let end = self.log.get().map_or(0, |l| l.end());
+        self.queued_at(end) as usize
     }
 
     /// Frames written whole to the socket so far (frames copied into one
@@ -572,18 +730,25 @@ impl Outbox {
     /// next `false` the writer holds a batch, and nothing is written
     /// around it.
     fn take(&self, into: &mut VecDeque<Piece>) -> bool {
+        // Read first: a writer that has just counted itself as waiting for
+        // the log sees every frame of an append that did not see it.
+        let _ = self.log.get().map(|l| l.end());
         let mut q = self.lock();
-        q.writing = !q.pieces.is_empty();
-        if !q.writing {
-            return false;
+        let had = into.len();
+        let q = &mut *q;
+        let (stop, mark) = (q.log_stop, q.stop_mark);
+        for Queued { at, piece } in q.pieces.drain(..) {
+            if let Some(cursor) = &mut q.cursor {
+                cursor.claim(at.min(stop), mark, into);
+            }
+            into.push_back(piece);
+        }
+        if let Some(cursor) = &mut q.cursor {
+            cursor.claim(stop, mark, into);
         }
         q.bytes = 0;
-        if into.is_empty() {
-            std::mem::swap(into, &mut q.pieces);
-        } else {
-            into.extend(q.pieces.drain(..));
-        }
-        true
+        q.writing = into.len() > had;
+        q.writing
     }
 
     fn is_closed(&self) -> bool {
@@ -609,6 +774,10 @@ fn send_now(fd: RawFd, frame: &Frame<'_>) -> usize {
     )
     .unwrap_or(0)
 }
+
+#[path = "fanout_log.rs"]
+mod log;
+pub(crate) use log::FanoutLog;
 
 #[path = "writer.rs"]
 mod writer;

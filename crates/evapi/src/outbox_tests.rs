@@ -333,8 +333,187 @@ impl Outbox {
 
     fn first_capacity(&self) -> usize {
         match self.lock().pieces.front() {
-            Some(Piece::Copied { buf, .. }) => buf.capacity(),
+            Some(Queued {
+                piece: Piece::Copied { buf, .. },
+                ..
+            }) => buf.capacity(),
             _ => 0,
         }
     }
+}
+
+/// Append `frame` to `log` for every outbox in `outs`, as a relay to every
+/// client does, cutting those it would take past their limit; the outboxes
+/// cut are returned.
+fn append_for(log: &FanoutLog, frame: &Frame<'_>, outs: &[&Outbox]) -> (usize, Vec<usize>) {
+    let mut cut = Vec::new();
+    let readers = log.append(frame, |end| {
+        let mut room = u64::MAX;
+        for (i, out) in outs.iter().enumerate() {
+            match out.log_room(end) {
+                Some(r) => room = room.min(r),
+                None => cut.push(i),
+            }
+        }
+        room
+    });
+    (readers, cut)
+}
+
+/// Everything queued for `out` (closed first), written by its writer
+/// through writes of at most `max` bytes.
+async fn drain(out: &Outbox, max: usize) -> Vec<u8> {
+    out.close_after_test_flush();
+    let mut w = Writer::new(Trickle {
+        out: Vec::new(),
+        max,
+        calls: 0,
+    });
+    let stop = w.run(out, None, &Counters::default()).await;
+    assert!(matches!(stop, WriteStop::Closed), "{stop:?}");
+    w.into_inner().out
+}
+
+#[tokio::test]
+async fn the_fanout_log_keeps_each_clients_order_across_chunks() {
+    let log = Arc::new(FanoutLog::default());
+    let (a, b) = (
+        Outbox::new(64 << 20, Arc::default()),
+        Outbox::new(64 << 20, Arc::default()),
+    );
+    a.subscribe(&log);
+    let (mut want_a, mut want_b) = (Vec::new(), Vec::new());
+    let (mut frames_a, mut frames_b) = (0, 0);
+    // Far more than one chunk of the log; every 10th relay to every
+    // client is followed by a frame for `a` alone, a small one copied or
+    // a large one shared; `b` joins after 100 relays.
+    let body = [b'e'; 150];
+    let large = [b'L'; COPY_MAX + 10];
+    for i in 0..3_000u32 {
+        if i == 100 {
+            b.subscribe(&log);
+        }
+        let mut data = i.to_be_bytes().to_vec();
+        data.extend_from_slice(&body[..(i % 150) as usize]);
+        let f = Frame::new(&data, true, None);
+        let (readers, cut) = append_for(&log, &f, &[&a, &b]);
+        assert_eq!((readers, cut.len()), (1 + usize::from(i >= 100), 0));
+        f.put_into(&mut want_a);
+        frames_a += 1;
+        if i >= 100 {
+            f.put_into(&mut want_b);
+            frames_b += 1;
+        }
+        if i % 10 == 0 {
+            let alone = if i % 20 == 0 { &large[..] } else { &data[..4] };
+            let f = Frame::new(alone, true, None);
+            assert_eq!(a.push(&f), Push::Queued);
+            f.put_into(&mut want_a);
+            frames_a += 1;
+        }
+    }
+    assert!(want_b.len() > 2 * log::LOG_CHUNK, "the log spans chunks");
+    assert_eq!(a.queued_bytes(), want_a.len());
+    assert_eq!(b.queued_bytes(), want_b.len());
+    // Partial writes of a prime size, across pieces and chunks.
+    assert_eq!(drain(&a, 997).await, want_a, "every byte once, in order");
+    assert_eq!(drain(&b, 4096).await, want_b);
+    assert_eq!(
+        (a.frames_written(), b.frames_written()),
+        (frames_a, frames_b)
+    );
+    assert_eq!((a.queued_bytes(), b.queued_bytes()), (0, 0));
+}
+
+#[tokio::test]
+async fn the_fanout_log_cuts_a_client_past_its_limit_and_no_other() {
+    let log = Arc::new(FanoutLog::default());
+    let (reads, stalls) = (
+        Outbox::new(1000, Arc::default()),
+        Outbox::new(1000, Arc::default()),
+    );
+    reads.subscribe(&log);
+    stalls.subscribe(&log);
+    let mut w = Writer::new(Vec::new());
+    let counters = Counters::default();
+    let data = [b'x'; 96]; // 100 bytes framed
+    let f = Frame::new(&data, true, None);
+    // Ten relays fill `stalls` to its limit exactly; `reads` is written
+    // after each one.
+    for _ in 0..10 {
+        assert_eq!(append_for(&log, &f, &[&reads, &stalls]), (2, vec![]));
+        w.flush(&reads, None, &counters).await.unwrap();
+    }
+    assert_eq!(stalls.queued_bytes(), 1000);
+    // A frame for `stalls` alone would pass it: refused and cut there.
+    let other = Outbox::new(1000, Arc::default());
+    other.subscribe(&log);
+    assert_eq!(stalls.push(&frame("1")), Push::Overflow);
+    assert_eq!(stalls.queued_bytes(), 0);
+    // The eleventh relay is for the two others; the next one would take
+    // `other` past its limit after nine more.
+    assert_eq!(
+        append_for(&log, &f, &[&reads, &stalls, &other]),
+        (2, vec![])
+    );
+    w.flush(&reads, None, &counters).await.unwrap();
+    for _ in 0..9 {
+        append_for(&log, &f, &[&reads, &stalls, &other]);
+        w.flush(&reads, None, &counters).await.unwrap();
+    }
+    assert_eq!(other.queued_bytes(), 1000);
+    assert_eq!(
+        append_for(&log, &f, &[&reads, &stalls, &other]),
+        (1, vec![2])
+    );
+    w.flush(&reads, None, &counters).await.unwrap();
+    assert_eq!(other.push(&frame("1")), Push::Closed);
+    assert_eq!(reads.frames_written(), 21);
+    assert_eq!(w.into_inner().len(), 21 * 100);
+    assert_eq!(log.readers(), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_gets_the_log_up_to_then_counted_whole() {
+    let log = Arc::new(FanoutLog::default());
+    let out = Outbox::new(1 << 20, Arc::default());
+    out.subscribe(&log);
+    let mut want = Vec::new();
+    for s in ["1:a,", "2:bc,"] {
+        append_for(&log, &frame(s), &[&out]);
+        want.extend_from_slice(s.as_bytes());
+    }
+    out.unsubscribe();
+    append_for(&log, &frame("3:not,"), &[&out]);
+    assert_eq!(out.queued_bytes(), want.len());
+    assert_eq!(drain(&out, 3).await, want);
+    assert_eq!(
+        out.frames_written(),
+        2,
+        "the frames up to the leave, counted"
+    );
+    assert_eq!(log.readers(), 0);
+}
+
+#[tokio::test]
+async fn a_frame_alone_is_not_written_at_once_ahead_of_the_log() {
+    use std::os::fd::AsRawFd;
+    let (ours, mut peer) = tcp_pair();
+    let log = Arc::new(FanoutLog::default());
+    let out = Outbox::new(1 << 20, Arc::default());
+    out.subscribe(&log);
+    out.write_directly(ours.as_raw_fd());
+    let counters = Counters::default();
+    let t0 = Instant::now();
+    append_for(&log, &frame("4:all1,"), &[&out]);
+    // The log's frame is not written yet: this one waits behind it.
+    out.deliver_with_clock(&frame("5:alone,"), true, &counters, || t0);
+    assert!(nothing_more(&peer));
+    let mut w = Writer::new(tokio::net::TcpStream::from_std(ours.try_clone().unwrap()).unwrap());
+    w.flush(&out, None, &counters).await.unwrap();
+    assert_eq!(read_n(&mut peer, 15), b"4:all1,5:alone,");
+    assert_eq!(out.frames_written(), 2);
+    out.deliver_with_clock(&frame("3:now,"), true, &counters, || t0 + DIRECT_IDLE * 2);
+    assert_eq!(read_n(&mut peer, 6), b"3:now,");
+    assert_eq!(out.bytes_written(), 21);
 }

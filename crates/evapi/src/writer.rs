@@ -67,7 +67,24 @@ impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
                 if out.is_closed() {
                     return WriteStop::Closed;
                 }
-                out.ready.notified().await;
+                let Some(log) = out.log.get() else {
+                    out.ready.notified().await;
+                    continue;
+                };
+                // Waiting for a frame for this client alone, or for the
+                // fan-out log to grow: registered with the log before
+                // looking at it once more (see `FanoutLog::sleeping`).
+                let grown = log.wake.notified();
+                tokio::pin!(grown);
+                grown.as_mut().enable();
+                let _sleeping = log.sleeping();
+                if out.take(&mut self.batch) {
+                    continue;
+                }
+                tokio::select! {
+                    _ = grown => {}
+                    _ = out.ready.notified() => {}
+                }
                 continue;
             }
             if let Err(stop) = self.write_some(out, timeout, counters).await {

@@ -627,3 +627,85 @@ async fn workers_zero_runs_events_inline_on_the_dispatchers_own_runtime() {
     );
     socket.shutdown().await;
 }
+
+/// Relays to every client (appended once to the log all writers read),
+/// to a tag (queued per client) and to one client (perhaps written at
+/// once by the relaying thread), small and large, interleaved: each
+/// client gets exactly the frames meant for it, in the order relayed. A
+/// client that joins midway gets the relays from then on; one that leaves
+/// midway gets those before it left. Every frame received is counted as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_to_all_and_to_some_keep_each_clients_order() {
+    let rec = Arc::new(tagging_recorder());
+    let socket = start(config(), rec.clone()).await;
+    let mut c = connect_n(&socket, &rec, 3).await;
+    c[0].send(b"tag:a").await;
+    c[1].send(b"tag:b").await;
+    rec.wait_for(Event::MessageReceived, 2).await;
+    let h = socket.handle();
+    let mut want: Vec<Vec<String>> = vec![Vec::new(); 4];
+    let large = "L".repeat(2000);
+    const N: usize = 2000;
+    for i in 0..N {
+        if i == 700 {
+            c.push(TestClient::connect(socket.local_addr()).await);
+            rec.wait_for(Event::ConnectionNew, 4).await;
+        }
+        if i == 1300 {
+            c[2].send(b"bye").await;
+            rec.wait_for(Event::ConnectionClosed, 1).await;
+        }
+        let all = if i % 7 == 3 {
+            format!("all {i} {large}")
+        } else {
+            format!("all {i}")
+        };
+        let sent = h.relay(all.as_bytes()).unwrap();
+        let now: Vec<usize> = if i < 700 {
+            vec![0, 1, 2]
+        } else if i < 1300 {
+            vec![0, 1, 2, 3]
+        } else {
+            vec![0, 1, 3]
+        };
+        assert_eq!(sent, now.len(), "relay {i}");
+        for &k in &now {
+            want[k].push(all.clone());
+        }
+        if i % 3 == 0 {
+            let one = format!("a {i}");
+            assert_eq!(h.unicast(one.as_bytes(), b"a").unwrap(), 1);
+            want[0].push(one);
+        }
+        if i % 5 == 0 {
+            let some = if i % 10 == 0 {
+                format!("b {i} {large}")
+            } else {
+                format!("b {i}")
+            };
+            assert_eq!(h.multicast(some.as_bytes(), b"b").unwrap(), 1);
+            want[1].push(some);
+        }
+        if i % 100 == 0 {
+            // Let the writers catch up now and then, so relays alone meet
+            // idle clients too.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    let mut received = 0;
+    for (k, client) in c.iter_mut().enumerate() {
+        for (n, w) in want[k].iter().enumerate() {
+            let got = client.recv().await;
+            assert_eq!(got.as_deref(), Some(w.as_bytes()), "client {k}, frame {n}");
+            received += 1;
+        }
+    }
+    // The client that left got everything relayed before, then the close.
+    assert_eq!(want[2].len(), 1300);
+    assert_eq!(c[2].recv().await, None);
+    eventually("every frame received counted as written", || {
+        h.stats().frames_written == received
+    })
+    .await;
+    socket.shutdown().await;
+}
