@@ -358,6 +358,21 @@ struct Queue {
     log_stop: u64,
     /// The log's end at `log_stop`, to count its last frames.
     stop_mark: Option<log::End>,
+    /// Bytes that frames for this client alone may still add without
+    /// telling the log (see [`split_room`]).
+    own_room: u64,
+}
+
+/// Share `room` (bytes left under a client's limit) between the frames
+/// for the client alone, which take theirs without touching anything
+/// shared (`Queue::own_room`), and the fan-out log, whose share is
+/// returned: the log may grow by that much before it must look at the
+/// client again ([`FanoutLog::append`]). Frames alone that outgrow their
+/// share split what is left again, so a client sent only frames alone
+/// tells the log once per half of its room, not once per frame.
+fn split_room(q: &mut Queue, room: u64) -> u64 {
+    q.own_room = room / 2;
+    room - q.own_room
 }
 
 impl Default for Queue {
@@ -372,6 +387,7 @@ impl Default for Queue {
             cursor: None,
             log_stop: u64::MAX,
             stop_mark: None,
+            own_room: 0,
         }
     }
 }
@@ -448,8 +464,8 @@ impl Outbox {
         let base = cursor.pos();
         q.cursor = Some(cursor);
         self.log_base.store(base, Ordering::Release);
-        let queued = self.queued_at(base);
-        log.lower_check(base + (self.limit as u64).saturating_sub(queued));
+        let room = (self.limit as u64).saturating_sub(self.queued_at(base));
+        log.lower_check(base.saturating_add(split_room(&mut q, room)));
     }
 
     /// No more of the log's frames from now (called as the client leaves
@@ -489,11 +505,11 @@ impl Outbox {
         (pushed + self.log_share(end)).saturating_sub(written)
     }
 
-    /// Room left under the limit once the log ends at `end` (a relay to
-    /// every client is about to take it there), or `None` when that passes
-    /// the limit: the outbox is then closed and emptied, and the caller
-    /// must cut the client. `Some(u64::MAX)` for a client not reading the
-    /// log.
+    /// The log's share of the room left under the limit once the log ends
+    /// at `end` (a relay to every client is about to take it there; see
+    /// [`split_room`]), or `None` when that passes the limit: the outbox is
+    /// then closed and emptied, and the caller must cut the client.
+    /// `Some(u64::MAX)` for a client not reading the log.
     pub(crate) fn log_room(&self, end: u64) -> Option<u64> {
         let mut q = self.lock();
         if q.closed || q.cursor.is_none() || q.log_stop != u64::MAX {
@@ -507,7 +523,7 @@ impl Outbox {
             self.ready.notify_one();
             return None;
         }
-        Some(self.limit as u64 - queued)
+        Some(split_room(&mut q, self.limit as u64 - queued))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -559,9 +575,15 @@ impl Outbox {
         let pushed = self.pushed.load(Ordering::Relaxed);
         self.pushed.store(pushed + len as u64, Ordering::Release);
         if let Some(log) = log {
-            // The log may now take this client past its limit sooner.
-            let room = (self.limit as u64).saturating_sub(queued + len as u64);
-            log.lower_check(log_end.saturating_add(room));
+            // Within this client's share of its room, or else the room is
+            // shared again, and the log may take it past its limit sooner.
+            let len = len as u64;
+            if q.own_room >= len {
+                q.own_room -= len;
+            } else {
+                let room = (self.limit as u64).saturating_sub(queued + len);
+                log.lower_check(log_end.saturating_add(split_room(&mut q, room)));
+            }
         }
         // Nothing of the log left to give this client (a writer may have
         // claimed bytes committed after `log_end` was read: the frame then
