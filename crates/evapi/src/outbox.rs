@@ -1,6 +1,10 @@
 //! What is queued for one client, and the writer that empties it.
 //!
-//! A relay frames its data once. A small frame (the usual event) is then
+//! A relay frames its data once. A small frame (the usual event) relayed
+//! to every client (of several) is appended once to the event socket's
+//! fan-out log ([`FanoutLog`]), which every client's writer reads at its
+//! own place: one copy and one lock per relay, whatever the number of
+//! clients. A small frame for some clients only (a tag, one client) is
 //! copied into each recipient's own buffer, one after another, so that the
 //! writer hands the kernel a few large contiguous pieces per `writev`, and
 //! no reference count is shared between the relaying thread and every
@@ -9,7 +13,8 @@
 //! copying a few hundred bytes). A large frame, or one that `context_mlimit`
 //! tracks, is shared instead: every recipient's queue holds a clone of the
 //! same [`SharedFrame`] (a reference count, no copy). The writer of each
-//! connection takes the whole queue at once.
+//! connection takes the whole queue at once, with the log's bytes due
+//! before, between and after its pieces.
 
 use crate::codec::NetstringHead;
 use crate::handle::Counters;
