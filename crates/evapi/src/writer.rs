@@ -22,7 +22,7 @@ pub(crate) enum WriteStop {
 }
 
 /// Most pieces handed to one `writev` call: up to this many copy buffers
-/// of [`CHUNK`] bytes (a megabyte, more than a socket takes at once) or
+/// of [`CHUNK`](super::CHUNK) bytes (a megabyte, more than a socket takes at once) or
 /// large shared frames.
 const MAX_IOV: usize = 64;
 
