@@ -171,7 +171,7 @@ pub(crate) enum Push {
     Overflow,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Queue {
     pieces: VecDeque<Queued>,
     /// Bytes in `pieces`.
@@ -191,11 +191,9 @@ struct Queue {
     last: Option<Instant>,
     /// This client's place in the fan-out log, while it reads it.
     cursor: Option<log::Cursor>,
-    /// The log position where the client stopped being a recipient (it
-    /// left the registry); the log's bytes from there are not for it.
-    log_stop: u64,
-    /// The log's end at `log_stop`, to count its last frames.
-    stop_mark: Option<log::End>,
+    /// Where the log ended when the client stopped being a recipient (it
+    /// left the registry): the log's bytes from there are not for it.
+    stop: Option<log::End>,
     /// Bytes that frames for this client alone may still add without
     /// telling the log (see [`split_room`]).
     own_room: u64,
@@ -213,20 +211,11 @@ fn split_room(q: &mut Queue, room: u64) -> u64 {
     room - q.own_room
 }
 
-impl Default for Queue {
-    fn default() -> Self {
-        Queue {
-            pieces: VecDeque::new(),
-            bytes: 0,
-            closed: false,
-            writing: false,
-            direct: None,
-            last: None,
-            cursor: None,
-            log_stop: u64::MAX,
-            stop_mark: None,
-            own_room: 0,
-        }
+impl Queue {
+    /// The log position from which the log's bytes are not for this
+    /// client (`u64::MAX` while it is a recipient).
+    fn log_stop(&self) -> u64 {
+        self.stop.map_or(u64::MAX, |end| end.pos)
     }
 }
 
@@ -316,9 +305,8 @@ impl Outbox {
         // The log's lock is never taken under an outbox's lock.
         let end = log.end_mark();
         let mut q = self.lock();
-        if q.cursor.is_some() && q.log_stop == u64::MAX {
-            q.log_stop = end.pos;
-            q.stop_mark = Some(end);
+        if q.cursor.is_some() && q.stop.is_none() {
+            q.stop = Some(end);
             self.log_until.store(end.pos, Ordering::Release);
             log.unsubscribe();
         }
@@ -350,15 +338,12 @@ impl Outbox {
     /// `Some(u64::MAX)` for a client not reading the log.
     pub(crate) fn log_room(&self, end: u64) -> Option<u64> {
         let mut q = self.lock();
-        if q.closed || q.cursor.is_none() || q.log_stop != u64::MAX {
+        if q.closed || q.cursor.is_none() || q.stop.is_some() {
             return Some(u64::MAX);
         }
         let queued = self.queued_at(end);
         if queued > self.limit as u64 {
-            let dropped = self.shut(&mut q);
-            drop(q);
-            drop(dropped);
-            self.ready.notify_one();
+            self.cut(q);
             return None;
         }
         Some(split_room(&mut q, self.limit as u64 - queued))
@@ -403,10 +388,7 @@ impl Outbox {
         let log_end = log.map_or(0, |l| l.end());
         let queued = self.queued_at(log_end);
         if queued + len as u64 > self.limit as u64 {
-            let dropped = self.shut(&mut q);
-            drop(q);
-            drop(dropped);
-            self.ready.notify_one();
+            self.cut(q);
             return Push::Overflow;
         }
         // Accepted: counted as pushed before any of it counts as written.
@@ -427,7 +409,7 @@ impl Outbox {
         // claimed bytes committed after `log_end` was read: the frame then
         // goes after those).
         let log_pos = q.cursor.as_ref().map_or(0, log::Cursor::pos);
-        let log_done = q.cursor.is_none() || log_pos >= log_end.min(q.log_stop);
+        let log_done = q.cursor.is_none() || log_pos >= log_end.min(q.log_stop());
         let at = log_end.max(log_pos);
         let was_empty = q.pieces.is_empty();
         let direct = match q.direct {
@@ -547,10 +529,9 @@ impl Outbox {
         q.bytes = 0;
         // The log's bytes not yet given to the writer are dropped too.
         if let Some(cursor) = q.cursor.take() {
-            let until = cursor.pos().min(q.log_stop);
-            self.log_until.store(until, Ordering::Release);
-            if q.log_stop == u64::MAX {
-                q.log_stop = until;
+            self.log_until
+                .store(cursor.pos().min(q.log_stop()), Ordering::Release);
+            if q.stop.is_none() {
                 if let Some(log) = self.log.get() {
                     log.unsubscribe();
                 }
@@ -559,13 +540,18 @@ impl Outbox {
         std::mem::take(&mut q.pieces)
     }
 
-    /// Refuse further frames and drop what is queued (after a cut).
-    pub fn close(&self) {
-        let mut q = self.lock();
+    /// Shut the queue (see [`Outbox::shut`]), drop what it held once the
+    /// lock is released, and wake the writer to see the close.
+    fn cut(&self, mut q: std::sync::MutexGuard<'_, Queue>) {
         let dropped = self.shut(&mut q);
         drop(q);
         drop(dropped);
         self.ready.notify_one();
+    }
+
+    /// Refuse further frames and drop what is queued (after a cut).
+    pub fn close(&self) {
+        self.cut(self.lock());
     }
 
     /// Bytes queued or in flight.
@@ -596,7 +582,7 @@ impl Outbox {
         let mut q = self.lock();
         let had = into.len();
         let q = &mut *q;
-        let (stop, mark) = (q.log_stop, q.stop_mark);
+        let (stop, mark) = (q.log_stop(), q.stop);
         for Queued { at, piece } in q.pieces.drain(..) {
             if let Some(cursor) = &mut q.cursor {
                 cursor.claim(at.min(stop), mark, into);
