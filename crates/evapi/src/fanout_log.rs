@@ -266,8 +266,10 @@ impl FanoutLog {
     /// position up to which every reader is known to be within its limit,
     /// `check(new_end)` first looks at every reader (cutting those the
     /// frame would take past their limit, which then stop reading) and
-    /// returns the least room left to any of them. Returns how many
-    /// readers the frame is for.
+    /// returns how much more the log may grow before any of them must be
+    /// looked at again (the least of their shares of the room left, see
+    /// `split_room` in the outbox). Returns how many readers the frame is
+    /// for.
     pub(crate) fn append(&self, frame: &Frame<'_>, check: impl FnOnce(u64) -> u64) -> usize {
         let len = frame.len();
         debug_assert!(len <= super::COPY_MAX);
